@@ -1,0 +1,104 @@
+"""The published job-file JSON Schema, and turning its violations into located messages."""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import functools
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+from jsonschema.exceptions import ValidationError, best_match
+
+from .errors import ConfigError, Location
+from .yamlload import FieldPath, Positions, format_path
+
+SCHEMA_FILE = "jobspec.schema.json"
+
+
+def _schema_path() -> Path:
+    packaged = Path(__file__).parent / "_schemas" / SCHEMA_FILE  # inside a built wheel
+    if packaged.exists():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "schemas" / SCHEMA_FILE  # source checkout
+
+
+@functools.cache
+def job_schema() -> dict[str, Any]:
+    return json.loads(_schema_path().read_text(encoding="utf-8"))
+
+
+def schema_text() -> str:
+    return _schema_path().read_text(encoding="utf-8")
+
+
+@functools.cache
+def _validator() -> jsonschema.protocols.Validator:
+    schema = job_schema()
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)
+
+
+def _describe(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+_TYPE_NAMES = {"object": "a mapping", "array": "a list", "string": "a string", "integer": "an integer",
+               "number": "a number", "boolean": "true or false", "null": "null"}
+
+
+def _message(error: ValidationError) -> str:
+    kind = error.validator
+    if kind == "pattern" and "x-pattern-message" in error.schema:
+        return f"{_describe(error.instance)} {error.schema['x-pattern-message']}"
+    if kind == "type":
+        wanted = error.validator_value
+        names = [wanted] if isinstance(wanted, str) else list(wanted)
+        readable = " or ".join(_TYPE_NAMES.get(n, n) for n in names)
+        return f"{_describe(error.instance)} is not {readable}"
+    if kind == "const":
+        return f"{_describe(error.instance)} is not supported; the only allowed value is {error.validator_value!r}"
+    if kind == "enum":
+        allowed = ", ".join(str(v) for v in error.validator_value)
+        return f"{_describe(error.instance)} is not one of the allowed values: {allowed}"
+    if kind == "maxLength":
+        return f"{_describe(error.instance)} is {len(error.instance)} characters, over the limit of {error.validator_value}"
+    return error.message
+
+
+def _unknown_fields(error: ValidationError, path: FieldPath, file: str,
+                    positions: Positions) -> list[ConfigError]:
+    allowed = sorted(error.schema.get("properties", {}))
+    extras = [key for key in error.instance if key not in allowed]
+    found = []
+    for key in extras:
+        message = f"unknown field {key!r}"
+        close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.5)
+        message += f" (did you mean {close[0]!r}?)" if close else f"; allowed fields: {', '.join(allowed)}"
+        line, column = positions.of_key(path + (key,)) or (None, None)
+        found.append(ConfigError(Location(file, line, column, format_path(path + (key,))), message))
+    return found
+
+
+def schema_errors(data: Any, file: str, positions: Positions) -> list[ConfigError]:
+    """Every schema violation in ``data``, each located at its YAML node, in file order."""
+    found: list[ConfigError] = []
+    for error in _validator().iter_errors(data):
+        if error.context:  # anyOf/oneOf: the branch that came closest says the most
+            error = best_match(error.context)
+        path: FieldPath = tuple(error.absolute_path)
+        if error.validator == "additionalProperties":
+            found.extend(_unknown_fields(error, path, file, positions))
+            continue
+        message = _message(error)
+        if error.validator == "required":
+            missing = ast.literal_eval(error.message.split(" is a required property")[0])
+            path, message = path + (missing,), "is required"
+        line, column = positions.of_value(path) or (None, None)
+        found.append(ConfigError(Location(file, line, column, format_path(path)), message))
+    found.sort(key=lambda e: (e.location.line or 0, e.location.column or 0))
+    return found

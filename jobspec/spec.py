@@ -1,0 +1,328 @@
+"""Job files: finding them, loading them with positions, validating them, and the ``Job`` value.
+
+Validation reports every problem it can find in one pass, each as
+``path:line:column: field: message``, and never executes anything the file says.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import data
+from .errors import ConfigError, ConfigErrors, Location, UsageError
+from .schema import job_schema, schema_errors
+from .yamlload import FieldPath, Positions, format_path, load_yaml
+
+MAX_JOB_FILE_BYTES = 1024 * 1024
+JOB_SUFFIXES = (".yaml", ".yml")
+FORMAT_VERSION = 1
+MATCHERS = ("equals", "contains", "regex", "one_of", "not_contains")
+
+
+@dataclass(frozen=True)
+class Hyperparameters:
+    batch_size: int
+    epoch_count: int
+    learning_rate: float | None = None
+    learning_rate_multiplier: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        values = {"batch_size": self.batch_size, "epoch_count": self.epoch_count}
+        if self.learning_rate is not None:
+            values["learning_rate"] = self.learning_rate
+        else:
+            values["learning_rate_multiplier"] = self.learning_rate_multiplier
+        return values
+
+
+@dataclass(frozen=True)
+class Expectation:
+    kind: str  # one of MATCHERS
+    value: str | tuple[str, ...]
+    case_sensitive: bool = True
+
+    def as_dict(self) -> dict[str, Any]:
+        value = list(self.value) if isinstance(self.value, tuple) else self.value
+        result: dict[str, Any] = {self.kind: value}
+        if not self.case_sensitive:
+            result["case_sensitive"] = False
+        return result
+
+
+@dataclass(frozen=True)
+class EvalPrompt:
+    input: str
+    expect: Expectation
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    prompts: tuple[EvalPrompt, ...]
+    min_pass_rate: float = 1.0
+    compare_base: bool = False
+    generation_config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    type: str
+    project: str | None = None
+    location: str | None = None
+    staging_bucket: str | None = None
+    endpoint: str | None = None
+
+
+@dataclass(frozen=True)
+class Job:
+    path: str  # as given on the command line
+    name: str
+    base_model: str
+    hyperparameters: Hyperparameters
+    training_data: data.DataSource
+    display_name: str | None = None
+    description: str | None = None
+    eval: EvalSpec | None = None
+    backend: BackendSpec | None = None
+    name_at: Location | None = field(default=None, compare=False)  # where `name:` is, for messages
+
+
+def _defaults() -> dict[str, Any]:
+    props = job_schema()["properties"]["hyperparameters"]["properties"]
+    return {name: spec["default"] for name, spec in props.items() if "default" in spec}
+
+
+def find_repo_root(start: Path) -> Path:
+    """The enclosing git work tree, or ``start`` itself when there is none."""
+    start = start.resolve()
+    for candidate in (start, *start.parents):
+        if (candidate / ".git").exists():
+            return candidate
+    return start
+
+
+def expand_paths(arguments: Iterable[str]) -> list[str]:
+    """Files, directories (their *.yaml/*.yml, not recursive) and globs, in a stable order."""
+    found: list[str] = []
+    for argument in arguments:
+        if any(ch in argument for ch in "*?["):
+            matches = sorted(glob.glob(argument, recursive=True))
+            if not matches:
+                raise UsageError(f"{argument}: no files match this pattern")
+            found.extend(m for m in matches if not os.path.isdir(m))
+        elif os.path.isdir(argument):
+            entries = sorted(e for e in os.listdir(argument) if e.endswith(JOB_SUFFIXES))
+            found.extend(os.path.join(argument, e) for e in entries)
+        else:
+            found.append(argument)
+    unique = list(dict.fromkeys(os.path.normpath(p) for p in found))
+    return unique
+
+
+def read_job_text(path: str) -> str:
+    where = Location(path)
+    try:
+        size = os.stat(path).st_size
+        if os.path.isdir(path):
+            raise ConfigError(where, "is a directory, not a job file")
+        if size > MAX_JOB_FILE_BYTES:
+            raise ConfigError(where, f"job file is {size:,} bytes, over the limit of "
+                              f"{MAX_JOB_FILE_BYTES:,} bytes")
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(where, "no such job file") from None
+    except PermissionError:
+        raise ConfigError(where, "cannot read job file: permission denied") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(where, f"not valid UTF-8 (byte {exc.start})") from None
+
+
+class _JobBuilder:
+    """Cross-field rules the schema cannot express, then the ``Job`` value."""
+
+    def __init__(self, path: str, raw: dict[str, Any], positions: Positions,
+                 allow_outside_paths: bool) -> None:
+        self.path = path
+        self.raw = raw
+        self.positions = positions
+        self.allow_outside_paths = allow_outside_paths
+        self.errors: list[ConfigError] = []
+
+    def error(self, field_path: FieldPath, message: str, *, at_key: bool = False) -> None:
+        pos = self.positions.of_key(field_path) if at_key else self.positions.of_value(field_path)
+        line, column = pos or (None, None)
+        self.errors.append(ConfigError(Location(self.path, line, column, format_path(field_path)),
+                                       message))
+
+    def hyperparameters(self) -> Hyperparameters:
+        given = self.raw.get("hyperparameters") or {}
+        if "learning_rate" in given and "learning_rate_multiplier" in given:
+            self.error(("hyperparameters", "learning_rate_multiplier"),
+                       "give learning_rate or learning_rate_multiplier, not both", at_key=True)
+        values = {**_defaults(), **given}
+        if "learning_rate" in given:
+            values.pop("learning_rate_multiplier", None)
+        # JSON Schema counts 2.0 as an integer; normalise so that 2 and 2.0 fingerprint alike.
+        rate, multiplier = values.get("learning_rate"), values.get("learning_rate_multiplier")
+        return Hyperparameters(
+            batch_size=int(values["batch_size"]), epoch_count=int(values["epoch_count"]),
+            learning_rate=None if rate is None else float(rate),
+            learning_rate_multiplier=None if multiplier is None else float(multiplier))
+
+    def training_data(self) -> data.DataSource:
+        spec = self.raw["training_data"]
+        if isinstance(spec, list):
+            entries = [(self._location(("training_data", i)), record)
+                       for i, record in enumerate(spec)]
+            return data.DataSource(display_path=self.path, inline=tuple(entries))
+        if isinstance(spec, str):
+            spec = {"path": spec}
+            field_path: FieldPath = ("training_data",)
+        else:
+            field_path = ("training_data", "path")
+        job_dir = Path(self.path).parent
+        relative = Path(spec["path"])
+        resolved = relative if relative.is_absolute() else job_dir / relative
+        source = data.DataSource(
+            display_path=os.path.normpath(str(resolved)), path=resolved,
+            input_field=spec.get("input_field", data.DEFAULT_INPUT_FIELD),
+            output_field=spec.get("output_field", data.DEFAULT_OUTPUT_FIELD))
+        root = find_repo_root(job_dir)
+        if not self.allow_outside_paths and not data.is_within(resolved, root):
+            self.error(field_path, f"{spec['path']!r} resolves outside the repository ({root}); "
+                       "pass --allow-outside-paths to allow it")
+            return source
+        try:
+            data.check_file(source)
+        except ConfigError as exc:
+            self.error(field_path, f"{spec['path']}: {exc.message}")
+        return source
+
+    def _location(self, field_path: FieldPath) -> Location:
+        line, column = self.positions.of_value(field_path) or (None, None)
+        return Location(self.path, line, column, format_path(field_path))
+
+    def eval(self) -> EvalSpec | None:
+        spec = self.raw.get("eval")
+        if spec is None:
+            return None
+        prompts = []
+        for index, prompt in enumerate(spec["prompts"]):
+            prompts.append(EvalPrompt(prompt["input"], self._expectation(
+                prompt["expect"], ("eval", "prompts", index, "expect"))))
+        return EvalSpec(prompts=tuple(prompts), min_pass_rate=spec.get("min_pass_rate", 1.0),
+                        compare_base=spec.get("compare_base", False),
+                        generation_config=dict(spec.get("generation_config", {})))
+
+    def _expectation(self, expect: str | dict, field_path: FieldPath) -> Expectation:
+        if isinstance(expect, str):
+            return Expectation("equals", expect)
+        kinds = [k for k in MATCHERS if k in expect]
+        if len(kinds) != 1:
+            found = ", ".join(kinds) if kinds else "none"
+            self.error(field_path, f"give exactly one of {', '.join(MATCHERS)} (found: {found})")
+            return Expectation("equals", "")
+        kind = kinds[0]
+        case_sensitive = expect.get("case_sensitive", True)
+        value = expect[kind]
+        if kind == "regex":
+            try:
+                re.compile(value, 0 if case_sensitive else re.IGNORECASE)
+            except re.error as exc:
+                self.error(field_path + ("regex",), f"invalid regular expression: {exc}")
+        return Expectation(kind, tuple(value) if kind == "one_of" else value, case_sensitive)
+
+    def backend(self) -> BackendSpec | None:
+        spec = self.raw.get("backend")
+        if spec is None:
+            return None
+        if isinstance(spec, str):
+            return BackendSpec(type=spec)
+        if spec["type"] != "vertex":
+            for option in ("project", "location", "staging_bucket"):
+                if option in spec:
+                    self.error(("backend", option), f"applies only to the vertex backend, "
+                               f"not {spec['type']}", at_key=True)
+        return BackendSpec(**spec)
+
+    def build(self, schema_problems: list[ConfigError]) -> Job:
+        """The Job, or ConfigErrors with the schema's problems and every cross-field one."""
+        sections = {}
+        for section in ("hyperparameters", "training_data", "eval", "backend"):
+            try:
+                sections[section] = getattr(self, section)()
+            except (KeyError, TypeError, AttributeError, ValueError):
+                pass  # a malformed section: the schema has already said what is wrong with it
+        problems = schema_problems + self.errors
+        if problems:
+            problems.sort(key=lambda e: (e.location.line or 0, e.location.column or 0))
+            raise ConfigErrors(problems)
+        return Job(path=self.path, name=self.raw["name"], base_model=self.raw["base_model"],
+                   display_name=self.raw.get("display_name"),
+                   description=self.raw.get("description"),
+                   name_at=self._location(("name",)), **sections)
+
+
+def load_job(path: str, *, allow_outside_paths: bool = False) -> Job:
+    """Load and check one job file (not its examples); raise ConfigErrors listing every problem."""
+    try:
+        loaded = load_yaml(read_job_text(path), path)
+    except RecursionError:
+        raise ConfigError(Location(path), "YAML nested too deeply") from None
+    if not isinstance(loaded.data, dict):
+        raise ConfigError(Location(path, 1, 1), "a job file must be a YAML mapping "
+                          f"(name, base_model, ...), not {type(loaded.data).__name__}")
+    problems = schema_errors(loaded.data, path, loaded.positions)
+    builder = _JobBuilder(path, loaded.data, loaded.positions, allow_outside_paths)
+    return builder.build(problems)
+
+
+def _flatten(exc: ConfigError) -> list[ConfigError]:
+    return list(exc.errors) if isinstance(exc, ConfigErrors) else [exc]
+
+
+def load_jobs(paths: Iterable[str], *, allow_outside_paths: bool = False,
+              check_examples: bool = False) -> list[Job]:
+    """Load every job file; report all problems in all files at once, including duplicate names.
+
+    With ``check_examples`` every training example is read and checked too.
+    """
+    jobs: list[Job] = []
+    errors: list[ConfigError] = []
+    for path in paths:
+        try:
+            job = load_job(path, allow_outside_paths=allow_outside_paths)
+        except ConfigError as exc:
+            errors.extend(_flatten(exc))
+            continue
+        if check_examples:
+            try:
+                data.count_examples(job.training_data)
+            except ConfigError as exc:
+                errors.extend(_flatten(exc))
+                continue
+        jobs.append(job)
+    errors.extend(_duplicate_names(jobs))
+    if errors:
+        raise ConfigErrors(errors)
+    return jobs
+
+
+def _duplicate_names(jobs: list[Job]) -> list[ConfigError]:
+    first: dict[str, Job] = {}
+    found = []
+    for job in jobs:
+        if job.name in first:
+            found.append(ConfigError(job.name_at or Location(job.path, field="name"),
+                                     f"{job.name!r} is also the name of {first[job.name].path}; "
+                                     "job names must be unique"))
+        else:
+            first[job.name] = job
+    return found
