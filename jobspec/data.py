@@ -134,8 +134,9 @@ def _records(source: DataSource) -> Iterator[tuple[Location, object]]:
                 try:
                     record = json.loads(raw)
                 except json.JSONDecodeError as exc:
-                    yield Location(display, number, exc.colno), ConfigError(
-                        Location(display, number, exc.colno), f"invalid JSON: {exc.msg}")
+                    column = exc.pos + 1 if exc.lineno == 1 else len(raw.rstrip(b"\r\n")) + 1
+                    yield Location(display, number, column), ConfigError(
+                        Location(display, number, column), f"invalid JSON: {exc.msg}")
                     continue
                 except UnicodeDecodeError:
                     yield Location(display, number), ConfigError(

@@ -148,7 +148,13 @@ class _Builder:
 
 def load_yaml(text: str, file: str) -> LoadedYaml:
     """Parse one YAML document from ``text``; ``file`` is only used in error messages."""
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:
+        before = text[: exc.position]
+        line, column = before.count("\n") + 1, exc.position - (before.rfind("\n") + 1) + 1
+        raise ConfigError(Location(file, line, column), f"invalid YAML: unacceptable character "
+                          f"#x{exc.character:04x}: {exc.reason}") from None
     try:
         try:
             node = loader.get_single_node()

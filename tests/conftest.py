@@ -1,0 +1,80 @@
+"""Shared fixtures: a scratch git repository holding job files, and running the real CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from jobspec.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+NUMBER_EXAMPLES = [
+    ("1", "2"), ("3", "4"), ("-3", "-2"), ("twenty two", "twenty three"),
+    ("two hundred", "two hundred one"), ("ninety nine", "one hundred"), ("8", "9"),
+    ("-98", "-97"), ("1,000", "1,001"), ("10,100,000", "10,100,001"), ("thirteen", "fourteen"),
+    ("eighty", "eighty one"), ("one", "two"), ("three", "four"), ("seven", "eight"),
+]
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def json(self):
+        return json.loads(self.out)
+
+
+class Repo:
+    """A temporary git work tree with helpers to write job and data files into it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def write(self, relative: str, text: str) -> Path:
+        path = self.root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+        return path
+
+    def write_jsonl(self, relative: str, examples, input_field="text_input", output_field="output"):
+        lines = [json.dumps({input_field: i, output_field: o}) for i, o in examples]
+        return self.write(relative, "\n".join(lines) + "\n")
+
+    def job(self, name: str = "demo", *, extra: str = "", data: str = "data/demo.jsonl",
+            hyperparameters: str = "batch_size: 2\n  learning_rate: 0.001\n  epoch_count: 5",
+            base_model: str = "models/gemini-1.0-pro-001", file: str | None = None) -> Path:
+        if data == "data/demo.jsonl" and not (self.root / "jobs" / data).exists():
+            self.write_jsonl(f"jobs/{data}", NUMBER_EXAMPLES)
+        body = (f"version: 1\nname: {name}\nbase_model: {base_model}\n"
+                f"hyperparameters:\n  {hyperparameters}\ntraining_data: {data}\n{extra}")
+        return self.write(file or f"jobs/{name}.yaml", body)
+
+
+@pytest.fixture
+def repo(tmp_path, monkeypatch) -> Repo:
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    monkeypatch.chdir(tmp_path)
+    return Repo(tmp_path)
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run ``jobspec ARGS`` in-process, as the console script would, and capture what it prints."""
+
+    def run(*args: str) -> Result:
+        try:
+            code = main(list(args))
+        except SystemExit as exc:  # argparse's --help and usage errors
+            code = exc.code if isinstance(exc.code, int) else 1
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return run
