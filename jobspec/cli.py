@@ -100,6 +100,12 @@ def cmd_show(args: argparse.Namespace) -> int:
     return errors.EXIT_OK
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .server.main import serve  # noqa: PLC0415
+
+    return serve(args)
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     print(schema_text(), end="")
     return errors.EXIT_OK
@@ -124,6 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--format", choices=("yaml", "json"), default="yaml")
     show.add_argument("--allow-outside-paths", action="store_true")
     show.set_defaults(handler=cmd_show)
+
+    serve = commands.add_parser("serve", help="run the local tuning service (Gemini API "
+                                "tuning surface, real LoRA training)")
+    from .server.main import add_arguments  # noqa: PLC0415 - the server has no heavy imports here
+
+    add_arguments(serve)
+    serve.set_defaults(handler=cmd_serve)
 
     schema = commands.add_parser("schema", help="print the job-file JSON Schema")
     schema.set_defaults(handler=cmd_schema)

@@ -1,0 +1,38 @@
+"""Turning prompts and training examples into token ids, the same way for training and serving.
+
+With a chat template (SmolLM2 has one) an example is a user turn and an assistant turn; the
+loss is taken on the assistant's tokens and the end-of-turn token only. Models without a chat
+template fall back to a plain "Input:/Output:" layout.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+IGNORE_INDEX = -100  # the label value PyTorch's cross-entropy skips
+
+
+def prompt_ids(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]:
+    """Token ids of a conversation, ending where the model's answer should begin."""
+    if getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    else:
+        text = "".join(f"{m['content']}\n" if m["role"] == "system" else
+                       f"{'Input' if m['role'] == 'user' else 'Output'}: {m['content']}\n"
+                       for m in messages) + "Output:"
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def end_of_turn(tokenizer: Any) -> str:
+    if getattr(tokenizer, "chat_template", None) and "<|im_end|>" in tokenizer.get_vocab():
+        return "<|im_end|>"
+    return tokenizer.eos_token or "\n"
+
+
+def encode_example(tokenizer: Any, text_input: str, output: str) -> tuple[list[int], list[int]]:
+    """(input_ids, labels) for one example; labels hide the prompt from the loss."""
+    prompt = prompt_ids(tokenizer, [{"role": "user", "content": text_input}])
+    prefix = "" if getattr(tokenizer, "chat_template", None) else " "
+    answer = tokenizer(prefix + output + end_of_turn(tokenizer),
+                       add_special_tokens=False)["input_ids"]
+    return prompt + answer, [IGNORE_INDEX] * len(prompt) + answer

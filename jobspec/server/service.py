@@ -1,0 +1,369 @@
+"""What each method of the local service does, on parsed requests; HTTP is app.py's business."""
+
+from __future__ import annotations
+
+import base64
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import wire
+from .inference import GenerationSettings, Generator, PromptTooLong
+from .models import ModelNotFound, ModelRegistry, context_length
+from .store import ACTIVE, CREATING, AlreadyExists, Store, TunedModelRecord
+from .trainer import adapter_dir, remove_adapter, total_steps
+from .wire import ApiError
+
+TUNED_MODEL_ID = re.compile(r"[a-z]([a-z0-9-]{0,38}[a-z0-9])?")
+DEFAULT_LEARNING_RATE = 0.001  # what a multiplier of 1.0 means here
+MAX_INPUT_CHARS, MAX_OUTPUT_CHARS = 40_000, 5_000
+MAX_TOTAL_STEPS = 100_000
+UPDATABLE = ("display_name", "description", "temperature", "top_p", "top_k")
+DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 10, 1000
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[dict[str, Any]]
+    next_token: str | None
+
+
+def _in_range(where: str, value: float, low: float, high: float, *, low_open: bool = False) -> None:
+    if value < low or value > high or (low_open and value == low):
+        bound = f"({low}, {high}]" if low_open else f"[{low}, {high}]"
+        raise ApiError("INVALID_ARGUMENT", f"{where} must be in {bound}, got {value:g}.")
+
+
+class TuningService:
+    def __init__(self, store: Store, registry: ModelRegistry, generator: Generator,
+                 state_dir: Path) -> None:
+        self.store = store
+        self.registry = registry
+        self.generator = generator
+        self.state_dir = state_dir
+
+    # -- rendering -----------------------------------------------------------------------------
+
+    def tuned_model(self, record: TunedModelRecord) -> dict[str, Any]:
+        return wire.compact({
+            "name": f"tunedModels/{record.id}",
+            "baseModel": record.base_model,
+            "displayName": record.display_name,
+            "description": record.description,
+            "temperature": record.temperature,
+            "topP": record.top_p,
+            "topK": record.top_k,
+            "state": record.state,
+            "createTime": wire.timestamp(record.create_time),
+            "updateTime": wire.timestamp(record.update_time),
+            "tuningTask": {
+                "startTime": wire.timestamp(record.start_time),
+                "completeTime": wire.timestamp(record.complete_time),
+                "snapshots": self._snapshots(record),
+                "hyperparameters": record.hyperparameters,
+            },
+        })
+
+    @staticmethod
+    def _snapshots(record: TunedModelRecord) -> list[dict[str, Any]]:
+        return [{"step": s.step, "epoch": s.epoch, "meanLoss": s.mean_loss,
+                 "computeTime": wire.timestamp(s.compute_time)} for s in record.snapshots]
+
+    def operation(self, record: TunedModelRecord) -> dict[str, Any]:
+        done = record.state != CREATING
+        completed = record.total_steps if record.state == ACTIVE else record.completed_steps
+        metadata = wire.compact({
+            "tunedModel": f"tunedModels/{record.id}",
+            "totalSteps": record.total_steps,
+            "completedSteps": completed,
+            "completedPercent": round(100.0 * completed / record.total_steps, 2),
+            "snapshots": self._snapshots(record),
+        })
+        body: dict[str, Any] = {
+            "name": f"tunedModels/{record.id}/operations/{record.operation_id}",
+            "metadata": {"@type": wire.METADATA_TYPE, **metadata},
+        }
+        if done:
+            body["done"] = True
+            if record.state == ACTIVE:
+                body["response"] = {"@type": wire.TUNED_MODEL_TYPE, **self.tuned_model(record)}
+            else:
+                body["error"] = {"code": record.error_code or 13,
+                                 "message": record.error_message or "Tuning failed."}
+        return body
+
+    def base_model(self, model_id: str, *, alias_of: str | None = None) -> dict[str, Any]:
+        model = self.registry.models[alias_of or model_id]
+        limit = context_length(model)
+        description = f"{model.id}, served on this machine by jobspec"
+        if alias_of:
+            description = f"Alias of models/{alias_of} on this jobspec local service"
+        return {
+            "name": f"models/{model_id}", "baseModelId": model_id, "version": "001",
+            "displayName": model_id, "description": description,
+            "inputTokenLimit": limit, "outputTokenLimit": limit,
+            "supportedGenerationMethods": ["generateContent", "createTunedModel"],
+            "temperature": 0.0, "maxTemperature": 2.0, "topP": 1.0, "topK": 1,
+        }
+
+    # -- lookup --------------------------------------------------------------------------------
+
+    def _record(self, model_id: str) -> TunedModelRecord:
+        record = self.store.get(model_id)
+        if record is None:
+            raise ApiError("NOT_FOUND", f"Tuned model tunedModels/{model_id} does not exist.")
+        return record
+
+    # -- methods -------------------------------------------------------------------------------
+
+    def list_models(self) -> dict[str, Any]:
+        models = [self.base_model(m) for m in self.registry.models]
+        models += [self.base_model(a, alias_of=t) for a, t in self.registry.aliases.items()]
+        return {"models": models}
+
+    def get_model(self, model_id: str) -> dict[str, Any]:
+        if model_id in self.registry.models:
+            return self.base_model(model_id)
+        if model_id in self.registry.aliases:
+            return self.base_model(model_id, alias_of=self.registry.aliases[model_id])
+        raise ApiError("NOT_FOUND", f"Model models/{model_id} is not found.")
+
+    def create(self, body: Any, tuned_model_id: str | None) -> dict[str, Any]:
+        request = wire.parse(body, wire.TUNED_MODEL, "tuned_model")
+        if tuned_model_id is not None and not TUNED_MODEL_ID.fullmatch(tuned_model_id):
+            raise ApiError("INVALID_ARGUMENT", f"tunedModelId {tuned_model_id!r} is invalid: it "
+                           "must match [a-z]([a-z0-9-]{0,38}[a-z0-9])?.")
+        if "tuned_model_source" in request:
+            raise ApiError("INVALID_ARGUMENT", "tuned_model.tuned_model_source is not supported "
+                           "by the local service; give tuned_model.base_model.")
+        base_name = wire.require(request, "base_model", "tuned_model")
+        try:
+            local = self.registry.resolve(base_name)
+        except ModelNotFound:
+            raise ApiError("NOT_FOUND", f"Base model {base_name} is not found.") from None
+        if len(request.get("display_name", "")) > 40:
+            raise ApiError("INVALID_ARGUMENT", "tuned_model.display_name must be at most 40 "
+                           "characters.")
+        task = wire.require(request, "tuning_task", "tuned_model")
+        data = wire.require(task, "training_data", "tuned_model.tuning_task")
+        examples = self._examples(data)
+        hyperparameters, learning_rate = self._hyperparameters(task.get("hyperparameters", {}),
+                                                               len(examples))
+        steps = total_steps(len(examples), hyperparameters["epochCount"],
+                            hyperparameters["batchSize"])
+        if steps > MAX_TOTAL_STEPS:
+            raise ApiError("INVALID_ARGUMENT", f"The job would take {steps:,} steps (examples × "
+                           f"epochs ÷ batch size); the local service allows {MAX_TOTAL_STEPS:,}.")
+        self._sampling_defaults(request)
+        try:
+            record = self.store.create(
+                model_id=tuned_model_id, display_name=request.get("display_name"),
+                description=request.get("description"), base_model=base_name,
+                local_model=local.id, temperature=request.get("temperature"),
+                top_p=request.get("top_p"), top_k=request.get("top_k"),
+                hyperparameters=hyperparameters, effective_lr=learning_rate, examples=examples,
+                total_steps=steps)
+        except AlreadyExists:
+            raise ApiError("ALREADY_EXISTS", f"Tuned model tunedModels/{tuned_model_id} already "
+                           "exists.") from None
+        return self.operation(record)
+
+    @staticmethod
+    def _examples(data: dict[str, Any]) -> list[tuple[str, str]]:
+        where = "tuned_model.tuning_task.training_data.examples.examples"
+        items = (data.get("examples") or {}).get("examples") or []
+        if not items:
+            raise ApiError("INVALID_ARGUMENT", f"{where} is required: at least one example.")
+        examples = []
+        for index, item in enumerate(items):
+            text_input, output = item.get("text_input", ""), item.get("output", "")
+            if not text_input.strip() or not output.strip():
+                missing = "text_input" if not text_input.strip() else "output"
+                raise ApiError("INVALID_ARGUMENT", f"{where}[{index}].{missing} is required.")
+            if len(text_input) > MAX_INPUT_CHARS or len(output) > MAX_OUTPUT_CHARS:
+                raise ApiError("INVALID_ARGUMENT", f"{where}[{index}] is too long: inputs may have "
+                               f"{MAX_INPUT_CHARS:,} characters and outputs {MAX_OUTPUT_CHARS:,}.")
+            examples.append((text_input, output))
+        return examples
+
+    @staticmethod
+    def _hyperparameters(given: dict[str, Any], count: int) -> tuple[dict[str, Any], float]:
+        where = "tuned_model.tuning_task.hyperparameters"
+        if "learning_rate" in given and "learning_rate_multiplier" in given:
+            raise ApiError("INVALID_ARGUMENT", f"{where}: give learning_rate or "
+                           "learning_rate_multiplier, not both.")
+        epochs = given.get("epoch_count", 5)
+        batch = given.get("batch_size", 4 if count < 1000 else 16)
+        _in_range(f"{where}.epoch_count", epochs, 1, 1000)
+        _in_range(f"{where}.batch_size", batch, 1, 1024)
+        result: dict[str, Any] = {"epochCount": epochs, "batchSize": batch}
+        if "learning_rate" in given:
+            _in_range(f"{where}.learning_rate", given["learning_rate"], 0, 1, low_open=True)
+            result["learningRate"] = rate = given["learning_rate"]
+        else:
+            multiplier = given.get("learning_rate_multiplier", 1.0)
+            _in_range(f"{where}.learning_rate_multiplier", multiplier, 0, 100, low_open=True)
+            result["learningRateMultiplier"] = multiplier
+            rate = multiplier * DEFAULT_LEARNING_RATE
+        return result, rate
+
+    @staticmethod
+    def _sampling_defaults(request: dict[str, Any]) -> None:
+        if "temperature" in request:
+            _in_range("tuned_model.temperature", request["temperature"], 0, 2)
+        if "top_p" in request:
+            _in_range("tuned_model.top_p", request["top_p"], 0, 1)
+        if "top_k" in request:
+            _in_range("tuned_model.top_k", request["top_k"], 1, 1000)
+
+    def list_tuned_models(self, page_size: int | None, page_token: str | None) -> dict[str, Any]:
+        size = DEFAULT_PAGE_SIZE if not page_size else min(page_size, MAX_PAGE_SIZE)
+        if page_size is not None and page_size < 0:
+            raise ApiError("INVALID_ARGUMENT", "page_size must not be negative.")
+        after = 0
+        if page_token:
+            try:
+                after = int(base64.urlsafe_b64decode(page_token.encode()).decode().removeprefix("after:"))
+            except ValueError:
+                raise ApiError("INVALID_ARGUMENT", "Invalid page_token.") from None
+        records, next_seq = self.store.page(after, size)
+        body: dict[str, Any] = {}
+        if records:
+            body["tunedModels"] = [self.tuned_model(r) for r in records]
+        if next_seq is not None:
+            body["nextPageToken"] = base64.urlsafe_b64encode(f"after:{next_seq}".encode()).decode()
+        return body
+
+    def get_tuned_model(self, model_id: str) -> dict[str, Any]:
+        return self.tuned_model(self._record(model_id))
+
+    def patch(self, model_id: str, body: Any, update_mask: str | None) -> dict[str, Any]:
+        self._record(model_id)
+        request = wire.parse(body, wire.TUNED_MODEL, "tuned_model")
+        if update_mask:
+            fields = [wire.snake(f.strip()) for f in update_mask.split(",") if f.strip()]
+            for name in fields:
+                if name not in UPDATABLE:
+                    raise ApiError("INVALID_ARGUMENT", f"update_mask: {wire.camel(name)} cannot "
+                                   f"be updated; updatable: "
+                                   f"{', '.join(wire.camel(u) for u in UPDATABLE)}.")
+        else:
+            fields = [name for name in UPDATABLE if name in request]
+        self._sampling_defaults(request)
+        changes = {name: request.get(name) for name in fields}
+        record = self.store.update_fields(model_id, changes)
+        if record is None:
+            raise ApiError("NOT_FOUND", f"Tuned model tunedModels/{model_id} does not exist.")
+        return self.tuned_model(record)
+
+    def delete(self, model_id: str) -> dict[str, Any]:
+        if not self.store.delete(model_id):
+            raise ApiError("NOT_FOUND", f"Tuned model tunedModels/{model_id} does not exist.")
+        remove_adapter(self.state_dir, model_id)
+        return {}
+
+    def list_operations(self, model_id: str) -> dict[str, Any]:
+        return {"operations": [self.operation(self._record(model_id))]}
+
+    def get_operation(self, model_id: str, operation_id: str) -> dict[str, Any]:
+        record = self._record(model_id)
+        if record.operation_id != operation_id:
+            raise ApiError("NOT_FOUND", f"Operation tunedModels/{model_id}/operations/"
+                           f"{operation_id} does not exist.")
+        return self.operation(record)
+
+    def cancel_operation(self, model_id: str, operation_id: str) -> dict[str, Any]:
+        self.get_operation(model_id, operation_id)
+        self.store.request_cancel(model_id)
+        return {}
+
+    # -- generation ----------------------------------------------------------------------------
+
+    def generate(self, body: Any, *, base: str | None = None,
+                 tuned: str | None = None) -> dict[str, Any]:
+        request = wire.parse(body, wire.GENERATE_CONTENT_REQUEST, "generate_content_request")
+        adapter = None
+        if tuned is not None:
+            record = self._record(tuned)
+            if record.state != ACTIVE:
+                raise ApiError("FAILED_PRECONDITION", f"Tuned model tunedModels/{tuned} is not "
+                               f"ready: its state is {record.state}.")
+            local, name = record.local_model, f"tunedModels/{tuned}"
+            adapter = (f"op_{record.operation_id}", adapter_dir(self.state_dir, tuned))
+            defaults = GenerationSettings(temperature=record.temperature or 0.0,
+                                          top_p=record.top_p, top_k=record.top_k)
+        else:
+            try:
+                local, name = self.registry.resolve(base or "").id, f"models/{base}"
+            except ModelNotFound:
+                raise ApiError("NOT_FOUND", f"models/{base} is not found for API version "
+                               "v1beta, or is not supported for generateContent.") from None
+            defaults = GenerationSettings()
+        messages = _messages(request)
+        settings = _settings(request.get("generation_config", {}), defaults)
+        try:
+            result = self.generator.generate(local, messages, settings, adapter)
+        except PromptTooLong as exc:
+            raise ApiError("INVALID_ARGUMENT", str(exc)) from None
+        candidates = [{"content": {"parts": [{"text": c.text}], "role": "model"},
+                       "finishReason": c.finish_reason, "index": i}
+                      for i, c in enumerate(result.candidates)]
+        produced = sum(c.token_count for c in result.candidates)
+        return {"candidates": candidates, "usageMetadata": {
+            "promptTokenCount": result.prompt_token_count, "candidatesTokenCount": produced,
+            "totalTokenCount": result.prompt_token_count + produced}, "modelVersion": name}
+
+
+def _text_of(content: dict[str, Any], where: str) -> str:
+    texts = []
+    for index, part in enumerate(content.get("parts", [])):
+        others = [wire.camel(k) for k in part if k != "text"]
+        if others:
+            raise ApiError("INVALID_ARGUMENT", f"{where}.parts[{index}]: only text parts are "
+                           f"supported by the local service (got {', '.join(others)}).")
+        texts.append(part.get("text", ""))
+    return "".join(texts)
+
+
+def _messages(request: dict[str, Any]) -> list[dict[str, str]]:
+    contents = request.get("contents")
+    if not contents:
+        raise ApiError("INVALID_ARGUMENT", "contents is not specified.")
+    messages = []
+    if "system_instruction" in request:
+        messages.append({"role": "system",
+                         "content": _text_of(request["system_instruction"], "system_instruction")})
+    for index, content in enumerate(contents):
+        role = content.get("role", "user")
+        if role not in ("user", "model"):
+            raise ApiError("INVALID_ARGUMENT", f"contents[{index}].role must be user or model, "
+                           f"got {role!r}.")
+        text = _text_of(content, f"contents[{index}]")
+        if not text:
+            raise ApiError("INVALID_ARGUMENT", f"contents[{index}].parts must contain text.")
+        messages.append({"role": "assistant" if role == "model" else "user", "content": text})
+    return messages
+
+
+def _settings(config: dict[str, Any], defaults: GenerationSettings) -> GenerationSettings:
+    where = "generation_config"
+    values = {
+        "temperature": config.get("temperature", defaults.temperature),
+        "top_p": config.get("top_p", defaults.top_p),
+        "top_k": config.get("top_k", defaults.top_k),
+        "max_output_tokens": config.get("max_output_tokens", defaults.max_output_tokens),
+        "stop_sequences": tuple(config.get("stop_sequences", ())),
+        "candidate_count": config.get("candidate_count", 1),
+        "seed": config.get("seed"),
+    }
+    _in_range(f"{where}.temperature", values["temperature"], 0, 2)
+    if values["top_p"] is not None:
+        _in_range(f"{where}.top_p", values["top_p"], 0, 1)
+    if values["top_k"] is not None:
+        _in_range(f"{where}.top_k", values["top_k"], 1, 1000)
+    _in_range(f"{where}.max_output_tokens", values["max_output_tokens"], 1, 8192)
+    _in_range(f"{where}.candidate_count", values["candidate_count"], 1, 8)
+    if len(values["stop_sequences"]) > 5:
+        raise ApiError("INVALID_ARGUMENT", f"{where}.stop_sequences: at most 5.")
+    return GenerationSettings(**values)

@@ -1,0 +1,328 @@
+"""SQLite state of the local service: tuned models and their training snapshots.
+
+Every change is one transaction, and SQLite's write-ahead log makes each commit atomic, so a
+``kill -9`` at any moment leaves the database as it was before or after a change, never between.
+The HTTP process and the training workers share the file; each opens its own connection.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+import string
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CREATING, ACTIVE, FAILED = "CREATING", "ACTIVE", "FAILED"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tuned_models (
+    id                TEXT PRIMARY KEY,
+    seq               INTEGER NOT NULL,          -- creation order, for stable paging
+    operation_id      TEXT NOT NULL,
+    display_name      TEXT,
+    description       TEXT,
+    base_model        TEXT NOT NULL,             -- as requested (an alias stays an alias)
+    local_model       TEXT NOT NULL,             -- the local model it resolves to
+    temperature       REAL,
+    top_p             REAL,
+    top_k             INTEGER,
+    state             TEXT NOT NULL,
+    create_time       REAL NOT NULL,
+    update_time       REAL NOT NULL,
+    start_time        REAL,
+    complete_time     REAL,
+    hyperparameters   TEXT NOT NULL,             -- JSON, as requested (camelCase)
+    effective_lr      REAL NOT NULL,
+    example_count     INTEGER NOT NULL,
+    total_steps       INTEGER NOT NULL,
+    completed_steps   INTEGER NOT NULL DEFAULT 0,
+    error_code        INTEGER,
+    error_message     TEXT,
+    cancel_requested  INTEGER NOT NULL DEFAULT 0,
+    worker_pid        INTEGER,                   -- set while a worker trains it
+    attempts          INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS examples (
+    model_id  TEXT PRIMARY KEY REFERENCES tuned_models(id) ON DELETE CASCADE,
+    data      TEXT NOT NULL                      -- JSON list of [input, output]
+);
+CREATE TABLE IF NOT EXISTS snapshots (
+    model_id      TEXT NOT NULL REFERENCES tuned_models(id) ON DELETE CASCADE,
+    step          INTEGER NOT NULL,
+    epoch         INTEGER NOT NULL,
+    mean_loss     REAL NOT NULL,
+    compute_time  REAL NOT NULL,
+    PRIMARY KEY (model_id, step)
+);
+"""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    step: int
+    epoch: int
+    mean_loss: float
+    compute_time: float
+
+
+@dataclass(frozen=True)
+class TunedModelRecord:
+    id: str
+    operation_id: str
+    display_name: str | None
+    description: str | None
+    base_model: str
+    local_model: str
+    temperature: float | None
+    top_p: float | None
+    top_k: int | None
+    state: str
+    create_time: float
+    update_time: float
+    start_time: float | None
+    complete_time: float | None
+    hyperparameters: dict[str, Any]
+    effective_lr: float
+    example_count: int
+    total_steps: int
+    completed_steps: int
+    error_code: int | None
+    error_message: str | None
+    cancel_requested: bool
+    worker_pid: int | None
+    attempts: int
+    snapshots: tuple[Snapshot, ...] = field(default=())
+
+
+class AlreadyExists(Exception):
+    pass
+
+
+def _random_id(length: int = 12) -> str:
+    alphabet = string.ascii_lowercase + string.digits
+    return secrets.choice(string.ascii_lowercase) + "".join(
+        secrets.choice(alphabet) for _ in range(length - 1))
+
+
+class Store:
+    """Thread-safe access to the state database (one connection per thread)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._connection().executescript(_SCHEMA)  # idempotent; runs its own transaction
+
+    def _connection(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                                 check_same_thread=False)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA foreign_keys=ON")
+            self._local.db = db
+        return db
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        db = self._connection()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def _record(self, row: sqlite3.Row, with_snapshots: bool) -> TunedModelRecord:
+        values = dict(row)
+        values.pop("seq")
+        values["hyperparameters"] = json.loads(values["hyperparameters"])
+        values["cancel_requested"] = bool(values["cancel_requested"])
+        if with_snapshots:
+            values["snapshots"] = self.snapshots(row["id"])
+        return TunedModelRecord(**values)
+
+    def snapshots(self, model_id: str) -> tuple[Snapshot, ...]:
+        rows = self._connection().execute(
+            "SELECT step, epoch, mean_loss, compute_time FROM snapshots WHERE model_id = ? "
+            "ORDER BY step", (model_id,))
+        return tuple(Snapshot(*row) for row in rows)
+
+    def get(self, model_id: str, *, with_snapshots: bool = True) -> TunedModelRecord | None:
+        row = self._connection().execute("SELECT * FROM tuned_models WHERE id = ?",
+                                          (model_id,)).fetchone()
+        return None if row is None else self._record(row, with_snapshots)
+
+    def page(self, after_seq: int, size: int) -> tuple[list[TunedModelRecord], int | None]:
+        """Up to ``size`` models created after ``after_seq``; and the seq to continue from."""
+        rows = self._connection().execute(
+            "SELECT * FROM tuned_models WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after_seq, size + 1)).fetchall()
+        more = len(rows) > size
+        rows = rows[:size]
+        records = [self._record(row, with_snapshots=True) for row in rows]
+        return records, (rows[-1]["seq"] if more else None)
+
+    def examples(self, model_id: str) -> list[tuple[str, str]]:
+        row = self._connection().execute("SELECT data FROM examples WHERE model_id = ?",
+                                          (model_id,)).fetchone()
+        return [] if row is None else [tuple(pair) for pair in json.loads(row["data"])]
+
+    # -- changing ------------------------------------------------------------------------------
+
+    def create(self, *, model_id: str | None, display_name: str | None, description: str | None,
+               base_model: str, local_model: str, temperature: float | None,
+               top_p: float | None, top_k: int | None, hyperparameters: dict[str, Any],
+               effective_lr: float, examples: list[tuple[str, str]],
+               total_steps: int) -> TunedModelRecord:
+        now = time.time()
+        with self._transaction() as db:
+            if model_id is None:
+                model_id = self._generated_id(db, display_name)
+            elif db.execute("SELECT 1 FROM tuned_models WHERE id = ?", (model_id,)).fetchone():
+                raise AlreadyExists(model_id)
+            seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM tuned_models").fetchone()[0]
+            db.execute(
+                "INSERT INTO tuned_models (id, seq, operation_id, display_name, description, "
+                "base_model, local_model, temperature, top_p, top_k, state, create_time, "
+                "update_time, hyperparameters, effective_lr, example_count, total_steps) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (model_id, seq, _random_id(), display_name, description, base_model, local_model,
+                 temperature, top_p, top_k, CREATING, now, now, json.dumps(hyperparameters),
+                 effective_lr, len(examples), total_steps))
+            db.execute("INSERT INTO examples (model_id, data) VALUES (?, ?)",
+                       (model_id, json.dumps(examples, ensure_ascii=False)))
+        record = self.get(model_id)
+        assert record is not None
+        return record
+
+    @staticmethod
+    def _generated_id(db: sqlite3.Connection, display_name: str | None) -> str:
+        words = "".join(c if c.isalnum() and c.isascii() else " "
+                        for c in (display_name or "").lower()).split()
+        stem = "-".join(words)[:26].strip("-")
+        while True:
+            suffix = _random_id()
+            candidate = f"{stem}-{suffix}" if stem and stem[0].isalpha() else suffix
+            if not db.execute("SELECT 1 FROM tuned_models WHERE id = ?", (candidate,)).fetchone():
+                return candidate
+
+    def update_fields(self, model_id: str, changes: dict[str, Any]) -> TunedModelRecord | None:
+        allowed = {"display_name", "description", "temperature", "top_p", "top_k"}
+        assert set(changes) <= allowed, changes
+        with self._transaction() as db:
+            if changes:
+                assignments = ", ".join(f"{name} = ?" for name in changes)
+                db.execute(f"UPDATE tuned_models SET {assignments}, update_time = ? WHERE id = ?",
+                           (*changes.values(), time.time(), model_id))
+        return self.get(model_id)
+
+    def delete(self, model_id: str) -> bool:
+        with self._transaction() as db:
+            return db.execute("DELETE FROM tuned_models WHERE id = ?", (model_id,)).rowcount > 0
+
+    def request_cancel(self, model_id: str) -> TunedModelRecord | None:
+        now = time.time()
+        with self._transaction() as db:
+            # Not yet picked up by a worker: nothing runs, so it is cancelled at once.
+            db.execute("UPDATE tuned_models SET state = ?, error_code = 1, error_message = ?, "
+                       "complete_time = ?, update_time = ?, cancel_requested = 1 "
+                       "WHERE id = ? AND state = ? AND worker_pid IS NULL",
+                       (FAILED, "Operation cancelled.", now, now, model_id, CREATING))
+            # Training: its worker sees the flag at the next step and stops.
+            db.execute("UPDATE tuned_models SET cancel_requested = 1 WHERE id = ? AND state = ?",
+                       (model_id, CREATING))
+        return self.get(model_id)
+
+    # -- the training worker's side ------------------------------------------------------------
+
+    def claim_next(self, worker_pid: int) -> TunedModelRecord | None:
+        """Atomically take the oldest waiting job for this worker (None when there is none)."""
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT id FROM tuned_models WHERE state = ? AND worker_pid IS NULL "
+                "AND cancel_requested = 0 ORDER BY seq LIMIT 1", (CREATING,)).fetchone()
+            if row is None:
+                return None
+            now = time.time()
+            db.execute("DELETE FROM snapshots WHERE model_id = ?", (row["id"],))
+            db.execute(
+                "UPDATE tuned_models SET worker_pid = ?, start_time = ?, update_time = ?, "
+                "completed_steps = 0, attempts = attempts + 1 WHERE id = ?",
+                (worker_pid, now, now, row["id"]))
+        return self.get(row["id"])
+
+    def record_step(self, model_id: str, operation_id: str, snapshot: Snapshot) -> bool:
+        """Save one step's loss; False when the model was deleted or cancelled meanwhile.
+
+        The operation id tells this training run from a later model created with the same id.
+        """
+        with self._transaction() as db:
+            row = db.execute("SELECT cancel_requested FROM tuned_models WHERE id = ? "
+                             "AND operation_id = ?", (model_id, operation_id)).fetchone()
+            if row is None or row["cancel_requested"]:
+                return False
+            db.execute("INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?, ?, ?)",
+                       (model_id, snapshot.step, snapshot.epoch, snapshot.mean_loss,
+                        snapshot.compute_time))
+            db.execute("UPDATE tuned_models SET completed_steps = ?, update_time = ? WHERE id = ?",
+                       (snapshot.step, time.time(), model_id))
+        return True
+
+    def finish(self, model_id: str, operation_id: str, *, error_code: int | None = None,
+               error_message: str | None = None) -> bool:
+        """Mark a training run ACTIVE (or FAILED with an error); False if it no longer exists."""
+        now = time.time()
+        state = FAILED if error_code is not None else ACTIVE
+        with self._transaction() as db:
+            return db.execute(
+                "UPDATE tuned_models SET state = ?, complete_time = ?, update_time = ?, "
+                "error_code = ?, error_message = ?, worker_pid = NULL "
+                "WHERE id = ? AND operation_id = ? AND state = ?",
+                (state, now, now, error_code, error_message, model_id, operation_id,
+                 CREATING)).rowcount > 0
+
+    def release_orphans(self, live_pids: set[int], *, max_attempts: int = 3,
+                        charge_attempt: bool = True) -> list[str]:
+        """Jobs whose worker died go back to the queue; after max_attempts they fail.
+
+        With ``charge_attempt`` false (a clean shutdown), the interrupted run is not counted.
+        """
+        released = []
+        with self._transaction() as db:
+            rows = db.execute("SELECT id, worker_pid, attempts, cancel_requested FROM tuned_models "
+                              "WHERE state = ? AND worker_pid IS NOT NULL", (CREATING,)).fetchall()
+            now = time.time()
+            for row in rows:
+                if row["worker_pid"] in live_pids:
+                    continue
+                if row["cancel_requested"]:
+                    db.execute("UPDATE tuned_models SET state = ?, worker_pid = NULL, "
+                               "error_code = 1, error_message = ?, complete_time = ?, "
+                               "update_time = ? WHERE id = ?",
+                               (FAILED, "Operation cancelled.", now, now, row["id"]))
+                elif charge_attempt and row["attempts"] >= max_attempts:
+                    db.execute("UPDATE tuned_models SET state = ?, worker_pid = NULL, "
+                               "error_code = 13, error_message = ?, complete_time = ?, "
+                               "update_time = ? WHERE id = ?",
+                               (FAILED, f"Training was interrupted {row['attempts']} times "
+                                "(the service or its worker stopped); giving up.", now, now,
+                                row["id"]))
+                else:
+                    db.execute("UPDATE tuned_models SET worker_pid = NULL, update_time = ?, "
+                               "attempts = attempts - ? WHERE id = ?",
+                               (now, 0 if charge_attempt else 1, row["id"]))
+                released.append(row["id"])
+        return released
