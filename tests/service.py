@@ -1,0 +1,93 @@
+"""Starting the real local tuning service (`python -m jobspec.server`) on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LocalService:
+    """One `jobspec serve` process; its stderr is collected in ``log``."""
+
+    def __init__(self, state_dir: Path, *args: str, port: int | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        self.state_dir = state_dir
+        self.args = list(args)
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, **(env or {})}
+        self.process: subprocess.Popen | None = None
+        self.lines: list[str] = []
+
+    @property
+    def log(self) -> str:
+        return "".join(self.lines)
+
+    def start(self, timeout: float = 120) -> "LocalService":
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "jobspec.server", "--port", str(self.port),
+             "--state-dir", str(self.state_dir), *self.args],
+            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=self.env,
+            start_new_session=True)
+        ready = threading.Event()
+
+        def pump() -> None:
+            assert self.process and self.process.stderr
+            for line in self.process.stderr:
+                self.lines.append(line)
+                if "listening on" in line:
+                    ready.set()
+
+        threading.Thread(target=pump, daemon=True).start()
+        deadline = time.monotonic() + timeout
+        while not ready.wait(0.1):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"local service did not start:\n{self.log}")
+        return self
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the whole process group (server and training workers), as a crash would."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+            self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        if self.process:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)  # stray workers, if any
+            except ProcessLookupError:
+                pass
+
+    def client(self, **kwargs) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=60, **kwargs)
+
+    def wait_done(self, operation: str, timeout: float = 300) -> dict:
+        with self.client() as http:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                body = http.get(f"/v1/{operation}").json()
+                if body.get("done"):
+                    return body
+                time.sleep(0.2)
+        raise TimeoutError(f"{operation} not done after {timeout}s\n{self.log[-3000:]}")
