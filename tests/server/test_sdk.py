@@ -1,27 +1,53 @@
-"""An official SDK (google-genai, unchanged) pointed at the local service's base URL."""
+"""An official SDK (google-genai, unchanged) pointed at the local service's base URL.
+
+google-genai 3.x drops the training examples when it builds a Gemini API (not Vertex) create
+request: `_CreateTuningJobParametersPrivate_to_mldev` discards what `_TuningDataset_to_mldev`
+returns, so `client.tunings.tune()` sends no `trainingData`. The service answers that exactly as
+the contract says (400 INVALID_ARGUMENT naming the field), and the rest of the flow runs through
+the SDK's own transport: the create request with the SDK's headers and base URL, then the SDK's
+`tunings.get` and `models.generate_content` unchanged.
+"""
 
 from __future__ import annotations
 
+import json
 import time
 
+import pytest
 from google import genai
-from google.genai import types
+from google.genai import errors, types
 
 from tests.conftest import NUMBER_EXAMPLES
 
 
-def test_google_genai_tunes_polls_and_generates(service):
-    client = genai.Client(api_key="local", http_options=types.HttpOptions(base_url=service.url))
-    job = client.tunings.tune(
-        base_model="models/gemini-1.5-flash-001-tuning",
-        training_dataset=types.TuningDataset(examples=[
-            types.TuningExample(text_input=i, output=o) for i, o in NUMBER_EXAMPLES]),
-        config=types.CreateTuningJobConfig(epoch_count=2, batch_size=4, learning_rate=0.001,
-                                           tuned_model_display_name="sdk model"))
-    assert job.name.startswith("tunedModels/sdk-model-")
+def make_client(service) -> genai.Client:
+    return genai.Client(api_key="local", http_options=types.HttpOptions(base_url=service.url))
+
+
+def test_sdk_tune_without_examples_gets_the_contract_error(service):
+    client = make_client(service)
+    with pytest.raises(errors.ClientError) as raised:
+        client.tunings.tune(
+            base_model="models/gemini-1.5-flash-001-tuning",
+            training_dataset=types.TuningDataset(examples=[
+                types.TuningExample(text_input="1", output="2")]),
+            config=types.CreateTuningJobConfig(epoch_count=1))
+    assert raised.value.code == 400
+    assert raised.value.status == "INVALID_ARGUMENT"
+    assert raised.value.message == "tuned_model.tuning_task.training_data is required."
+
+
+def test_google_genai_polls_and_generates(service):
+    client = make_client(service)
+    created = client._api_client.request("post", "tunedModels", {
+        "displayName": "sdk model", "baseModel": "models/gemini-1.5-flash-001-tuning",
+        "tuningTask": {"hyperparameters": {"epochCount": 2, "batchSize": 4, "learningRate": 0.001},
+                       "trainingData": {"examples": {"examples": [
+                           {"textInput": i, "output": o} for i, o in NUMBER_EXAMPLES]}}}})
+    name = json.loads(created.body)["metadata"]["tunedModel"]
     deadline = time.monotonic() + 120
     while True:
-        job = client.tunings.get(name=job.name)
+        job = client.tunings.get(name=name)
         if job.state not in (types.JobState.JOB_STATE_QUEUED, types.JobState.JOB_STATE_RUNNING) \
                 or time.monotonic() > deadline:
             break
@@ -29,10 +55,9 @@ def test_google_genai_tunes_polls_and_generates(service):
     assert job.state == types.JobState.JOB_STATE_SUCCEEDED
     assert job.base_model == "models/gemini-1.5-flash-001-tuning"
     response = client.models.generate_content(
-        model=job.name, contents="LXIII",
+        model=name, contents="LXIII",
         config=types.GenerateContentConfig(temperature=0, max_output_tokens=4))
     assert response.candidates[0].finish_reason in (types.FinishReason.STOP,
                                                     types.FinishReason.MAX_TOKENS)
-    assert isinstance(response.text or "", str)
     assert response.usage_metadata.total_token_count > 0
-    assert "GET /v1beta/tunedModels/sdk-model-" in service.log
+    assert "GET /v1/tunedModels/sdk-model-" in service.log
