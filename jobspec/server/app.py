@@ -124,6 +124,7 @@ async def _read_body(request: Request) -> Any:
 def build_app(service: TuningService, api_key: str | None) -> Starlette:
     async def dispatch(request: Request) -> JSONResponse:
         started = time.perf_counter()
+        service.last_activity = time.monotonic()
         path = request.path_params["path"]
         try:
             response = JSONResponse(await _handle(request, path))

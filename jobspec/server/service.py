@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ class TuningService:
         self.registry = registry
         self.generator = generator
         self.state_dir = state_dir
+        self.last_activity = time.monotonic()  # of the last request, for --idle-exit
 
     # -- rendering -----------------------------------------------------------------------------
 

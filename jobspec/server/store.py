@@ -175,6 +175,10 @@ class Store:
         records = [self._record(row, with_snapshots=True) for row in rows]
         return records, (rows[-1]["seq"] if more else None)
 
+    def has_training(self) -> bool:
+        return self._connection().execute(
+            "SELECT 1 FROM tuned_models WHERE state = ? LIMIT 1", (CREATING,)).fetchone() is not None
+
     def examples(self, model_id: str) -> list[tuple[str, str]]:
         row = self._connection().execute("SELECT data FROM examples WHERE model_id = ?",
                                           (model_id,)).fetchone()

@@ -204,8 +204,9 @@ def worker_main(state_dir: str, model_paths: list[str], alias_specs: list[str],
     """Entry point of a training worker process."""
     import torch  # noqa: PLC0415
 
-    from .models import ModelRegistry  # noqa: PLC0415
+    from .models import ModelRegistry, quiet_libraries  # noqa: PLC0415
 
+    quiet_libraries()
     # The parent handles Ctrl-C and then terminates its workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)

@@ -1,0 +1,107 @@
+"""Which credentials to send to a tuning service, resolved once, and never printed.
+
+Order for Google's backends: an API key (GEMINI_API_KEY, then GOOGLE_API_KEY), sent as
+x-goog-api-key; else an OAuth access token from GOOGLE_OAUTH_ACCESS_TOKEN (what
+`gcloud auth application-default print-access-token` prints); else application-default
+credentials via google-auth, refreshed when they expire. OAuth requests name the quota project
+in x-goog-user-project. The local service needs none unless it was started with --api-key
+(JOBSPEC_LOCAL_API_KEY).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import AuthError
+
+SCOPES = (
+    "https://www.googleapis.com/auth/cloud-platform",
+    "https://www.googleapis.com/auth/generative-language.tuning",
+)
+API_KEY_VARIABLES = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
+TOKEN_VARIABLE = "GOOGLE_OAUTH_ACCESS_TOKEN"
+LOCAL_KEY_VARIABLE = "JOBSPEC_LOCAL_API_KEY"
+
+
+@dataclass
+class Credentials:
+    """How requests are authenticated. ``method`` is safe to show; the secret never is."""
+
+    method: str
+    _api_key: str | None = field(default=None, repr=False)
+    _token: str | None = field(default=None, repr=False)
+    _google: Any = field(default=None, repr=False)  # google.auth credentials
+    quota_project: str | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def headers(self) -> dict[str, str]:
+        if self._api_key:
+            return {"x-goog-api-key": self._api_key}
+        headers: dict[str, str] = {}
+        token = self._token or self._fresh_google_token()
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+            if self.quota_project:
+                headers["x-goog-user-project"] = self.quota_project
+        return headers
+
+    def _fresh_google_token(self) -> str | None:
+        if self._google is None:
+            return None
+        with self._lock:
+            if not self._google.valid:
+                from google.auth.exceptions import RefreshError  # noqa: PLC0415
+                from google.auth.transport.requests import Request  # noqa: PLC0415
+
+                try:
+                    self._google.refresh(Request())
+                except RefreshError as exc:
+                    raise AuthError(f"could not refresh application-default credentials: {exc}") \
+                        from None
+            return self._google.token
+
+    def secrets(self) -> list[str]:
+        """Values that must never appear in output, logs or reports."""
+        found = [s for s in (self._api_key, self._token) if s]
+        if self._google is not None and getattr(self._google, "token", None):
+            found.append(self._google.token)
+        return found
+
+
+def _quota_project(explicit: str | None, google_credentials: Any = None) -> str | None:
+    return (explicit or os.environ.get("GOOGLE_CLOUD_PROJECT")
+            or getattr(google_credentials, "quota_project_id", None))
+
+
+def resolve(backend: str, *, quota_project: str | None = None) -> Credentials:
+    """Credentials for ``backend`` (local, gemini or vertex), or AuthError naming the ways."""
+    if backend == "local":
+        key = os.environ.get(LOCAL_KEY_VARIABLE)
+        return Credentials(f"API key from {LOCAL_KEY_VARIABLE}", _api_key=key) if key \
+            else Credentials("none (local service on loopback)")
+    if backend == "gemini":
+        for variable in API_KEY_VARIABLES:
+            if os.environ.get(variable):
+                return Credentials(f"API key from {variable}", _api_key=os.environ[variable])
+    token = os.environ.get(TOKEN_VARIABLE)
+    if token:
+        return Credentials(f"OAuth access token from {TOKEN_VARIABLE}", _token=token,
+                           quota_project=_quota_project(quota_project))
+    import google.auth  # noqa: PLC0415
+    from google.auth.exceptions import DefaultCredentialsError  # noqa: PLC0415
+
+    try:
+        google_credentials, project = google.auth.default(scopes=list(SCOPES))
+    except DefaultCredentialsError:
+        ways = ("set GEMINI_API_KEY (or GOOGLE_API_KEY) to an API key, " if backend == "gemini"
+                else "")
+        raise AuthError(
+            f"no credentials for the {backend} backend: {ways}set {TOKEN_VARIABLE} to an OAuth "
+            "access token (gcloud auth application-default print-access-token), or run "
+            "`gcloud auth application-default login` for application-default credentials"
+        ) from None
+    return Credentials("Google application-default credentials", _google=google_credentials,
+                       quota_project=_quota_project(quota_project, google_credentials) or project)

@@ -1,0 +1,138 @@
+"""`jobspec plan` and `jobspec apply`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+
+from .. import errors, reconcile
+from ..backends.base import ACTIVE, Progress
+from ..errors import UsageError
+from ..reconcile import ApplyOptions, Event, PollPolicy
+from . import planview
+from .common import describe, load_jobs, open_backend
+
+
+def _plan(args: argparse.Namespace) -> tuple[reconcile.Plan, object]:
+    jobs = load_jobs(args)
+    identified = reconcile.identify_all(jobs)
+    backend = open_backend(args, jobs)
+    return reconcile.plan(identified, backend,
+                          recreate_failed=getattr(args, "recreate_failed", False)), backend
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    plan, backend = _plan(args)
+    try:
+        if args.format == "json":
+            print(json.dumps(planview.as_json(plan), indent=2))
+        elif args.format == "markdown":
+            print(planview.markdown(plan), end="")
+        else:
+            print(planview.text(plan))
+    finally:
+        backend.close()
+    if args.detailed_exitcode and plan.has_changes:
+        return errors.EXIT_CHANGES_PENDING
+    return errors.EXIT_OK
+
+
+def _progress_line(progress: Progress) -> str:
+    parts = [f"{progress.percent:5.1f}%"]
+    if progress.total_steps:
+        parts.append(f"step {progress.completed_steps}/{progress.total_steps}")
+    if progress.snapshots:
+        last = progress.snapshots[-1]
+        parts.append(f"epoch {last.epoch} loss {last.mean_loss:.4f}")
+    return " ".join(parts)
+
+
+class EventPrinter:
+    """One line per change: readable in a terminal and in CI logs alike."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+        self.last_print: dict[str, float] = {}
+
+    def __call__(self, event: Event) -> None:
+        if event.kind == "progress":
+            if self.quiet or event.progress is None:
+                return
+            message = _progress_line(event.progress)
+        else:
+            message = event.message
+        print(f"{event.job}: {message}", file=sys.stderr, flush=True)
+
+
+def _resume_command(args: argparse.Namespace) -> str:
+    words = ["jobspec", "apply", *args.paths]
+    for target in args.target:
+        words += ["--target", target]
+    if args.backend:
+        words += ["--backend", args.backend]
+    return shlex.join(words)
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    if args.prune and not args.yes and not sys.stdin.isatty():
+        raise UsageError("--prune deletes models: add --yes, or run it in a terminal to confirm")
+    plan, backend = _plan(args)
+    try:
+        print(planview.text(plan), file=sys.stderr)
+        if args.prune and plan.superseded and not args.yes:
+            listing = "\n".join(f"  {m.name}" for m in plan.superseded)
+            reply = input(f"Delete these superseded models?\n{listing}\nType 'yes' to confirm: ")
+            if reply.strip() != "yes":
+                print("Not pruning.", file=sys.stderr)
+                args.prune = False
+        options = ApplyOptions(parallel=args.parallel, wait=not args.no_wait,
+                               poll=PollPolicy.for_backend(backend.name, args.timeout),
+                               prune=args.prune)
+        applier = reconcile.Applier(backend, options, EventPrinter(args.quiet))
+        started = time.monotonic()
+        try:
+            outcomes = applier.run(plan)
+        except (KeyboardInterrupt, reconcile.Interrupted):
+            applier.stop.set()
+            print(f"\nInterrupted: training goes on in the service. Resume with:\n  "
+                  f"{_resume_command(args)}", file=sys.stderr)
+            return errors.EXIT_INTERRUPTED
+    finally:
+        backend.close()
+    active = sum(1 for o in outcomes if o.state == ACTIVE)
+    not_done = [o for o in outcomes if o.state != ACTIVE]
+    for outcome in not_done:
+        reason = outcome.error or ("submitted; not waited for" if args.no_wait else "not ACTIVE")
+        print(f"{outcome.job_plan.job.name}: {outcome.state}: {reason}", file=sys.stderr)
+    print(f"Apply {'complete' if not not_done else 'incomplete'}: {active}/{len(outcomes)} "
+          f"jobs ACTIVE in {time.monotonic() - started:.1f}s "
+          f"({backend.request_count()} requests).", file=sys.stderr)
+    if args.no_wait:
+        return errors.EXIT_OK if all(o.state in (ACTIVE, "CREATING") for o in outcomes) \
+            else errors.EXIT_FAILURE
+    return errors.EXIT_OK if not not_done else errors.EXIT_FAILURE
+
+
+def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--format", choices=("text", "json", "markdown"), default="text")
+    parser.add_argument("--detailed-exitcode", action="store_true",
+                        help="exit 2 when changes are pending, 0 when none, 1 on error")
+    parser.add_argument("--recreate-failed", action="store_true",
+                        help="plan to delete and re-create FAILED models")
+
+
+def add_apply_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--parallel", type=int, default=4, metavar="N",
+                        help="create up to N models at once (default: 4)")
+    parser.add_argument("--no-wait", action="store_true", help="submit, then return")
+    parser.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                        help="stop waiting after this long (training goes on)")
+    parser.add_argument("--recreate-failed", action="store_true",
+                        help="delete FAILED models and create them again")
+    parser.add_argument("--prune", action="store_true",
+                        help="delete superseded models of the jobs in scope")
+    parser.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress lines")

@@ -1,0 +1,96 @@
+"""Commands about job files alone: validate, show, schema. Nothing here talks to a service."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+import yaml
+
+from .. import errors, spec
+from ..errors import ConfigError, ConfigErrors, UsageError
+from ..identity import identify
+from ..schema import schema_text
+
+
+def print_config_errors(exc: ConfigError, output_format: str) -> None:
+    problems = exc.errors if isinstance(exc, ConfigErrors) else [exc]
+    if output_format == "json":
+        print(json.dumps([p.as_dict() for p in problems], indent=2, ensure_ascii=False))
+    else:
+        for problem in problems:
+            print(ConfigError.__str__(problem), file=sys.stderr)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    paths = spec.expand_paths(args.paths or ["jobs/"])
+    if not paths:
+        raise UsageError(f"no job files (*.yaml, *.yml) in {' '.join(args.paths or ['jobs/'])}")
+    try:
+        jobs = spec.load_jobs(paths, allow_outside_paths=args.allow_outside_paths,
+                              check_examples=True)
+    except ConfigError as exc:
+        print_config_errors(exc, args.format)
+        count = len(exc.errors) if isinstance(exc, ConfigErrors) else 1
+        print(f"{count} problem{'s' if count != 1 else ''} found", file=sys.stderr)
+        return errors.EXIT_FAILURE
+    if args.format == "json":
+        print("[]")
+    else:
+        for job in jobs:
+            print(f"{job.path}: ok ({job.name})")
+    return errors.EXIT_OK
+
+
+def resolved_job(job: spec.Job) -> dict[str, Any]:
+    """The job as jobspec will apply it: defaults filled in, with its identity."""
+    identity = identify(job)
+    source = job.training_data
+    training: dict[str, Any]
+    if source.path is None:
+        training = {"inline": True}
+    else:
+        training = {"path": source.display_path, "format": source.format.lstrip("."),
+                    "input_field": source.input_field, "output_field": source.output_field}
+    training["example_count"] = identity.example_count
+    resolved: dict[str, Any] = {
+        "name": job.name,
+        "file": job.path,
+        "display_name": job.display_name,
+        "description": job.description,
+        "base_model": job.base_model,
+        "hyperparameters": job.hyperparameters.as_dict(),
+        "training_data": training,
+        "backend": (job.backend.type if job.backend else "local"),
+        "fingerprint": identity.fingerprint,
+        "tuned_model_id": identity.tuned_model_id,
+    }
+    if job.eval is not None:
+        resolved["eval"] = {
+            "prompts": [{"input": p.input, "expect": p.expect.as_dict()} for p in job.eval.prompts],
+            "min_pass_rate": job.eval.min_pass_rate,
+            "compare_base": job.eval.compare_base,
+            "generation_config": job.eval.generation_config,
+        }
+    return {k: v for k, v in resolved.items() if v is not None}
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    try:
+        job = spec.load_job(args.file, allow_outside_paths=args.allow_outside_paths)
+        resolved = resolved_job(job)
+    except ConfigError as exc:
+        print_config_errors(exc, "text")
+        return errors.EXIT_FAILURE
+    if args.format == "json":
+        print(json.dumps(resolved, indent=2, ensure_ascii=False))
+    else:
+        print(yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True), end="")
+    return errors.EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    print(schema_text(), end="")
+    return errors.EXIT_OK

@@ -1,0 +1,283 @@
+"""Plan and apply: compare the job files with what the tuning service holds, and make it so.
+
+Every step is idempotent and resumable, in the manner of a Kubernetes operator's handlers:
+the desired model's id is derived from the job's fingerprint before anything is sent, so
+re-running apply adopts what an interrupted run created (ALREADY_EXISTS) or polls what is still
+training, and never pays for a second model.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import tenacity
+
+from .backends.base import ACTIVE, CREATING, FAILED, Backend, Progress, RemoteModel
+from .data import iter_examples
+from .errors import JobSpecError
+from .identity import Identity
+from .spec import Job
+
+CREATE, UNCHANGED, IN_PROGRESS, FAILED_ACTION, RECREATE = (
+    "create", "unchanged", "in progress", "failed", "recreate")
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    job: Job
+    identity: Identity
+    action: str
+    current: RemoteModel | None = None
+    superseded: tuple[RemoteModel, ...] = ()
+    reasons: tuple[str, ...] = ()
+    progress_percent: float | None = None
+
+    @property
+    def model_name(self) -> str:
+        return self.identity.tuned_model_name
+
+    @property
+    def changes(self) -> bool:
+        return self.action in (CREATE, RECREATE)
+
+
+@dataclass(frozen=True)
+class Plan:
+    backend: str
+    endpoint: str
+    jobs: tuple[JobPlan, ...]
+
+    def count(self, action: str) -> int:
+        return sum(1 for j in self.jobs if j.action == action)
+
+    @property
+    def superseded(self) -> list[RemoteModel]:
+        return [m for j in self.jobs for m in j.superseded]
+
+    @property
+    def has_changes(self) -> bool:
+        return any(j.changes for j in self.jobs)
+
+
+def _why(job: Job, identity: Identity, old: RemoteModel) -> tuple[str, ...]:
+    reasons = []
+    if old.base_model != job.base_model:
+        reasons.append(f"base model {old.base_model} → {job.base_model}")
+    wanted = job.hyperparameters.as_dict()
+    for key in sorted(set(wanted) | set(old.hyperparameters)):
+        before, after = old.hyperparameters.get(key), wanted.get(key)
+        if before != after and not (before is None and after is None):
+            reasons.append(f"{key} {_show(before)} → {_show(after)}")
+    if not reasons:
+        reasons.append("training examples changed")
+    return tuple(reasons)
+
+
+def _show(value: object) -> str:
+    return "unset" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def plan(jobs: list[tuple[Job, Identity]], backend: Backend, *,
+         recreate_failed: bool = False) -> Plan:
+    """One paginated listing of the service's models, compared with every job."""
+    models = backend.list_models()
+    by_id = {m.model_id: m for m in models}
+    planned = []
+    for job, identity in jobs:
+        current = by_id.get(identity.tuned_model_id)
+        superseded = tuple(m for m in models if m.managed and m.managed[0] == job.name
+                           and m.model_id != identity.tuned_model_id)
+        percent = None
+        if current is None:
+            action = CREATE
+        elif current.state == ACTIVE:
+            action = UNCHANGED
+        elif current.state == CREATING:
+            action = IN_PROGRESS
+            steps = current.snapshots[-1].step if current.snapshots else 0
+            hp = job.hyperparameters
+            total = math.ceil(identity.example_count * hp.epoch_count / hp.batch_size)
+            percent = 100.0 * steps / total
+        else:
+            action = RECREATE if recreate_failed else FAILED_ACTION
+        reasons: tuple[str, ...] = ()
+        if action == CREATE and superseded:
+            newest = max(superseded, key=lambda m: m.create_time or "")
+            reasons = _why(job, identity, newest)
+        planned.append(JobPlan(job, identity, action, current, superseded, reasons, percent))
+    return Plan(backend.name, backend.endpoint, tuple(planned))
+
+
+@dataclass(frozen=True)
+class PollPolicy:
+    initial: float
+    maximum: float
+    timeout: float | None = None  # seconds; None waits for ever
+
+    @classmethod
+    def for_backend(cls, backend: str, timeout: float | None = None) -> "PollPolicy":
+        # Google's jobs take minutes to hours; the local service's seconds.
+        return cls(5.0, 60.0, timeout) if backend != "local" else cls(0.5, 5.0, timeout)
+
+
+@dataclass(frozen=True)
+class Event:
+    job: str
+    kind: str  # created, adopted, deleted, progress, active, failed, timeout, error
+    message: str = ""
+    progress: Progress | None = None
+
+
+@dataclass
+class Outcome:
+    job_plan: JobPlan
+    state: str = CREATING  # ACTIVE, FAILED, CREATING (not waited for, or timed out), ERROR
+    model: RemoteModel | None = None
+    progress: Progress | None = None
+    error: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+class Interrupted(Exception):
+    pass
+
+
+@dataclass
+class ApplyOptions:
+    parallel: int = 4
+    wait: bool = True
+    poll: PollPolicy = field(default_factory=lambda: PollPolicy(0.5, 5.0))
+    prune: bool = False
+
+
+class Applier:
+    def __init__(self, backend: Backend, options: ApplyOptions,
+                 on_event: Callable[[Event], None]) -> None:
+        self.backend = backend
+        self.options = options
+        self.on_event = on_event
+        self.stop = threading.Event()
+
+    def _sleep(self, seconds: float) -> None:
+        if self.stop.wait(seconds):
+            raise Interrupted()
+
+    def _submit(self, outcome: Outcome) -> None:
+        job_plan = outcome.job_plan
+        name = job_plan.job.name
+        try:
+            if job_plan.action == RECREATE:
+                self.backend.delete(job_plan.identity.tuned_model_id)
+                self.on_event(Event(name, "deleted", f"deleted failed {job_plan.model_name}"))
+            examples = list(iter_examples(job_plan.job.training_data))
+            progress = self.backend.create(job_plan.job, job_plan.identity, examples)
+        except JobSpecError as exc:
+            outcome.state, outcome.error = "ERROR", str(exc)
+            self.on_event(Event(name, "error", str(exc)))
+            return
+        outcome.progress = progress
+        total = f", {progress.total_steps} steps" if progress.total_steps else ""
+        self.on_event(Event(name, "created", f"created {progress.model_name}{total}", progress))
+        self._settle(outcome, progress)
+
+    def _settle(self, outcome: Outcome, progress: Progress) -> None:
+        name = outcome.job_plan.job.name
+        outcome.progress = progress
+        if not progress.done:
+            return
+        if progress.error:
+            outcome.state, outcome.error = FAILED, progress.error
+            self.on_event(Event(name, "failed", progress.error, progress))
+        else:
+            outcome.state = ACTIVE
+            outcome.model = progress.model or self.backend.get_model(
+                outcome.job_plan.identity.tuned_model_id)
+            self.on_event(Event(name, "active", f"{progress.model_name} is ACTIVE", progress))
+
+    def _poll(self, outcome: Outcome) -> None:
+        name = outcome.job_plan.job.name
+        model_id = outcome.job_plan.identity.tuned_model_id
+        operation = outcome.progress.operation if outcome.progress else None
+        last_step = [-1]
+
+        def check() -> Progress:
+            progress = self.backend.progress(model_id, operation)
+            if progress.completed_steps != last_step[0] and not progress.done:
+                last_step[0] = progress.completed_steps
+                self.on_event(Event(name, "progress", "", progress))
+            return progress
+
+        policy = self.options.poll
+        stop = tenacity.stop_never if policy.timeout is None else tenacity.stop_after_delay(policy.timeout)
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_result(lambda p: not p.done),
+            wait=tenacity.wait_exponential(multiplier=policy.initial, min=policy.initial,
+                                           max=policy.maximum, exp_base=1.5),
+            stop=stop, sleep=self._sleep, retry_error_callback=lambda state: state.outcome.result())
+        try:
+            progress = retrying(check)
+        except JobSpecError as exc:
+            outcome.state, outcome.error = "ERROR", str(exc)
+            self.on_event(Event(name, "error", str(exc)))
+            return
+        if not progress.done:
+            outcome.progress = progress
+            self.on_event(Event(name, "timeout", f"still training after {policy.timeout:g}s",
+                                progress))
+            return
+        self._settle(outcome, progress)
+
+    def _prune(self, plan: Plan) -> None:
+        for job_plan in plan.jobs:
+            for model in job_plan.superseded:
+                self.backend.delete(model.model_id)
+                self.on_event(Event(job_plan.job.name, "deleted", f"deleted superseded {model.name}"))
+
+    def run(self, plan: Plan) -> list[Outcome]:
+        outcomes = [Outcome(j) for j in plan.jobs]
+        for outcome in outcomes:
+            current = outcome.job_plan.current
+            if outcome.job_plan.action == UNCHANGED:
+                outcome.state, outcome.model = ACTIVE, current
+            elif outcome.job_plan.action == FAILED_ACTION:
+                outcome.state = FAILED
+                outcome.error = "the model's tuning failed; re-run with --recreate-failed to retry"
+        workers = max(1, self.options.parallel)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="submit") as pool:
+            futures = [pool.submit(self._submit, o) for o in outcomes if o.job_plan.changes]
+            self._wait_all(futures)
+        pending = [o for o in outcomes if o.state == CREATING
+                   and (o.progress is None or not o.progress.done)]
+        if self.options.wait and pending:
+            with ThreadPoolExecutor(max_workers=min(64, len(pending)),
+                                    thread_name_prefix="poll") as pool:
+                self._wait_all([pool.submit(self._poll, o) for o in pending])
+        if self.options.prune:
+            self._prune(plan)
+        return outcomes
+
+    def _wait_all(self, futures: list) -> None:
+        try:
+            for future in futures:
+                while True:
+                    try:
+                        future.result(timeout=0.2)
+                        break
+                    except TimeoutError:
+                        continue
+        except (KeyboardInterrupt, Interrupted):
+            self.stop.set()
+            raise
+        except Exception:
+            self.stop.set()
+            raise
+
+
+def identify_all(jobs: list[Job]) -> list[tuple[Job, Identity]]:
+    from .identity import identify  # noqa: PLC0415
+
+    return [(job, identify(job)) for job in jobs]
