@@ -9,12 +9,13 @@ import sys
 from .. import auth, spec
 from ..backends.base import Backend
 from ..backends.gemini import GOOGLE_ENDPOINT, GeminiBackend
-from ..client import ApiClient
+from ..client import ApiClient, RetryPolicy
 from ..errors import UsageError
 from ..localservice import find_or_start
 
 BACKENDS = ("local", "gemini", "vertex")
 BACKEND_VARIABLE = "JOBSPEC_BACKEND"
+RETRY_DEADLINE_VARIABLE = "JOBSPEC_RETRY_DEADLINE"
 
 
 def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
@@ -81,7 +82,18 @@ def open_backend(args: argparse.Namespace, jobs: list[spec.Job]) -> Backend:
                   "log in .jobspec/local/); it stays up for later commands and exits after "
                   "30 minutes idle.", file=sys.stderr)
     credentials = auth.resolve(name)
-    return GeminiBackend(name, ApiClient(endpoint or GOOGLE_ENDPOINT, credentials))
+    return GeminiBackend(name, ApiClient(endpoint or GOOGLE_ENDPOINT, credentials,
+                                         retry=retry_policy()))
+
+
+def retry_policy() -> RetryPolicy:
+    deadline = os.environ.get(RETRY_DEADLINE_VARIABLE)
+    if not deadline:
+        return RetryPolicy()
+    try:
+        return RetryPolicy(deadline_seconds=float(deadline))
+    except ValueError:
+        raise UsageError(f"{RETRY_DEADLINE_VARIABLE}={deadline}: expected seconds") from None
 
 
 def describe(backend: Backend) -> str:

@@ -1,0 +1,146 @@
+"""`jobspec plan` / `apply` / `get` / `delete` through the CLI, against the real local service
+(tiny model), reached over HTTP exactly as Google would be."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import httpx
+import pytest
+
+from tests.conftest import ROOT
+
+
+@pytest.fixture
+def example_repo(repo, service, monkeypatch):
+    """The shipped example jobs in a scratch repository, pointed at the test's local service."""
+    shutil.copytree(ROOT / "jobs", repo.root / "jobs")
+    monkeypatch.setenv("JOBSPEC_LOCAL_URL", service.url)
+    monkeypatch.delenv("JOBSPEC_BACKEND", raising=False)
+    with httpx.Client(base_url=service.url) as http:  # a clean service for each test
+        for model in http.get("/v1beta/tunedModels", params={"pageSize": 1000}).json().get(
+                "tunedModels", []):
+            http.delete(f"/v1beta/{model['name']}")
+    return repo
+
+
+def models_on(service) -> list[dict]:
+    with httpx.Client(base_url=service.url) as http:
+        return http.get("/v1beta/tunedModels", params={"pageSize": 1000}).json().get("tunedModels", [])
+
+
+def test_apply_reaches_active_then_changes_nothing(example_repo, service, cli):
+    plan = cli("plan", "--detailed-exitcode")
+    assert plan.code == 2
+    assert "  + antonyms          create tunedModels/antonyms-" in plan.out
+    assert plan.out.strip().endswith("Plan: 2 to create, 0 unchanged, 0 in progress, 0 failed, 0 superseded.")
+    assert models_on(service) == []  # plan changed nothing
+
+    first = cli("apply", "jobs/")
+    assert first.code == 0, first.err
+    assert "Apply complete: 2/2 jobs ACTIVE" in first.err
+    assert "number-generator: created tunedModels/number-generator-" in first.err
+    assert sorted(m["state"] for m in models_on(service)) == ["ACTIVE", "ACTIVE"]
+
+    second = cli("apply", "jobs/")
+    assert second.code == 0
+    assert "created" not in second.err
+    assert "(1 requests)" in second.err  # one list call, nothing else
+    again = cli("plan", "--detailed-exitcode")
+    assert again.code == 0
+    assert "Plan: 0 to create, 2 unchanged" in again.out
+
+
+def test_editing_one_example_plans_exactly_one_create(example_repo, service, cli):
+    assert cli("apply", "jobs/").code == 0
+    data = example_repo.root / "jobs/data/number-generator.jsonl"
+    data.write_text(data.read_text().replace('"output": "4"', '"output": "four"'))
+    plan = cli("plan", "--format", "json", "--detailed-exitcode")
+    assert plan.code == 2
+    body = plan.json()
+    assert [(j["name"], j["action"]) for j in body["jobs"]] == [
+        ("antonyms", "unchanged"), ("number-generator", "create")]
+    assert body["jobs"][1]["reasons"] == ["training examples changed"]
+    assert body["summary"] == {"create": 1, "unchanged": 1, "in_progress": 0, "failed": 0,
+                               "superseded": 1}
+
+
+def test_plan_says_which_hyperparameter_changed(example_repo, service, cli):
+    assert cli("apply", "--target", "antonyms").code == 0
+    job = example_repo.root / "jobs/antonyms.yaml"
+    job.write_text(job.read_text().replace("epoch_count: 8", "epoch_count: 6"))
+    plan = cli("plan", "--target", "antonyms")
+    assert "      because: epoch_count 8 → 6" in plan.out
+    assert "  - antonyms  superseded tunedModels/antonyms-" in plan.out
+    markdown = cli("plan", "--format", "markdown").out
+    assert "| + | `antonyms` | create |" in markdown and "epoch_count 8 → 6" in markdown
+
+
+def test_prune_deletes_only_superseded_models_of_jobs_in_scope(example_repo, service, cli):
+    assert cli("apply").code == 0
+    with httpx.Client(base_url=service.url) as http:  # a model jobspec did not create
+        http.post("/v1beta/tunedModels", params={"tunedModelId": "antonyms-hand-made"}, json={
+            "baseModel": "models/tiny-smollm2", "tuningTask": {"trainingData": {"examples": {
+                "examples": [{"textInput": "a", "output": "b"}]}}}})
+    for name in ("antonyms", "number-generator"):
+        job = example_repo.root / f"jobs/{name}.yaml"
+        job.write_text(job.read_text().replace("epoch_count: ", "epoch_count: 1"))
+    assert cli("apply", "--prune", "--target", "antonyms").code == 64  # no --yes, no terminal
+    result = cli("apply", "--prune", "--yes", "--target", "antonyms")
+    assert result.code == 0, result.err
+    assert "antonyms: deleted superseded tunedModels/antonyms-" in result.err
+    names = sorted(m["name"] for m in models_on(service))
+    assert "tunedModels/antonyms-hand-made" in names
+    assert sum(n.startswith("tunedModels/antonyms-") for n in names) == 2  # new + hand-made
+    assert sum(n.startswith("tunedModels/number-generator-") for n in names) == 1
+
+
+def test_get_and_delete(example_repo, service, cli):
+    assert cli("apply", "--target", "antonyms").code == 0
+    table = cli("get").out.splitlines()
+    assert table[0].split() == ["NAME", "STATE", "STEP", "LOSS", "BASE", "MODEL", "JOB"]
+    assert "ACTIVE" in table[1] and table[1].endswith("antonyms")
+    rows = json.loads(cli("get", "antonyms", "-o", "json").out)
+    assert [r["job"] for r in rows] == ["antonyms"] and rows[0]["step"] == 24
+    assert cli("delete", "jobs/antonyms.yaml").code == 64
+    deleted = cli("delete", "jobs/antonyms.yaml", "--yes")
+    assert deleted.code == 0 and "deleted tunedModels/antonyms-" in deleted.err
+    assert models_on(service) == []
+
+
+def test_failed_models_are_reported_and_recreated_on_request(example_repo, service, cli):
+    show = cli("show", "jobs/antonyms.yaml", "--format", "json").json()
+    with httpx.Client(base_url=service.url) as http:  # occupy the id with a job, then cancel it
+        operation = http.post("/v1beta/tunedModels", params={"tunedModelId": show["tuned_model_id"]},
+                              json={"baseModel": "models/tiny-smollm2", "description": "x",
+                                    "tuningTask": {"hyperparameters": {"epochCount": 1000},
+                                                   "trainingData": {"examples": {"examples": [
+                                                       {"textInput": "a", "output": "b"}]}}}}).json()
+        http.post(f"/v1/{operation['name']}:cancel")
+        service.wait_done(operation["name"])
+    failed = cli("apply", "--target", "antonyms")
+    assert failed.code == 1
+    assert "antonyms: FAILED: the model's tuning failed; re-run with --recreate-failed" in failed.err
+    assert "  ! antonyms  failed" in cli("plan", "--target", "antonyms").out
+    retried = cli("apply", "--target", "antonyms", "--recreate-failed")
+    assert retried.code == 0, retried.err
+    assert f"antonyms: deleted failed tunedModels/{show['tuned_model_id']}" in retried.err
+
+
+def test_no_wait_submits_and_returns(example_repo, service, cli):
+    result = cli("apply", "--no-wait", "--target", "number-generator")
+    assert result.code == 0
+    assert "number-generator: created tunedModels/number-generator-" in result.err
+    assert "submitted; not waited for" in result.err or "ACTIVE" in result.err
+
+
+def test_backend_errors_and_usage(example_repo, cli, monkeypatch):
+    assert cli("apply", "--target", "nope").code == 64
+    monkeypatch.setenv("JOBSPEC_LOCAL_URL", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("JOBSPEC_RETRY_DEADLINE", "1")
+    result = cli("plan")
+    assert result.code == 1
+    assert result.err.startswith("jobspec: backend error: ConnectError talking to http://127.0.0.1:9")
+    vertex = cli("plan", "--backend", "vertex")
+    assert vertex.code == 64 and "vertex backend is not available" in vertex.err
