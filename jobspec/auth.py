@@ -53,12 +53,12 @@ class Credentials:
             return None
         with self._lock:
             if not self._google.valid:
-                from google.auth.exceptions import RefreshError  # noqa: PLC0415
+                from google.auth.exceptions import RefreshError, TransportError  # noqa: PLC0415
                 from google.auth.transport.requests import Request  # noqa: PLC0415
 
                 try:
                     self._google.refresh(Request())
-                except RefreshError as exc:
+                except (RefreshError, TransportError) as exc:
                     raise AuthError(f"could not refresh application-default credentials: {exc}") \
                         from None
             return self._google.token

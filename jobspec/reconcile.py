@@ -119,9 +119,11 @@ class PollPolicy:
     timeout: float | None = None  # seconds; None waits for ever
 
     @classmethod
-    def for_backend(cls, backend: str, timeout: float | None = None) -> "PollPolicy":
+    def for_backend(cls, backend: str, timeout: float | None = None,
+                    initial: float | None = None) -> "PollPolicy":
         # Google's jobs take minutes to hours; the local service's seconds.
-        return cls(5.0, 60.0, timeout) if backend != "local" else cls(0.5, 5.0, timeout)
+        first = initial if initial is not None else (5.0 if backend != "local" else 0.5)
+        return cls(first, first * 12, timeout)
 
 
 @dataclass(frozen=True)

@@ -89,7 +89,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
                 print("Not pruning.", file=sys.stderr)
                 args.prune = False
         options = ApplyOptions(parallel=args.parallel, wait=not args.no_wait,
-                               poll=PollPolicy.for_backend(backend.name, args.timeout),
+                               poll=PollPolicy.for_backend(backend.name, args.timeout,
+                                                           args.poll_interval),
                                prune=args.prune)
         applier = reconcile.Applier(backend, options, EventPrinter(args.quiet))
         started = time.monotonic()
@@ -132,6 +133,9 @@ def add_apply_arguments(parser: argparse.ArgumentParser) -> None:
                         help="stop waiting after this long (training goes on)")
     parser.add_argument("--recreate-failed", action="store_true",
                         help="delete FAILED models and create them again")
+    parser.add_argument("--poll-interval", type=float, default=None, metavar="SECONDS",
+                        help="first wait between polls, growing 1.5x up to 12x it (default: 5 "
+                             "for Google, 0.5 for the local service)")
     parser.add_argument("--prune", action="store_true",
                         help="delete superseded models of the jobs in scope")
     parser.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")

@@ -9,6 +9,8 @@ import sys
 
 from .. import auth, errors, spec
 from ..backends.base import RemoteModel
+from ..backends.gemini import GOOGLE_ENDPOINT
+from ..localservice import URL_VARIABLE
 from ..errors import UsageError
 from .common import choose_backend, describe, open_backend
 
@@ -88,7 +90,10 @@ def cmd_delete(args: argparse.Namespace) -> int:
 def cmd_auth(args: argparse.Namespace) -> int:
     name = choose_backend(args, [])
     credentials = auth.resolve(name)
+    endpoint = args.endpoint or (GOOGLE_ENDPOINT if name == "gemini" else
+                                 os.environ.get(URL_VARIABLE, "the embedded local service"))
     print(f"backend: {name}")
+    print(f"endpoint: {endpoint}")
     print(f"credentials: {credentials.method}")
     if credentials.quota_project:
         print(f"quota project: {credentials.quota_project}")
