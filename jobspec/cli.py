@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from . import __version__, errors
-from .commands import apply, files, models
+from .commands import apply, files, models, results
 from .commands.common import add_backend_arguments, add_job_arguments
 from .errors import ConfigError, JobSpecError, UsageError
 
@@ -59,6 +59,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_backend_arguments(do)
     apply.add_apply_arguments(do)
     do.set_defaults(handler=apply.cmd_apply)
+
+    evaluate = commands.add_parser("eval", help="re-run eval prompts of ACTIVE models, no training")
+    add_job_arguments(evaluate)
+    add_backend_arguments(evaluate)
+    results.add_report_arguments(evaluate)
+    evaluate.set_defaults(handler=results.cmd_eval)
+
+    rebuild = commands.add_parser("report", help="rebuild reports from the service's state")
+    add_job_arguments(rebuild)
+    add_backend_arguments(rebuild)
+    results.add_report_arguments(rebuild)
+    rebuild.set_defaults(handler=results.cmd_report)
 
     get = commands.add_parser("get", help="list tuned models with state and progress")
     get.add_argument("names", nargs="*", metavar="NAME", help="job names or model ids")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -14,12 +14,6 @@ from pathlib import Path
 import httpx
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class LocalService:
     """One `jobspec serve` process; its stderr is collected in ``log``."""
 
@@ -27,8 +21,8 @@ class LocalService:
                  env: dict[str, str] | None = None) -> None:
         self.state_dir = state_dir
         self.args = list(args)
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.port = port or 0  # 0: the service picks a free port and says which
+        self.url = ""
         self.env = {**os.environ, **(env or {})}
         self.process: subprocess.Popen | None = None
         self.lines: list[str] = []
@@ -49,7 +43,9 @@ class LocalService:
             assert self.process and self.process.stderr
             for line in self.process.stderr:
                 self.lines.append(line)
-                if "listening on" in line:
+                found = re.search(r"listening on (http://[\d.]+:(\d+))", line)
+                if found:
+                    self.url, self.port = found[1], int(found[2])
                     ready.set()
 
         threading.Thread(target=pump, daemon=True).start()

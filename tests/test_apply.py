@@ -37,13 +37,13 @@ def test_apply_reaches_active_then_changes_nothing(example_repo, service, cli):
     assert plan.out.strip().endswith("Plan: 2 to create, 0 unchanged, 0 in progress, 0 failed, 0 superseded.")
     assert models_on(service) == []  # plan changed nothing
 
-    first = cli("apply", "jobs/")
+    first = cli("apply", "--skip-eval", "jobs/")
     assert first.code == 0, first.err
     assert "Apply complete: 2/2 jobs ACTIVE" in first.err
     assert "number-generator: created tunedModels/number-generator-" in first.err
     assert sorted(m["state"] for m in models_on(service)) == ["ACTIVE", "ACTIVE"]
 
-    second = cli("apply", "jobs/")
+    second = cli("apply", "--skip-eval", "jobs/")
     assert second.code == 0
     assert "created" not in second.err
     assert "(1 requests)" in second.err  # one list call, nothing else
@@ -53,7 +53,7 @@ def test_apply_reaches_active_then_changes_nothing(example_repo, service, cli):
 
 
 def test_editing_one_example_plans_exactly_one_create(example_repo, service, cli):
-    assert cli("apply", "jobs/").code == 0
+    assert cli("apply", "--skip-eval", "jobs/").code == 0
     data = example_repo.root / "jobs/data/number-generator.jsonl"
     data.write_text(data.read_text().replace('"output": "4"', '"output": "four"'))
     plan = cli("plan", "--format", "json", "--detailed-exitcode")
@@ -67,7 +67,7 @@ def test_editing_one_example_plans_exactly_one_create(example_repo, service, cli
 
 
 def test_plan_says_which_hyperparameter_changed(example_repo, service, cli):
-    assert cli("apply", "--target", "antonyms").code == 0
+    assert cli("apply", "--skip-eval", "--target", "antonyms").code == 0
     job = example_repo.root / "jobs/antonyms.yaml"
     job.write_text(job.read_text().replace("epoch_count: 8", "epoch_count: 6"))
     plan = cli("plan", "--target", "antonyms")
@@ -78,7 +78,7 @@ def test_plan_says_which_hyperparameter_changed(example_repo, service, cli):
 
 
 def test_prune_deletes_only_superseded_models_of_jobs_in_scope(example_repo, service, cli):
-    assert cli("apply").code == 0
+    assert cli("apply", "--skip-eval").code == 0
     with httpx.Client(base_url=service.url) as http:  # a model jobspec did not create
         http.post("/v1beta/tunedModels", params={"tunedModelId": "antonyms-hand-made"}, json={
             "baseModel": "models/tiny-smollm2", "tuningTask": {"trainingData": {"examples": {
@@ -86,8 +86,8 @@ def test_prune_deletes_only_superseded_models_of_jobs_in_scope(example_repo, ser
     for name in ("antonyms", "number-generator"):
         job = example_repo.root / f"jobs/{name}.yaml"
         job.write_text(job.read_text().replace("epoch_count: ", "epoch_count: 1"))
-    assert cli("apply", "--prune", "--target", "antonyms").code == 64  # no --yes, no terminal
-    result = cli("apply", "--prune", "--yes", "--target", "antonyms")
+    assert cli("apply", "--skip-eval", "--prune", "--target", "antonyms").code == 64  # no --yes, no terminal
+    result = cli("apply", "--skip-eval", "--prune", "--yes", "--target", "antonyms")
     assert result.code == 0, result.err
     assert "antonyms: deleted superseded tunedModels/antonyms-" in result.err
     names = sorted(m["name"] for m in models_on(service))
@@ -97,7 +97,7 @@ def test_prune_deletes_only_superseded_models_of_jobs_in_scope(example_repo, ser
 
 
 def test_get_and_delete(example_repo, service, cli):
-    assert cli("apply", "--target", "antonyms").code == 0
+    assert cli("apply", "--skip-eval", "--target", "antonyms").code == 0
     table = cli("get").out.splitlines()
     assert table[0].split() == ["NAME", "STATE", "STEP", "LOSS", "BASE", "MODEL", "JOB"]
     assert "ACTIVE" in table[1] and table[1].endswith("antonyms")
@@ -119,24 +119,24 @@ def test_failed_models_are_reported_and_recreated_on_request(example_repo, servi
                                                        {"textInput": "a", "output": "b"}]}}}}).json()
         http.post(f"/v1/{operation['name']}:cancel")
         service.wait_done(operation["name"])
-    failed = cli("apply", "--target", "antonyms")
+    failed = cli("apply", "--skip-eval", "--target", "antonyms")
     assert failed.code == 1
     assert "antonyms: FAILED: the model's tuning failed; re-run with --recreate-failed" in failed.err
     assert "  ! antonyms  failed" in cli("plan", "--target", "antonyms").out
-    retried = cli("apply", "--target", "antonyms", "--recreate-failed")
+    retried = cli("apply", "--skip-eval", "--target", "antonyms", "--recreate-failed")
     assert retried.code == 0, retried.err
     assert f"antonyms: deleted failed tunedModels/{show['tuned_model_id']}" in retried.err
 
 
 def test_no_wait_submits_and_returns(example_repo, service, cli):
-    result = cli("apply", "--no-wait", "--target", "number-generator")
+    result = cli("apply", "--skip-eval", "--no-wait", "--target", "number-generator")
     assert result.code == 0
     assert "number-generator: created tunedModels/number-generator-" in result.err
     assert "submitted; not waited for" in result.err or "ACTIVE" in result.err
 
 
 def test_backend_errors_and_usage(example_repo, cli, monkeypatch):
-    assert cli("apply", "--target", "nope").code == 64
+    assert cli("apply", "--skip-eval", "--target", "nope").code == 64
     monkeypatch.setenv("JOBSPEC_LOCAL_URL", "http://127.0.0.1:9")  # nothing listens there
     monkeypatch.setenv("JOBSPEC_RETRY_DEADLINE", "1")
     result = cli("plan")

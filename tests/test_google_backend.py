@@ -29,7 +29,7 @@ def google_repo(repo, monkeypatch, tmp_path):
 
 
 def apply_with(cli, fake, *extra):
-    return cli("apply", "jobs/", "--backend", "gemini", "--endpoint", fake.url,
+    return cli("apply", "jobs/", "--skip-eval", "--backend", "gemini", "--endpoint", fake.url,
                "--poll-interval", "0.01", *extra)
 
 

@@ -7,13 +7,15 @@ import json
 import shlex
 import sys
 import time
+from pathlib import Path
 
 from .. import errors, reconcile
 from ..backends.base import ACTIVE, Progress
 from ..errors import UsageError
 from ..reconcile import ApplyOptions, Event, PollPolicy
 from . import planview
-from .common import describe, load_jobs, open_backend
+from .common import load_jobs, open_backend
+from .results import add_report_arguments, evaluate_and_report
 
 
 def _plan(args: argparse.Namespace) -> tuple[reconcile.Plan, object]:
@@ -80,6 +82,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     if args.prune and not args.yes and not sys.stdin.isatty():
         raise UsageError("--prune deletes models: add --yes, or run it in a terminal to confirm")
     plan, backend = _plan(args)
+    started = time.monotonic()
     try:
         print(planview.text(plan), file=sys.stderr)
         if args.prune and plan.superseded and not args.yes:
@@ -93,9 +96,12 @@ def cmd_apply(args: argparse.Namespace) -> int:
                                                            args.poll_interval),
                                prune=args.prune)
         applier = reconcile.Applier(backend, options, EventPrinter(args.quiet))
-        started = time.monotonic()
         try:
             outcomes = applier.run(plan)
+            done = [(o.job_plan.job, o.job_plan.identity, o.model) for o in outcomes
+                    if o.state == ACTIVE and o.model is not None]
+            gates_passed = evaluate_and_report(done, backend, Path(args.report_dir),
+                                               run_eval=not args.skip_eval)
         except (KeyboardInterrupt, reconcile.Interrupted):
             applier.stop.set()
             print(f"\nInterrupted: training goes on in the service. Resume with:\n  "
@@ -108,13 +114,15 @@ def cmd_apply(args: argparse.Namespace) -> int:
     for outcome in not_done:
         reason = outcome.error or ("submitted; not waited for" if args.no_wait else "not ACTIVE")
         print(f"{outcome.job_plan.job.name}: {outcome.state}: {reason}", file=sys.stderr)
-    print(f"Apply {'complete' if not not_done else 'incomplete'}: {active}/{len(outcomes)} "
-          f"jobs ACTIVE in {time.monotonic() - started:.1f}s "
+    complete = not not_done and gates_passed
+    gate_note = "" if gates_passed else "; an eval gate failed"
+    print(f"Apply {'complete' if complete else 'incomplete'}: {active}/{len(outcomes)} jobs "
+          f"ACTIVE{gate_note} in {time.monotonic() - started:.1f}s "
           f"({backend.request_count()} requests).", file=sys.stderr)
     if args.no_wait:
-        return errors.EXIT_OK if all(o.state in (ACTIVE, "CREATING") for o in outcomes) \
-            else errors.EXIT_FAILURE
-    return errors.EXIT_OK if not not_done else errors.EXIT_FAILURE
+        submitted = all(o.state in (ACTIVE, "CREATING") for o in outcomes)
+        return errors.EXIT_OK if submitted and gates_passed else errors.EXIT_FAILURE
+    return errors.EXIT_OK if complete else errors.EXIT_FAILURE
 
 
 def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
@@ -140,3 +148,6 @@ def add_apply_arguments(parser: argparse.ArgumentParser) -> None:
                         help="delete superseded models of the jobs in scope")
     parser.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
+    parser.add_argument("--skip-eval", action="store_true",
+                        help="do not run eval prompts (reports keep no eval results)")
+    add_report_arguments(parser)
