@@ -75,8 +75,6 @@ def check_file(source: DataSource) -> None:
         raise ConfigError(where, "training data path is a directory, not a file") from None
     except OSError as exc:
         raise ConfigError(where, f"cannot read training data file: {exc.strerror}") from None
-    if source.path.is_dir():
-        raise ConfigError(where, "training data path is a directory, not a file")
     limit = MAX_STREAMED_BYTES if source.format in (".jsonl", ".csv") else MAX_WHOLE_FILE_BYTES
     if size > limit:
         raise ConfigError(where, f"training data file is {_bytes(size)}, over the limit of "

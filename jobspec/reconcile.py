@@ -141,7 +141,6 @@ class Outcome:
     model: RemoteModel | None = None
     progress: Progress | None = None
     error: str | None = None
-    extra: dict = field(default_factory=dict)
 
 
 class Interrupted(Exception):

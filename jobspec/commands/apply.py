@@ -10,20 +10,26 @@ import time
 from pathlib import Path
 
 from .. import errors, reconcile
-from ..backends.base import ACTIVE, Progress
+from ..backends.base import ACTIVE, Backend
 from ..errors import UsageError
-from ..reconcile import ApplyOptions, Event, PollPolicy
+from ..reconcile import ApplyOptions, PollPolicy
 from . import planview
 from .common import load_jobs, open_backend
+from .progress import printer_for
 from .results import add_report_arguments, evaluate_and_report
 
 
-def _plan(args: argparse.Namespace) -> tuple[reconcile.Plan, object]:
+def _plan(args: argparse.Namespace) -> tuple[reconcile.Plan, Backend]:
+    """The plan, and the open backend it was made against (the caller closes it)."""
     jobs = load_jobs(args)
     identified = reconcile.identify_all(jobs)
     backend = open_backend(args, jobs)
-    return reconcile.plan(identified, backend,
-                          recreate_failed=getattr(args, "recreate_failed", False)), backend
+    try:
+        return reconcile.plan(identified, backend,
+                              recreate_failed=getattr(args, "recreate_failed", False)), backend
+    except BaseException:
+        backend.close()
+        raise
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -40,33 +46,6 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.detailed_exitcode and plan.has_changes:
         return errors.EXIT_CHANGES_PENDING
     return errors.EXIT_OK
-
-
-def _progress_line(progress: Progress) -> str:
-    parts = [f"{progress.percent:5.1f}%"]
-    if progress.total_steps:
-        parts.append(f"step {progress.completed_steps}/{progress.total_steps}")
-    if progress.snapshots:
-        last = progress.snapshots[-1]
-        parts.append(f"epoch {last.epoch} loss {last.mean_loss:.4f}")
-    return " ".join(parts)
-
-
-class EventPrinter:
-    """One line per change: readable in a terminal and in CI logs alike."""
-
-    def __init__(self, quiet: bool = False) -> None:
-        self.quiet = quiet
-        self.last_print: dict[str, float] = {}
-
-    def __call__(self, event: Event) -> None:
-        if event.kind == "progress":
-            if self.quiet or event.progress is None:
-                return
-            message = _progress_line(event.progress)
-        else:
-            message = event.message
-        print(f"{event.job}: {message}", file=sys.stderr, flush=True)
 
 
 def _resume_command(args: argparse.Namespace) -> str:
@@ -95,9 +74,13 @@ def cmd_apply(args: argparse.Namespace) -> int:
                                poll=PollPolicy.for_backend(backend.name, args.timeout,
                                                            args.poll_interval),
                                prune=args.prune)
-        applier = reconcile.Applier(backend, options, EventPrinter(args.quiet))
+        display = printer_for(sys.stderr, args.quiet)
+        applier = reconcile.Applier(backend, options, display)
         try:
-            outcomes = applier.run(plan)
+            try:
+                outcomes = applier.run(plan)
+            finally:
+                display.close()
             done = [(o.job_plan.job, o.job_plan.identity, o.model) for o in outcomes
                     if o.state == ACTIVE and o.model is not None]
             gates_passed = evaluate_and_report(done, backend, Path(args.report_dir),

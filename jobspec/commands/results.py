@@ -58,7 +58,11 @@ def _active_models(args: argparse.Namespace) -> tuple[list, Backend, list[str]]:
     jobs = load_jobs(args)
     identified = reconcile.identify_all(jobs)
     backend = open_backend(args, jobs)
-    plan = reconcile.plan(identified, backend)
+    try:
+        plan = reconcile.plan(identified, backend)
+    except BaseException:
+        backend.close()
+        raise
     done, missing = [], []
     for job_plan in plan.jobs:
         if job_plan.current is not None and job_plan.current.state == ACTIVE:

@@ -131,10 +131,6 @@ def _server_class() -> type:
     return Server
 
 
-def _Server(config: Any, banner: Any) -> Any:  # noqa: N802 - a class made on first use
-    return _server_class()(config, banner)
-
-
 def serve(args: argparse.Namespace) -> int:
     import uvicorn  # noqa: PLC0415
 
@@ -188,7 +184,7 @@ def serve(args: argparse.Namespace) -> int:
     workers.start()
     config = uvicorn.Config(build_app(service, args.api_key), host=args.host, port=args.port,
                             log_level="warning", access_log=False, lifespan="off")
-    server = _Server(config, banner=lambda port: (
+    server = _server_class()(config, banner=lambda port: (
         f"jobspec serve: listening on http://{args.host}:{port} (state {state_dir}; base models: "
         f"{', '.join(f'models/{m}' for m in registry.models)}; "
         f"auth: {'API key' if args.api_key else 'none, loopback'})"))
