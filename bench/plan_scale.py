@@ -92,13 +92,13 @@ def main() -> None:
 
             fresh = root / "fresh"
             (fresh / ".git").mkdir(parents=True)
-            write_jobs(fresh, 10, "train-", epochs=400)
+            write_jobs(fresh, 10, "train-", epochs=150)
             before = service.requests_logged()
             apply_seconds, output = run(JOBSPEC + ["apply", "jobs/", "--skip-eval", "--quiet"],
                                         fresh, env)
             apply_requests = service.requests_logged() - before
             # Policy: per job, polls start 0.5 s apart and grow 1.5x to 6 s.
-            print(f"apply of 10 jobs (800 steps each): {apply_requests} requests in "
+            print(f"apply of 10 jobs (300 steps each): {apply_requests} requests in "
                   f"{apply_seconds:.1f} s = {apply_requests / apply_seconds:.1f} requests/s; "
                   f"the polling policy allows at most {10 / 0.5:.0f}/s at first, "
                   f"{10 / 6:.1f}/s once settled")

@@ -9,6 +9,7 @@ training, and never pays for a second model.
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -86,11 +87,14 @@ def plan(jobs: list[tuple[Job, Identity]], backend: Backend, *,
     """One paginated listing of the service's models, compared with every job."""
     models = backend.list_models()
     by_id = {m.model_id: m for m in models}
+    by_job: dict[str, list[RemoteModel]] = defaultdict(list)
+    for model in models:
+        if model.managed:
+            by_job[model.managed[0]].append(model)
     planned = []
     for job, identity in jobs:
         current = by_id.get(identity.tuned_model_id)
-        superseded = tuple(m for m in models if m.managed and m.managed[0] == job.name
-                           and m.model_id != identity.tuned_model_id)
+        superseded = tuple(m for m in by_job[job.name] if m.model_id != identity.tuned_model_id)
         percent = None
         if current is None:
             action = CREATE
