@@ -88,7 +88,8 @@ def _example(where: Location, record: object, source: DataSource) -> Example:
         raise ConfigError(where, f"expected an object with {source.input_field!r} and "
                           f"{source.output_field!r}, got {type(record).__name__}")
     values = []
-    for name in (source.input_field, source.output_field):
+    for name, limit in ((source.input_field, MAX_INPUT_CHARS),
+                        (source.output_field, MAX_OUTPUT_CHARS)):
         field_where = Location(where.path, where.line, where.column, _join(where.field, name))
         if name not in record:
             raise ConfigError(field_where, "missing")
@@ -97,17 +98,11 @@ def _example(where: Location, record: object, source: DataSource) -> Example:
             raise ConfigError(field_where, f"must be a string, got {_json_type(value)}")
         if not value.strip():
             raise ConfigError(field_where, "must not be empty")
+        if len(value) > limit:
+            raise ConfigError(field_where, f"is {len(value):,} characters, over the limit of "
+                              f"{limit:,}")
         values.append(value)
-    text_input, output = values
-    if len(text_input) > MAX_INPUT_CHARS:
-        raise ConfigError(Location(where.path, where.line, where.column,
-                                   _join(where.field, source.input_field)),
-                          f"is {len(text_input):,} characters, over the limit of {MAX_INPUT_CHARS:,}")
-    if len(output) > MAX_OUTPUT_CHARS:
-        raise ConfigError(Location(where.path, where.line, where.column,
-                                   _join(where.field, source.output_field)),
-                          f"is {len(output):,} characters, over the limit of {MAX_OUTPUT_CHARS:,}")
-    return Example(text_input, output)
+    return Example(*values)
 
 
 def _join(prefix: str, name: str) -> str:
