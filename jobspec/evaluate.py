@@ -36,6 +36,7 @@ class EvalResult:
     results: tuple[PromptResult, ...]
     min_pass_rate: float
     compare_base: bool
+    generation_config: dict[str, Any]
 
     @property
     def pass_rate(self) -> float:
@@ -108,4 +109,4 @@ def evaluate(job: Job, tuned_model: str, backend: Backend) -> EvalResult | None:
         base = (_ask(backend, job.base_model, prompt.input, prompt.expect, config)
                 if job.eval.compare_base else None)
         results.append(PromptResult(prompt.input, prompt.expect, tuned, base))
-    return EvalResult(tuple(results), job.eval.min_pass_rate, job.eval.compare_base)
+    return EvalResult(tuple(results), job.eval.min_pass_rate, job.eval.compare_base, config)

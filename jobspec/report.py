@@ -74,6 +74,7 @@ def build(job: Job, identity: Identity, backend: str, endpoint: str, model: Remo
     }
     if evaluation is not None:
         report["eval"] = {
+            "generation_config": evaluation.generation_config,
             "min_pass_rate": evaluation.min_pass_rate,
             "pass_rate": evaluation.pass_rate,
             "base_pass_rate": evaluation.base_pass_rate,
@@ -211,6 +212,19 @@ def write(directory: Path, reports: list[dict[str, Any]]) -> list[Path]:
         write_atomic(directory / name, text)
         written.append(directory / name)
     return written
+
+
+def same_eval(previous: dict[str, Any], job: Job) -> bool:
+    """Whether an earlier report's eval asked exactly what ``job`` asks now, of the same model."""
+    if job.eval is None:
+        return False
+    from .evaluate import generation_config  # noqa: PLC0415
+
+    asked = [(p["input"], p["expect"]) for p in previous.get("prompts", [])]
+    wanted = [(p.input, p.expect.as_dict()) for p in job.eval.prompts]
+    return (asked == wanted and previous.get("min_pass_rate") == job.eval.min_pass_rate
+            and (previous.get("base_pass_rate") is not None) == job.eval.compare_base
+            and previous.get("generation_config") == generation_config(job.eval))
 
 
 def previous_eval(directory: Path, job: str, tuned_model: str) -> dict[str, Any] | None:

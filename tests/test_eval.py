@@ -144,3 +144,18 @@ def test_transient_errors_during_eval_are_retried(eval_repo, service, cli, monke
     data = json.loads((eval_repo.root / "reports/evaljob.json").read_text())
     assert [p["verdict"] for p in data["eval"]["prompts"]] == ["pass", "pass", "fail", "error"]
     assert proxy.injected["429"] + proxy.injected["503"] > 0
+
+
+def test_apply_again_reuses_an_unchanged_eval(eval_repo, service, cli):
+    write_job(eval_repo, epochs=4)
+    assert cli("apply", "jobs/").code == 0
+    marker = len(service.lines)
+    again = cli("apply", "jobs/")
+    assert again.code == 0
+    assert "evaljob: eval unchanged since the last report (50% passed; gate passed)" in again.err
+    assert "generateContent" not in "".join(service.lines[marker:])
+    job = eval_repo.root / "jobs/evaljob.yaml"
+    job.write_text(job.read_text().replace('input: "1"', 'input: "one"'))
+    edited = cli("apply", "jobs/")
+    assert "evaljob: eval 50% passed" in edited.err
+    assert "generateContent" in "".join(service.lines[marker:])

@@ -84,7 +84,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
             done = [(o.job_plan.job, o.job_plan.identity, o.model) for o in outcomes
                     if o.state == ACTIVE and o.model is not None]
             gates_passed = evaluate_and_report(done, backend, Path(args.report_dir),
-                                               run_eval=not args.skip_eval)
+                                               run_eval=not args.skip_eval, reuse_eval=True)
         except (KeyboardInterrupt, reconcile.Interrupted):
             applier.stop.set()
             print(f"\nInterrupted: training goes on in the service. Resume with:\n  "

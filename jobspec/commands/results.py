@@ -22,15 +22,26 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def evaluate_and_report(done: list[tuple[Job, Identity, RemoteModel]], backend: Backend,
-                        report_dir: Path, *, run_eval: bool = True) -> bool:
-    """Run evals (when asked) and write every report; True when every gate passed."""
+                        report_dir: Path, *, run_eval: bool = True,
+                        reuse_eval: bool = False) -> bool:
+    """Run evals (when asked) and write every report; True when every gate passed.
+
+    With ``reuse_eval``, a job whose last report asked the same prompts of the same model keeps
+    that result instead of asking again: greedy answers of an unchanged model do not change.
+    """
     built = []
     all_passed = True
     for job, identity, model in done:
-        evaluation = evaluate(job, model.name, backend) if run_eval else None
+        previous = report.previous_eval(report_dir, job.name, model.name)
+        reuse = reuse_eval and previous is not None and report.same_eval(previous, job)
+        evaluation = evaluate(job, model.name, backend) if run_eval and not reuse else None
         data = report.build(job, identity, backend.name, backend.endpoint, model, evaluation)
-        if not run_eval:
-            data["eval"] = report.previous_eval(report_dir, job.name, model.name)
+        if not run_eval or reuse:
+            data["eval"] = previous
+        if reuse:
+            print(f"{job.name}: eval unchanged since the last report ({previous['pass_rate']:.0%}"
+                  f" passed; gate {previous['gate']}); `jobspec eval` asks again",
+                  file=sys.stderr)
         if evaluation is not None:
             base = ("" if evaluation.base_pass_rate is None
                     else f", base model {evaluation.base_pass_rate:.0%}")
