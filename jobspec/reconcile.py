@@ -186,7 +186,11 @@ class Applier:
             return
         outcome.progress = progress
         total = f", {progress.total_steps} steps" if progress.total_steps else ""
-        self.on_event(Event(name, "created", f"created {progress.model_name}{total}", progress))
+        if progress.adopted:
+            self.on_event(Event(name, "adopted", f"adopted {progress.model_name}, which an "
+                                "earlier request already created", progress))
+        else:
+            self.on_event(Event(name, "created", f"created {progress.model_name}{total}", progress))
         self._settle(outcome, progress)
 
     def _settle(self, outcome: Outcome, progress: Progress) -> None:

@@ -22,6 +22,8 @@ def test_apply_converges_through_a_faulty_network(example_repo, service, cli, mo
         result = cli("apply", "--skip-eval", "jobs/")
         assert result.code == 0, result.err
         assert "Apply complete: 2/2 jobs ACTIVE" in result.err
+        # The first create reached the service but its answer was lost: the retry adopts it.
+        assert "which an earlier request already created" in result.err
         again = cli("apply", "--skip-eval", "jobs/")
         assert again.code == 0, again.err
     assert all(count > 0 for count in proxy.injected.values()), proxy.injected

@@ -68,6 +68,7 @@ class Progress:
     snapshots: tuple[Snapshot, ...] = ()
     error: str | None = None
     model: RemoteModel | None = None  # set once done without error
+    adopted: bool = False  # create found the model already there (an earlier run made it)
 
     @property
     def percent(self) -> float:

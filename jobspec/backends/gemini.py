@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from ..client import ApiClient
@@ -87,7 +88,7 @@ class GeminiBackend:
         except PermanentBackendError as exc:
             if exc.status != "ALREADY_EXISTS" and exc.http_status != 409:
                 raise
-            return self.progress(identity.tuned_model_id)
+            return dataclasses.replace(self.progress(identity.tuned_model_id), adopted=True)
         return self._progress_from_operation(operation)
 
     def _progress_from_operation(self, operation: dict[str, Any]) -> Progress:
