@@ -8,9 +8,8 @@ training, and never pays for a second model.
 
 from __future__ import annotations
 
-import math
-from collections import defaultdict
 import threading
+from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ import tenacity
 from .backends.base import ACTIVE, CREATING, FAILED, Backend, Progress, RemoteModel
 from .data import iter_examples
 from .errors import JobSpecError
-from .identity import Identity
+from .identity import Identity, identify, total_steps
 from .spec import Job
 
 CREATE, UNCHANGED, IN_PROGRESS, FAILED_ACTION, RECREATE = (
@@ -103,9 +102,7 @@ def plan(jobs: list[tuple[Job, Identity]], backend: Backend, *,
         elif current.state == CREATING:
             action = IN_PROGRESS
             steps = current.snapshots[-1].step if current.snapshots else 0
-            hp = job.hyperparameters
-            total = math.ceil(identity.example_count * hp.epoch_count / hp.batch_size)
-            percent = 100.0 * steps / total
+            percent = 100.0 * steps / total_steps(job, identity.example_count)
         else:
             action = RECREATE if recreate_failed else FAILED_ACTION
         reasons: tuple[str, ...] = ()
@@ -240,8 +237,17 @@ class Applier:
             return
         self._settle(outcome, progress)
 
-    def _prune(self, plan: Plan) -> None:
-        for job_plan in plan.jobs:
+    def _prune(self, outcomes: list[Outcome]) -> None:
+        """Delete superseded models, but only of jobs whose replacement is ACTIVE: a job whose
+        new model failed or still trains keeps the model that works."""
+        for outcome in outcomes:
+            job_plan = outcome.job_plan
+            if not job_plan.superseded:
+                continue
+            if outcome.state != ACTIVE:
+                self.on_event(Event(job_plan.job.name, "kept", "kept superseded models: "
+                                    f"{job_plan.model_name} is not ACTIVE yet"))
+                continue
             for model in job_plan.superseded:
                 self.backend.delete(model.model_id)
                 self.on_event(Event(job_plan.job.name, "deleted", f"deleted superseded {model.name}"))
@@ -266,7 +272,7 @@ class Applier:
                                     thread_name_prefix="poll") as pool:
                 self._wait_all([pool.submit(self._poll, o) for o in pending])
         if self.options.prune:
-            self._prune(plan)
+            self._prune(outcomes)
         return outcomes
 
     def _wait_all(self, futures: list) -> None:
@@ -278,15 +284,10 @@ class Applier:
                         break
                     except TimeoutError:
                         continue
-        except (KeyboardInterrupt, Interrupted):
-            self.stop.set()
-            raise
-        except Exception:
+        except BaseException:  # Ctrl-C, or a bug: tell the other threads to stop waiting
             self.stop.set()
             raise
 
 
 def identify_all(jobs: list[Job]) -> list[tuple[Job, Identity]]:
-    from .identity import identify  # noqa: PLC0415
-
     return [(job, identify(job)) for job in jobs]

@@ -15,7 +15,7 @@ from xml.etree import ElementTree
 
 from .backends.base import RemoteModel
 from .evaluate import EvalResult
-from .identity import Identity
+from .identity import Identity, total_steps
 from .spec import Job
 
 REPORT_VERSION = 1
@@ -49,7 +49,6 @@ def _expectation(result: Any) -> dict[str, Any]:
 def build(job: Job, identity: Identity, backend: str, endpoint: str, model: RemoteModel,
           evaluation: EvalResult | None) -> dict[str, Any]:
     """The JSON report of one job (see schemas/report.schema.json)."""
-    hp = job.hyperparameters
     report: dict[str, Any] = {
         "report_version": REPORT_VERSION,
         "job": job.name,
@@ -60,9 +59,9 @@ def build(job: Job, identity: Identity, backend: str, endpoint: str, model: Remo
         "backend": backend,
         "endpoint": endpoint,
         "base_model": job.base_model,
-        "hyperparameters": hp.as_dict(),
+        "hyperparameters": job.hyperparameters.as_dict(),
         "example_count": identity.example_count,
-        "total_steps": math.ceil(identity.example_count * hp.epoch_count / hp.batch_size),
+        "total_steps": total_steps(job, identity.example_count),
         "timings": {
             "created": model.create_time, "started": model.start_time,
             "completed": model.complete_time,

@@ -96,6 +96,16 @@ def test_prune_deletes_only_superseded_models_of_jobs_in_scope(example_repo, ser
     assert sum(n.startswith("tunedModels/number-generator-") for n in names) == 1
 
 
+def test_prune_keeps_the_old_model_until_its_replacement_is_active(example_repo, service, cli):
+    assert cli("apply", "--skip-eval", "--target", "antonyms").code == 0
+    job = example_repo.root / "jobs/antonyms.yaml"
+    job.write_text(job.read_text().replace("epoch_count: 8", "epoch_count: 7"))
+    result = cli("apply", "--skip-eval", "--target", "antonyms", "--prune", "--yes", "--no-wait")
+    assert "antonyms: kept superseded models: tunedModels/antonyms-" in result.err
+    assert "deleted" not in result.err
+    assert len(models_on(service)) == 2
+
+
 def test_get_and_delete(example_repo, service, cli):
     assert cli("apply", "--skip-eval", "--target", "antonyms").code == 0
     table = cli("get").out.splitlines()
@@ -132,7 +142,9 @@ def test_no_wait_submits_and_returns(example_repo, service, cli):
     result = cli("apply", "--skip-eval", "--no-wait", "--target", "number-generator")
     assert result.code == 0
     assert "number-generator: created tunedModels/number-generator-" in result.err
-    assert "submitted; not waited for" in result.err or "ACTIVE" in result.err
+    assert "number-generator: CREATING: submitted; not waited for" in result.err
+    assert [m["name"].rsplit("-", 1)[0] for m in models_on(service)] == [
+        "tunedModels/number-generator"]
 
 
 def test_backend_errors_and_usage(example_repo, cli, monkeypatch):

@@ -106,7 +106,9 @@ def test_adopts_a_model_that_already_exists(google_repo, cli, monkeypatch):
             return original(method, path, query, raw)
 
         fake.route = route
-        assert apply_with(cli, fake).code == 0
+        adopted = apply_with(cli, fake)
+        assert adopted.code == 0
+        assert "number-generator: adopted tunedModels/number-generator-" in adopted.err
         creates = [r for r in fake.requests if r["method"] == "POST"]
     assert len(creates) == 4 and len(fake.models) == 2
 
