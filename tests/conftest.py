@@ -1,16 +1,31 @@
-"""Shared fixtures: a scratch git repository holding job files, and running the real CLI."""
+"""Shared fixtures: a scratch git repository holding job files, and running the real CLI.
+
+Two rules hold for the whole suite: no test sends traffic off this machine (google-auth's probe
+of the cloud metadata server is switched off before google-auth is imported, and a guard fails any
+test that resolves or connects to a non-loopback address), and every test has a time limit
+(pytest-timeout, set in pyproject.toml).
+"""
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import os
+import socket
 import subprocess
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
+# google-auth reads this at import: without it, application-default credentials probe
+# 169.254.169.254 / metadata.google.internal to see whether they run on Google Cloud.
+os.environ["NO_GCE_CHECK"] = "True"
+os.environ["GCE_METADATA_HOST"] = "127.0.0.1:9"
+os.environ["GCE_METADATA_IP"] = "127.0.0.1:9"
 
-from jobspec.cli import main
+import pytest  # noqa: E402
+
+from jobspec.cli import main  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -20,6 +35,50 @@ NUMBER_EXAMPLES = [
     ("-98", "-97"), ("1,000", "1,001"), ("10,100,000", "10,100,001"), ("thirteen", "fourteen"),
     ("eighty", "eighty one"), ("one", "two"), ("three", "four"), ("seven", "eight"),
 ]
+
+
+class OffMachineTraffic(AssertionError):
+    pass
+
+
+def _is_loopback_host(host: object) -> bool:
+    if not isinstance(host, str):
+        return True  # AF_UNIX paths and the like
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+@pytest.fixture(autouse=True)
+def loopback_only(monkeypatch):
+    """Fail any test that looks up or connects to an address off this machine."""
+    real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
+    real_getaddrinfo = socket.getaddrinfo
+
+    def check(address: object) -> None:
+        host = address[0] if isinstance(address, tuple) else address
+        if not _is_loopback_host(host):
+            raise OffMachineTraffic(f"a test tried to reach {address!r}, off this machine")
+
+    def connect(self, address):
+        check(address)
+        return real_connect(self, address)
+
+    def connect_ex(self, address):
+        check(address)
+        return real_connect_ex(self, address)
+
+    def getaddrinfo(host, *args, **kwargs):
+        check((host.decode() if isinstance(host, bytes) else host,))
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    yield
 
 
 @dataclass

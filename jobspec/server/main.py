@@ -69,7 +69,7 @@ class Workers:
         self.stopping = threading.Event()
 
     def _spawn(self) -> Any:
-        from .trainer import worker_main  # noqa: PLC0415
+        from .worker import worker_main  # noqa: PLC0415
 
         process = self.context.Process(target=worker_main, args=self.args, daemon=True,
                                        name="jobspec-trainer")

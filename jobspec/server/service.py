@@ -13,7 +13,8 @@ from . import wire
 from .inference import GenerationSettings, Generator, PromptTooLong
 from .models import ModelNotFound, ModelRegistry, context_length
 from .store import ACTIVE, CREATING, AlreadyExists, Store, TunedModelRecord
-from .trainer import adapter_dir, remove_adapter, total_steps
+from .adapters import adapter_dir, remove_adapter
+from .trainer import total_steps
 from .wire import ApiError
 
 TUNED_MODEL_ID = re.compile(r"[a-z]([a-z0-9-]{0,38}[a-z0-9])?")
