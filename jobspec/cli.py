@@ -11,7 +11,7 @@ from typing import NoReturn
 from . import __version__, errors
 from .commands import apply, files, models, results
 from .commands.common import add_backend_arguments, add_job_arguments
-from .errors import ConfigError, JobSpecError, UsageError
+from .errors import ConfigError, Interrupted, JobSpecError, UsageError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -117,6 +117,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             "Permanent", "").strip().lower()
         print(f"jobspec: {kind}: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Interrupted):
         print("jobspec: interrupted", file=sys.stderr)
         return errors.EXIT_INTERRUPTED

@@ -20,7 +20,8 @@ import tenacity
 
 from . import __version__
 from .auth import Credentials
-from .errors import AuthError, BackendError, PermanentBackendError, TransientBackendError
+from .errors import (AuthError, BackendError, Interrupted, PermanentBackendError,
+                     TransientBackendError)
 
 RETRYABLE_STATUS = {429, 500, 502, 503, 504}
 
@@ -79,9 +80,18 @@ class ApiClient:
             headers={"User-Agent": f"jobspec/{__version__}"})
         self._count_lock = threading.Lock()
         self.request_count = 0
+        self._interrupted = threading.Event()
 
     def close(self) -> None:
         self._http.close()
+
+    def interrupt(self) -> None:
+        """Stop every retry wait at once (Ctrl-C): the waiting call raises Interrupted."""
+        self._interrupted.set()
+
+    def _sleep(self, seconds: float) -> None:
+        if self._interrupted.wait(seconds):
+            raise Interrupted(f"interrupted while waiting to retry a request to {self.base_url}")
 
     def __enter__(self) -> "ApiClient":
         return self
@@ -125,7 +135,7 @@ class ApiClient:
             retry=tenacity.retry_if_exception_type(TransientBackendError),
             stop=(tenacity.stop_after_attempt(self.retry.attempts)
                   | tenacity.stop_after_delay(self.retry.deadline_seconds)),
-            wait=self._wait, reraise=True)
+            wait=self._wait, sleep=self._sleep, reraise=True)
         return retrying(self._send_once, method, url, params, body)
 
     def paginate(self, path: str, key: str, *, page_size: int = 1000,

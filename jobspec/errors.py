@@ -9,6 +9,8 @@
         ├── TransientBackendError retrying may help (429, 5xx, transport); may carry retry_after
         └── PermanentBackendError retrying will not help (other 4xx)
 
+    Interrupted                   not an error: the user pressed Ctrl-C     (exit 130)
+
 Anything else that reaches the top is a bug in jobspec.
 """
 
@@ -114,3 +116,8 @@ class TransientBackendError(BackendError):
 
 class PermanentBackendError(BackendError):
     """A failure that retrying cannot fix (bad request, not found, permission denied)."""
+
+
+class Interrupted(Exception):
+    """The user asked jobspec to stop (Ctrl-C) while it waited: to poll, or to retry a request.
+    Deliberately not a JobSpecError, so that no error handler mistakes it for a failure."""

@@ -18,7 +18,7 @@ import tenacity
 
 from .backends.base import ACTIVE, CREATING, FAILED, Backend, Progress, RemoteModel
 from .data import iter_examples
-from .errors import JobSpecError
+from .errors import Interrupted, JobSpecError
 from .identity import Identity, identify, total_steps
 from .spec import Job
 
@@ -142,10 +142,6 @@ class Outcome:
     model: RemoteModel | None = None
     progress: Progress | None = None
     error: str | None = None
-
-
-class Interrupted(Exception):
-    pass
 
 
 @dataclass

@@ -17,6 +17,7 @@ from typing import Any
 from . import data
 from .errors import ConfigError, ConfigErrors, Location, UsageError
 from .schema import job_schema, schema_errors
+from .workspace import find_root
 from .yamlload import FieldPath, Positions, format_path, load_yaml
 
 MAX_JOB_FILE_BYTES = 1024 * 1024
@@ -95,15 +96,6 @@ class Job:
 def _defaults() -> dict[str, Any]:
     props = job_schema()["properties"]["hyperparameters"]["properties"]
     return {name: spec["default"] for name, spec in props.items() if "default" in spec}
-
-
-def find_repo_root(start: Path) -> Path:
-    """The enclosing git work tree, or ``start`` itself when there is none."""
-    start = start.resolve()
-    for candidate in (start, *start.parents):
-        if (candidate / ".git").exists():
-            return candidate
-    return start
 
 
 def expand_paths(arguments: Iterable[str]) -> list[str]:
@@ -194,7 +186,7 @@ class _JobBuilder:
             display_path=os.path.normpath(str(resolved)), path=resolved,
             input_field=spec.get("input_field", data.DEFAULT_INPUT_FIELD),
             output_field=spec.get("output_field", data.DEFAULT_OUTPUT_FIELD))
-        root = find_repo_root(job_dir)
+        root = find_root(job_dir)
         if not self.allow_outside_paths and not data.is_within(resolved, root):
             self.error(field_path, f"{spec['path']!r} resolves outside the repository ({root}); "
                        "pass --allow-outside-paths to allow it")

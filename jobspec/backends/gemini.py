@@ -47,6 +47,9 @@ class GeminiBackend:
     def close(self) -> None:
         self.client.close()
 
+    def interrupt(self) -> None:
+        self.client.interrupt()
+
     def request_count(self) -> int:
         return self.client.request_count
 

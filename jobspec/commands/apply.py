@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .. import errors, reconcile
 from ..backends.base import ACTIVE, Backend
-from ..errors import UsageError
+from ..errors import Interrupted, UsageError
 from ..reconcile import ApplyOptions, PollPolicy
 from . import planview
 from .common import load_jobs, open_backend
@@ -85,8 +85,9 @@ def cmd_apply(args: argparse.Namespace) -> int:
                     if o.state == ACTIVE and o.model is not None]
             gates_passed = evaluate_and_report(done, backend, Path(args.report_dir),
                                                run_eval=not args.skip_eval, reuse_eval=True)
-        except (KeyboardInterrupt, reconcile.Interrupted):
+        except (KeyboardInterrupt, Interrupted):
             applier.stop.set()
+            backend.interrupt()
             print(f"\nInterrupted: training goes on in the service. Resume with:\n  "
                   f"{_resume_command(args)}", file=sys.stderr)
             return errors.EXIT_INTERRUPTED
