@@ -39,18 +39,19 @@ def write_jobs(repo: Path, count: int, prefix: str, epochs: int = 1) -> None:
 def seed_models(repo: Path, state: Path) -> None:
     """Record every job's model as ACTIVE, as a finished apply leaves the service's state."""
     sys.path.insert(0, str(repo))
-    from jobspec import spec
-    from jobspec.backends.base import marker
+    from jobspec import spec, workspace
+    from jobspec.backends.gemini import marker
     from jobspec.identity import identify
     from jobspec.server.store import Store
 
     store = Store(state / "state.db")
+    owner_id = workspace.owner(root=repo).id  # as apply, run in the repository, derives it
     for path in sorted((repo / "jobs").glob("*.yaml")):
         job = spec.load_job(str(path))
         identity = identify(job)
         record = store.create(
             model_id=identity.tuned_model_id, display_name=job.name,
-            description=marker(job.name, identity.fingerprint), base_model=job.base_model,
+            description=marker(job.name, identity.fingerprint, owner_id), base_model=job.base_model,
             local_model="tiny", temperature=None, top_p=None, top_k=None,
             hyperparameters={"batchSize": 4, "epochCount": 1, "learningRateMultiplier": 1.0},
             effective_lr=0.001, examples=[("0", "1")], total_steps=2)

@@ -63,6 +63,11 @@ class Credentials:
                         from None
             return self._google.token
 
+    @property
+    def has_secret(self) -> bool:
+        """Whether requests carry anything secret (an API key or an OAuth token)."""
+        return bool(self._api_key or self._token or self._google is not None)
+
     def secrets(self) -> list[str]:
         """Values that must never appear in output, logs or reports."""
         found = [s for s in (self._api_key, self._token) if s]

@@ -12,6 +12,7 @@ from . import __version__, errors
 from .commands import apply, files, models, results
 from .commands.common import add_backend_arguments, add_job_arguments
 from .errors import ConfigError, Interrupted, JobSpecError, UsageError
+from .spec import BACKEND_TYPES, BACKEND_VARIABLE
 
 
 class _Parser(argparse.ArgumentParser):
@@ -40,6 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--format", choices=("text", "json"), default="text")
     validate.add_argument("--allow-outside-paths", action="store_true",
                           help="allow training data outside the repository")
+    validate.add_argument("--backend", choices=BACKEND_TYPES,
+                          help="check the examples against this backend's request limit "
+                               f"(default: ${BACKEND_VARIABLE}, then each job's `backend`, "
+                               "then local)")
     validate.set_defaults(handler=files.cmd_validate)
 
     show = commands.add_parser("show", help="print a job as it will be applied, with its identity")
@@ -82,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     delete.add_argument("targets", nargs="+", metavar="NAME|FILE",
                         help="a job name, a job file, or tunedModels/ID")
     delete.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    delete.add_argument("--force", action="store_true",
+                        help="also delete models named as tunedModels/ID that this workspace "
+                             "does not own (another owner, none recorded, or not jobspec's)")
     add_backend_arguments(delete)
     delete.set_defaults(handler=models.cmd_delete)
 

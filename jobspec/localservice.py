@@ -1,31 +1,51 @@
 """Finding, or starting, the local tuning service that the `local` backend talks to.
 
-``JOBSPEC_LOCAL_URL`` names a running service. Without it, jobspec uses the one it started
-before for this directory (recorded in ``.jobspec/local/service.json``) or starts one: a
-separate background process on a free loopback port, as a user would with `jobspec serve`.
-It stays up for later commands (training continues if apply is interrupted) and exits by itself
-after a while with nothing to do.
+``JOBSPEC_LOCAL_URL`` names a running service (the operator's choice, trusted as given).
+Without it, jobspec uses the service it started before for this workspace's state directory, or
+starts one: a separate background process on a free loopback port, as a user would with
+`jobspec serve`. It stays up for later commands (training continues if apply is interrupted) and
+exits by itself after a while with nothing to do.
+
+Which service jobspec started is recorded outside the repository, in this user's private state
+directory (``$XDG_STATE_HOME/jobspec/services/``, mode 0600), never in a file that a pull request
+could commit: ``.jobspec/local/service.json`` is written for people to read, and never trusted.
+The record holds a per-service secret that jobspec handed the service when it started it; before
+the first request, the service must prove it holds that secret (an HMAC of a fresh challenge), so
+a process that merely took over the port after the service exited is not mistaken for it. Two
+first-time applies take a lock, so they start one service, not two.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import hmac
 import json
 import os
+import secrets
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 
+from .endpoints import is_loopback_host
 from .errors import BackendError
 
 URL_VARIABLE = "JOBSPEC_LOCAL_URL"
-STATE_DIR = Path(".jobspec/local")
+# How jobspec hands a service it starts its identity secret (an environment variable, so that it
+# never shows in the process list); the service removes it from its environment at once.
+SECRET_VARIABLE = "JOBSPEC_SERVE_IDENTITY_SECRET"
+IDENTITY_PATH = "/jobspec/identity"
 IDLE_EXIT_SECONDS = 1800
 START_TIMEOUT_SECONDS = 180
+PUBLIC_RECORD = "service.json"
 
 
 @dataclass(frozen=True)
@@ -33,13 +53,113 @@ class LocalService:
     url: str
     started: bool  # True when this call started it
     pid: int | None = None
+    # A service.json in the state directory that names another address: shown, never used.
+    ignored_record: str | None = None
 
 
-def _responds(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/v1beta/models", timeout=2.0).status_code < 500
-    except httpx.HTTPError:
+@dataclass(frozen=True)
+class _Record:
+    url: str
+    pid: int
+    secret: str
+    state_dir: str
+
+
+def private_records_dir() -> Path:
+    """This user's own record of the services jobspec started (outside any repository)."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "jobspec" / "services"
+
+
+def _record_key(state_dir: Path) -> str:
+    return hashlib.sha256(str(state_dir).encode("utf-8")).hexdigest()[:24]
+
+
+def _is_loopback_http(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme == "http" and is_loopback_host(parts.hostname)
+
+
+def proof(secret: str, challenge: str) -> str:
+    """What a service holding ``secret`` answers to ``challenge``."""
+    return hmac.new(secret.encode(), challenge.encode(), hashlib.sha256).hexdigest()
+
+
+def verified(url: str, secret: str, timeout: float = 2.0) -> bool:
+    """Whether the service at ``url`` (loopback only) proves it holds ``secret``."""
+    if not _is_loopback_http(url):
         return False
+    challenge = secrets.token_hex(16)
+    try:
+        answer = httpx.get(f"{url}{IDENTITY_PATH}", params={"challenge": challenge},
+                           timeout=timeout)
+        given = answer.json().get("proof", "") if answer.status_code == 200 else ""
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return False
+    return isinstance(given, str) and hmac.compare_digest(given, proof(secret, challenge))
+
+
+def _read_record(path: Path) -> _Record | None:
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+        return _Record(str(values["url"]), int(values["pid"]), str(values["secret"]),
+                       str(values["state_dir"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _write_private(path: Path, record: _Record) -> None:
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as out:
+        json.dump(record.__dict__, out)
+    os.replace(partial, path)
+
+
+@contextmanager
+def _exclusive(lock_path: Path, timeout: float) -> Iterator[None]:
+    """One jobspec at a time finds or starts the service of a state directory."""
+    with open(lock_path, "w") as lock:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise BackendError(f"another jobspec has been starting the local service "
+                                       f"for over {timeout:.0f}s (lock {lock_path})") from None
+                time.sleep(0.1)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _public_record_url(state_dir: Path) -> str | None:
+    try:
+        return str(json.loads((state_dir / PUBLIC_RECORD).read_text(encoding="utf-8"))["url"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def find_or_start(state_dir: Path) -> LocalService:
+    """The local service for ``state_dir``: the operator's, the one started before, or a new one."""
+    if os.environ.get(URL_VARIABLE):
+        return LocalService(os.environ[URL_VARIABLE].rstrip("/"), started=False)
+    state_dir = state_dir.resolve()
+    records = private_records_dir()
+    records.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = _record_key(state_dir)
+    with _exclusive(records / f"{key}.lock", START_TIMEOUT_SECONDS):
+        public_url = _public_record_url(state_dir)
+        record = _read_record(records / f"{key}.json")
+        if record is not None and verified(record.url, record.secret):
+            service = LocalService(record.url, started=False, pid=record.pid)
+        else:
+            service = _start(state_dir, records / f"{key}.json")
+    ignored = public_url if public_url not in (None, service.url) else None
+    return LocalService(service.url, service.started, service.pid, ignored_record=ignored)
 
 
 def _free_port() -> int:
@@ -48,42 +168,28 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def record_path(state_dir: Path = STATE_DIR) -> Path:
-    return state_dir / "service.json"
-
-
-def find_or_start(state_dir: Path = STATE_DIR) -> LocalService:
-    if os.environ.get(URL_VARIABLE):
-        return LocalService(os.environ[URL_VARIABLE].rstrip("/"), started=False)
-    record = record_path(state_dir)
-    if record.exists():
-        try:
-            known = json.loads(record.read_text())
-            if _responds(known["url"]):
-                return LocalService(known["url"], started=False, pid=known.get("pid"))
-        except (ValueError, KeyError, OSError):
-            pass
-    return _start(state_dir)
-
-
-def _start(state_dir: Path) -> LocalService:
+def _start(state_dir: Path, private_record: Path) -> LocalService:
     state_dir.mkdir(parents=True, exist_ok=True)
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
+    secret = secrets.token_hex(32)
     log_path = state_dir / "service.log"
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "jobspec.server", "--host", "127.0.0.1", "--port", str(port),
              "--state-dir", str(state_dir), "--idle-exit", str(IDLE_EXIT_SECONDS)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+            env={**os.environ, SECRET_VARIABLE: secret})
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:
             tail = log_path.read_text(errors="replace")[-2000:]
             raise BackendError(f"the local tuning service exited at start ({process.returncode}); "
                                f"its log ({log_path}) ends with:\n{tail}")
-        if _responds(url):
-            record_path(state_dir).write_text(json.dumps({"url": url, "pid": process.pid}))
+        if verified(url, secret):
+            _write_private(private_record, _Record(url, process.pid, secret, str(state_dir)))
+            # For people (and `jobspec serve` users) to read; jobspec itself never trusts it.
+            (state_dir / PUBLIC_RECORD).write_text(json.dumps({"url": url, "pid": process.pid}))
             return LocalService(url, started=True, pid=process.pid)
         time.sleep(0.2)
     process.terminate()

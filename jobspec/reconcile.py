@@ -18,9 +18,10 @@ import tenacity
 
 from .backends.base import ACTIVE, CREATING, FAILED, Backend, Progress, RemoteModel
 from .data import iter_examples
-from .errors import Interrupted, JobSpecError
+from .errors import Interrupted, JobSpecError, PermanentBackendError
 from .identity import Identity, identify, total_steps
 from .spec import Job
+from .workspace import Owner
 
 CREATE, UNCHANGED, IN_PROGRESS, FAILED_ACTION, RECREATE = (
     "create", "unchanged", "in progress", "failed", "recreate")
@@ -32,7 +33,8 @@ class JobPlan:
     identity: Identity
     action: str
     current: RemoteModel | None = None
-    superseded: tuple[RemoteModel, ...] = ()
+    superseded: tuple[RemoteModel, ...] = ()  # this workspace's older models of the job
+    foreign: tuple[RemoteModel, ...] = ()  # the job's models another workspace (or none) owns
     reasons: tuple[str, ...] = ()
     progress_percent: float | None = None
 
@@ -49,6 +51,7 @@ class JobPlan:
 class Plan:
     backend: str
     endpoint: str
+    owner: Owner
     jobs: tuple[JobPlan, ...]
 
     def count(self, action: str) -> int:
@@ -83,17 +86,25 @@ def _show(value: object) -> str:
 
 def plan(jobs: list[tuple[Job, Identity]], backend: Backend, *,
          recreate_failed: bool = False) -> Plan:
-    """One paginated listing of the service's models, compared with every job."""
+    """One paginated listing of the service's models, compared with every job.
+
+    Only models this workspace owns can be superseded (and so pruned); a model of the same job
+    name that another repository, checkout or older jobspec created is listed as foreign and
+    left alone.
+    """
     models = backend.list_models()
     by_id = {m.model_id: m for m in models}
     by_job: dict[str, list[RemoteModel]] = defaultdict(list)
     for model in models:
         if model.managed:
-            by_job[model.managed[0]].append(model)
+            by_job[model.job].append(model)
+    owner_id = backend.owner.id
     planned = []
     for job, identity in jobs:
         current = by_id.get(identity.tuned_model_id)
-        superseded = tuple(m for m in by_job[job.name] if m.model_id != identity.tuned_model_id)
+        others = [m for m in by_job[job.name] if m.model_id != identity.tuned_model_id]
+        superseded = tuple(m for m in others if m.owned_by(owner_id))
+        foreign = tuple(m for m in others if not m.owned_by(owner_id))
         percent = None
         if current is None:
             action = CREATE
@@ -103,14 +114,19 @@ def plan(jobs: list[tuple[Job, Identity]], backend: Backend, *,
             action = IN_PROGRESS
             steps = current.snapshots[-1].step if current.snapshots else 0
             percent = 100.0 * steps / total_steps(job, identity.example_count)
+        elif recreate_failed and recreate_refusal(current, owner_id) is None:
+            action = RECREATE
         else:
-            action = RECREATE if recreate_failed else FAILED_ACTION
+            action = FAILED_ACTION
         reasons: tuple[str, ...] = ()
+        if action == FAILED_ACTION and recreate_failed:
+            reasons = (f"--recreate-failed leaves it: {recreate_refusal(current, owner_id)}",)
         if action == CREATE and superseded:
             newest = max(superseded, key=lambda m: m.create_time or "")
             reasons = _why(job, identity, newest)
-        planned.append(JobPlan(job, identity, action, current, superseded, reasons, percent))
-    return Plan(backend.name, backend.endpoint, tuple(planned))
+        planned.append(JobPlan(job, identity, action, current, superseded, foreign, reasons,
+                               percent))
+    return Plan(backend.name, backend.endpoint, backend.owner, tuple(planned))
 
 
 @dataclass(frozen=True)
@@ -169,8 +185,7 @@ class Applier:
         name = job_plan.job.name
         try:
             if job_plan.action == RECREATE:
-                self.backend.delete(job_plan.identity.tuned_model_id)
-                self.on_event(Event(name, "deleted", f"deleted failed {job_plan.model_name}"))
+                self._delete_failed(job_plan)
             examples = list(iter_examples(job_plan.job.training_data))
             progress = self.backend.create(job_plan.job, job_plan.identity, examples)
         except JobSpecError as exc:
@@ -185,6 +200,17 @@ class Applier:
         else:
             self.on_event(Event(name, "created", f"created {progress.model_name}{total}", progress))
         self._settle(outcome, progress)
+
+    def _delete_failed(self, job_plan: JobPlan) -> None:
+        """Delete the job's FAILED model, having read it again just before: between plan and
+        now it may have been replaced, and only a FAILED model this workspace made may go."""
+        model = self.backend.get_model(job_plan.identity.tuned_model_id)
+        if model is not None:
+            refusal = recreate_refusal(model, self.backend.owner.id)
+            if refusal:
+                raise PermanentBackendError(f"{model.name}: not deleted: {refusal}")
+            self.backend.delete(model.model_id)
+            self.on_event(Event(job_plan.job.name, "deleted", f"deleted failed {model.name}"))
 
     def _settle(self, outcome: Outcome, progress: Progress) -> None:
         name = outcome.job_plan.job.name
@@ -256,7 +282,9 @@ class Applier:
                 outcome.state, outcome.model = ACTIVE, current
             elif outcome.job_plan.action == FAILED_ACTION:
                 outcome.state = FAILED
-                outcome.error = "the model's tuning failed; re-run with --recreate-failed to retry"
+                outcome.error = ("the model's tuning failed; " + (
+                    outcome.job_plan.reasons[0] if outcome.job_plan.reasons
+                    else "re-run with --recreate-failed to retry"))
         workers = max(1, self.options.parallel)
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="submit") as pool:
             futures = [pool.submit(self._submit, o) for o in outcomes if o.job_plan.changes]
@@ -283,6 +311,17 @@ class Applier:
         except BaseException:  # Ctrl-C, or a bug: tell the other threads to stop waiting
             self.stop.set()
             raise
+
+
+def recreate_refusal(model: RemoteModel, owner_id: str) -> str | None:
+    """Why --recreate-failed must not delete ``model``, or None when it may."""
+    if not model.managed:
+        return "jobspec did not create it (its description has no jobspec mark)"
+    if not model.owned_by(owner_id):
+        return "another workspace created it (see `jobspec get`; --owner names this workspace)"
+    if model.state != FAILED:
+        return f"it is {model.state}, not FAILED"
+    return None
 
 
 def identify_all(jobs: list[Job]) -> list[tuple[Job, Identity]]:

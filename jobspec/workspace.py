@@ -94,7 +94,7 @@ def owner(explicit: str | None = None, root: Path | None = None) -> Owner:
         return Owner(explicit, "--owner")
     if os.environ.get(OWNER_VARIABLE):
         return Owner(os.environ[OWNER_VARIABLE], OWNER_VARIABLE)
-    root = root or find_root()
+    root = (root or find_root()).resolve()
     remote = _origin_url(root)
     if remote:
         return Owner(normalise_remote(remote), "origin remote")

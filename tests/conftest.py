@@ -81,6 +81,13 @@ def loopback_only(monkeypatch):
     yield
 
 
+@pytest.fixture(autouse=True)
+def private_state(tmp_path_factory, monkeypatch):
+    """Each test's own private state directory (where jobspec records the local services it
+    started), so no test reads or writes the user's real one."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("xdg-state")))
+
+
 @dataclass
 class Result:
     code: int

@@ -9,6 +9,7 @@ import shutil
 import httpx
 import pytest
 
+from jobspec.backends.gemini import marker
 from tests.conftest import ROOT
 
 
@@ -109,8 +110,8 @@ def test_prune_keeps_the_old_model_until_its_replacement_is_active(example_repo,
 def test_get_and_delete(example_repo, service, cli):
     assert cli("apply", "--skip-eval", "--target", "antonyms").code == 0
     table = cli("get").out.splitlines()
-    assert table[0].split() == ["NAME", "STATE", "STEP", "LOSS", "BASE", "MODEL", "JOB"]
-    assert "ACTIVE" in table[1] and table[1].endswith("antonyms")
+    assert table[0].split() == ["NAME", "STATE", "STEP", "LOSS", "BASE", "MODEL", "JOB", "OWNER"]
+    assert "ACTIVE" in table[1] and table[1].endswith("antonyms  this workspace")
     rows = json.loads(cli("get", "antonyms", "-o", "json").out)
     assert [r["job"] for r in rows] == ["antonyms"] and rows[0]["step"] == 24
     assert cli("delete", "jobs/antonyms.yaml").code == 64
@@ -119,16 +120,23 @@ def test_get_and_delete(example_repo, service, cli):
     assert models_on(service) == []
 
 
-def test_failed_models_are_reported_and_recreated_on_request(example_repo, service, cli):
-    show = cli("show", "jobs/antonyms.yaml", "--format", "json").json()
-    with httpx.Client(base_url=service.url) as http:  # occupy the id with a job, then cancel it
-        operation = http.post("/v1beta/tunedModels", params={"tunedModelId": show["tuned_model_id"]},
-                              json={"baseModel": "models/tiny-smollm2", "description": "x",
+def occupy_with_failed_model(service, model_id: str, description: str) -> None:
+    """Create ``model_id`` on the service with a job that is cancelled at once (FAILED)."""
+    with httpx.Client(base_url=service.url) as http:
+        operation = http.post("/v1beta/tunedModels", params={"tunedModelId": model_id},
+                              json={"baseModel": "models/tiny-smollm2", "description": description,
                                     "tuningTask": {"hyperparameters": {"epochCount": 1000},
                                                    "trainingData": {"examples": {"examples": [
                                                        {"textInput": "a", "output": "b"}]}}}}).json()
         http.post(f"/v1/{operation['name']}:cancel")
         service.wait_done(operation["name"])
+
+
+def test_failed_models_are_reported_and_recreated_on_request(example_repo, service, cli):
+    show = cli("show", "jobs/antonyms.yaml", "--format", "json").json()
+    owner = cli("auth").out.split("owner: ")[1].split("id ")[1].rstrip(")\n")
+    occupy_with_failed_model(service, show["tuned_model_id"], marker(
+        "antonyms", show["fingerprint"], owner))  # what an earlier, failed apply leaves
     failed = cli("apply", "--skip-eval", "--target", "antonyms")
     assert failed.code == 1
     assert "antonyms: FAILED: the model's tuning failed; re-run with --recreate-failed" in failed.err
@@ -136,6 +144,16 @@ def test_failed_models_are_reported_and_recreated_on_request(example_repo, servi
     retried = cli("apply", "--skip-eval", "--target", "antonyms", "--recreate-failed")
     assert retried.code == 0, retried.err
     assert f"antonyms: deleted failed tunedModels/{show['tuned_model_id']}" in retried.err
+
+
+def test_recreate_failed_never_deletes_a_model_jobspec_did_not_make(example_repo, service, cli):
+    show = cli("show", "jobs/antonyms.yaml", "--format", "json").json()
+    occupy_with_failed_model(service, show["tuned_model_id"], "made by hand")
+    retried = cli("apply", "--skip-eval", "--target", "antonyms", "--recreate-failed")
+    assert retried.code == 1
+    assert ("antonyms: FAILED: the model's tuning failed; --recreate-failed leaves it: jobspec "
+            "did not create it (its description has no jobspec mark)") in retried.err
+    assert [m["state"] for m in models_on(service)] == ["FAILED"]
 
 
 def test_no_wait_submits_and_returns(example_repo, service, cli):

@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..data import Example
 from ..identity import Identity
 from ..spec import Job
+from ..workspace import Owner
 
 CREATING, ACTIVE, FAILED = "CREATING", "ACTIVE", "FAILED"
-
-# jobspec marks the models it creates in their description, so that it never touches others.
-_MARKER = re.compile(r"\[jobspec job=(?P<job>[a-z][a-z0-9-]*) fingerprint=(?P<fp>[0-9a-f]{64})\]")
-
-
-def marker(job_name: str, fingerprint: str) -> str:
-    return f"[jobspec job={job_name} fingerprint={fingerprint}]"
-
-
-def parse_marker(description: str | None) -> tuple[str, str] | None:
-    found = _MARKER.search(description or "")
-    return (found["job"], found["fp"]) if found else None
 
 
 @dataclass(frozen=True)
@@ -45,15 +33,23 @@ class RemoteModel:
     start_time: str | None = None
     complete_time: str | None = None
     snapshots: tuple[Snapshot, ...] = ()
+    # What jobspec recorded when it created the model (each backend records it its own way);
+    # all None for a model jobspec did not create, which it never prunes or deletes.
+    job: str | None = None
+    fingerprint: str | None = None
+    owner: str | None = None  # the owning workspace's id (workspace.Owner.id); None: unrecorded
 
     @property
     def model_id(self) -> str:
         return self.name.rsplit("/", 1)[-1]
 
     @property
-    def managed(self) -> tuple[str, str] | None:
-        """(job name, fingerprint) when jobspec created this model, else None."""
-        return parse_marker(self.description)
+    def managed(self) -> bool:
+        """Whether jobspec created this model."""
+        return self.job is not None
+
+    def owned_by(self, owner_id: str) -> bool:
+        return self.managed and self.owner == owner_id
 
 
 @dataclass(frozen=True)
@@ -82,6 +78,7 @@ class Progress:
 class Backend(Protocol):
     name: str
     endpoint: str
+    owner: Owner  # whose models this backend creates, prunes and deletes
 
     def list_models(self) -> list[RemoteModel]: ...
     def get_model(self, model_id: str) -> RemoteModel | None: ...

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 from ..client import ApiClient
@@ -10,9 +11,28 @@ from ..data import Example
 from ..errors import PermanentBackendError
 from ..identity import Identity
 from ..spec import Job
-from .base import ACTIVE, FAILED, Progress, RemoteModel, Snapshot, marker
+from ..workspace import Owner
+from .base import ACTIVE, FAILED, Progress, RemoteModel, Snapshot
 
 GOOGLE_ENDPOINT = "https://generativelanguage.googleapis.com"
+
+# A tuned model of the Gemini API has no labels, so jobspec marks the models it creates in their
+# description: `[jobspec job=... fingerprint=... owner=...]`. Models created before owners were
+# recorded carry no `owner=`; they parse with owner None, and are never pruned.
+_MARKER = re.compile(r"\[jobspec job=(?P<job>[a-z][a-z0-9-]*) fingerprint=(?P<fp>[0-9a-f]{64})"
+                     r"(?: owner=(?P<owner>[0-9a-f]{8,64}))?\]")
+
+
+def marker(job_name: str, fingerprint: str, owner_id: str) -> str:
+    return f"[jobspec job={job_name} fingerprint={fingerprint} owner={owner_id}]"
+
+
+def parse_marker(description: str | None) -> dict[str, str | None]:
+    """{"job", "fingerprint", "owner"} as RemoteModel fields; all None without a marker."""
+    found = _MARKER.search(description or "")
+    if not found:
+        return {"job": None, "fingerprint": None, "owner": None}
+    return {"job": found["job"], "fingerprint": found["fp"], "owner": found["owner"]}
 _HYPERPARAMETER_NAMES = {"batchSize": "batch_size", "epochCount": "epoch_count",
                          "learningRate": "learning_rate",
                          "learningRateMultiplier": "learning_rate_multiplier"}
@@ -33,16 +53,17 @@ def tuned_model_from_wire(body: dict[str, Any]) -> RemoteModel:
         display_name=body.get("displayName"), description=body.get("description"),
         hyperparameters=hyperparameters, create_time=body.get("createTime"),
         start_time=task.get("startTime"), complete_time=task.get("completeTime"),
-        snapshots=_snapshots(task.get("snapshots", [])))
+        snapshots=_snapshots(task.get("snapshots", [])), **parse_marker(body.get("description")))
 
 
 class GeminiBackend:
     """tunedModels, their operations and generateContent, over one ApiClient."""
 
-    def __init__(self, name: str, client: ApiClient) -> None:
+    def __init__(self, name: str, client: ApiClient, owner: Owner) -> None:
         self.name = name
         self.client = client
         self.endpoint = client.base_url
+        self.owner = owner
 
     def close(self) -> None:
         self.client.close()
@@ -66,7 +87,8 @@ class GeminiBackend:
 
     def create_body(self, job: Job, identity: Identity, examples: list[Example]) -> dict[str, Any]:
         description = "\n\n".join(filter(None, [job.description,
-                                                marker(job.name, identity.fingerprint)]))
+                                                marker(job.name, identity.fingerprint,
+                                                       self.owner.id)]))
         hyperparameters = {camel: job.hyperparameters.as_dict()[snake]
                            for camel, snake in _HYPERPARAMETER_NAMES.items()
                            if snake in job.hyperparameters.as_dict()}

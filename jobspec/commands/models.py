@@ -7,22 +7,31 @@ import json
 import os
 import sys
 
-from .. import auth, errors, spec
+from .. import auth, errors, spec, workspace
 from ..backends.base import RemoteModel
 from ..backends.gemini import GOOGLE_ENDPOINT
-from ..localservice import URL_VARIABLE
+from ..endpoints import operator_endpoint
 from ..errors import UsageError
+from ..localservice import URL_VARIABLE
 from .common import choose_backend, describe, open_backend
 
 
-def _rows(models: list[RemoteModel]) -> list[dict]:
+def _ownership(model: RemoteModel, owner_id: str) -> str:
+    if not model.managed:
+        return "not jobspec's"
+    if model.owned_by(owner_id):
+        return "this workspace"
+    return "another workspace" if model.owner else "unrecorded"
+
+
+def _rows(models: list[RemoteModel], owner_id: str) -> list[dict]:
     rows = []
     for model in models:
-        managed = model.managed
         last = model.snapshots[-1] if model.snapshots else None
         rows.append({
             "name": model.name, "state": model.state, "base_model": model.base_model,
-            "job": managed[0] if managed else None,
+            "job": model.job, "fingerprint": model.fingerprint, "owner": model.owner,
+            "owned": model.owned_by(owner_id), "ownership": _ownership(model, owner_id),
             "step": last.step if last else None, "epoch": last.epoch if last else None,
             "loss": last.mean_loss if last else None, "created": model.create_time,
         })
@@ -38,20 +47,32 @@ def cmd_get(args: argparse.Namespace) -> int:
     if args.names:
         wanted = set(args.names)
         models = [m for m in models if m.model_id in wanted or m.name in wanted
-                  or (m.managed and m.managed[0] in wanted)]
-    rows = _rows(models)
+                  or m.job in wanted]
+    rows = _rows(models, backend.owner.id)
     if args.output == "json":
         print(json.dumps(rows, indent=2))
         return errors.EXIT_OK
-    print(describe(backend), file=sys.stderr)
-    header = ("NAME", "STATE", "STEP", "LOSS", "BASE MODEL", "JOB")
+    print(f"{describe(backend)}; owner {backend.owner}", file=sys.stderr)
+    header = ("NAME", "STATE", "STEP", "LOSS", "BASE MODEL", "JOB", "OWNER")
     table = [header] + [(r["name"], r["state"], "" if r["step"] is None else str(r["step"]),
                          "" if r["loss"] is None else f"{r['loss']:.4f}", r["base_model"],
-                         r["job"] or "-") for r in rows]
+                         r["job"] or "-", r["ownership"]) for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
     return errors.EXIT_OK
+
+
+def _deletable(model: RemoteModel, owner_id: str, named: bool, force: bool) -> str | None:
+    """Why ``model`` must be left alone, or None when it may be deleted."""
+    if model.owned_by(owner_id) or (named and force):
+        return None
+    why = ("jobspec did not create it" if not model.managed else
+           "its owner was not recorded (an older jobspec made it)" if model.owner is None else
+           f"another workspace owns it (owner {model.owner})")
+    if named:
+        return f"{why}; add --force to delete it anyway"
+    return f"{why}; to delete it, name it: jobspec delete {model.name} --force"
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
@@ -68,33 +89,47 @@ def cmd_delete(args: argparse.Namespace) -> int:
         raise UsageError("delete removes models: add --yes, or run it in a terminal to confirm")
     backend = open_backend(args, [])
     try:
-        doomed = [m for m in backend.list_models() if m.model_id in model_ids
-                  or (m.managed and m.managed[0] in job_names)]
+        owner_id = backend.owner.id
+        doomed, kept = [], []
+        for model in backend.list_models():
+            named = model.model_id in model_ids
+            if not named and model.job not in job_names:
+                continue
+            refusal = _deletable(model, owner_id, named, args.force)
+            (kept if refusal else doomed).append((model, named))
+        for model, named in kept:
+            print(f"left alone {model.name} ({model.state}): "
+                  f"{_deletable(model, owner_id, named, args.force)}", file=sys.stderr)
+        # Other workspaces' models of a named job are left alone as a matter of course; a model
+        # named by its id and refused means the command did not do what it was asked.
+        refused_named = any(named for _, named in kept)
         if not doomed:
             print("Nothing to delete.", file=sys.stderr)
-            return errors.EXIT_OK
-        listing = "\n".join(f"  {m.name} ({m.state})" for m in doomed)
+            return errors.EXIT_FAILURE if refused_named else errors.EXIT_OK
+        listing = "\n".join(f"  {m.name} ({m.state})" for m, _ in doomed)
         if not args.yes:
             reply = input(f"Delete these models?\n{listing}\nType 'yes' to confirm: ")
             if reply.strip() != "yes":
                 print("Nothing deleted.", file=sys.stderr)
                 return errors.EXIT_FAILURE
-        for model in doomed:
+        for model, _ in doomed:
             backend.delete(model.model_id)
             print(f"deleted {model.name}", file=sys.stderr)
     finally:
         backend.close()
-    return errors.EXIT_OK
+    return errors.EXIT_FAILURE if refused_named else errors.EXIT_OK
 
 
 def cmd_auth(args: argparse.Namespace) -> int:
     name = choose_backend(args, [])
     credentials = auth.resolve(name)
-    endpoint = args.endpoint or (GOOGLE_ENDPOINT if name == "gemini" else
-                                 os.environ.get(URL_VARIABLE, "the embedded local service"))
+    endpoint = operator_endpoint(args.endpoint)
+    where = (endpoint.url if endpoint else GOOGLE_ENDPOINT if name == "gemini" else
+             os.environ.get(URL_VARIABLE, "the embedded local service"))
     print(f"backend: {name}")
-    print(f"endpoint: {endpoint}")
+    print(f"endpoint: {where}")
     print(f"credentials: {credentials.method}")
     if credentials.quota_project:
         print(f"quota project: {credentials.quota_project}")
+    print(f"owner: {workspace.owner(args.owner)}")
     return errors.EXIT_OK

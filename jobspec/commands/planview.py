@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..backends.base import RemoteModel
 from ..reconcile import CREATE, FAILED_ACTION, IN_PROGRESS, RECREATE, UNCHANGED, JobPlan, Plan
 
 SYMBOLS = {CREATE: "+", UNCHANGED: "=", IN_PROGRESS: "~", FAILED_ACTION: "!", RECREATE: "±"}
@@ -29,9 +30,14 @@ def _detail(job_plan: JobPlan) -> str:
     return job_plan.model_name
 
 
+def _foreign(model: RemoteModel) -> str:
+    who = "no recorded owner" if model.owner is None else f"owner {model.owner}"
+    return f"belongs to another workspace ({who}): left alone"
+
+
 def text(plan: Plan) -> str:
     width = max((len(j.job.name) for j in plan.jobs), default=0)
-    lines = [f"Backend: {plan.backend} ({plan.endpoint})", ""]
+    lines = [f"Backend: {plan.backend} ({plan.endpoint}); owner {plan.owner}", ""]
     for job_plan in plan.jobs:
         lines.append(f"  {SYMBOLS[job_plan.action]} {job_plan.job.name:<{width}}  "
                      f"{job_plan.action} {_detail(job_plan)}")
@@ -40,6 +46,8 @@ def text(plan: Plan) -> str:
         for model in job_plan.superseded:
             lines.append(f"  - {job_plan.job.name:<{width}}  superseded {model.name} "
                          "(apply --prune deletes it)")
+        for model in job_plan.foreign:
+            lines.append(f"  · {job_plan.job.name:<{width}}  {model.name} {_foreign(model)}")
     lines += ["", summary(plan)]
     return "\n".join(lines)
 
@@ -47,6 +55,7 @@ def text(plan: Plan) -> str:
 def as_json(plan: Plan) -> dict[str, Any]:
     return {
         "backend": plan.backend, "endpoint": plan.endpoint,
+        "owner": {"name": plan.owner.name, "id": plan.owner.id, "source": plan.owner.source},
         "jobs": [{
             "name": j.job.name, "file": j.job.path, "action": j.action,
             "tuned_model": j.model_name, "fingerprint": j.identity.fingerprint,
@@ -54,6 +63,7 @@ def as_json(plan: Plan) -> dict[str, Any]:
             "progress_percent": j.progress_percent,
             "reasons": list(j.reasons),
             "superseded": [m.name for m in j.superseded],
+            "foreign": [{"name": m.name, "owner": m.owner} for m in j.foreign],
         } for j in plan.jobs],
         "summary": {"create": plan.count(CREATE) + plan.count(RECREATE),
                     "unchanged": plan.count(UNCHANGED), "in_progress": plan.count(IN_PROGRESS),
@@ -80,6 +90,9 @@ def markdown(plan: Plan, limit: int = GITHUB_COMMENT_LIMIT) -> str:
         for model in job_plan.superseded:
             rows.append(f"| - | `{_cell(job_plan.job.name)}` | superseded | `{model.name}` | "
                         "deleted by `apply --prune` |")
+        for model in job_plan.foreign:
+            rows.append(f"| · | `{_cell(job_plan.job.name)}` | other workspace | `{model.name}` | "
+                        "left alone |")
     footer = ["", f"<sub>endpoint {plan.endpoint}</sub>"]
     out = list(head)
     budget = limit - len("\n".join(head + footer)) - 200
