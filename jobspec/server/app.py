@@ -1,5 +1,7 @@
 """HTTP for the local service: the Gemini API's paths under /v1beta/ and /v1/, auth, logging.
 
+Every request first passes the guard (guard.py: Host, Origin, Content-Type), then auth.
+
 Google's paths put a method after a colon (``tunedModels/x:generateContent``), which routers'
 path templates do not express well, so one catch-all route dispatches on a small table of regular
 expressions. A request is logged as one line with its path but never its query string, which may
@@ -23,6 +25,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from . import wire
+from .guard import RequestGuard
 from .service import TuningService
 from .wire import ApiError
 
@@ -48,7 +51,8 @@ def _int_query(request: Request, name: str) -> int | None:
                        "integer.") from None
 
 
-# (method, path pattern, handler, whether it reads a body, whether it blocks on the model)
+# (method, path pattern, handler, whether it reads a body, whether it blocks: loads or
+# runs a model or a tokenizer, so it runs in the threadpool)
 ROUTES: list[tuple[str, str, Handler, bool, bool]] = [
     ("GET", r"models", lambda s, r, m, b: s.list_models(), False, False),
     ("GET", rf"models/{NAME}", lambda s, r, m, b: s.get_model(m[0]), False, False),
@@ -56,8 +60,9 @@ ROUTES: list[tuple[str, str, Handler, bool, bool]] = [
      lambda s, r, m, b: s.generate(b, base=m[0]), True, True),
     ("GET", r"tunedModels", lambda s, r, m, b: s.list_tuned_models(
         _int_query(r, "pageSize"), _query(r, "pageToken")), False, False),
+    # create tokenizes every example: in the threadpool, so other requests are not held up
     ("POST", r"tunedModels", lambda s, r, m, b: s.create(b, _query(r, "tunedModelId")),
-     True, False),
+     True, True),
     ("GET", rf"tunedModels/{NAME}", lambda s, r, m, b: s.get_tuned_model(m[0]), False, False),
     ("PATCH", rf"tunedModels/{NAME}", lambda s, r, m, b: s.patch(
         m[0], b, _query(r, "updateMask")), True, False),
@@ -121,7 +126,7 @@ async def _read_body(request: Request) -> Any:
     return wire.loads_lenient(raw)
 
 
-def build_app(service: TuningService, api_key: str | None) -> Starlette:
+def build_app(service: TuningService, api_key: str | None, guard: RequestGuard) -> Starlette:
     async def dispatch(request: Request) -> JSONResponse:
         started = time.perf_counter()
         service.last_activity = time.monotonic()
@@ -140,6 +145,7 @@ def build_app(service: TuningService, api_key: str | None) -> Starlette:
         return response
 
     async def _handle(request: Request, path: str) -> Any:
+        guard.check(request.headers)
         check_auth(request, api_key)
         version, _, rest = path.partition("/")
         if version not in ("v1beta", "v1"):

@@ -21,9 +21,13 @@ DEFAULT_MAX_OUTPUT_TOKENS = 256
 
 
 class PromptTooLong(Exception):
-    def __init__(self, prompt_tokens: int, limit: int) -> None:
+    """A prompt that leaves no room in the model's context for even one token of answer."""
+
+    def __init__(self, prompt_tokens: int, context: int, model_id: str) -> None:
         super().__init__(f"The input token count ({prompt_tokens}) exceeds the maximum number of "
-                         f"tokens allowed ({limit}).")
+                         f"tokens allowed ({context - 1}): models/{model_id} has a context of "
+                         f"{context} tokens, the prompt included, and its answer needs at "
+                         "least one.")
 
 
 @dataclass(frozen=True)
@@ -102,9 +106,12 @@ class Generator:
             loaded = self._model(local_model)
             tokenizer = loaded.tokenizer
             ids = prompt_ids(tokenizer, messages)
-            limit = self.context_length(local_model)
-            if len(ids) + settings.max_output_tokens > limit:
-                raise PromptTooLong(len(ids), limit - settings.max_output_tokens)
+            context = self.context_length(local_model)
+            # maxOutputTokens is a cap, not a reservation: the answer gets what the prompt
+            # leaves of the context, up to the cap.
+            max_new_tokens = min(settings.max_output_tokens, context - len(ids))
+            if max_new_tokens < 1:
+                raise PromptTooLong(len(ids), context, local_model)
             if adapter is not None:
                 model = self._select_adapter(loaded, *adapter)
                 context = nullcontext()
@@ -117,7 +124,7 @@ class Generator:
                 stop_ids.add(tokenizer.eos_token_id)
             sample = settings.temperature > 0
             kwargs: dict[str, Any] = {
-                "max_new_tokens": settings.max_output_tokens, "do_sample": sample,
+                "max_new_tokens": max_new_tokens, "do_sample": sample,
                 "eos_token_id": sorted(stop_ids),
                 "pad_token_id": tokenizer.pad_token_id or sorted(stop_ids)[0],
             }
@@ -138,12 +145,15 @@ class Generator:
             sequences = [row[len(ids):].tolist() for row in output]
             if not sample:  # greedy answers are all the same
                 sequences = sequences[:1] * settings.candidate_count
-            candidates = [self._candidate(tokenizer, seq, stop_ids, settings) for seq in sequences]
+            candidates = [self._candidate(tokenizer, seq, stop_ids, settings, max_new_tokens)
+                          for seq in sequences]
             return Generation(candidates, len(ids))
 
     @staticmethod
     def _candidate(tokenizer: Any, new_ids: list[int], stop_ids: set[int],
-                   settings: GenerationSettings) -> Candidate:
+                   settings: GenerationSettings, max_new_tokens: int) -> Candidate:
+        """MAX_TOKENS when the answer was cut at max_new_tokens (the cap, or the end of the
+        context), STOP when it ended or met a stop sequence."""
         stopped = False
         for position, token in enumerate(new_ids):
             if token in stop_ids:
@@ -154,5 +164,5 @@ class Generator:
             cut = text.find(stop)
             if cut >= 0:
                 text, stopped = text[:cut], True
-        finish = "STOP" if stopped or len(new_ids) < settings.max_output_tokens else "MAX_TOKENS"
+        finish = "STOP" if stopped or len(new_ids) < max_new_tokens else "MAX_TOKENS"
         return Candidate(text.strip(), finish, len(new_ids))

@@ -5,20 +5,20 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
-import ipaddress
-import multiprocessing
 import os
 import signal
 import sys
 import threading
 import time
 from pathlib import Path
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
+
+from .guard import ALLOWED_HOSTS_ENV, allowed_host_names, is_loopback
+from .trainer import DEFAULT_MAX_BATCH_TOKENS
 
 DEFAULT_PORT = 8765
 DEFAULT_STATE_DIR = ".jobspec/local"
-SUPERVISE_SECONDS = 1.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,64 +42,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--idle-exit", type=float, default=None, metavar="SECONDS",
                         help="exit after this long with no requests and nothing training "
                              "(default: run until stopped)")
+    parser.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                        help="also answer requests addressed to this host name or address (the "
+                             "Host header, and the Origin of a web page); repeat for more. "
+                             "Without it only localhost, 127.0.0.0/8, [::1] and the --host "
+                             "address are answered, which keeps web pages (DNS rebinding, "
+                             f"cross-site forms) out (also: ${ALLOWED_HOSTS_ENV}, "
+                             "comma-separated)")
+    parser.add_argument("--max-batch-tokens", type=int, default=DEFAULT_MAX_BATCH_TOKENS,
+                        metavar="N",
+                        help="most tokens (rows × longest row) one forward pass trains on: a "
+                             "larger batch is split into micro-batches with the same result, "
+                             "and an example longer than this is refused when the job is "
+                             "created. Training memory grows with it, by about 2.8 MB a token "
+                             "for SmolLM2-135M on a CPU "
+                             f"(default: {DEFAULT_MAX_BATCH_TOKENS})")
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+def remove_stale_files(state_dir: Path) -> None:
+    """Partial adapters and model conversions that a kill -9 left behind. Only while holding
+    the serve lock, before any worker starts: then nothing can be writing them."""
+    from .adapters import remove_stale_partials  # noqa: PLC0415
+    from .models import remove_partial_conversions  # noqa: PLC0415
 
-
-class Workers:
-    """Keeps N training worker processes alive; requeues the jobs of any that die."""
-
-    def __init__(self, count: int, state_dir: Path, models: list[str], aliases: list[str],
-                 store: Any, idle: Callable[[], bool] = lambda: False,
-                 on_idle: Callable[[], None] = lambda: None) -> None:
-        self.idle = idle
-        self.on_idle = on_idle
-        self.count = count
-        self.args = (str(state_dir), models, aliases, max(1, (os.cpu_count() or 2) // count))
-        self.store = store
-        self.context = multiprocessing.get_context("spawn")
-        self.processes: list[Any] = []
-        self.stopping = threading.Event()
-
-    def _spawn(self) -> Any:
-        from .worker import worker_main  # noqa: PLC0415
-
-        process = self.context.Process(target=worker_main, args=self.args, daemon=True,
-                                       name="jobspec-trainer")
-        process.start()
-        return process
-
-    def start(self) -> None:
-        self.processes = [self._spawn() for _ in range(self.count)]
-        threading.Thread(target=self._supervise, daemon=True, name="supervisor").start()
-
-    def _supervise(self) -> None:
-        while not self.stopping.wait(SUPERVISE_SECONDS):
-            for index, process in enumerate(self.processes):
-                if not process.is_alive() and not self.stopping.is_set():
-                    print(f"jobspec serve: training worker {process.pid} exited "
-                          f"({process.exitcode}); starting another", file=sys.stderr)
-                    self.processes[index] = self._spawn()
-            self.store.release_orphans({p.pid for p in self.processes if p.is_alive()})
-            if self.idle():
-                self.on_idle()
-
-    def stop(self) -> None:
-        self.stopping.set()
-        for process in self.processes:
-            if process.is_alive():
-                process.terminate()
-        for process in self.processes:
-            process.join(timeout=10)
-        # A job cut short by a clean shutdown is queued again, without counting as a failure.
-        self.store.release_orphans(set(), charge_attempt=False)
+    stale = remove_stale_partials(state_dir) + remove_partial_conversions(state_dir / "models")
+    if stale:
+        print(f"jobspec serve: removed {len(stale)} partial file(s) left by an interrupted "
+              f"run: {', '.join(str(p.relative_to(state_dir)) for p in stale)}", file=sys.stderr)
 
 
 def _server_class() -> type:
@@ -135,10 +104,14 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn  # noqa: PLC0415
 
     from .app import build_app  # noqa: PLC0415
+    from .guard import RequestGuard  # noqa: PLC0415
     from .inference import Generator  # noqa: PLC0415
     from .models import ModelNotFound, ModelRegistry, quiet_libraries  # noqa: PLC0415
     from .service import TuningService  # noqa: PLC0415
     from .store import Store  # noqa: PLC0415
+    from .supervisor import Workers  # noqa: PLC0415
+    from .tokens import Tokenizers  # noqa: PLC0415
+    from .worker import WorkerConfig  # noqa: PLC0415
 
     quiet_libraries()
     if not is_loopback(args.host) and not args.api_key:
@@ -148,6 +121,9 @@ def serve(args: argparse.Namespace) -> int:
         return 64
     if args.max_concurrent_jobs < 1:
         print("jobspec serve: --max-concurrent-jobs must be at least 1", file=sys.stderr)
+        return 64
+    if args.max_batch_tokens < 1:
+        print("jobspec serve: --max-batch-tokens must be at least 1", file=sys.stderr)
         return 64
     try:
         registry = ModelRegistry.build(args.model, args.alias)
@@ -163,13 +139,19 @@ def serve(args: argparse.Namespace) -> int:
         print(f"jobspec serve: another jobspec serve is already using {state_dir}",
               file=sys.stderr)
         return 1
+    remove_stale_files(state_dir)
     store = Store(state_dir / "state.db")
     requeued = store.release_orphans(set())
     if requeued:
         print(f"jobspec serve: {len(requeued)} interrupted training job(s) queued again: "
               f"{', '.join(requeued)}", file=sys.stderr)
     generator = Generator(registry, state_dir)
-    service = TuningService(store, registry, generator, state_dir)
+    tokenizers = Tokenizers(registry, state_dir / "models")
+    # The first create measures its examples with the default model's tokenizer: load it now.
+    threading.Thread(target=tokenizers.get, args=(registry.default.id,), daemon=True,
+                     name="tokenizer").start()
+    service = TuningService(store, registry, generator, tokenizers, state_dir,
+                            max_batch_tokens=args.max_batch_tokens)
     def idle() -> bool:
         return (args.idle_exit is not None
                 and time.monotonic() - service.last_activity > args.idle_exit
@@ -179,11 +161,15 @@ def serve(args: argparse.Namespace) -> int:
         print(f"jobspec serve: idle for {args.idle_exit:g}s; exiting", file=sys.stderr, flush=True)
         server.should_exit = True
 
-    workers = Workers(args.max_concurrent_jobs, state_dir, args.model, args.alias, store,
-                      idle=idle, on_idle=on_idle)
+    threads = max(1, (os.cpu_count() or 2) // args.max_concurrent_jobs)
+    worker_config = WorkerConfig(str(state_dir), tuple(args.model), tuple(args.alias), threads,
+                                 args.max_batch_tokens)
+    workers = Workers(args.max_concurrent_jobs, worker_config, store, idle=idle, on_idle=on_idle)
     workers.start()
-    config = uvicorn.Config(build_app(service, args.api_key), host=args.host, port=args.port,
-                            log_level="warning", access_log=False, lifespan="off")
+    guard = RequestGuard(args.host, allowed_host_names(
+        args.allow_host, os.environ.get(ALLOWED_HOSTS_ENV)))
+    config = uvicorn.Config(build_app(service, args.api_key, guard), host=args.host,
+                            port=args.port, log_level="warning", access_log=False, lifespan="off")
     server = _server_class()(config, banner=lambda port: (
         f"jobspec serve: listening on http://{args.host}:{port} (state {state_dir}; base models: "
         f"{', '.join(f'models/{m}' for m in registry.models)}; "

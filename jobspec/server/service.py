@@ -5,45 +5,34 @@ from __future__ import annotations
 import base64
 import re
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import wire
+from . import validation, wire
+from .adapters import find_adapter, remove_model_adapters
 from .inference import GenerationSettings, Generator, PromptTooLong
 from .models import ModelNotFound, ModelRegistry, context_length
 from .store import ACTIVE, CREATING, AlreadyExists, Store, TunedModelRecord
-from .adapters import adapter_dir, remove_adapter
-from .trainer import total_steps
+from .tokens import Tokenizers
+from .trainer import DEFAULT_MAX_BATCH_TOKENS, total_steps
 from .wire import ApiError
 
 TUNED_MODEL_ID = re.compile(r"[a-z]([a-z0-9-]{0,38}[a-z0-9])?")
-DEFAULT_LEARNING_RATE = 0.001  # what a multiplier of 1.0 means here
-MAX_INPUT_CHARS, MAX_OUTPUT_CHARS = 40_000, 5_000
 MAX_TOTAL_STEPS = 100_000
 UPDATABLE = ("display_name", "description", "temperature", "top_p", "top_k")
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 10, 1000
 
 
-@dataclass(frozen=True)
-class Page:
-    items: list[dict[str, Any]]
-    next_token: str | None
-
-
-def _in_range(where: str, value: float, low: float, high: float, *, low_open: bool = False) -> None:
-    if value < low or value > high or (low_open and value == low):
-        bound = f"({low}, {high}]" if low_open else f"[{low}, {high}]"
-        raise ApiError("INVALID_ARGUMENT", f"{where} must be in {bound}, got {value:g}.")
-
-
 class TuningService:
     def __init__(self, store: Store, registry: ModelRegistry, generator: Generator,
-                 state_dir: Path) -> None:
+                 tokenizers: Tokenizers, state_dir: Path, *,
+                 max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS) -> None:
         self.store = store
         self.registry = registry
         self.generator = generator
+        self.tokenizers = tokenizers
         self.state_dir = state_dir
+        self.max_batch_tokens = max_batch_tokens
         self.last_activity = time.monotonic()  # of the last request, for --idle-exit
 
     # -- rendering -----------------------------------------------------------------------------
@@ -150,15 +139,23 @@ class TuningService:
                            "characters.")
         task = wire.require(request, "tuning_task", "tuned_model")
         data = wire.require(task, "training_data", "tuned_model.tuning_task")
-        examples = self._examples(data)
-        hyperparameters, learning_rate = self._hyperparameters(task.get("hyperparameters", {}),
-                                                               len(examples))
+        examples = validation.training_examples(data)
+        hyperparameters, learning_rate = validation.hyperparameters(
+            task.get("hyperparameters", {}), len(examples))
         steps = total_steps(len(examples), hyperparameters["epochCount"],
                             hyperparameters["batchSize"])
         if steps > MAX_TOTAL_STEPS:
             raise ApiError("INVALID_ARGUMENT", f"The job would take {steps:,} steps (examples × "
                            f"epochs ÷ batch size); the local service allows {MAX_TOTAL_STEPS:,}.")
-        self._sampling_defaults(request)
+        validation.sampling_defaults(request)
+        if tuned_model_id is not None and self.store.get(tuned_model_id, with_snapshots=False):
+            # Before measuring: a client that retries a create it already made gets its answer
+            # without the examples being tokenized again. (store.create checks again, atomically.)
+            raise ApiError("ALREADY_EXISTS", f"Tuned model tunedModels/{tuned_model_id} already "
+                           "exists.")
+        # Last, as the slowest check: every example through the tokenizer.
+        validation.check_example_tokens(self.tokenizers, local.id, examples,
+                                        context_length(local), self.max_batch_tokens)
         try:
             record = self.store.create(
                 model_id=tuned_model_id, display_name=request.get("display_name"),
@@ -171,54 +168,6 @@ class TuningService:
             raise ApiError("ALREADY_EXISTS", f"Tuned model tunedModels/{tuned_model_id} already "
                            "exists.") from None
         return self.operation(record)
-
-    @staticmethod
-    def _examples(data: dict[str, Any]) -> list[tuple[str, str]]:
-        where = "tuned_model.tuning_task.training_data.examples.examples"
-        items = (data.get("examples") or {}).get("examples") or []
-        if not items:
-            raise ApiError("INVALID_ARGUMENT", f"{where} is required: at least one example.")
-        examples = []
-        for index, item in enumerate(items):
-            text_input, output = item.get("text_input", ""), item.get("output", "")
-            if not text_input.strip() or not output.strip():
-                missing = "text_input" if not text_input.strip() else "output"
-                raise ApiError("INVALID_ARGUMENT", f"{where}[{index}].{missing} is required.")
-            if len(text_input) > MAX_INPUT_CHARS or len(output) > MAX_OUTPUT_CHARS:
-                raise ApiError("INVALID_ARGUMENT", f"{where}[{index}] is too long: inputs may have "
-                               f"{MAX_INPUT_CHARS:,} characters and outputs {MAX_OUTPUT_CHARS:,}.")
-            examples.append((text_input, output))
-        return examples
-
-    @staticmethod
-    def _hyperparameters(given: dict[str, Any], count: int) -> tuple[dict[str, Any], float]:
-        where = "tuned_model.tuning_task.hyperparameters"
-        if "learning_rate" in given and "learning_rate_multiplier" in given:
-            raise ApiError("INVALID_ARGUMENT", f"{where}: give learning_rate or "
-                           "learning_rate_multiplier, not both.")
-        epochs = given.get("epoch_count", 5)
-        batch = given.get("batch_size", 4 if count < 1000 else 16)
-        _in_range(f"{where}.epoch_count", epochs, 1, 1000)
-        _in_range(f"{where}.batch_size", batch, 1, 1024)
-        result: dict[str, Any] = {"epochCount": epochs, "batchSize": batch}
-        if "learning_rate" in given:
-            _in_range(f"{where}.learning_rate", given["learning_rate"], 0, 1, low_open=True)
-            result["learningRate"] = rate = given["learning_rate"]
-        else:
-            multiplier = given.get("learning_rate_multiplier", 1.0)
-            _in_range(f"{where}.learning_rate_multiplier", multiplier, 0, 100, low_open=True)
-            result["learningRateMultiplier"] = multiplier
-            rate = multiplier * DEFAULT_LEARNING_RATE
-        return result, rate
-
-    @staticmethod
-    def _sampling_defaults(request: dict[str, Any]) -> None:
-        if "temperature" in request:
-            _in_range("tuned_model.temperature", request["temperature"], 0, 2)
-        if "top_p" in request:
-            _in_range("tuned_model.top_p", request["top_p"], 0, 1)
-        if "top_k" in request:
-            _in_range("tuned_model.top_k", request["top_k"], 1, 1000)
 
     def list_tuned_models(self, page_size: int | None, page_token: str | None) -> dict[str, Any]:
         size = DEFAULT_PAGE_SIZE if not page_size else min(page_size, MAX_PAGE_SIZE)
@@ -253,7 +202,7 @@ class TuningService:
                                    f"{', '.join(wire.camel(u) for u in UPDATABLE)}.")
         else:
             fields = [name for name in UPDATABLE if name in request]
-        self._sampling_defaults(request)
+        validation.sampling_defaults(request)
         changes = {name: request.get(name) for name in fields}
         record = self.store.update_fields(model_id, changes)
         if record is None:
@@ -263,7 +212,7 @@ class TuningService:
     def delete(self, model_id: str) -> dict[str, Any]:
         if not self.store.delete(model_id):
             raise ApiError("NOT_FOUND", f"Tuned model tunedModels/{model_id} does not exist.")
-        remove_adapter(self.state_dir, model_id)
+        remove_model_adapters(self.state_dir, model_id)
         return {}
 
     def list_operations(self, model_id: str) -> dict[str, Any]:
@@ -293,7 +242,13 @@ class TuningService:
                 raise ApiError("FAILED_PRECONDITION", f"Tuned model tunedModels/{tuned} is not "
                                f"ready: its state is {record.state}.")
             local, name = record.local_model, f"tunedModels/{tuned}"
-            adapter = (f"op_{record.operation_id}", adapter_dir(self.state_dir, tuned))
+            folder = find_adapter(self.state_dir, tuned, record.operation_id)
+            if folder is None:
+                raise ApiError("DATA_LOSS", f"The adapter of tunedModels/{tuned} (operation "
+                               f"{record.operation_id}) is missing from "
+                               f"{self.state_dir / 'adapters'}; delete the model and tune it "
+                               "again.")
+            adapter = (f"op_{record.operation_id}", folder)
             defaults = GenerationSettings(temperature=record.temperature or 0.0,
                                           top_p=record.top_p, top_k=record.top_k)
         else:
@@ -303,8 +258,8 @@ class TuningService:
                 raise ApiError("NOT_FOUND", f"models/{base} is not found for API version "
                                "v1beta, or is not supported for generateContent.") from None
             defaults = GenerationSettings()
-        messages = _messages(request)
-        settings = _settings(request.get("generation_config", {}), defaults)
+        messages = validation.messages(request)
+        settings = validation.generation_settings(request.get("generation_config", {}), defaults)
         try:
             result = self.generator.generate(local, messages, settings, adapter)
         except PromptTooLong as exc:
@@ -318,55 +273,3 @@ class TuningService:
             "totalTokenCount": result.prompt_token_count + produced}, "modelVersion": name}
 
 
-def _text_of(content: dict[str, Any], where: str) -> str:
-    texts = []
-    for index, part in enumerate(content.get("parts", [])):
-        others = [wire.camel(k) for k in part if k != "text"]
-        if others:
-            raise ApiError("INVALID_ARGUMENT", f"{where}.parts[{index}]: only text parts are "
-                           f"supported by the local service (got {', '.join(others)}).")
-        texts.append(part.get("text", ""))
-    return "".join(texts)
-
-
-def _messages(request: dict[str, Any]) -> list[dict[str, str]]:
-    contents = request.get("contents")
-    if not contents:
-        raise ApiError("INVALID_ARGUMENT", "contents is not specified.")
-    messages = []
-    if "system_instruction" in request:
-        messages.append({"role": "system",
-                         "content": _text_of(request["system_instruction"], "system_instruction")})
-    for index, content in enumerate(contents):
-        role = content.get("role", "user")
-        if role not in ("user", "model"):
-            raise ApiError("INVALID_ARGUMENT", f"contents[{index}].role must be user or model, "
-                           f"got {role!r}.")
-        text = _text_of(content, f"contents[{index}]")
-        if not text:
-            raise ApiError("INVALID_ARGUMENT", f"contents[{index}].parts must contain text.")
-        messages.append({"role": "assistant" if role == "model" else "user", "content": text})
-    return messages
-
-
-def _settings(config: dict[str, Any], defaults: GenerationSettings) -> GenerationSettings:
-    where = "generation_config"
-    values = {
-        "temperature": config.get("temperature", defaults.temperature),
-        "top_p": config.get("top_p", defaults.top_p),
-        "top_k": config.get("top_k", defaults.top_k),
-        "max_output_tokens": config.get("max_output_tokens", defaults.max_output_tokens),
-        "stop_sequences": tuple(config.get("stop_sequences", ())),
-        "candidate_count": config.get("candidate_count", 1),
-        "seed": config.get("seed"),
-    }
-    _in_range(f"{where}.temperature", values["temperature"], 0, 2)
-    if values["top_p"] is not None:
-        _in_range(f"{where}.top_p", values["top_p"], 0, 1)
-    if values["top_k"] is not None:
-        _in_range(f"{where}.top_k", values["top_k"], 1, 1000)
-    _in_range(f"{where}.max_output_tokens", values["max_output_tokens"], 1, 8192)
-    _in_range(f"{where}.candidate_count", values["candidate_count"], 1, 8)
-    if len(values["stop_sequences"]) > 5:
-        raise ApiError("INVALID_ARGUMENT", f"{where}.stop_sequences: at most 5.")
-    return GenerationSettings(**values)

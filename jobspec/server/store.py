@@ -13,7 +13,7 @@ import sqlite3
 import string
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -268,14 +268,19 @@ class Store:
                 (worker_pid, now, now, row["id"]))
         return self.get(row["id"])
 
-    def record_step(self, model_id: str, operation_id: str, snapshot: Snapshot) -> bool:
-        """Save one step's loss; False when the model was deleted or cancelled meanwhile.
+    def record_step(self, model_id: str, operation_id: str, worker_pid: int,
+                    snapshot: Snapshot) -> bool:
+        """Save one step's loss; False when the run should stop: the model was deleted or
+        cancelled meanwhile, or this worker no longer owns the job.
 
-        The operation id tells this training run from a later model created with the same id.
+        The operation id tells this training run from a later model created with the same id;
+        the worker's pid tells it from a later run of the same operation (the service restarted,
+        requeued the job and gave it to another worker).
         """
         with self._transaction() as db:
             row = db.execute("SELECT cancel_requested FROM tuned_models WHERE id = ? "
-                             "AND operation_id = ?", (model_id, operation_id)).fetchone()
+                             "AND operation_id = ? AND state = ? AND worker_pid = ?",
+                             (model_id, operation_id, CREATING, worker_pid)).fetchone()
             if row is None or row["cancel_requested"]:
                 return False
             db.execute("INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?, ?, ?)",
@@ -285,18 +290,46 @@ class Store:
                        (snapshot.step, time.time(), model_id))
         return True
 
-    def finish(self, model_id: str, operation_id: str, *, error_code: int | None = None,
-               error_message: str | None = None) -> bool:
-        """Mark a training run ACTIVE (or FAILED with an error); False if it no longer exists."""
+    def finish(self, model_id: str, operation_id: str, worker_pid: int, *,
+               error_code: int | None = None, error_message: str | None = None,
+               publish: Callable[[], None] | None = None) -> str | None:
+        """End a training run: ACTIVE, or FAILED with an error; returns the state it ended in.
+        Only the worker that owns the job may (same operation, still training, ``worker_pid``
+        its owner); None otherwise, and then nothing changes.
+
+        ``publish`` (moving the adapter into place) runs inside the transaction, once ownership
+        is confirmed: the adapter is in place the moment the model is ACTIVE, and no other
+        worker can finish the job meanwhile. A cancel that arrived after the last step wins:
+        the run ends FAILED, cancelled, and publishes nothing.
+        """
         now = time.time()
-        state = FAILED if error_code is not None else ACTIVE
         with self._transaction() as db:
-            return db.execute(
+            row = db.execute("SELECT cancel_requested FROM tuned_models WHERE id = ? "
+                             "AND operation_id = ? AND state = ? AND worker_pid = ?",
+                             (model_id, operation_id, CREATING, worker_pid)).fetchone()
+            if row is None:
+                return None
+            if error_code is None and row["cancel_requested"]:
+                error_code, error_message = 1, "Operation cancelled."
+            if error_code is None and publish is not None:
+                publish()
+            state = FAILED if error_code is not None else ACTIVE
+            db.execute(
                 "UPDATE tuned_models SET state = ?, complete_time = ?, update_time = ?, "
-                "error_code = ?, error_message = ?, worker_pid = NULL "
-                "WHERE id = ? AND operation_id = ? AND state = ?",
-                (state, now, now, error_code, error_message, model_id, operation_id,
-                 CREATING)).rowcount > 0
+                "error_code = ?, error_message = ?, worker_pid = NULL WHERE id = ?",
+                (state, now, now, error_code, error_message, model_id))
+        return state
+
+    def fail_queued(self, error_message: str) -> list[str]:
+        """Fail every job still waiting for a worker (used when no worker can start)."""
+        now = time.time()
+        with self._transaction() as db:
+            rows = db.execute("SELECT id FROM tuned_models WHERE state = ? AND worker_pid IS NULL "
+                              "ORDER BY seq", (CREATING,)).fetchall()
+            db.execute("UPDATE tuned_models SET state = ?, error_code = 13, error_message = ?, "
+                       "complete_time = ?, update_time = ? WHERE state = ? AND worker_pid IS NULL",
+                       (FAILED, error_message, now, now, CREATING))
+        return [row["id"] for row in rows]
 
     def release_orphans(self, live_pids: set[int], *, max_attempts: int = 3,
                         charge_attempt: bool = True) -> list[str]:

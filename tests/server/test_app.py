@@ -150,12 +150,14 @@ def test_unknown_base_model_is_not_found(service):
 
 
 def test_malformed_and_oversized_bodies_do_not_hurt_the_service(service):
+    json_type = {"Content-Type": "application/json"}
     with service.client() as http:
-        status, code, message = error_of(http.post("/v1beta/tunedModels", content=b"{nope"))
+        status, code, message = error_of(http.post("/v1beta/tunedModels", content=b"{nope",
+                                                   headers=json_type))
         assert (status, code) == (400, "INVALID_ARGUMENT")
         assert message.startswith("Invalid JSON payload received.")
         huge = b'{"x": "' + b"a" * (33 * 1024 * 1024) + b'"}'
-        assert error_of(http.post("/v1beta/tunedModels", content=huge)) == (
+        assert error_of(http.post("/v1beta/tunedModels", content=huge, headers=json_type)) == (
             400, "INVALID_ARGUMENT", "Request payload size exceeds the limit: 33554432 bytes.")
         assert error_of(http.get("/v2/tunedModels"))[1] == "NOT_FOUND"
         assert error_of(http.put("/v1beta/tunedModels"))[1] == "UNIMPLEMENTED"
@@ -235,7 +237,8 @@ def test_generate_content_bad_input(service):
         status, code, message = error_of(http.post(url, json=too_long))
         assert (status, code) == (400, "INVALID_ARGUMENT")
         assert re.fullmatch(r"The input token count \(\d+\) exceeds the maximum number of tokens "
-                            r"allowed \(256\)\.", message)
+                            r"allowed \(511\): models/tiny-smollm2 has a context of 512 tokens, "
+                            r"the prompt included, and its answer needs at least one\.", message)
         image = {"contents": [{"parts": [{"inlineData": {"mimeType": "image/png", "data": ""}}]}]}
         assert "only text parts" in error_of(http.post(url, json=image))[2]
         assert error_of(http.post("/v1beta/tunedModels/none:generateContent",

@@ -1,0 +1,49 @@
+"""Training examples measured in tokens when a job is created, with the base model's tokenizer.
+
+An example longer than the model's context cannot be trained on, and one longer than a batch's
+token cap could not be split to fit memory; both are refused at create time, with the example's
+index, rather than discovered by a worker that runs out of memory three times. The HTTP process
+loads only the tokenizer (a few MB), never the weights, and measures each example exactly as the
+trainer encodes it (``chat.encode_example``).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from .chat import encode_example
+from .models import ModelRegistry, load_tokenizer
+
+
+class Tokenizers:
+    """One tokenizer per local model, loaded on first use and kept."""
+
+    def __init__(self, registry: ModelRegistry, cache_dir: Path) -> None:
+        self.registry = registry
+        self.cache_dir = cache_dir
+        self._loaded: dict[str, Any] = {}
+        self._loading = threading.Lock()
+        # A fast tokenizer is not safe to call from two threads at once ("Already borrowed"):
+        # requests run in a threadpool, so each measurement holds its tokenizer's lock.
+        self._in_use: dict[str, threading.Lock] = {}
+
+    def get(self, model_id: str) -> Any:
+        with self._loading:
+            if model_id not in self._loaded:
+                self._loaded[model_id] = load_tokenizer(self.registry.models[model_id],
+                                                        self.cache_dir)
+                self._in_use[model_id] = threading.Lock()
+            return self._loaded[model_id]
+
+    def first_too_long(self, model_id: str, examples: list[tuple[str, str]],
+                       limit: int) -> tuple[int, int] | None:
+        """(index, token count) of the first example over ``limit`` tokens; None if none is."""
+        tokenizer = self.get(model_id)
+        with self._in_use[model_id]:
+            for index, (text_input, output) in enumerate(examples):
+                ids, _ = encode_example(tokenizer, text_input, output)
+                if len(ids) > limit:
+                    return index, len(ids)
+        return None

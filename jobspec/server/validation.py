@@ -1,0 +1,143 @@
+"""Reading and checking the parsed requests of the local service: what a create or a
+generateContent request may ask for, and the settings it amounts to. Every refusal is
+INVALID_ARGUMENT naming the field and what is allowed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import wire
+from .inference import GenerationSettings
+from .tokens import Tokenizers
+from .wire import ApiError
+
+EXAMPLES = "tuned_model.tuning_task.training_data.examples.examples"
+MAX_INPUT_CHARS, MAX_OUTPUT_CHARS = 40_000, 5_000  # the Gemini API's published limits
+DEFAULT_LEARNING_RATE = 0.001  # what a multiplier of 1.0 means here
+
+
+def in_range(where: str, value: float, low: float, high: float, *, low_open: bool = False) -> None:
+    if value < low or value > high or (low_open and value == low):
+        bound = f"({low}, {high}]" if low_open else f"[{low}, {high}]"
+        raise ApiError("INVALID_ARGUMENT", f"{where} must be in {bound}, got {value:g}.")
+
+
+def training_examples(data: dict[str, Any]) -> list[tuple[str, str]]:
+    """(text_input, output) pairs, each present and within the character limits."""
+    where = EXAMPLES
+    items = (data.get("examples") or {}).get("examples") or []
+    if not items:
+        raise ApiError("INVALID_ARGUMENT", f"{where} is required: at least one example.")
+    examples = []
+    for index, item in enumerate(items):
+        text_input, output = item.get("text_input", ""), item.get("output", "")
+        if not text_input.strip() or not output.strip():
+            missing = "text_input" if not text_input.strip() else "output"
+            raise ApiError("INVALID_ARGUMENT", f"{where}[{index}].{missing} is required.")
+        if len(text_input) > MAX_INPUT_CHARS or len(output) > MAX_OUTPUT_CHARS:
+            raise ApiError("INVALID_ARGUMENT", f"{where}[{index}] is too long: inputs may have "
+                           f"{MAX_INPUT_CHARS:,} characters and outputs {MAX_OUTPUT_CHARS:,}.")
+        examples.append((text_input, output))
+    return examples
+
+
+def check_example_tokens(tokenizers: Tokenizers, model_id: str, examples: list[tuple[str, str]],
+                         context: int, max_batch_tokens: int) -> None:
+    """Refuse the first example the trainer could not take: longer than the model's context, or
+    than one batch may hold. (The CLI reads the index from this message to point at the line of
+    the user's data file.)"""
+    found = tokenizers.first_too_long(model_id, examples, min(context, max_batch_tokens))
+    if found is None:
+        return
+    index, count = found
+    measured = (f"{EXAMPLES}[{index}] is {count:,} tokens long (input and output, in "
+                f"models/{model_id}'s tokenizer), over ")
+    if count > context:
+        raise ApiError("INVALID_ARGUMENT", f"{measured}the model's limit of {context:,} tokens.")
+    raise ApiError("INVALID_ARGUMENT", f"{measured}this service's limit of {max_batch_tokens:,} "
+                   "tokens in one batch (jobspec serve --max-batch-tokens).")
+
+
+def hyperparameters(given: dict[str, Any], count: int) -> tuple[dict[str, Any], float]:
+    where = "tuned_model.tuning_task.hyperparameters"
+    if "learning_rate" in given and "learning_rate_multiplier" in given:
+        raise ApiError("INVALID_ARGUMENT", f"{where}: give learning_rate or "
+                       "learning_rate_multiplier, not both.")
+    epochs = given.get("epoch_count", 5)
+    batch = given.get("batch_size", 4 if count < 1000 else 16)
+    in_range(f"{where}.epoch_count", epochs, 1, 1000)
+    in_range(f"{where}.batch_size", batch, 1, 1024)
+    result: dict[str, Any] = {"epochCount": epochs, "batchSize": batch}
+    if "learning_rate" in given:
+        in_range(f"{where}.learning_rate", given["learning_rate"], 0, 1, low_open=True)
+        result["learningRate"] = rate = given["learning_rate"]
+    else:
+        multiplier = given.get("learning_rate_multiplier", 1.0)
+        in_range(f"{where}.learning_rate_multiplier", multiplier, 0, 100, low_open=True)
+        result["learningRateMultiplier"] = multiplier
+        rate = multiplier * DEFAULT_LEARNING_RATE
+    return result, rate
+
+
+def sampling_defaults(request: dict[str, Any]) -> None:
+    if "temperature" in request:
+        in_range("tuned_model.temperature", request["temperature"], 0, 2)
+    if "top_p" in request:
+        in_range("tuned_model.top_p", request["top_p"], 0, 1)
+    if "top_k" in request:
+        in_range("tuned_model.top_k", request["top_k"], 1, 1000)
+
+
+def _text_of(content: dict[str, Any], where: str) -> str:
+    texts = []
+    for index, part in enumerate(content.get("parts", [])):
+        others = [wire.camel(k) for k in part if k != "text"]
+        if others:
+            raise ApiError("INVALID_ARGUMENT", f"{where}.parts[{index}]: only text parts are "
+                           f"supported by the local service (got {', '.join(others)}).")
+        texts.append(part.get("text", ""))
+    return "".join(texts)
+
+
+def messages(request: dict[str, Any]) -> list[dict[str, str]]:
+    contents = request.get("contents")
+    if not contents:
+        raise ApiError("INVALID_ARGUMENT", "contents is not specified.")
+    messages = []
+    if "system_instruction" in request:
+        messages.append({"role": "system",
+                         "content": _text_of(request["system_instruction"], "system_instruction")})
+    for index, content in enumerate(contents):
+        role = content.get("role", "user")
+        if role not in ("user", "model"):
+            raise ApiError("INVALID_ARGUMENT", f"contents[{index}].role must be user or model, "
+                           f"got {role!r}.")
+        text = _text_of(content, f"contents[{index}]")
+        if not text:
+            raise ApiError("INVALID_ARGUMENT", f"contents[{index}].parts must contain text.")
+        messages.append({"role": "assistant" if role == "model" else "user", "content": text})
+    return messages
+
+
+def generation_settings(config: dict[str, Any],
+                        defaults: GenerationSettings) -> GenerationSettings:
+    where = "generation_config"
+    values = {
+        "temperature": config.get("temperature", defaults.temperature),
+        "top_p": config.get("top_p", defaults.top_p),
+        "top_k": config.get("top_k", defaults.top_k),
+        "max_output_tokens": config.get("max_output_tokens", defaults.max_output_tokens),
+        "stop_sequences": tuple(config.get("stop_sequences", ())),
+        "candidate_count": config.get("candidate_count", 1),
+        "seed": config.get("seed"),
+    }
+    in_range(f"{where}.temperature", values["temperature"], 0, 2)
+    if values["top_p"] is not None:
+        in_range(f"{where}.top_p", values["top_p"], 0, 1)
+    if values["top_k"] is not None:
+        in_range(f"{where}.top_k", values["top_k"], 1, 1000)
+    in_range(f"{where}.max_output_tokens", values["max_output_tokens"], 1, 8192)
+    in_range(f"{where}.candidate_count", values["candidate_count"], 1, 8)
+    if len(values["stop_sequences"]) > 5:
+        raise ApiError("INVALID_ARGUMENT", f"{where}.stop_sequences: at most 5.")
+    return GenerationSettings(**values)
