@@ -3,18 +3,23 @@
 Examples are streamed, never read whole, for the formats that allow it (JSONL and CSV), so
 validating or fingerprinting a large file takes memory that does not grow with its size. JSON and
 YAML files must be parsed whole, and have a lower size limit for that reason.
+
+While streaming, the size of the create request that will carry the examples is added up (the
+Gemini API's create request inlines every one), so that a job its backend would refuse is
+reported where the examples are read: by validate, plan and apply alike.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from json.encoder import encode_basestring
 from pathlib import Path
 
+from .datareaders import READERS, Records
 from .errors import ConfigError, ConfigErrors, Location
+from .utf8 import surrogate_problem
 
 # The Gemini API's published limits for one tuning example (see shared/reference §10).
 MAX_INPUT_CHARS = 40_000
@@ -29,10 +34,52 @@ DEFAULT_INPUT_FIELD = "text_input"
 DEFAULT_OUTPUT_FIELD = "output"
 
 
+_MIB, _MB = 2**20, 10**6
+
+
+@dataclass(frozen=True)
+class RequestLimit:
+    """The largest create request a backend accepts, as whoever sets it states it."""
+
+    backend: str
+    max_bytes: int
+    unit_bytes: int  # sizes are shown in the unit the limit is stated in
+    unit: str
+    stated_by: str
+
+    def show(self, size: int) -> str:
+        return f"{size / self.unit_bytes:.1f} {self.unit}"
+
+    def stated(self) -> str:
+        return f"{self.max_bytes / self.unit_bytes:g} {self.unit}"
+
+
+CREATE_REQUEST_LIMITS = {
+    # The local service refuses larger request bodies (jobspec/server/app.py MAX_BODY_BYTES).
+    "local": RequestLimit("local", 32 * _MIB, _MIB, "MiB",
+                          "the local service's limit on a request body"),
+    # Google states no size for a tunedModels.create request; the one figure it publishes for
+    # tuning data is a 4 MB dataset (shared/reference/gemini-tuning-api.md §10).
+    "gemini": RequestLimit("gemini", 4 * _MB, _MB, "MB",
+                           "the Gemini API's published limit for tuning data"),
+    # vertex has no entry: it uploads the examples to Cloud Storage as a file, not in a request.
+}
+
+# Room for what a create request holds besides the examples: display name (<= 40 characters),
+# description (<= 10,000), jobspec's marker, base model and hyperparameters.
+CREATE_REQUEST_ENVELOPE_BYTES = 64 * 1024
+# Each example travels as {"textInput":...,"output":...}, comma-separated (JSON, UTF-8, compact,
+# non-ASCII unescaped: what httpx sends).
+_EXAMPLE_JSON_BYTES = len('{"textInput":,"output":},')
+
+
 @dataclass(frozen=True)
 class Example:
     text_input: str
     output: str
+    # The record's place in its data file (or job file, for inline examples), so that a problem
+    # the backend finds in examples[i] can be shown against the line the user wrote.
+    where: Location | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -44,6 +91,10 @@ class DataSource:
     input_field: str = DEFAULT_INPUT_FIELD
     output_field: str = DEFAULT_OUTPUT_FIELD
     inline: tuple[tuple[Location, object], ...] | None = None  # (where, raw record)
+    # What the job's backend accepts in one create request, and where the job names its examples
+    # (where a request that is too large is reported). Neither changes which examples these are.
+    request_limit: RequestLimit | None = field(default=None, compare=False)
+    declared_at: Location | None = field(default=None, compare=False)
 
     @property
     def format(self) -> str:
@@ -83,26 +134,58 @@ def check_file(source: DataSource) -> None:
         raise ConfigError(where, "training data file is empty")
 
 
-def _example(where: Location, record: object, source: DataSource) -> Example:
+_MISSING = object()
+
+
+def _example(where: Location, record: object, source: DataSource,
+             may_need_escapes: bool) -> tuple[Example, int]:
+    """The example in ``record``, and the bytes it adds to a create request."""
     if not isinstance(record, dict):
         raise ConfigError(where, f"expected an object with {source.input_field!r} and "
                           f"{source.output_field!r}, got {type(record).__name__}")
     values = []
+    size = _EXAMPLE_JSON_BYTES
     for name, limit in ((source.input_field, MAX_INPUT_CHARS),
                         (source.output_field, MAX_OUTPUT_CHARS)):
-        field_where = Location(where.path, where.line, where.column, _join(where.field, name))
-        if name not in record:
-            raise ConfigError(field_where, "missing")
-        value = record[name]
-        if not isinstance(value, str):
-            raise ConfigError(field_where, f"must be a string, got {_json_type(value)}")
-        if not value.strip():
-            raise ConfigError(field_where, "must not be empty")
-        if len(value) > limit:
-            raise ConfigError(field_where, f"is {len(value):,} characters, over the limit of "
-                              f"{limit:,}")
+        value = record.get(name, _MISSING)
+        if value is _MISSING:
+            problem = "missing"
+        elif not isinstance(value, str):
+            problem = f"must be a string, got {_json_type(value)}"
+        elif not value or value.isspace():
+            problem = "must not be empty"
+        elif len(value) > limit:
+            problem = f"is {len(value):,} characters, over the limit of {limit:,}"
+        else:
+            try:
+                size += _json_string_bytes(value, may_need_escapes)
+                problem = None
+            except UnicodeEncodeError:  # a lone surrogate, from a "\ud83d" escape in JSON
+                problem = surrogate_problem(value) or "cannot be sent as UTF-8"
+        if problem is not None:
+            raise ConfigError(Location(where.path, where.line, where.column,
+                                       _join(where.field, name)), problem)
         values.append(value)
-    return Example(*values)
+    return Example(values[0], values[1], where), size
+
+
+# What JSON escapes in a string (ensure_ascii=False): the quote, the backslash, control characters.
+_ESCAPED_BYTES = b'"\\' + bytes(range(0x20))
+
+
+def _json_string_bytes(value: str, may_need_escapes: bool) -> int:
+    """Bytes of ``value`` as a JSON string in UTF-8; UnicodeEncodeError if it has none."""
+    if value.isascii():
+        size = len(value)
+        if may_need_escapes:
+            raw = value.encode("ascii")
+            if len(raw.translate(None, _ESCAPED_BYTES)) != size:
+                return len(encode_basestring(value))
+        return size + 2
+    raw = value.encode("utf-8")
+    if may_need_escapes and len(raw.translate(None, _ESCAPED_BYTES)) != len(raw):
+        return len(encode_basestring(value).encode("utf-8"))
+    return len(raw) + 2
 
 
 def _join(prefix: str, name: str) -> str:
@@ -114,114 +197,41 @@ def _json_type(value: object) -> str:
             type(None): "null"}.get(type(value), type(value).__name__)
 
 
-def _records(source: DataSource) -> Iterator[tuple[Location, object]]:
-    """Yield (where, raw record) for each record of the file, with the data file's own line."""
-    assert source.path is not None
-    display = source.display_path
-    fmt = source.format
-    if fmt == ".jsonl":
-        with open(source.path, "rb") as handle:
-            for number, raw in enumerate(handle, start=1):
-                if not raw.strip():
-                    continue
-                try:
-                    record = json.loads(raw)
-                except json.JSONDecodeError as exc:
-                    column = exc.pos + 1 if exc.lineno == 1 else len(raw.rstrip(b"\r\n")) + 1
-                    yield Location(display, number, column), ConfigError(
-                        Location(display, number, column), f"invalid JSON: {exc.msg}")
-                    continue
-                except UnicodeDecodeError:
-                    yield Location(display, number), ConfigError(
-                        Location(display, number), "not valid UTF-8")
-                    continue
-                yield Location(display, number), record
-    elif fmt == ".csv":
-        with open(source.path, newline="", encoding="utf-8-sig", errors="strict") as handle:
-            reader = csv.DictReader(handle)
-            header = reader.fieldnames or []
-            for name in (source.input_field, source.output_field):
-                if name not in header:
-                    yield Location(display, 1), ConfigError(
-                        Location(display, 1), f"CSV header has no column {name!r} "
-                        f"(columns: {', '.join(header) or 'none'})")
-                    return
-            start = reader.line_num + 1
-            for row in reader:
-                if None in row:
-                    yield Location(display, start), ConfigError(
-                        Location(display, start), "row has more fields than the header")
-                else:
-                    yield Location(display, start), row
-                start = reader.line_num + 1
-    elif fmt == ".json":
-        try:
-            records = json.loads(source.path.read_bytes())
-        except json.JSONDecodeError as exc:
-            yield Location(display), ConfigError(
-                Location(display, exc.lineno, exc.colno), f"invalid JSON: {exc.msg}")
-            return
-        except UnicodeDecodeError:
-            yield Location(display), ConfigError(Location(display), "not valid UTF-8")
-            return
-        if not isinstance(records, list):
-            yield Location(display), ConfigError(Location(display, 1, 1),
-                                                 "expected a JSON array of examples")
-            return
-        for index, record in enumerate(records):
-            yield Location(display, field=f"[{index}]"), record
-    else:  # .yaml / .yml
-        from .yamlload import load_yaml  # noqa: PLC0415 - only YAML data needs it
-
-        try:
-            text = source.path.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            yield Location(display), ConfigError(Location(display), "not valid UTF-8")
-            return
-        try:
-            loaded = load_yaml(text, display)
-        except ConfigError as exc:
-            yield exc.location, exc
-            return
-        if not isinstance(loaded.data, list):
-            yield Location(display, 1, 1), ConfigError(Location(display, 1, 1),
-                                                       "expected a YAML list of examples")
-            return
-        for index, record in enumerate(loaded.data):
-            line, column = loaded.positions.values[(index,)]
-            yield Location(display, line, column), record
-
-
 def iter_examples(source: DataSource) -> Iterator[Example]:
-    """Yield each example in order; raise ConfigErrors listing every bad one at the end."""
+    """Yield each example in order; raise ConfigErrors listing every bad one at the end, and
+    the create request's size if the backend's limit is known and it is over it."""
     errors: list[ConfigError] = []
     count = 0
+    request_bytes = CREATE_REQUEST_ENVELOPE_BYTES
     if source.inline is not None:
-        pairs: Iterator[tuple[Location, object]] = iter(source.inline)
+        records: Records = ((where, record, True) for where, record in source.inline)
     else:
         check_file(source)
-        pairs = _records(source)
-    try:
-        for where, record in pairs:
-            if isinstance(record, ConfigError):
-                errors.append(record)
+        records = READERS[source.format](source)
+    for where, record, may_need_escapes in records:
+        if isinstance(record, ConfigError):
+            errors.append(record)
+        else:
+            try:
+                example, size = _example(where, record, source, may_need_escapes)
+            except ConfigError as exc:
+                errors.append(exc)
             else:
-                try:
-                    example = _example(where, record, source)
-                except ConfigError as exc:
-                    errors.append(exc)
-                else:
-                    count += 1
-                    yield example
-                    continue
-            if len(errors) >= MAX_ERRORS_PER_FILE:
-                errors.append(ConfigError(Location(source.display_path),
-                                          f"stopped after {MAX_ERRORS_PER_FILE} errors"))
-                break
-    except UnicodeDecodeError as exc:
-        errors.append(ConfigError(Location(source.display_path), f"not valid UTF-8: {exc.reason}"))
-    except csv.Error as exc:
-        errors.append(ConfigError(Location(source.display_path), f"invalid CSV: {exc}"))
+                count += 1
+                request_bytes += size
+                yield example
+                continue
+        if len(errors) >= MAX_ERRORS_PER_FILE:
+            errors.append(ConfigError(Location(source.display_path),
+                                      f"stopped after {MAX_ERRORS_PER_FILE} errors"))
+            break
+    limit = source.request_limit
+    if limit is not None and request_bytes > limit.max_bytes:
+        errors.append(ConfigError(
+            source.declared_at or Location(source.display_path),
+            f"the examples make a create request of {limit.show(request_bytes)}; the "
+            f"{limit.backend} backend accepts at most {limit.stated()} "
+            f"({limit.stated_by}); use fewer or shorter examples"))
     if errors:
         raise ConfigErrors(errors)
     if count == 0:

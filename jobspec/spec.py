@@ -24,6 +24,8 @@ MAX_JOB_FILE_BYTES = 1024 * 1024
 JOB_SUFFIXES = (".yaml", ".yml")
 FORMAT_VERSION = 1
 MATCHERS = ("equals", "contains", "regex", "one_of", "not_contains")
+BACKEND_TYPES = ("local", "gemini", "vertex")
+BACKEND_VARIABLE = "JOBSPEC_BACKEND"
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,20 @@ def expand_paths(arguments: Iterable[str]) -> list[str]:
     return unique
 
 
+def backend_in_effect(declared: object, chosen: str | None = None) -> str:
+    """The backend a job will be applied with, in the order apply chooses it: the command
+    line's --backend (``chosen``), then $JOBSPEC_BACKEND, then the job's own ``backend``, then
+    local. ``declared`` is the job file's raw ``backend`` value (a name or a mapping)."""
+    if chosen:
+        return chosen
+    from_environment = os.environ.get(BACKEND_VARIABLE)
+    if from_environment in BACKEND_TYPES:
+        return from_environment
+    if isinstance(declared, dict):
+        declared = declared.get("type")
+    return declared if declared in BACKEND_TYPES else "local"
+
+
 def read_job_text(path: str) -> str:
     where = Location(path)
     try:
@@ -140,11 +156,13 @@ class _JobBuilder:
     """Cross-field rules the schema cannot express, then the ``Job`` value."""
 
     def __init__(self, path: str, raw: dict[str, Any], positions: Positions,
-                 allow_outside_paths: bool) -> None:
+                 allow_outside_paths: bool, backend: str | None) -> None:
         self.path = path
         self.raw = raw
         self.positions = positions
         self.allow_outside_paths = allow_outside_paths
+        self.request_limit = data.CREATE_REQUEST_LIMITS.get(
+            backend_in_effect(raw.get("backend"), backend))
         self.errors: list[ConfigError] = []
 
     def error(self, field_path: FieldPath, message: str, *, at_key: bool = False) -> None:
@@ -170,10 +188,12 @@ class _JobBuilder:
 
     def training_data(self) -> data.DataSource:
         spec = self.raw["training_data"]
+        declared_at = self._location(("training_data",))
         if isinstance(spec, list):
             entries = [(self._location(("training_data", i)), record)
                        for i, record in enumerate(spec)]
-            return data.DataSource(display_path=self.path, inline=tuple(entries))
+            return data.DataSource(display_path=self.path, inline=tuple(entries),
+                                   request_limit=self.request_limit, declared_at=declared_at)
         if isinstance(spec, str):
             spec = {"path": spec}
             field_path: FieldPath = ("training_data",)
@@ -185,7 +205,8 @@ class _JobBuilder:
         source = data.DataSource(
             display_path=os.path.normpath(str(resolved)), path=resolved,
             input_field=spec.get("input_field", data.DEFAULT_INPUT_FIELD),
-            output_field=spec.get("output_field", data.DEFAULT_OUTPUT_FIELD))
+            output_field=spec.get("output_field", data.DEFAULT_OUTPUT_FIELD),
+            request_limit=self.request_limit, declared_at=declared_at)
         root = find_root(job_dir)
         if not self.allow_outside_paths and not data.is_within(resolved, root):
             self.error(field_path, f"{spec['path']!r} resolves outside the repository ({root}); "
@@ -262,17 +283,21 @@ class _JobBuilder:
                    name_at=self._location(("name",)), **sections)
 
 
-def load_job(path: str, *, allow_outside_paths: bool = False) -> Job:
-    """Load and check one job file (not its examples); raise ConfigErrors listing every problem."""
+def load_job(path: str, *, allow_outside_paths: bool = False, backend: str | None = None) -> Job:
+    """Load and check one job file (not its examples); raise ConfigErrors listing every problem.
+
+    ``backend`` is the command line's choice, if any: reading the examples later checks them
+    against the request limit of the backend in effect (see ``backend_in_effect``).
+    """
     try:
         loaded = load_yaml(read_job_text(path), path)
-    except RecursionError:
-        raise ConfigError(Location(path), "YAML nested too deeply") from None
+    except RecursionError:  # load_yaml caps nesting; this is a stack already deep when called
+        raise ConfigError(Location(path), "nested too deeply to read") from None
     if not isinstance(loaded.data, dict):
         raise ConfigError(Location(path, 1, 1), "a job file must be a YAML mapping "
                           f"(name, base_model, ...), not {type(loaded.data).__name__}")
     problems = schema_errors(loaded.data, path, loaded.positions)
-    builder = _JobBuilder(path, loaded.data, loaded.positions, allow_outside_paths)
+    builder = _JobBuilder(path, loaded.data, loaded.positions, allow_outside_paths, backend)
     return builder.build(problems)
 
 
@@ -281,16 +306,17 @@ def _flatten(exc: ConfigError) -> list[ConfigError]:
 
 
 def load_jobs(paths: Iterable[str], *, allow_outside_paths: bool = False,
-              check_examples: bool = False) -> list[Job]:
+              check_examples: bool = False, backend: str | None = None) -> list[Job]:
     """Load every job file; report all problems in all files at once, including duplicate names.
 
-    With ``check_examples`` every training example is read and checked too.
+    With ``check_examples`` every training example is read and checked too, against the request
+    limit of ``backend`` (the command line's choice) or the one each job will otherwise use.
     """
     jobs: list[Job] = []
     errors: list[ConfigError] = []
     for path in paths:
         try:
-            job = load_job(path, allow_outside_paths=allow_outside_paths)
+            job = load_job(path, allow_outside_paths=allow_outside_paths, backend=backend)
         except ConfigError as exc:
             errors.extend(_flatten(exc))
             continue

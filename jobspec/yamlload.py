@@ -4,22 +4,35 @@ PyYAML's composer gives a node tree with start marks; this module turns it into 
 values (dict, list, str, int, float, bool, None) and a map from field path to (line, column), so
 that schema errors can point at the offending node. It rejects what plain ``yaml.safe_load``
 silently accepts: duplicate keys, several documents, and tags other than the core schema's.
-Aliases are expanded under a node budget so that a "billion laughs" file fails fast.
+Aliases are expanded under a budget of nodes reached through them, so that a "billion laughs"
+file fails fast while a long plain list (a data file of many examples) is read whole; nesting is
+capped, so that no file can exhaust the stack. Strings holding a UTF-16 surrogate (a ``"\\ud83d"``
+escape), which cannot be sent as UTF-8, are refused at their node.
+
+Job files are read with PyYAML's pure-Python parser, whose messages jobspec's tests and users
+know; data files, which may be large, with libyaml when it is there and limits nesting (about
+eight times faster).
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
 from .errors import ConfigError, Location
+from .utf8 import escape_problem, surrogate_problem
 
 FieldPath = tuple[str | int, ...]
 
-# Far above any real job file; an alias bomb of a few hundred bytes reaches it in microseconds.
-MAX_NODES = 100_000
+# Nodes built a second (or later) time because an alias leads to them. Plain nodes are bounded by
+# the file's size; what aliases expand to is not: a "billion laughs" file of a few hundred bytes
+# reaches this budget in a fraction of a second, and no real job or data file comes near it.
+MAX_ALIAS_NODES = 100_000
+# Levels of nesting (the top-level value is level 0). A job file needs 5, an example 1 or 2.
+MAX_DEPTH = 100
 
 _SCALAR_TAGS = {
     "tag:yaml.org,2002:null",
@@ -77,7 +90,14 @@ def _mark(node: yaml.Node) -> tuple[int, int]:
     return node.start_mark.line + 1, node.start_mark.column + 1
 
 
-def _error_from_yaml(file: str, exc: yaml.YAMLError) -> ConfigError:
+def _too_deep(file: str, line: int, column: int) -> ConfigError:
+    return ConfigError(Location(file, line, column),
+                       f"nested more than {MAX_DEPTH} levels deep; no job or data file needs "
+                       "that many")
+
+
+def _error_from_yaml(file: str, text: str, exc: yaml.YAMLError,
+                     several_documents: str) -> ConfigError:
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
     problem = getattr(exc, "problem", None) or str(exc)
     context = getattr(exc, "context", None)
@@ -85,10 +105,83 @@ def _error_from_yaml(file: str, exc: yaml.YAMLError) -> ConfigError:
     if context and "expected a single document" not in context:
         message = f"invalid YAML: {context}, {problem}"
     if context and "expected a single document" in context:
-        message = "several YAML documents in one file; a job file holds exactly one"
+        message = several_documents
     if mark is None:
         return ConfigError(Location(file), message)
+    if "maximum nesting depth" in problem:  # libyaml's own cap (1,000 levels)
+        return _too_deep(file, mark.line + 1, mark.column + 1)
+    if problem == "found invalid Unicode character escape code":  # libyaml: \ud83d and the like
+        escape = _escape_at(text, mark.line, mark.column)
+        if escape is not None:
+            message = f"invalid YAML: {escape_problem(escape)}"
     return ConfigError(Location(file, mark.line + 1, mark.column + 1), message)
+
+
+def _escape_at(text: str, line: int, column: int) -> int | None:
+    """The code point of the \\u or \\U escape whose digits start at (0-based) line, column."""
+    start = 0
+    for _ in range(line):
+        start = text.find("\n", start) + 1
+        if start == 0:
+            return None
+    letter = text[start + column - 1:start + column]
+    digits = text[start + column:start + column + (4 if letter == "u" else 8)]
+    if letter not in ("u", "U") or not all(c in "0123456789abcdefABCDEF" for c in digits):
+        return None
+    return int(digits, 16) if digits else None
+
+
+def _reader_error(file: str, text: str, exc: yaml.reader.ReaderError,
+                  offsets_in_bytes: bool) -> ConfigError:
+    position = exc.position
+    if offsets_in_bytes:  # libyaml counts bytes of the UTF-8 text
+        position = len(text.encode("utf-8", "surrogatepass")[:position].decode("utf-8", "ignore"))
+    before = text[:position]
+    line, column = before.count("\n") + 1, position - (before.rfind("\n") + 1) + 1
+    character = exc.character if isinstance(exc.character, int) else ord(exc.character or "?")
+    return ConfigError(Location(file, line, column), f"invalid YAML: unacceptable character "
+                       f"#x{character:04x}: {exc.reason}")
+
+
+class _DepthLimitedLoader(yaml.SafeLoader):
+    """PyYAML's pure-Python composer recurses once per level: stop it at MAX_DEPTH, at the node,
+    before Python's recursion limit does."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
+        if self.depth > MAX_DEPTH:
+            mark = self.peek_event().start_mark
+            raise _TooDeep(mark.line + 1, mark.column + 1)
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+class _TooDeep(Exception):
+    def __init__(self, line: int, column: int) -> None:
+        super().__init__(line, column)
+        self.line, self.column = line, column
+
+
+@functools.cache
+def _libyaml_caps_nesting() -> bool:
+    """Whether libyaml is there and refuses deep nesting itself (libyaml 0.2.5 and later):
+    its composer recurses in C, where no RecursionError would stop a deep file."""
+    if not getattr(yaml, "__with_libyaml__", False):
+        return False
+    probe = yaml.CSafeLoader("[" * 1001 + "]" * 1001)
+    try:
+        probe.get_single_node()
+    except yaml.YAMLError as exc:
+        return "maximum nesting depth" in str(exc)
+    finally:
+        probe.dispose()
+    return False
 
 
 class _Builder:
@@ -96,17 +189,24 @@ class _Builder:
         self.file = file
         self.loader = loader
         self.positions = Positions()
-        self.nodes_built = 0
+        self.seen: set[int] = set()  # ids of nodes built once: building one again is an alias
+        self.alias_nodes = 0
 
     def error(self, node: yaml.Node, path: FieldPath, message: str) -> ConfigError:
         line, column = _mark(node)
         return ConfigError(Location(self.file, line, column, format_path(path)), message)
 
     def build(self, node: yaml.Node, path: FieldPath) -> Any:
-        self.nodes_built += 1
-        if self.nodes_built > MAX_NODES:
-            raise self.error(node, path, f"too many YAML nodes (over {MAX_NODES:,}); "
-                             "anchors and aliases expand past the limit")
+        if id(node) in self.seen:
+            self.alias_nodes += 1
+            if self.alias_nodes > MAX_ALIAS_NODES:
+                raise self.error(node, path, f"aliases expand to more than "
+                                 f"{MAX_ALIAS_NODES:,} YAML nodes; jobspec stops there, as "
+                                 "against an alias bomb (write the repeated values out)")
+        else:
+            self.seen.add(id(node))
+        if len(path) > MAX_DEPTH:
+            raise _too_deep(self.file, *_mark(node))
         self.positions.values.setdefault(path, _mark(node))
         if isinstance(node, yaml.MappingNode):
             return self._mapping(node, path)
@@ -122,7 +222,15 @@ class _Builder:
         if node.tag not in _SCALAR_TAGS:
             raise self.error(node, path, f"unsupported YAML tag {_short_tag(node.tag)}; "
                              "only plain values (text, numbers, true/false, null) are allowed")
-        return self.loader.construct_object(node, deep=True)
+        try:
+            value = self.loader.construct_object(node, deep=True)
+        except ValueError as exc:  # e.g. an integer past Python's 4,300-digit limit
+            raise self.error(node, path, f"cannot read this value: {exc}") from None
+        if isinstance(value, str):
+            problem = surrogate_problem(value)
+            if problem is not None:
+                raise self.error(node, path, problem)
+        return value
 
     def _mapping(self, node: yaml.MappingNode, path: FieldPath) -> dict:
         if node.tag != _MAP_TAG:
@@ -146,27 +254,33 @@ class _Builder:
         return result
 
 
-def load_yaml(text: str, file: str) -> LoadedYaml:
-    """Parse one YAML document from ``text``; ``file`` is only used in error messages."""
+def load_yaml(text: str, file: str, *, data_file: bool = False) -> LoadedYaml:
+    """Parse one YAML document from ``text``; ``file`` is only used in error messages.
+    ``data_file``: the text is a list of training examples (possibly large), not a job file."""
+    what = "a data file" if data_file else "a job file"
+    several = f"several YAML documents in one file; {what} holds exactly one"
+    fast = data_file and _libyaml_caps_nesting()
     try:
-        loader = yaml.SafeLoader(text)
-    except yaml.reader.ReaderError as exc:
-        before = text[: exc.position]
-        line, column = before.count("\n") + 1, exc.position - (before.rfind("\n") + 1) + 1
-        raise ConfigError(Location(file, line, column), f"invalid YAML: unacceptable character "
-                          f"#x{exc.character:04x}: {exc.reason}") from None
+        loader = yaml.CSafeLoader(text) if fast else _DepthLimitedLoader(text)
+    except yaml.reader.ReaderError as exc:  # the pure-Python reader checks the text up front
+        raise _reader_error(file, text, exc, offsets_in_bytes=False) from None
     try:
         try:
             node = loader.get_single_node()
+        except yaml.reader.ReaderError as exc:  # libyaml finds bad characters as it parses
+            raise _reader_error(file, text, exc, offsets_in_bytes=True) from None
         except yaml.YAMLError as exc:
-            raise _error_from_yaml(file, exc) from None
+            raise _error_from_yaml(file, text, exc, several) from None
+        except _TooDeep as exc:
+            raise _too_deep(file, exc.line, exc.column) from None
         if node is None:
-            raise ConfigError(Location(file, 1, 1), "the file is empty; expected a job mapping")
+            expected = "a list of examples" if data_file else "a job mapping"
+            raise ConfigError(Location(file, 1, 1), f"the file is empty; expected {expected}")
         builder = _Builder(file, loader)
         try:
             data = builder.build(node, ())
         except yaml.YAMLError as exc:
-            raise _error_from_yaml(file, exc) from None
+            raise _error_from_yaml(file, text, exc, several) from None
         return LoadedYaml(data, builder.positions)
     finally:
         loader.dispose()

@@ -30,7 +30,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         raise UsageError(f"no job files (*.yaml, *.yml) in {' '.join(args.paths or ['jobs/'])}")
     try:
         jobs = spec.load_jobs(paths, allow_outside_paths=args.allow_outside_paths,
-                              check_examples=True)
+                              check_examples=True, backend=args.backend)
     except ConfigError as exc:
         print_config_errors(exc, args.format)
         count = len(exc.errors) if isinstance(exc, ConfigErrors) else 1

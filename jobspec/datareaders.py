@@ -1,0 +1,195 @@
+"""Reading each training-data format into (where, raw record) pairs, with the data file's own
+line (and column, where the format has one) for every record and every problem.
+
+Each record comes with whether its strings may hold characters that JSON escapes (a quote, a
+backslash, a control character): in JSON they can only come from an escape, so a record whose
+text has no backslash needs none, and its request size is its UTF-8 length (a check that costs
+next to nothing, where re-encoding every string would slow validation by a third).
+
+A problem with the file rather than with one record (not UTF-8, not a list, nested past what the
+parser can read) is yielded as a ConfigError in place of a record; ``data.iter_examples`` turns
+records into examples and collects the errors.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable, Iterator
+from json.decoder import WHITESPACE
+from typing import TYPE_CHECKING
+
+from .errors import ConfigError, Location
+
+if TYPE_CHECKING:
+    from .data import DataSource
+
+Records = Iterator[tuple[Location, object, bool]]  # (where, record or error, may need escapes)
+
+TOO_DEEP = "nested too deeply to read; an example is one object of text fields"
+_DECODER = json.JSONDecoder()
+
+
+def _failed(error: ConfigError) -> tuple[Location, ConfigError, bool]:
+    return error.location, error, False
+
+
+def _error(where: Location, message: str) -> tuple[Location, ConfigError, bool]:
+    return where, ConfigError(where, message), False
+
+
+def _not_utf8(display: str, number: int, raw: bytes, exc: UnicodeDecodeError) -> ConfigError:
+    column = len(raw[:exc.start].decode("utf-8", "replace")) + 1
+    return ConfigError(Location(display, number, column),
+                       f"not valid UTF-8: {exc.reason} (byte 0x{raw[exc.start]:02x})")
+
+
+def _utf8_error(source: DataSource) -> ConfigError:
+    """Where the file first stops being UTF-8 (read again, line by line: only on this error)."""
+    assert source.path is not None
+    with open(source.path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return _not_utf8(source.display_path, number, raw, exc)
+    return ConfigError(Location(source.display_path), "not valid UTF-8")
+
+
+def _jsonl_records(source: DataSource) -> Records:
+    assert source.path is not None
+    display = source.display_path
+    with open(source.path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                column = exc.pos + 1 if exc.lineno == 1 else len(raw.rstrip(b"\r\n")) + 1
+                yield _error(Location(display, number, column), f"invalid JSON: {exc.msg}")
+                continue
+            except UnicodeDecodeError as exc:
+                yield _failed(_not_utf8(display, number, raw, exc))
+                continue
+            except RecursionError:
+                yield _error(Location(display, number), TOO_DEEP)
+                continue
+            except ValueError as exc:  # e.g. a number past Python's 4,300-digit limit
+                yield _error(Location(display, number), f"invalid JSON: {exc}")
+                continue
+            yield Location(display, number), record, b"\\" in raw
+
+
+def _csv_records(source: DataSource) -> Records:
+    assert source.path is not None
+    display = source.display_path
+    with open(source.path, newline="", encoding="utf-8-sig", errors="strict") as handle:
+        reader = csv.DictReader(handle)
+        try:
+            header = reader.fieldnames or []
+            for name in (source.input_field, source.output_field):
+                if name not in header:
+                    yield _error(Location(display, 1), f"CSV header has no column {name!r} "
+                                 f"(columns: {', '.join(header) or 'none'})")
+                    return
+            start = reader.line_num + 1
+            for row in reader:
+                if None in row:
+                    yield _error(Location(display, start), "row has more fields than the header")
+                else:
+                    yield Location(display, start), row, True
+                start = reader.line_num + 1
+        except UnicodeDecodeError:
+            yield _failed(_utf8_error(source))
+        except csv.Error as exc:
+            yield _error(Location(display, reader.line_num or 1), f"invalid CSV: {exc}")
+
+
+def _json_records(source: DataSource) -> Records:
+    """The elements of the file's top-level array, one at a time, each with its line and column
+    (the file is read whole, but each example is decoded on its own)."""
+    assert source.path is not None
+    display = source.display_path
+    raw = source.path.read_bytes()
+    try:
+        text = raw.decode(json.detect_encoding(raw))
+    except UnicodeDecodeError:
+        yield _failed(_utf8_error(source))
+        return
+    line, line_start, scanned = 1, 0, 0
+
+    def at(index: int, name: str = "") -> Location:
+        nonlocal line, line_start, scanned
+        newlines = text.count("\n", scanned, index)
+        if newlines:
+            line += newlines
+            line_start = text.rfind("\n", scanned, index) + 1
+        scanned = index
+        return Location(display, line, index - line_start + 1, name)
+
+    def fail(index: int, message: str) -> tuple[Location, ConfigError, bool]:
+        return _error(at(index), message)
+
+    index = WHITESPACE.match(text, 0).end()
+    if text[index:index + 1] != "[":
+        yield fail(index, "expected a JSON array of examples")
+        return
+    index = WHITESPACE.match(text, index + 1).end()
+    element = 0
+    while text[index:index + 1] != "]" or element:
+        try:
+            record, end = _DECODER.raw_decode(text, index)
+        except json.JSONDecodeError as exc:
+            yield fail(exc.pos, f"invalid JSON: {exc.msg}")
+            return
+        except RecursionError:
+            yield fail(index, TOO_DEEP)
+            return
+        except ValueError as exc:  # e.g. a number past Python's 4,300-digit limit
+            yield fail(index, f"invalid JSON: {exc}")
+            return
+        yield at(index, f"[{element}]"), record, text.find("\\", index, end) != -1
+        element += 1
+        index = WHITESPACE.match(text, end).end()
+        delimiter = text[index:index + 1]
+        if delimiter == "]":
+            break
+        if delimiter != ",":
+            yield fail(index, "invalid JSON: Expecting ',' delimiter")
+            return
+        index = WHITESPACE.match(text, index + 1).end()
+    index = WHITESPACE.match(text, index + 1).end()
+    if index < len(text):
+        yield fail(index, "invalid JSON: Extra data")
+
+
+def _yaml_records(source: DataSource) -> Records:
+    from .yamlload import load_yaml  # noqa: PLC0415 - only YAML data needs it
+
+    assert source.path is not None
+    display = source.display_path
+    try:
+        text = source.path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        yield _failed(_utf8_error(source))
+        return
+    try:
+        loaded = load_yaml(text, display, data_file=True)
+    except ConfigError as exc:
+        yield _failed(exc)
+        return
+    except RecursionError:  # a stack already deep when the file was read
+        yield _error(Location(display), TOO_DEEP)
+        return
+    if not isinstance(loaded.data, list):
+        yield _error(Location(display, 1, 1), "expected a YAML list of examples")
+        return
+    for index, record in enumerate(loaded.data):
+        line, column = loaded.positions.values[(index,)]
+        yield Location(display, line, column), record, True
+
+
+READERS: dict[str, Callable[[DataSource], Records]] = {
+    ".jsonl": _jsonl_records, ".csv": _csv_records, ".json": _json_records,
+    ".yaml": _yaml_records, ".yml": _yaml_records}
