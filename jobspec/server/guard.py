@@ -95,8 +95,8 @@ class RequestGuard:
             if name is None or not self.allows_host(name):
                 raise ApiError("PERMISSION_DENIED", f"Origin {origin!r} is not allowed: the local "
                                f"tuning service refuses requests made by web pages from other "
-                               f"sites. Call it from a program (jobspec, curl, an SDK), which sends "
-                               f"no Origin; to allow pages served from another host, "
+                               f"sites. Call it from a program (jobspec, curl, an SDK), which "
+                               f"sends no Origin; to allow pages served from another host, "
                                f"{HOW_TO_ALLOW}.")
         elif (fetch_site or "").strip().lower() == "cross-site":
             raise ApiError("PERMISSION_DENIED", "Cross-site requests are not allowed "
@@ -105,7 +105,10 @@ class RequestGuard:
                            "(jobspec, curl, an SDK) instead.")
 
     def _also(self) -> str:
-        return "".join(f", {name}" for name in sorted(self.extra_hosts))
+        if not self.extra_hosts:
+            return ""
+        names = (f"[{name}]" if ":" in name else name for name in sorted(self.extra_hosts))
+        return f", or to {', '.join(names)}"
 
 
 def _is_wildcard(name: str) -> bool:
