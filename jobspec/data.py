@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from json.encoder import encode_basestring
 from pathlib import Path
 
-from .datareaders import READERS, Records
+from .datareaders import READERS, FieldPositions, Records
 from .errors import ConfigError, ConfigErrors, Location
 from .utf8 import surrogate_problem
 
@@ -90,7 +90,8 @@ class DataSource:
     path: Path | None = None
     input_field: str = DEFAULT_INPUT_FIELD
     output_field: str = DEFAULT_OUTPUT_FIELD
-    inline: tuple[tuple[Location, object], ...] | None = None  # (where, raw record)
+    inline: tuple[tuple[Location, object, FieldPositions], ...] | None = None  # (where, raw
+    # record, where each of its fields is)
     # What the job's backend accepts in one create request, and where the job names its examples
     # (where a request that is too large is reported). Neither changes which examples these are.
     request_limit: RequestLimit | None = field(default=None, compare=False)
@@ -137,8 +138,8 @@ def check_file(source: DataSource) -> None:
 _MISSING = object()
 
 
-def _example(where: Location, record: object, source: DataSource,
-             may_need_escapes: bool) -> tuple[Example, int]:
+def _example(where: Location, record: object, source: DataSource, may_need_escapes: bool,
+             fields: FieldPositions | None) -> tuple[Example, int]:
     """The example in ``record``, and the bytes it adds to a create request."""
     if not isinstance(record, dict):
         raise ConfigError(where, f"expected an object with {source.input_field!r} and "
@@ -163,8 +164,10 @@ def _example(where: Location, record: object, source: DataSource,
             except UnicodeEncodeError:  # a lone surrogate, from a "\ud83d" escape in JSON
                 problem = surrogate_problem(value) or "cannot be sent as UTF-8"
         if problem is not None:
-            raise ConfigError(Location(where.path, where.line, where.column,
-                                       _join(where.field, name)), problem)
+            line, column = fields[name] if fields and name in fields else (where.line,
+                                                                           where.column)
+            raise ConfigError(Location(where.path, line, column, _join(where.field, name)),
+                              problem)
         values.append(value)
     return Example(values[0], values[1], where), size
 
@@ -204,16 +207,17 @@ def iter_examples(source: DataSource) -> Iterator[Example]:
     count = 0
     request_bytes = CREATE_REQUEST_ENVELOPE_BYTES
     if source.inline is not None:
-        records: Records = ((where, record, True) for where, record in source.inline)
+        records: Records = ((where, record, True, fields)
+                            for where, record, fields in source.inline)
     else:
         check_file(source)
         records = READERS[source.format](source)
-    for where, record, may_need_escapes in records:
+    for where, record, may_need_escapes, fields in records:
         if isinstance(record, ConfigError):
             errors.append(record)
         else:
             try:
-                example, size = _example(where, record, source, may_need_escapes)
+                example, size = _example(where, record, source, may_need_escapes, fields)
             except ConfigError as exc:
                 errors.append(exc)
             else:

@@ -1,7 +1,8 @@
 """Reading each training-data format into (where, raw record) pairs, with the data file's own
 line (and column, where the format has one) for every record and every problem.
 
-Each record comes with whether its strings may hold characters that JSON escapes (a quote, a
+Each record comes with the line and column of its fields where the format has them (YAML), and
+with whether its strings may hold characters that JSON escapes (a quote, a
 backslash, a control character): in JSON they can only come from an escape, so a record whose
 text has no backslash needs none, and its request size is its UTF-8 length (a check that costs
 next to nothing, where re-encoding every string would slow validation by a third).
@@ -24,18 +25,23 @@ from .errors import ConfigError, Location
 if TYPE_CHECKING:
     from .data import DataSource
 
-Records = Iterator[tuple[Location, object, bool]]  # (where, record or error, may need escapes)
+FieldPositions = dict[str, tuple[int, int]]  # field name -> (line, column)
+# (where, the record or a ConfigError, may its strings need escapes, where its fields are)
+Records = Iterator[tuple[Location, object, bool, FieldPositions | None]]
 
 TOO_DEEP = "nested too deeply to read; an example is one object of text fields"
 _DECODER = json.JSONDecoder()
 
 
-def _failed(error: ConfigError) -> tuple[Location, ConfigError, bool]:
-    return error.location, error, False
+Failure = tuple[Location, ConfigError, bool, None]
 
 
-def _error(where: Location, message: str) -> tuple[Location, ConfigError, bool]:
-    return where, ConfigError(where, message), False
+def _failed(error: ConfigError) -> Failure:
+    return error.location, error, False, None
+
+
+def _error(where: Location, message: str) -> Failure:
+    return where, ConfigError(where, message), False, None
 
 
 def _not_utf8(display: str, number: int, raw: bytes, exc: UnicodeDecodeError) -> ConfigError:
@@ -78,7 +84,7 @@ def _jsonl_records(source: DataSource) -> Records:
             except ValueError as exc:  # e.g. a number past Python's 4,300-digit limit
                 yield _error(Location(display, number), f"invalid JSON: {exc}")
                 continue
-            yield Location(display, number), record, b"\\" in raw
+            yield Location(display, number), record, b"\\" in raw, None
 
 
 def _csv_records(source: DataSource) -> Records:
@@ -98,7 +104,7 @@ def _csv_records(source: DataSource) -> Records:
                 if None in row:
                     yield _error(Location(display, start), "row has more fields than the header")
                 else:
-                    yield Location(display, start), row, True
+                    yield Location(display, start), row, True, None
                 start = reader.line_num + 1
         except UnicodeDecodeError:
             yield _failed(_utf8_error(source))
@@ -128,7 +134,7 @@ def _json_records(source: DataSource) -> Records:
         scanned = index
         return Location(display, line, index - line_start + 1, name)
 
-    def fail(index: int, message: str) -> tuple[Location, ConfigError, bool]:
+    def fail(index: int, message: str) -> Failure:
         return _error(at(index), message)
 
     index = WHITESPACE.match(text, 0).end()
@@ -149,7 +155,7 @@ def _json_records(source: DataSource) -> Records:
         except ValueError as exc:  # e.g. a number past Python's 4,300-digit limit
             yield fail(index, f"invalid JSON: {exc}")
             return
-        yield at(index, f"[{element}]"), record, text.find("\\", index, end) != -1
+        yield at(index, f"[{element}]"), record, text.find("\\", index, end) != -1, None
         element += 1
         index = WHITESPACE.match(text, end).end()
         delimiter = text[index:index + 1]
@@ -185,9 +191,13 @@ def _yaml_records(source: DataSource) -> Records:
     if not isinstance(loaded.data, list):
         yield _error(Location(display, 1, 1), "expected a YAML list of examples")
         return
+    positions = loaded.positions.values
     for index, record in enumerate(loaded.data):
-        line, column = loaded.positions.values[(index,)]
-        yield Location(display, line, column), record, True
+        line, column = positions[(index,)]
+        fields = {name: positions[(index, name)] for name in (source.input_field,
+                                                             source.output_field)
+                  if (index, name) in positions}
+        yield Location(display, line, column), record, True, fields
 
 
 READERS: dict[str, Callable[[DataSource], Records]] = {

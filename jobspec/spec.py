@@ -190,8 +190,11 @@ class _JobBuilder:
         spec = self.raw["training_data"]
         declared_at = self._location(("training_data",))
         if isinstance(spec, list):
-            entries = [(self._location(("training_data", i)), record)
-                       for i, record in enumerate(spec)]
+            entries = [(self._location(("training_data", i)), record, {
+                name: self.positions.values[("training_data", i, name)]
+                for name in (data.DEFAULT_INPUT_FIELD, data.DEFAULT_OUTPUT_FIELD)
+                if ("training_data", i, name) in self.positions.values})
+                for i, record in enumerate(spec)]
             return data.DataSource(display_path=self.path, inline=tuple(entries),
                                    request_limit=self.request_limit, declared_at=declared_at)
         if isinstance(spec, str):

@@ -189,7 +189,7 @@ def test_json_and_yaml_training_files(repo, cli):
     result = cli("validate", "jobs/")
     assert errors_of(result) == [
         "jobs/data/a.json:1:38: [1].output: missing",
-        "jobs/data/b.yaml:2:3: output: must be a string, got number",
+        "jobs/data/b.yaml:2:27: output: must be a string, got number",
     ]
 
 
@@ -203,7 +203,7 @@ def test_inline_examples_are_checked_at_their_line(repo, cli):
           - {text_input: "  ", output: b}
         """)
     result = cli("validate", "jobs/x.yaml")
-    assert errors_of(result) == ["jobs/x.yaml:6:5: training_data[1].text_input: must not be empty"]
+    assert errors_of(result) == ["jobs/x.yaml:6:18: training_data[1].text_input: must not be empty"]
 
 
 def test_example_size_limits(repo, cli):

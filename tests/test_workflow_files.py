@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 
 import yaml
@@ -16,12 +17,19 @@ def parses(command: str) -> None:
     build_parser().parse_args(words[1:])  # exits 64 on an unknown command or flag
 
 
-def test_pre_commit_hook_runs_validate():
+def test_pre_commit_hook_validates_the_job_directory_on_any_change_under_it():
+    """Data files are never passed as job files; tests/test_precommit.py runs the hook."""
     hooks = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())
     assert [h["id"] for h in hooks] == ["jobspec-validate"]
     hook = hooks[0]
-    assert hook["language"] == "python" and hook["pass_filenames"] is True
-    parses(hook["entry"] + " jobs/a.yaml")
+    assert hook["language"] == "python" and hook["pass_filenames"] is False
+    assert all(re.match(hook["files"], path) for path in (
+        "jobs/a.yaml", "jobs/data/a.yaml", "jobs/data/a.jsonl", "jobs/data/a.csv",
+        "jobs/data/a.json"))
+    assert not re.match(hook["files"], "src/jobs/a.yaml")
+    parses(shlex.join([*shlex.split(hook["entry"]), *hook["args"]]))
+    for override in ("`args`", "`files`"):  # what a user with job files elsewhere changes
+        assert override in hook["description"]
 
 
 def test_github_workflow_validates_plans_and_applies():
