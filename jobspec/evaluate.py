@@ -89,6 +89,12 @@ def generation_config(spec: EvalSpec) -> dict[str, Any]:
     return config
 
 
+def deterministic(config: dict[str, Any]) -> bool:
+    """Whether asking again with ``config`` (Gemini API names, as sent) gives the same
+    answers: greedy decoding, temperature 0 or unset."""
+    return not config.get("temperature")
+
+
 def _ask(backend: Backend, model: str, prompt: str, expect: Expectation,
          config: dict[str, Any]) -> Answer:
     try:

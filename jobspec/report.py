@@ -1,31 +1,56 @@
 """Results reports: per job JSON and Markdown, a run's SUMMARY.md and summary.json, and JUnit
-XML. Files are written atomically (beside, then renamed), so a crash never leaves half a file.
-Reports hold no credentials: nothing from auth reaches this module."""
+XML. Every planned job has its reports, whatever its state: a run where one job failed says so
+in every file. Files are written atomically (beside, then renamed), so a crash never leaves half
+a file. Reports hold no credentials: nothing from auth reaches this module, and an endpoint is
+recorded without any user name, password or query it may carry."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
+import re
 import tempfile
-from datetime import datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 from xml.etree import ElementTree
 
-from .backends.base import RemoteModel
+from . import timestamps
+from .backends.base import ACTIVE, RemoteModel, Snapshot
 from .evaluate import EvalResult
 from .identity import Identity, total_steps
 from .spec import Job
 
 REPORT_VERSION = 1
+NOT_CREATED, ERROR = "NOT_CREATED", "ERROR"
+
+# How a report's eval section came to be.
+ASKED, REUSED, KEPT, SKIPPED, NO_EVAL, NOT_RUN = (
+    "asked", "reused", "kept", "skipped", "none", "not_run")
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """Where one planned job stands at the end of a run."""
+
+    job: Job
+    identity: Identity
+    state: str  # ACTIVE, CREATING, FAILED, ERROR (a request about it failed), NOT_CREATED
+    model: RemoteModel | None = None  # as last read from the service, when it was
+    reason: str | None = None  # why it is not ACTIVE, in words
+    snapshots: tuple[Snapshot, ...] = ()  # training progress seen, when no model was read
 
 
 def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` at once or not at all. A lone surrogate (a model can answer
+    one; UTF-8 cannot hold it) is written as its ``\\udXXX`` escape: in JSON, that is the same
+    string; elsewhere, visible."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
+        with os.fdopen(handle, "w", encoding="utf-8", errors="backslashreplace") as out:
             out.write(text)
             out.flush()
             os.fsync(out.fileno())
@@ -35,66 +60,80 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
-def _seconds_between(start: str | None, end: str | None) -> float | None:
-    if not start or not end:
-        return None
-    parse = lambda s: datetime.fromisoformat(s.replace("Z", "+00:00"))  # noqa: E731
-    return round((parse(end) - parse(start)).total_seconds(), 3)
+def public_endpoint(url: str) -> str:
+    """``url`` without user info, query or fragment: what a report may show."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
-def _expectation(result: Any) -> dict[str, Any]:
-    return result.expect.as_dict()
+def eval_section(evaluation: EvalResult) -> dict[str, Any]:
+    """An eval as reports record it."""
+    return {
+        "generation_config": evaluation.generation_config,
+        "min_pass_rate": evaluation.min_pass_rate,
+        "pass_rate": evaluation.pass_rate,
+        "base_pass_rate": evaluation.base_pass_rate,
+        "gate": "passed" if evaluation.gate_passed else "failed",
+        "errors": evaluation.errors,
+        "prompts": [{
+            "input": r.input, "expect": r.expect.as_dict(),
+            "answer": r.tuned.text, "error": r.tuned.error,
+            "verdict": "error" if r.tuned.error else "pass" if r.tuned.passed else "fail",
+            **({"base_answer": r.base.text, "base_error": r.base.error,
+                "base_verdict": ("error" if r.base.error else
+                                 "pass" if r.base.passed else "fail")}
+               if r.base is not None else {}),
+        } for r in evaluation.results],
+    }
 
 
-def build(job: Job, identity: Identity, backend: str, endpoint: str, model: RemoteModel,
-          evaluation: EvalResult | None) -> dict[str, Any]:
+def build(status: JobStatus, backend: str, endpoint: str, evaluation: dict[str, Any] | None,
+          eval_status: str) -> dict[str, Any]:
     """The JSON report of one job (see schemas/report.schema.json)."""
-    report: dict[str, Any] = {
+    job, identity, model = status.job, status.identity, status.model
+    snapshots = model.snapshots if model is not None and model.snapshots else status.snapshots
+    created = model.create_time if model else None
+    started = model.start_time if model else None
+    completed = model.complete_time if model else None
+    return {
         "report_version": REPORT_VERSION,
         "job": job.name,
         "file": job.path,
         "fingerprint": identity.fingerprint,
-        "tuned_model": model.name,
-        "state": model.state,
+        "tuned_model": identity.tuned_model_name,
+        "state": status.state,
+        "reason": None if status.state == ACTIVE else status.reason,
         "backend": backend,
-        "endpoint": endpoint,
+        "endpoint": public_endpoint(endpoint),
         "base_model": job.base_model,
         "hyperparameters": job.hyperparameters.as_dict(),
         "example_count": identity.example_count,
         "total_steps": total_steps(job, identity.example_count),
         "timings": {
-            "created": model.create_time, "started": model.start_time,
-            "completed": model.complete_time,
-            "duration_seconds": _seconds_between(model.start_time, model.complete_time),
+            "created": created, "started": started, "completed": completed,
+            "duration_seconds": timestamps.seconds_between(started, completed),
         },
         "loss_curve": [{"step": s.step, "epoch": s.epoch, "mean_loss": s.mean_loss}
-                       for s in model.snapshots],
-        "eval": None,
+                       for s in snapshots],
+        "eval_status": eval_status,
+        "eval": evaluation,
     }
-    if evaluation is not None:
-        report["eval"] = {
-            "generation_config": evaluation.generation_config,
-            "min_pass_rate": evaluation.min_pass_rate,
-            "pass_rate": evaluation.pass_rate,
-            "base_pass_rate": evaluation.base_pass_rate,
-            "gate": "passed" if evaluation.gate_passed else "failed",
-            "errors": evaluation.errors,
-            "prompts": [{
-                "input": r.input, "expect": _expectation(r),
-                "answer": r.tuned.text, "error": r.tuned.error,
-                "verdict": "error" if r.tuned.error else "pass" if r.tuned.passed else "fail",
-                **({"base_answer": r.base.text, "base_error": r.base.error,
-                    "base_verdict": ("error" if r.base.error else
-                                     "pass" if r.base.passed else "fail")}
-                   if r.base is not None else {}),
-            } for r in evaluation.results],
-        }
-    return report
+
+
+_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _visible(text: str) -> str:
+    return _UNPRINTABLE.sub(lambda m: f"\\x{ord(m[0]):02x}", text)
 
 
 def _md(text: Any) -> str:
-    value = "" if text is None else str(text)
-    return value.replace("|", "\\|").replace("\n", " ").replace("`", "'") or " "
+    value = _visible("" if text is None else str(text).replace("\n", " "))
+    return value.replace("|", "\\|").replace("`", "'") or " "
 
 
 def _loss_chart(curve: list[dict[str, Any]]) -> list[str]:
@@ -118,6 +157,11 @@ def _verdict_mark(verdict: str | None) -> str:
     return {"pass": "✅ pass", "fail": "❌ fail", "error": "⚠️ error"}.get(verdict or "", " ")
 
 
+_EVAL_NOTES = {REUSED: "reused from the last report: the same prompts of the same model",
+               KEPT: "kept from the last report", SKIPPED: "skipped (--skip-eval)",
+               NOT_RUN: "not run: the model is not ACTIVE"}
+
+
 def markdown(report: dict[str, Any]) -> str:
     evaluation = report["eval"]
     gate = ""
@@ -125,16 +169,22 @@ def markdown(report: dict[str, Any]) -> str:
         gate = (f"; eval {evaluation['pass_rate']:.0%} (gate {evaluation['min_pass_rate']:.0%}: "
                 f"**{evaluation['gate']}**)")
     duration = report["timings"]["duration_seconds"]
-    lines = [f"## {report['job']}: `{report['tuned_model']}` is {report['state']}{gate}", "",
-             f"Base model `{report['base_model']}` on {report['backend']}; "
-             f"{report['example_count']} examples, {report['total_steps']} steps"
-             + (f", trained in {duration:.1f}s." if duration is not None else "."), "",
-             "| hyperparameter | value |", "|---|---|"]
+    lines = [f"## {report['job']}: `{report['tuned_model']}` is {report['state']}{gate}", ""]
+    if report["reason"]:
+        lines += [f"**{report['state']}**: {_md(report['reason'])}", ""]
+    lines += [f"Base model `{report['base_model']}` on {report['backend']}; "
+              f"{report['example_count']} examples, {report['total_steps']} steps"
+              + (f", trained in {duration:.1f}s." if duration is not None else "."), "",
+              "| hyperparameter | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in report["hyperparameters"].items()]
     lines += ["", "### Loss", ""] + _loss_chart(report["loss_curve"])
+    if report["eval_status"] in _EVAL_NOTES:
+        lines += ["", "### Eval", "", f"_Eval {_EVAL_NOTES[report['eval_status']]}._"]
     if evaluation:
         compare = evaluation["base_pass_rate"] is not None
-        lines += ["", "### Eval", ""]
+        if report["eval_status"] not in _EVAL_NOTES:
+            lines += ["", "### Eval"]
+        lines.append("")
         if compare:
             lines += [f"Tuned {evaluation['pass_rate']:.0%} vs base "
                       f"{evaluation['base_pass_rate']:.0%}.", ""]
@@ -156,42 +206,77 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _passing(report: dict[str, Any]) -> bool:
+    return report["state"] == ACTIVE and (report["eval"] is None
+                                          or report["eval"]["gate"] == "passed")
+
+
 def summary(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """The whole run: every planned job, its state, why it is not ACTIVE, and its eval."""
     jobs = [{"job": r["job"], "tuned_model": r["tuned_model"], "state": r["state"],
+             "reason": r["reason"], "eval_status": r["eval_status"],
              "pass_rate": r["eval"]["pass_rate"] if r["eval"] else None,
-             "gate": r["eval"]["gate"] if r["eval"] else None} for r in reports]
-    ok = all(j["state"] == "ACTIVE" and j["gate"] in (None, "passed") for j in jobs)
-    return {"report_version": REPORT_VERSION, "ok": ok, "jobs": jobs}
+             "gate": r["eval"]["gate"] if r["eval"] else None, "ok": _passing(r)}
+            for r in reports]
+    return {"report_version": REPORT_VERSION, "ok": all(j["ok"] for j in jobs),
+            "jobs_total": len(jobs), "jobs_ok": sum(j["ok"] for j in jobs), "jobs": jobs}
 
 
 def summary_markdown(data: dict[str, Any]) -> str:
-    lines = ["# jobspec results", "",
-             f"{'✅ all jobs ACTIVE and passing' if data['ok'] else '❌ some jobs need attention'}",
-             "", "| job | tuned model | state | eval | gate |", "|---|---|---|---|---|"]
+    total, good = data["jobs_total"], data["jobs_ok"]
+    headline = (f"✅ all {total} jobs ACTIVE and passing" if data["ok"] else
+                f"❌ {total - good} of {total} jobs need attention")
+    lines = ["# jobspec results", "", headline, "",
+             "| job | tuned model | state | eval | gate | note |", "|---|---|---|---|---|---|"]
     for job in data["jobs"]:
         rate = "-" if job["pass_rate"] is None else f"{job['pass_rate']:.0%}"
+        note = job["reason"] or _EVAL_NOTES.get(job["eval_status"], "")
         lines.append(f"| [{job['job']}]({job['job']}.md) | `{job['tuned_model']}` | "
-                     f"{job['state']} | {rate} | {job['gate'] or '-'} |")
+                     f"{job['state']} | {rate} | {job['gate'] or '-'} | {_md(note)} |")
     return "\n".join(lines) + "\n"
 
 
+# XML 1.0 allows only TAB, LF, CR and these ranges: anything else (most C0 controls, lone
+# surrogates, U+FFFE, U+FFFF) makes junit.xml unreadable, so it is written as a visible escape.
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def xml_safe(text: Any) -> str:
+    return _NOT_XML.sub(lambda m: f"\\u{ord(m[0]):04x}" if ord(m[0]) > 0xFF
+                        else f"\\x{ord(m[0]):02x}", "" if text is None else str(text))
+
+
+def _element(parent: ElementTree.Element, tag: str, text: str | None = None,
+             **attributes: str) -> ElementTree.Element:
+    element = ElementTree.SubElement(parent, tag, {k: xml_safe(v) for k, v in attributes.items()})
+    if text is not None:
+        element.text = xml_safe(text)
+    return element
+
+
 def junit(reports: list[dict[str, Any]]) -> str:
+    """One suite per job: a case for its model's state (failing unless ACTIVE), then one per
+    eval prompt."""
     suites = ElementTree.Element("testsuites", name="jobspec")
     for report in reports:
         prompts = report["eval"]["prompts"] if report["eval"] else []
-        suite = ElementTree.SubElement(
-            suites, "testsuite", name=report["job"], tests=str(len(prompts)),
-            failures=str(sum(p["verdict"] == "fail" for p in prompts)),
-            errors=str(sum(p["verdict"] == "error" for p in prompts)))
+        active = report["state"] == ACTIVE
+        suite = _element(suites, "testsuite", name=report["job"], tests=str(len(prompts) + 1),
+                         failures=str(sum(p["verdict"] == "fail" for p in prompts) + (not active)),
+                         errors=str(sum(p["verdict"] == "error" for p in prompts)))
+        case = _element(suite, "testcase", classname=report["job"],
+                        name=f"{report['tuned_model']} is ACTIVE")
+        if not active:
+            _element(case, "failure", report["reason"] or "",
+                     message=f"{report['state']}: {report['reason'] or 'not ACTIVE'}")
         for prompt in prompts:
-            case = ElementTree.SubElement(suite, "testcase", classname=report["job"],
-                                          name=prompt["input"])
+            case = _element(suite, "testcase", classname=report["job"], name=prompt["input"])
             expected = json.dumps(prompt["expect"], ensure_ascii=False)
             if prompt["verdict"] == "fail":
-                ElementTree.SubElement(case, "failure", message=f"expected {expected}").text = \
-                    f"answer: {prompt['answer']!r}"
+                _element(case, "failure", f"answer: {prompt['answer']!r}",
+                         message=f"expected {expected}")
             elif prompt["verdict"] == "error":
-                ElementTree.SubElement(case, "error", message="request failed").text = prompt["error"]
+                _element(case, "error", prompt["error"], message="request failed")
     ElementTree.indent(suites)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ElementTree.tostring(
         suites, encoding="unicode") + "\n"
@@ -213,23 +298,31 @@ def write(directory: Path, reports: list[dict[str, Any]]) -> list[Path]:
     return written
 
 
-def same_eval(previous: dict[str, Any], job: Job) -> bool:
-    """Whether an earlier report's eval asked exactly what ``job`` asks now, of the same model."""
-    if job.eval is None:
-        return False
-    from .evaluate import generation_config  # noqa: PLC0415
-
-    asked = [(p["input"], p["expect"]) for p in previous.get("prompts", [])]
-    wanted = [(p.input, p.expect.as_dict()) for p in job.eval.prompts]
-    return (asked == wanted and previous.get("min_pass_rate") == job.eval.min_pass_rate
-            and (previous.get("base_pass_rate") is not None) == job.eval.compare_base
-            and previous.get("generation_config") == generation_config(job.eval))
-
-
-def previous_eval(directory: Path, job: str, tuned_model: str) -> dict[str, Any] | None:
-    """The eval section of an earlier report of the same model, so `jobspec report` keeps it."""
+def earlier(directory: Path, job: str) -> dict[str, Any] | None:
+    """The report an earlier run wrote for ``job``, if there is a readable one."""
     try:
         old = json.loads((directory / f"{job}.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return old.get("eval") if old.get("tuned_model") == tuned_model else None
+    return old if isinstance(old, dict) and old.get("report_version") == REPORT_VERSION else None
+
+
+def matching_eval(previous: dict[str, Any] | None, status: JobStatus, backend: str,
+                  endpoint: str, generation_config: dict[str, Any]) -> dict[str, Any] | None:
+    """The eval of an earlier report when it asked exactly what the job asks now (prompts,
+    expectations, gate, compare_base, generation config) of the same model (name and
+    fingerprint) on the same backend and endpoint; else None."""
+    job = status.job
+    if previous is None or job.eval is None or not isinstance(previous.get("eval"), dict):
+        return None
+    same_model = (previous.get("tuned_model") == status.identity.tuned_model_name
+                  and previous.get("fingerprint") == status.identity.fingerprint
+                  and previous.get("backend") == backend
+                  and previous.get("endpoint") == public_endpoint(endpoint))
+    old = previous["eval"]
+    asked = [(p.get("input"), p.get("expect")) for p in old.get("prompts", [])]
+    wanted = [(p.input, p.expect.as_dict()) for p in job.eval.prompts]
+    same_asks = (asked == wanted and old.get("min_pass_rate") == job.eval.min_pass_rate
+                 and (old.get("base_pass_rate") is not None) == job.eval.compare_base
+                 and old.get("generation_config") == generation_config)
+    return old if same_model and same_asks else None

@@ -24,8 +24,10 @@ CREATED, STARTED, COMPLETED = ("2024-05-01T09:59:59.987654321Z", "2024-05-01T10:
 
 
 class FakeGenerate(LoopbackJsonServer):
-    def __init__(self, *, polls_until_done: int | None = None) -> None:
+    def __init__(self, *, polls_until_done: int | None = None,
+                 refuse_creates: str | None = None) -> None:
         super().__init__()
+        self.refuse_creates = refuse_creates  # answer every create 400 INVALID_ARGUMENT, thus
         self.models: dict[str, dict] = {}
         self.answers: dict[tuple[str, str], list[str]] = {}
         self.polls: dict[str, int] = {}
@@ -111,6 +113,8 @@ class FakeGenerate(LoopbackJsonServer):
 
     def _create(self, request: Request):
         model_id = request.query["tunedModelId"][0]
+        if self.refuse_creates:
+            return self.error(400, "INVALID_ARGUMENT", self.refuse_creates)
         if model_id in self.models:
             return self.error(409, "ALREADY_EXISTS", f"tunedModels/{model_id} already exists")
         body = request.json()

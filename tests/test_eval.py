@@ -69,7 +69,8 @@ def test_apply_writes_reports_and_passes_the_gate(eval_repo, cli):
     assert summary["ok"] is True and summary["jobs"][0]["gate"] == "passed"
     assert "[evaljob](evaljob.md)" in (reports / "SUMMARY.md").read_text()
     suite = ElementTree.parse(reports / "junit.xml").getroot().find("testsuite")
-    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("4", "1", "1")
+    # One case for the model's state, then one per prompt.
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("5", "1", "1")
     assert not list(reports.glob(".*.tmp"))  # atomic writes leave nothing behind
 
 
@@ -112,7 +113,10 @@ def test_eval_of_a_job_never_applied_says_so(eval_repo, cli):
     write_job(eval_repo, epochs=3)  # a fingerprint no other test applies
     result = cli("eval", "jobs/")
     assert result.code == 1
-    assert "evaljob: tunedModels/evaljob-" in result.err and "run `jobspec apply` first" in result.err
+    assert "evaljob: tunedModels/evaljob-" in result.err
+    assert ": NOT_CREATED: not created yet; run `jobspec apply` first" in result.err
+    summary = json.loads((eval_repo.root / "reports/summary.json").read_text())
+    assert summary["ok"] is False and summary["jobs"][0]["state"] == "NOT_CREATED"
 
 
 def test_no_secret_reaches_a_report(repo, tiny_model, tmp_path, cli, monkeypatch):
@@ -147,15 +151,31 @@ def test_transient_errors_during_eval_are_retried(eval_repo, service, cli, monke
 
 
 def test_apply_again_reuses_an_unchanged_eval(eval_repo, service, cli):
-    write_job(eval_repo, epochs=4)
+    answerable = EVAL.replace('    - input: "%s"\n      expect: {contains: x}\n', "")
+    eval_repo.job(name="evaljob", hyperparameters="batch_size: 4\n  epoch_count: 4",
+                  extra=answerable % "0.5")
     assert cli("apply", "jobs/").code == 0
     marker = len(service.lines)
     again = cli("apply", "jobs/")
     assert again.code == 0
-    assert "evaljob: eval unchanged since the last report (50% passed; gate passed)" in again.err
+    assert "evaljob: eval unchanged since the last report (67% passed; gate passed)" in again.err
     assert "generateContent" not in "".join(service.lines[marker:])
+    assert json.loads((eval_repo.root / "reports/evaljob.json").read_text())["eval_status"] == \
+        "reused"
     job = eval_repo.root / "jobs/evaljob.yaml"
     job.write_text(job.read_text().replace('input: "1"', 'input: "one"'))
     edited = cli("apply", "jobs/")
-    assert "evaljob: eval 50% passed" in edited.err
+    assert "evaljob: eval 67% passed" in edited.err
+    assert "generateContent" in "".join(service.lines[marker:])
+
+
+def test_an_eval_with_errored_prompts_is_asked_again(eval_repo, service, cli):
+    write_job(eval_repo, epochs=4)  # its last prompt is too long for the model: an error
+    assert cli("apply", "jobs/").code == 0
+    marker = len(service.lines)
+    again = cli("apply", "jobs/")
+    assert again.code == 0
+    assert "evaljob: asking the eval prompts again: 1 prompt(s) could not be asked last time" \
+        in again.err
+    assert "evaljob: eval 50% passed, base model 50%; gate 50% passed" in again.err
     assert "generateContent" in "".join(service.lines[marker:])

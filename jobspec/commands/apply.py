@@ -3,20 +3,54 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
+import re
 import shlex
+import signal
 import sys
+import threading
 import time
-from pathlib import Path
+from collections.abc import Iterator
 
 from .. import errors, reconcile
-from ..backends.base import ACTIVE, Backend
+from ..backends.base import ACTIVE, CREATING, Backend
 from ..errors import Interrupted, UsageError
-from ..reconcile import ApplyOptions, PollPolicy
+from ..reconcile import ApplyOptions, Outcome, PollPolicy
+from ..report import JobStatus
 from . import planview
 from .common import load_jobs, open_backend
 from .progress import printer_for
-from .results import add_report_arguments, evaluate_and_report
+from .results import EvalMode, add_report_arguments, evaluate_and_report, report_directory
+
+DEFAULT_TIMEOUT_SECONDS = 24 * 3600.0
+DEFAULT_PARALLEL = 4
+MAX_PARALLEL = 64
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration(text: str) -> float:
+    """argparse type: a positive, finite number of seconds, or one with a unit (90s, 30m, 24h,
+    2d)."""
+    found = re.fullmatch(r"\s*((?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*([smhd]?)\s*", text)
+    seconds = float(found[1]) * _UNITS[found[2]] if found else math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive duration in seconds, "
+                                         "or with a unit: 90s, 30m, 24h, 2d")
+    return seconds
+
+
+def parallelism(text: str) -> int:
+    """argparse type: how many creates at once, 1..MAX_PARALLEL."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_PARALLEL:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number from 1 to "
+                                         f"{MAX_PARALLEL}")
+    return value
 
 
 def _plan(args: argparse.Namespace) -> tuple[reconcile.Plan, Backend]:
@@ -48,13 +82,74 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return errors.EXIT_OK
 
 
-def _resume_command(args: argparse.Namespace) -> str:
+def _seconds(value: float) -> str:
+    return f"{value:g}"
+
+
+def resume_command(args: argparse.Namespace, plan: reconcile.Plan) -> str:
+    """The apply command that carries on where this one stopped: every option that changes
+    what it does or where it writes, shell-quoted. --recreate-failed only while the plan had a
+    failed model to recreate; --yes only with --prune, the one thing it confirms."""
     words = ["jobspec", "apply", *args.paths]
     for target in args.target:
         words += ["--target", target]
-    if args.backend:
-        words += ["--backend", args.backend]
+    for option, value in (("--backend", args.backend), ("--endpoint", args.endpoint),
+                          ("--owner", getattr(args, "owner", None)),
+                          ("--report-dir", args.report_dir)):
+        if value:
+            words += [option, value]
+    if args.timeout != DEFAULT_TIMEOUT_SECONDS:
+        words += ["--timeout", _seconds(args.timeout)]
+    if args.poll_interval is not None:
+        words += ["--poll-interval", _seconds(args.poll_interval)]
+    if args.parallel != DEFAULT_PARALLEL:
+        words += ["--parallel", str(args.parallel)]
+    flags = [("--allow-outside-paths", args.allow_outside_paths),
+             ("--skip-eval", args.skip_eval), ("--no-wait", args.no_wait),
+             ("--recreate-failed", args.recreate_failed
+              and any(j.action == reconcile.RECREATE for j in plan.jobs)),
+             ("--prune", args.prune), ("--yes", args.prune and args.yes),
+             ("--quiet", args.quiet)]
+    words += [flag for flag, given in flags if given]
     return shlex.join(words)
+
+
+@contextlib.contextmanager
+def _interrupts_cut_waits(stop: threading.Event, backend: Backend) -> Iterator[None]:
+    """Ctrl-C stops every wait at once, in every thread: the poll waits (``stop``) and the
+    client's retry waits, which a worker thread may be in while the main thread is told."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_interrupt(signum: int, frame: object) -> None:
+        stop.set()
+        backend.interrupt()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _status(outcome: Outcome, args: argparse.Namespace) -> JobStatus:
+    """What the reports say of one job after apply."""
+    job_plan = outcome.job_plan
+    model = outcome.model
+    if model is None and job_plan.current is not None and outcome.state == job_plan.current.state:
+        model = job_plan.current  # unchanged since the plan read it (a FAILED model left alone)
+    snapshots = outcome.progress.snapshots if outcome.progress else ()
+    if outcome.state == ACTIVE:
+        return JobStatus(job_plan.job, job_plan.identity, ACTIVE, model)
+    reason = outcome.error
+    if reason is None and outcome.state == CREATING:
+        reason = ("submitted; not waited for (--no-wait)" if args.no_wait else
+                  f"still training when --timeout {_seconds(args.timeout)}s ran out; training "
+                  "goes on: apply again to keep waiting")
+    return JobStatus(job_plan.job, job_plan.identity, outcome.state, model,
+                     reason or "not ACTIVE", snapshots)
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
@@ -77,34 +172,33 @@ def cmd_apply(args: argparse.Namespace) -> int:
         display = printer_for(sys.stderr, args.quiet)
         applier = reconcile.Applier(backend, options, display)
         try:
-            try:
-                outcomes = applier.run(plan)
-            finally:
-                display.close()
-            done = [(o.job_plan.job, o.job_plan.identity, o.model) for o in outcomes
-                    if o.state == ACTIVE and o.model is not None]
-            gates_passed = evaluate_and_report(done, backend, Path(args.report_dir),
-                                               run_eval=not args.skip_eval, reuse_eval=True)
+            with _interrupts_cut_waits(applier.stop, backend):
+                try:
+                    outcomes = applier.run(plan)
+                finally:
+                    display.close()
+                statuses = [_status(o, args) for o in outcomes]
+                gates_passed = evaluate_and_report(
+                    statuses, backend, report_directory(args),
+                    EvalMode.SKIP if args.skip_eval else EvalMode.REUSE)
         except (KeyboardInterrupt, Interrupted):
             applier.stop.set()
             backend.interrupt()
             print(f"\nInterrupted: training goes on in the service. Resume with:\n  "
-                  f"{_resume_command(args)}", file=sys.stderr)
+                  f"{resume_command(args, plan)}", file=sys.stderr)
             return errors.EXIT_INTERRUPTED
     finally:
         backend.close()
-    active = sum(1 for o in outcomes if o.state == ACTIVE)
-    not_done = [o for o in outcomes if o.state != ACTIVE]
-    for outcome in not_done:
-        reason = outcome.error or ("submitted; not waited for" if args.no_wait else "not ACTIVE")
-        print(f"{outcome.job_plan.job.name}: {outcome.state}: {reason}", file=sys.stderr)
+    not_done = [s for s in statuses if s.state != ACTIVE]
+    for status in not_done:
+        print(f"{status.job.name}: {status.state}: {status.reason}", file=sys.stderr)
     complete = not not_done and gates_passed
     gate_note = "" if gates_passed else "; an eval gate failed"
-    print(f"Apply {'complete' if complete else 'incomplete'}: {active}/{len(outcomes)} jobs "
-          f"ACTIVE{gate_note} in {time.monotonic() - started:.1f}s "
+    print(f"Apply {'complete' if complete else 'incomplete'}: {len(statuses) - len(not_done)}/"
+          f"{len(statuses)} jobs ACTIVE{gate_note} in {time.monotonic() - started:.1f}s "
           f"({backend.request_count()} requests).", file=sys.stderr)
     if args.no_wait:
-        submitted = all(o.state in (ACTIVE, "CREATING") for o in outcomes)
+        submitted = all(s.state in (ACTIVE, CREATING) for s in statuses)
         return errors.EXIT_OK if submitted and gates_passed else errors.EXIT_FAILURE
     return errors.EXIT_OK if complete else errors.EXIT_FAILURE
 
@@ -118,20 +212,25 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_apply_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--parallel", type=int, default=4, metavar="N",
-                        help="create up to N models at once (default: 4)")
+    parser.add_argument("--parallel", type=parallelism, default=DEFAULT_PARALLEL, metavar="N",
+                        help=f"create up to N models at once, 1..{MAX_PARALLEL} "
+                             f"(default: {DEFAULT_PARALLEL})")
     parser.add_argument("--no-wait", action="store_true", help="submit, then return")
-    parser.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
-                        help="stop waiting after this long (training goes on)")
+    parser.add_argument("--timeout", type=duration, default=DEFAULT_TIMEOUT_SECONDS,
+                        metavar="DURATION",
+                        help="stop waiting for training after this long, in seconds or with a "
+                             "unit (90s, 30m, 24h); training goes on in the service, and apply "
+                             "exits 1 (default: 24h)")
     parser.add_argument("--recreate-failed", action="store_true",
                         help="delete FAILED models and create them again")
-    parser.add_argument("--poll-interval", type=float, default=None, metavar="SECONDS",
-                        help="first wait between polls, growing 1.5x up to 12x it (default: 5 "
-                             "for Google, 0.5 for the local service)")
+    parser.add_argument("--poll-interval", type=duration, default=None, metavar="SECONDS",
+                        help="first wait between polls, growing 1.5x up to 12x it; positive "
+                             "(default: 5 for Google, 0.5 for the local service)")
     parser.add_argument("--prune", action="store_true",
                         help="delete superseded models of the jobs in scope")
     parser.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
     parser.add_argument("--skip-eval", action="store_true",
-                        help="do not run eval prompts (reports keep no eval results)")
+                        help="do not run eval prompts: reports hold no eval results and no "
+                             "gate is judged")
     add_report_arguments(parser)
