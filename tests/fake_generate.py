@@ -2,7 +2,7 @@
 (generativelanguage.googleapis.com), which tests cannot reach, with answers scripted per prompt.
 
 Built from ../shared/reference/gemini-tuning-api.md: tunedModels.list with pageSize, pageToken
-and nextPageToken, and tunedModels.get (§3.1; the TunedModel of §4 in camelCase, timestamps
+and nextPageToken, tunedModels.get and delete (§3.1; the TunedModel of §4 in camelCase, timestamps
 with 9 fractional digits and a Z as Google writes them); tunedModels.create answering the
 Operation without ``done`` (§5), polled on /v1/ and listed on /v1beta/ (§3.3, §3.4), training
 for as long as the test says (for ever by default: a job that takes hours); and
@@ -96,9 +96,12 @@ class FakeGenerate(LoopbackJsonServer):
         if request.method == "GET" and len(parts) == 4 and parts[:2] == ["v1beta", "tunedModels"] \
                 and parts[3] == "operations" and parts[2] in self.models:
             return 200, {"operations": [self.operation(parts[2])]}, {}
-        if request.method == "GET" and len(parts) == 3 and parts[:2] == ["v1beta", "tunedModels"] \
-                and parts[2] in self.models:
-            return 200, self.models[parts[2]], {}
+        if len(parts) == 3 and parts[:2] == ["v1beta", "tunedModels"] and parts[2] in self.models:
+            if request.method == "GET":
+                return 200, self.models[parts[2]], {}
+            if request.method == "DELETE":  # tunedModels.delete answers Empty
+                del self.models[parts[2]]
+                return 200, {}, {}
         return self.error(404, "NOT_FOUND", f"{request.method} {request.path} is not found "
                                             "(fake_generate)")
 
