@@ -112,8 +112,9 @@ def _error_from_yaml(file: str, text: str, exc: yaml.YAMLError,
         return _too_deep(file, mark.line + 1, mark.column + 1)
     if problem == "found invalid Unicode character escape code":  # libyaml: \ud83d and the like
         escape = _escape_at(text, mark.line, mark.column)
-        if escape is not None:
-            message = f"invalid YAML: {escape_problem(escape)}"
+        if escape is not None:  # libyaml marks the digits; show the escape's backslash
+            return ConfigError(Location(file, mark.line + 1, mark.column - 1),
+                               f"invalid YAML: {escape_problem(escape)}")
     return ConfigError(Location(file, mark.line + 1, mark.column + 1), message)
 
 
@@ -235,9 +236,13 @@ class _Builder:
     def _mapping(self, node: yaml.MappingNode, path: FieldPath) -> dict:
         if node.tag != _MAP_TAG:
             raise self.error(node, path, f"unsupported YAML tag {_short_tag(node.tag)}")
-        # Resolve merge keys (<<) the way PyYAML does, so anchors used for sharing work.
+        # Resolve merge keys (<<) the way PyYAML does, so anchors used for sharing work: the
+        # merged pairs come first, a key of the mapping's own overrides them, and of two merged
+        # ones the first wins. Only two of the mapping's own keys are a duplicate.
+        own = {id(key_node) for key_node, _ in node.value}
         self.loader.flatten_mapping(node)
         result: dict = {}
+        merged: set[str] = set()
         for key_node, value_node in node.value:
             if not isinstance(key_node, yaml.ScalarNode):
                 raise self.error(key_node, path, "a mapping key must be plain text")
@@ -245,10 +250,18 @@ class _Builder:
             if not isinstance(key, str):
                 key = str(key).lower() if isinstance(key, bool) else str(key)
             child = path + (key,)
+            from_merge = id(key_node) not in own
             if key in result:
-                first = self.positions.keys[child]
-                raise self.error(key_node, child, f"duplicate key {key!r} "
-                                 f"(first defined at line {first[0]}); YAML would keep only the last")
+                if from_merge:
+                    continue
+                if key not in merged:
+                    first = self.positions.keys[child]
+                    raise self.error(key_node, child, f"duplicate key {key!r} (first defined "
+                                     f"at line {first[0]}); YAML would keep only the last")
+                merged.discard(key)
+                self.positions.values.pop(child, None)
+            elif from_merge:
+                merged.add(key)
             self.positions.keys[child] = _mark(key_node)
             result[key] = self.build(value_node, child)
         return result
