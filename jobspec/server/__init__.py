@@ -4,12 +4,17 @@ It is a separate process with its own state. jobspec's CLI reaches it only over 
 reaches Google, so nothing here imports the reconciler, the job-file loader or the reports.
 
     app.py        HTTP routes, auth, request logging (Starlette)
+    guard.py      which requests are answered: Host, Origin, Content-Type (web pages kept out)
     wire.py       the Gemini API's JSON: parsing requests, rendering resources, error envelope
-    store.py      SQLite state: tuned models, their operations and snapshots
-    trainer.py    LoRA fine-tuning of one job: batches, the training loop
+    service.py    what each method does
+    validation.py what a create or generateContent request may ask for
+    tokens.py     examples measured in tokens at create time (tokenizers only, no weights)
+    store.py      SQLite state: tuned models, their operations and snapshots, who owns a job
+    trainer.py    LoRA fine-tuning of one job: batches, micro-batches, the training loop
     worker.py     the training worker process: queued jobs, one after another
-    adapters.py   tuned adapters on disk
+    supervisor.py keeping the worker processes alive; failing the queue when none can start
+    adapters.py   tuned adapters on disk, one folder per operation
     inference.py  generation on base models and tuned adapters, with an adapter cache
     models.py     base model discovery (the SmolLM2 GGUF), aliases, loading
-    main.py       `jobspec serve`: arguments, worker processes, signals
+    main.py       `jobspec serve`: arguments, start-up, signals
 """
