@@ -119,7 +119,7 @@ def _json_records(source: DataSource) -> Records:
     display = source.display_path
     raw = source.path.read_bytes()
     try:
-        text = raw.decode(json.detect_encoding(raw))
+        text = raw.decode("utf-8-sig")  # RFC 8259: JSON exchanged between systems is UTF-8
     except UnicodeDecodeError:
         yield _failed(_utf8_error(source))
         return
