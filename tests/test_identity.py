@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 
@@ -87,3 +88,64 @@ def test_show_reports_bad_files_like_validate(repo, cli):
     result = cli("show", "jobs/demo.yaml")
     assert result.code == 1
     assert result.err == "jobs/demo.yaml:5:15: hyperparameters.batch_size: -1 is less than the minimum of 1\n"
+
+
+# --- golden fingerprints ----------------------------------------------------------------------
+# These literals were computed once, by the code that first shipped the fingerprint, and must
+# never change: a fingerprint names every model jobspec has tuned, so an upgrade that changed
+# one would silently retrain (and pay for) every user's models on their next apply. If one of
+# these fails, the change is to the fingerprint itself and needs a migration, not a new literal.
+
+GOLDEN_EXAMPLES = [
+    ("1", "2"),
+    ("twenty two", "twenty three"),
+    ("naïve café ☕", "😀 ünïcödé"),
+    ("line one\nline two", 'tab\there "quoted"'),
+]
+GOLDEN_JOB = """
+    version: 1
+    name: golden
+    display_name: golden fingerprint
+    description: Pinned by tests/test_identity.py.
+    base_model: models/gemini-1.0-pro-001
+    hyperparameters:
+      batch_size: 2
+      learning_rate: 0.001
+      epoch_count: 5
+    training_data: {data}
+    """
+GOLDEN = ("91be340cd4b063e5f0639c982e83b8de7eefb4b9f2d94b1f8cc7fc752b2285b0", "golden-91be340c")
+GOLDEN_DEFAULTS = ("a61f5c354028aa2af98c180d32cb365bfc121103607d0f5fa0d18178374f696f",
+                   "defaults-a61f5c35")
+
+
+def test_golden_fingerprint_and_model_id(repo, cli):
+    repo.write_jsonl("jobs/data/golden.jsonl", GOLDEN_EXAMPLES)
+    repo.write("jobs/golden.yaml", GOLDEN_JOB.format(data="data/golden.jsonl"))
+    assert identity(cli, "jobs/golden.yaml") == GOLDEN
+
+
+def test_golden_fingerprint_with_default_hyperparameters(repo, cli):
+    """The defaults jobspec fills in are part of the fingerprint: they are pinned too."""
+    repo.write_jsonl("jobs/data/golden.jsonl", GOLDEN_EXAMPLES)
+    repo.write("jobs/defaults.yaml", "version: 1\nname: defaults\n"
+               "base_model: models/gemini-1.5-flash-001-tuning\n"
+               "training_data: data/golden.jsonl\n")
+    assert identity(cli, "jobs/defaults.yaml") == GOLDEN_DEFAULTS
+
+
+def test_golden_fingerprint_from_every_format(repo, cli):
+    """Each reader yields the very same examples: the golden literal from all five formats."""
+    records = [{"text_input": i, "output": o} for i, o in GOLDEN_EXAMPLES]
+    repo.write("jobs/data/golden.json", json.dumps(records))
+    repo.write("jobs/data/golden.yaml", "".join(
+        f"- text_input: {json.dumps(i, ensure_ascii=False)}\n"
+        f"  output: {json.dumps(o, ensure_ascii=False)}\n" for i, o in GOLDEN_EXAMPLES))
+    with open(repo.root / "jobs/data/golden.csv", "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([("q", "a"), *GOLDEN_EXAMPLES])
+    sources = ["data/golden.json", "data/golden.yaml",
+               "{path: data/golden.csv, input_field: q, output_field: a}",
+               json.dumps(records, ensure_ascii=False)]  # YAML has no surrogate-pair escapes
+    for source in sources:
+        repo.write("jobs/golden.yaml", GOLDEN_JOB.format(data=source))
+        assert identity(cli, "jobs/golden.yaml") == GOLDEN, source
