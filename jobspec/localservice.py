@@ -37,12 +37,12 @@ import httpx
 
 from .endpoints import is_loopback_host
 from .errors import BackendError
+# The identity handshake's two constants and its HMAC, shared with the service (an environment
+# variable carries the secret, so that it never shows in the process list).
+from .server.identity import PATH as IDENTITY_PATH
+from .server.identity import SECRET_VARIABLE, proof
 
 URL_VARIABLE = "JOBSPEC_LOCAL_URL"
-# How jobspec hands a service it starts its identity secret (an environment variable, so that it
-# never shows in the process list); the service removes it from its environment at once.
-SECRET_VARIABLE = "JOBSPEC_SERVE_IDENTITY_SECRET"
-IDENTITY_PATH = "/jobspec/identity"
 IDLE_EXIT_SECONDS = 1800
 START_TIMEOUT_SECONDS = 180
 PUBLIC_RECORD = "service.json"
@@ -78,11 +78,6 @@ def _record_key(state_dir: Path) -> str:
 def _is_loopback_http(url: str) -> bool:
     parts = urlsplit(url)
     return parts.scheme == "http" and is_loopback_host(parts.hostname)
-
-
-def proof(secret: str, challenge: str) -> str:
-    """What a service holding ``secret`` answers to ``challenge``."""
-    return hmac.new(secret.encode(), challenge.encode(), hashlib.sha256).hexdigest()
 
 
 def verified(url: str, secret: str, timeout: float = 2.0) -> bool:

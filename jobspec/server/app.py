@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from . import wire
+from . import identity, wire
 from .guard import RequestGuard
 from .service import TuningService
 from .wire import ApiError
@@ -126,7 +126,8 @@ async def _read_body(request: Request) -> Any:
     return wire.loads_lenient(raw)
 
 
-def build_app(service: TuningService, api_key: str | None, guard: RequestGuard) -> Starlette:
+def build_app(service: TuningService, api_key: str | None, guard: RequestGuard,
+              identity_secret: str | None = None) -> Starlette:
     async def dispatch(request: Request) -> JSONResponse:
         started = time.perf_counter()
         service.last_activity = time.monotonic()
@@ -167,5 +168,20 @@ def build_app(service: TuningService, api_key: str | None, guard: RequestGuard) 
                            f"(allowed: {', '.join(sorted(set(allowed)))}).")
         raise ApiError("NOT_FOUND", f"No such method: {request.method} /{path}.")
 
+    async def prove_identity(request: Request) -> JSONResponse:
+        """jobspec's check that this is the service it started (identity.py)."""
+        try:
+            guard.check(request.headers)
+            challenge = request.query_params.get("challenge")
+            if identity_secret is None:
+                raise ApiError("NOT_FOUND", "This service was not started by jobspec (it holds "
+                               "no identity secret).")
+            if not identity.valid_challenge(challenge):
+                raise ApiError("INVALID_ARGUMENT", "challenge must be 16 to 128 hex digits.")
+        except ApiError as exc:
+            return JSONResponse(exc.body(), status_code=exc.http_status)
+        return JSONResponse({"proof": identity.proof(identity_secret, challenge)})
+
     methods = ["GET", "POST", "PATCH", "DELETE", "PUT"]
-    return Starlette(routes=[Route("/{path:path}", dispatch, methods=methods)])
+    return Starlette(routes=[Route(identity.PATH, prove_identity, methods=["GET"]),
+                             Route("/{path:path}", dispatch, methods=methods)])

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .guard import ALLOWED_HOSTS_ENV, allowed_host_names, is_loopback
+from .identity import take_secret
 from .trainer import DEFAULT_MAX_BATCH_TOKENS
 
 DEFAULT_PORT = 8765
@@ -113,6 +114,8 @@ def serve(args: argparse.Namespace) -> int:
     from .tokens import Tokenizers  # noqa: PLC0415
     from .worker import WorkerConfig  # noqa: PLC0415
 
+    # Before anything is started: no worker process may inherit the secret.
+    identity_secret = take_secret()
     quiet_libraries()
     if not is_loopback(args.host) and not args.api_key:
         print(f"jobspec serve: refusing to listen on {args.host} without an API key: anyone who "
@@ -168,7 +171,7 @@ def serve(args: argparse.Namespace) -> int:
     workers.start()
     guard = RequestGuard(args.host, allowed_host_names(
         args.allow_host, os.environ.get(ALLOWED_HOSTS_ENV)))
-    config = uvicorn.Config(build_app(service, args.api_key, guard), host=args.host,
+    config = uvicorn.Config(build_app(service, args.api_key, guard, identity_secret), host=args.host,
                             port=args.port, log_level="warning", access_log=False, lifespan="off")
     server = _server_class()(config, banner=lambda port: (
         f"jobspec serve: listening on http://{args.host}:{port} (state {state_dir}; base models: "
