@@ -28,7 +28,7 @@ class Endpoint:
     url: str
     source: str  # who named it, for messages: "--endpoint", "jobs/x.yaml: backend.endpoint", ...
     trusted: bool  # chosen by the operator (command line, environment), not repository content
-    job_path: str | None = None  # the job file that named it, when one did
+    named_at: Location | None = None  # where a job file names it, when one does
 
     def allowed_by_operator(self) -> "Endpoint":
         """This endpoint, trusted when the operator listed it in JOBSPEC_ALLOWED_ENDPOINTS."""
@@ -80,7 +80,7 @@ def check_destination(endpoint: Endpoint, credentials: Credentials) -> None:
         return
     if not endpoint.trusted:
         raise ConfigError(
-            Location(endpoint.job_path or endpoint.source, field="backend.endpoint"),
+            endpoint.named_at or Location(endpoint.source, field="backend.endpoint"),
             f"{endpoint.url} is named by a job file, which a pull request can change, so jobspec "
             f"will not send it the {credentials.method}. If you trust it, name it yourself: pass "
             f"--endpoint {endpoint.url}, or add it to {ALLOWED_VARIABLE} (comma-separated URLs)")

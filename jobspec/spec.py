@@ -79,6 +79,8 @@ class BackendSpec:
     location: str | None = None
     staging_bucket: str | None = None
     endpoint: str | None = None
+    # Where the job file names the endpoint, for the refusal to send it credentials.
+    endpoint_at: Location | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -266,7 +268,8 @@ class _JobBuilder:
                 if option in spec:
                     self.error(("backend", option), f"applies only to the vertex backend, "
                                f"not {spec['type']}", at_key=True)
-        return BackendSpec(**spec)
+        endpoint_at = self._location(("backend", "endpoint")) if "endpoint" in spec else None
+        return BackendSpec(**spec, endpoint_at=endpoint_at)
 
     def build(self, schema_problems: list[ConfigError]) -> Job:
         """The Job, or ConfigErrors with the schema's problems and every cross-field one."""

@@ -174,3 +174,17 @@ def test_backend_errors_and_usage(example_repo, cli, monkeypatch):
     assert result.err.startswith("jobspec: backend error: ConnectError talking to http://127.0.0.1:9")
     vertex = cli("plan", "--backend", "vertex")
     assert vertex.code == 64 and "vertex backend is not available" in vertex.err
+
+
+def test_an_example_past_the_models_context_is_shown_at_its_data_file_line(example_repo, service,
+                                                                          cli):
+    examples = [("1", "2"), ("2", "3"), (" ".join(["word"] * 700), "long"), ("4", "5")]
+    example_repo.write_jsonl("jobs/data/demo.jsonl", examples)
+    example_repo.job("demo")
+    result = cli("apply", "--skip-eval", "--target", "demo")
+    assert result.code == 1
+    line = next(l for l in result.err.splitlines() if l.startswith("demo: "))
+    assert line.startswith("demo: jobs/data/demo.jsonl:3")
+    assert "the local backend refused this example (400 INVALID_ARGUMENT)" in line
+    assert "examples[2] is " in line and "over the model's limit of 512 tokens" in line
+    assert models_on(service) == []

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..client import ApiClient
 from ..data import Example
-from ..errors import PermanentBackendError
+from ..errors import ConfigError, JobSpecError, PermanentBackendError
 from ..identity import Identity
 from ..spec import Job
 from ..workspace import Owner
@@ -33,6 +33,8 @@ def parse_marker(description: str | None) -> dict[str, str | None]:
     if not found:
         return {"job": None, "fingerprint": None, "owner": None}
     return {"job": found["job"], "fingerprint": found["fp"], "owner": found["owner"]}
+# How the Gemini API (and the local service) name one example in an INVALID_ARGUMENT message.
+_EXAMPLE_INDEX = re.compile(r"training_data\.examples\.examples\[(\d+)\]")
 _HYPERPARAMETER_NAMES = {"batchSize": "batch_size", "epochCount": "epoch_count",
                          "learningRate": "learning_rate",
                          "learningRateMultiplier": "learning_rate_multiplier"}
@@ -112,9 +114,19 @@ class GeminiBackend:
                                             params={"tunedModelId": identity.tuned_model_id})
         except PermanentBackendError as exc:
             if exc.status != "ALREADY_EXISTS" and exc.http_status != 409:
-                raise
+                raise self._located(exc, examples) from None
             return dataclasses.replace(self.progress(identity.tuned_model_id), adopted=True)
         return self._progress_from_operation(operation)
+
+    def _located(self, error: PermanentBackendError, examples: list[Example]) -> JobSpecError:
+        """A refusal that names ``examples[i]``, shown against the line of the user's data file
+        that holds example i; any other error as it came."""
+        found = _EXAMPLE_INDEX.search(error.message)
+        index = int(found[1]) if found else -1
+        if 0 <= index < len(examples) and examples[index].where is not None:
+            return ConfigError(examples[index].where, f"the {self.name} backend refused this "
+                               f"example ({error.http_status} {error.status}): {error.message}")
+        return error
 
     def _progress_from_operation(self, operation: dict[str, Any]) -> Progress:
         metadata = operation.get("metadata", {})

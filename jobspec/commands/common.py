@@ -96,7 +96,8 @@ def declared_endpoint(name: str, jobs: list[spec.Job]) -> Endpoint | None:
     if not declared:
         return None
     url, job = declared.popitem()
-    return Endpoint(url, f"{job.path}: backend.endpoint", trusted=False, job_path=job.path)
+    return Endpoint(url, f"{job.path}: backend.endpoint", trusted=False,
+                    named_at=job.backend.endpoint_at)
 
 
 def resolve_endpoint(name: str, args: argparse.Namespace, jobs: list[spec.Job]) -> Endpoint | None:
