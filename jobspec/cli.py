@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("file", metavar="FILE")
     show.add_argument("--format", choices=("yaml", "json"), default="yaml")
     show.add_argument("--allow-outside-paths", action="store_true")
+    show.add_argument("--backend", choices=BACKEND_TYPES,
+                      help="check the examples against this backend's request limit "
+                           f"(default: ${BACKEND_VARIABLE}, then the job's `backend`, then local)")
     show.set_defaults(handler=files.cmd_show)
 
     plan = commands.add_parser("plan", help="show what apply would change, changing nothing")

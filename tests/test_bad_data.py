@@ -202,7 +202,9 @@ def test_the_limit_is_the_backend_in_effects(repo, cli, monkeypatch):
               "4.3 MB; the gemini backend accepts at most 4 MB (the Gemini API's published "
               "limit for tuning data); use fewer or shorter examples")
     assert errors_of(cli("validate", "jobs/demo.yaml")) == [gemini]
+    assert cli("show", "jobs/demo.yaml").err == gemini + "\n"
     assert cli("validate", "--backend", "local", "jobs/demo.yaml").code == 0
+    assert cli("show", "--backend", "local", "jobs/demo.yaml").code == 0
     assert cli("validate", "--backend", "vertex", "jobs/demo.yaml").code == 0  # a file upload
     repo.job(extra="backend: local\n")
     assert cli("validate", "jobs/demo.yaml").code == 0

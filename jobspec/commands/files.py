@@ -79,7 +79,8 @@ def resolved_job(job: spec.Job) -> dict[str, Any]:
 
 def cmd_show(args: argparse.Namespace) -> int:
     try:
-        job = spec.load_job(args.file, allow_outside_paths=args.allow_outside_paths)
+        job = spec.load_job(args.file, allow_outside_paths=args.allow_outside_paths,
+                            backend=args.backend)
         resolved = resolved_job(job)
     except ConfigError as exc:
         print_config_errors(exc, "text")
