@@ -39,6 +39,12 @@ def find_root(start: Path | None = None) -> Path:
     return start
 
 
+def default_job_paths() -> list[str]:
+    """jobs/ at the repository root, as the current directory names it (``jobs/`` at the root,
+    ``./`` from inside it), so that messages keep the paths short."""
+    return [os.path.relpath(find_root() / JOBS_SUBDIR) + os.sep]
+
+
 def state_dir(root: Path | None = None) -> Path:
     return (root or find_root()) / STATE_SUBDIR
 

@@ -14,8 +14,8 @@ from ..endpoints import Endpoint, check_destination, operator_endpoint
 from ..errors import UsageError
 from ..localservice import find_or_start
 
-BACKENDS = ("local", "gemini", "vertex")
-BACKEND_VARIABLE = "JOBSPEC_BACKEND"
+BACKENDS = spec.BACKEND_TYPES
+BACKEND_VARIABLE = spec.BACKEND_VARIABLE
 RETRY_DEADLINE_VARIABLE = "JOBSPEC_RETRY_DEADLINE"
 
 
@@ -42,18 +42,14 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
                         help="allow training data outside the repository")
 
 
-def default_job_paths() -> list[str]:
-    """jobs/ at the repository root, as the current directory names it."""
-    return [os.path.relpath(workspace.find_root() / workspace.JOBS_SUBDIR) + os.sep]
-
-
 def load_jobs(args: argparse.Namespace) -> list[spec.Job]:
     """The jobs in scope: every file valid (else ConfigErrors), filtered by --target."""
-    given = args.paths or default_job_paths()
+    given = args.paths or workspace.default_job_paths()
     paths = spec.expand_paths(given)
     if not paths:
         raise UsageError(f"no job files (*.yaml, *.yml) in {' '.join(given)}")
-    jobs = spec.load_jobs(paths, allow_outside_paths=args.allow_outside_paths)
+    jobs = spec.load_jobs(paths, allow_outside_paths=args.allow_outside_paths,
+                          backend=getattr(args, "backend", None))
     if args.target:
         unknown = sorted(set(args.target) - {j.name for j in jobs})
         if unknown:

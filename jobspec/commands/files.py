@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from .. import errors, spec
+from .. import errors, spec, workspace
 from ..errors import ConfigError, ConfigErrors, UsageError
 from ..identity import identify
 from ..schema import schema_text
@@ -25,9 +25,10 @@ def print_config_errors(exc: ConfigError, output_format: str) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    paths = spec.expand_paths(args.paths or ["jobs/"])
+    given = args.paths or workspace.default_job_paths()
+    paths = spec.expand_paths(given)
     if not paths:
-        raise UsageError(f"no job files (*.yaml, *.yml) in {' '.join(args.paths or ['jobs/'])}")
+        raise UsageError(f"no job files (*.yaml, *.yml) in {' '.join(given)}")
     try:
         jobs = spec.load_jobs(paths, allow_outside_paths=args.allow_outside_paths,
                               check_examples=True, backend=args.backend)
