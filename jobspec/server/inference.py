@@ -106,12 +106,12 @@ class Generator:
             loaded = self._model(local_model)
             tokenizer = loaded.tokenizer
             ids = prompt_ids(tokenizer, messages)
-            context = self.context_length(local_model)
+            window = self.context_length(local_model)
             # maxOutputTokens is a cap, not a reservation: the answer gets what the prompt
-            # leaves of the context, up to the cap.
-            max_new_tokens = min(settings.max_output_tokens, context - len(ids))
+            # leaves of the context window, up to the cap.
+            max_new_tokens = min(settings.max_output_tokens, window - len(ids))
             if max_new_tokens < 1:
-                raise PromptTooLong(len(ids), context, local_model)
+                raise PromptTooLong(len(ids), window, local_model)
             if adapter is not None:
                 model = self._select_adapter(loaded, *adapter)
                 context = nullcontext()
