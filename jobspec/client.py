@@ -120,18 +120,18 @@ class _Budget:
         error = state.outcome.exception() if state.outcome else None
         asked = getattr(error, "retry_after", None)
         left = self.left()
-        tried = state.attempt_number
-        if tried >= self.policy.attempts:
-            self.gave_up = f"gave up after {tried} attempts"
+        tried = f"{state.attempt_number} attempt{'s' if state.attempt_number > 1 else ''}"
+        if state.attempt_number >= self.policy.attempts:
+            self.gave_up = f"gave up after {tried}"
         elif left <= 0:
-            self.gave_up = (f"gave up after {tried} attempts in {self.policy.deadline_seconds:g}s, "
+            self.gave_up = (f"gave up after {tried} in {self.policy.deadline_seconds:g}s, "
                             "the retry deadline")
         elif asked is not None and asked > min(left, self.policy.max_wait):
             bound = ("the longest wait between attempts" if left > self.policy.max_wait
                      else "what is left of the retry deadline")
+            longest = round(min(left, self.policy.max_wait), 1)
             self.gave_up = (f"the service asked to retry after {asked:g}s, longer than {bound} "
-                            f"({round(min(left, self.policy.max_wait), 1):g}s); gave up after {tried} "
-                            f"attempt{'s' if tried > 1 else ''}")
+                            f"({longest:g}s); gave up after {tried}")
         return self.gave_up is not None
 
     def wait(self, state: tenacity.RetryCallState) -> float:

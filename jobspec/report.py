@@ -40,7 +40,7 @@ class JobStatus:
     state: str  # ACTIVE, CREATING, FAILED, ERROR (a request about it failed), NOT_CREATED
     model: RemoteModel | None = None  # as last read from the service, when it was
     reason: str | None = None  # why it is not ACTIVE, in words
-    snapshots: tuple[Snapshot, ...] = ()  # training progress seen, when no model was read
+    snapshots: tuple[Snapshot, ...] = ()  # progress seen after the model was read, if any
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -95,7 +95,7 @@ def build(status: JobStatus, backend: str, endpoint: str, evaluation: dict[str, 
           eval_status: str) -> dict[str, Any]:
     """The JSON report of one job (see schemas/report.schema.json)."""
     job, identity, model = status.job, status.identity, status.model
-    snapshots = model.snapshots if model is not None and model.snapshots else status.snapshots
+    snapshots = status.snapshots or (model.snapshots if model is not None else ())
     created = model.create_time if model else None
     started = model.start_time if model else None
     completed = model.complete_time if model else None

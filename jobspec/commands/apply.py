@@ -138,11 +138,11 @@ def _status(outcome: Outcome, args: argparse.Namespace) -> JobStatus:
     """What the reports say of one job after apply."""
     job_plan = outcome.job_plan
     model = outcome.model
-    if model is None and job_plan.current is not None and outcome.state == job_plan.current.state:
-        model = job_plan.current  # unchanged since the plan read it (a FAILED model left alone)
-    snapshots = outcome.progress.snapshots if outcome.progress else ()
+    if model is None and job_plan.action in (reconcile.FAILED_ACTION, reconcile.IN_PROGRESS):
+        model = job_plan.current  # the model as planned: a FAILED one left alone, or training
     if outcome.state == ACTIVE:
         return JobStatus(job_plan.job, job_plan.identity, ACTIVE, model)
+    snapshots = outcome.progress.snapshots if outcome.progress else ()  # newer than the plan's
     reason = outcome.error
     if reason is None and outcome.state == CREATING:
         reason = ("submitted; not waited for (--no-wait)" if args.no_wait else
