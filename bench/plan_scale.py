@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -55,7 +56,8 @@ def seed_models(repo: Path, state: Path) -> None:
             local_model="tiny", temperature=None, top_p=None, top_k=None,
             hyperparameters={"batchSize": 4, "epochCount": 1, "learningRateMultiplier": 1.0},
             effective_lr=0.001, examples=[("0", "1")], total_steps=2)
-        store.finish(record.id, record.operation_id)
+        claimed = store.claim_next(os.getpid())  # only the worker that holds a job finishes it
+        store.finish(claimed.id, claimed.operation_id, os.getpid())
 
 
 def run(command: list[str], cwd: Path, env: dict) -> tuple[float, str]:
@@ -67,7 +69,6 @@ def run(command: list[str], cwd: Path, env: dict) -> tuple[float, str]:
 
 
 def main() -> None:
-    import os
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=1000)
