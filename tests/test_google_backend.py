@@ -3,6 +3,7 @@ generativelanguage.googleapis.com built from shared/reference/gemini-tuning-api.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 
@@ -125,6 +126,10 @@ def test_auth_names_the_method_and_endpoint_not_the_secret(google_repo, cli, mon
     monkeypatch.setenv("GOOGLE_API_KEY", "AIza-another-secret")
     result = cli("auth", "--backend", "gemini")
     assert result.code == 0
-    assert result.out.splitlines() == ["backend: gemini", f"endpoint: {GOOGLE_ENDPOINT}",
-                                       "credentials: API key from GOOGLE_API_KEY"]
+    lines = result.out.splitlines()
+    assert lines[:3] == ["backend: gemini", f"endpoint: {GOOGLE_ENDPOINT}",
+                         "credentials: API key from GOOGLE_API_KEY"]
+    assert lines[3] == f"owner: {google_repo.root.resolve()} (repository path; id " + \
+        hashlib.sha256(str(google_repo.root.resolve()).encode()).hexdigest()[:16] + ")"
+    assert "AIza-another-secret" not in result.out + result.err
     assert GOOGLE_ENDPOINT == "https://generativelanguage.googleapis.com"
