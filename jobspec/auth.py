@@ -1,11 +1,10 @@
-"""Which credentials to send to a tuning service, resolved once, and never printed.
+"""Credentials to send to a tuning service: resolved once, and never printed.
 
-Order for Google's backends: an API key (GEMINI_API_KEY, then GOOGLE_API_KEY), sent as
-x-goog-api-key; else an OAuth access token from GOOGLE_OAUTH_ACCESS_TOKEN (what
-`gcloud auth application-default print-access-token` prints); else application-default
-credentials via google-auth, refreshed when they expire. OAuth requests name the quota project
-in x-goog-user-project. The local service needs none unless it was started with --api-key
-(JOBSPEC_LOCAL_API_KEY).
+The ways Google accepts, as building blocks each backend chains in its own order (see
+``backends/``): an API key from an environment variable, sent as x-goog-api-key; an OAuth access
+token from GOOGLE_OAUTH_ACCESS_TOKEN (what `gcloud auth application-default print-access-token`
+prints); application-default credentials via google-auth, refreshed when they expire. OAuth
+requests name the quota project in x-goog-user-project.
 """
 
 from __future__ import annotations
@@ -17,13 +16,7 @@ from typing import Any
 
 from .errors import AuthError
 
-SCOPES = (
-    "https://www.googleapis.com/auth/cloud-platform",
-    "https://www.googleapis.com/auth/generative-language.tuning",
-)
-API_KEY_VARIABLES = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
 TOKEN_VARIABLE = "GOOGLE_OAUTH_ACCESS_TOKEN"
-LOCAL_KEY_VARIABLE = "JOBSPEC_LOCAL_API_KEY"
 
 
 @dataclass
@@ -81,16 +74,23 @@ def _quota_project(explicit: str | None, google_credentials: Any = None) -> str 
             or getattr(google_credentials, "quota_project_id", None))
 
 
-def resolve(backend: str, *, quota_project: str | None = None) -> Credentials:
-    """Credentials for ``backend`` (local, gemini or vertex), or AuthError naming the ways."""
-    if backend == "local":
-        key = os.environ.get(LOCAL_KEY_VARIABLE)
-        return Credentials(f"API key from {LOCAL_KEY_VARIABLE}", _api_key=key) if key \
-            else Credentials("none (local service on loopback)")
-    if backend == "gemini":
-        for variable in API_KEY_VARIABLES:
-            if os.environ.get(variable):
-                return Credentials(f"API key from {variable}", _api_key=os.environ[variable])
+def no_credentials(method: str) -> Credentials:
+    return Credentials(method)
+
+
+def api_key(variables: tuple[str, ...]) -> Credentials | None:
+    """An API key from the first of ``variables`` that is set, sent as x-goog-api-key."""
+    for variable in variables:
+        if os.environ.get(variable):
+            return Credentials(f"API key from {variable}", _api_key=os.environ[variable])
+    return None
+
+
+def oauth(backend: str, scopes: tuple[str, ...], *, quota_project: str | None = None,
+          other_ways: str = "") -> Credentials:
+    """An OAuth access token from GOOGLE_OAUTH_ACCESS_TOKEN, else application-default
+    credentials with ``scopes`` (refreshed when they expire); AuthError naming every way when
+    there is none. ``other_ways`` names what else the backend accepts, for that message."""
     token = os.environ.get(TOKEN_VARIABLE)
     if token:
         return Credentials(f"OAuth access token from {TOKEN_VARIABLE}", _token=token,
@@ -99,13 +99,11 @@ def resolve(backend: str, *, quota_project: str | None = None) -> Credentials:
     from google.auth.exceptions import DefaultCredentialsError  # noqa: PLC0415
 
     try:
-        google_credentials, project = google.auth.default(scopes=list(SCOPES))
+        google_credentials, project = google.auth.default(scopes=list(scopes))
     except DefaultCredentialsError:
-        ways = ("set GEMINI_API_KEY (or GOOGLE_API_KEY) to an API key, " if backend == "gemini"
-                else "")
         raise AuthError(
-            f"no credentials for the {backend} backend: {ways}set {TOKEN_VARIABLE} to an OAuth "
-            "access token (gcloud auth application-default print-access-token), or run "
+            f"no credentials for the {backend} backend: {other_ways}set {TOKEN_VARIABLE} to an "
+            "OAuth access token (gcloud auth application-default print-access-token), or run "
             "`gcloud auth application-default login` for application-default credentials"
         ) from None
     return Credentials("Google application-default credentials", _google=google_credentials,

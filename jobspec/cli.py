@@ -12,7 +12,7 @@ from . import __version__, errors
 from .commands import apply, files, models, results
 from .commands.common import add_backend_arguments, add_job_arguments
 from .errors import ConfigError, Interrupted, JobSpecError, UsageError
-from .spec import BACKEND_TYPES, BACKEND_VARIABLE
+from .backends.registry import BACKEND_VARIABLE, names
 
 
 class _Parser(argparse.ArgumentParser):
@@ -37,12 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = commands.add_parser("validate", help="check job files and their training data")
     validate.add_argument("paths", nargs="*", metavar="PATH",
-                          help="job files, directories or globs (default: jobs/)")
+                          help="job files, directories or globs (default: jobs/ at the "
+                               "repository root)")
     validate.add_argument("--format", choices=("text", "json"), default="text")
     validate.add_argument("--allow-outside-paths", action="store_true",
                           help="allow training data outside the repository")
-    validate.add_argument("--backend", choices=BACKEND_TYPES,
-                          help="check the examples against this backend's request limit "
+    validate.add_argument("--backend", choices=names(),
+                          help="check the jobs against this backend's rules and limits "
                                f"(default: ${BACKEND_VARIABLE}, then each job's `backend`, "
                                "then local)")
     validate.set_defaults(handler=files.cmd_validate)
@@ -51,8 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("file", metavar="FILE")
     show.add_argument("--format", choices=("yaml", "json"), default="yaml")
     show.add_argument("--allow-outside-paths", action="store_true")
-    show.add_argument("--backend", choices=BACKEND_TYPES,
-                      help="check the examples against this backend's request limit "
+    show.add_argument("--backend", choices=names(),
+                      help="check the job against this backend's rules and limits "
                            f"(default: ${BACKEND_VARIABLE}, then the job's `backend`, then local)")
     show.set_defaults(handler=files.cmd_show)
 
@@ -88,10 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     delete = commands.add_parser("delete", help="delete a job's tuned models")
     delete.add_argument("targets", nargs="+", metavar="NAME|FILE",
-                        help="a job name, a job file, or tunedModels/ID")
+                        help="a job name, a job file, or a model's name (tunedModels/ID, "
+                             "projects/.../tuningJobs/ID)")
     delete.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     delete.add_argument("--force", action="store_true",
-                        help="also delete models named as tunedModels/ID that this workspace "
+                        help="also delete models named by their name that this workspace "
                              "does not own (another owner, none recorded, or not jobspec's)")
     add_backend_arguments(delete)
     delete.set_defaults(handler=models.cmd_delete)

@@ -4,9 +4,11 @@ Examples are streamed, never read whole, for the formats that allow it (JSONL an
 validating or fingerprinting a large file takes memory that does not grow with its size. JSON and
 YAML files must be parsed whole, and have a lower size limit for that reason.
 
-While streaming, the size of the create request that will carry the examples is added up (the
-Gemini API's create request inlines every one), so that a job its backend would refuse is
-reported where the examples are read: by validate, plan and apply alike.
+While streaming, each example is checked against the limits of the backend it goes to
+(``DataLimits``, which each backend states), and the size of what will carry the examples (the
+Gemini API's create request inlines every one; Vertex AI reads a JSONL file) is added up, so that
+a job its backend would refuse is reported where the examples are read: by validate, plan and
+apply alike.
 """
 
 from __future__ import annotations
@@ -21,10 +23,6 @@ from .datareaders import READERS, FieldPositions, Records
 from .errors import ConfigError, ConfigErrors, Location
 from .utf8 import surrogate_problem
 
-# The Gemini API's published limits for one tuning example (see shared/reference §10).
-MAX_INPUT_CHARS = 40_000
-MAX_OUTPUT_CHARS = 5_000
-
 MAX_STREAMED_BYTES = 2 * 1024**3  # .jsonl, .csv
 MAX_WHOLE_FILE_BYTES = 64 * 1024**2  # .json, .yaml, .yml: parsed in one piece
 MAX_ERRORS_PER_FILE = 50
@@ -34,43 +32,33 @@ DEFAULT_INPUT_FIELD = "text_input"
 DEFAULT_OUTPUT_FIELD = "output"
 
 
-_MIB, _MB = 2**20, 10**6
+MIB, MB, GB = 2**20, 10**6, 10**9
 
 
 @dataclass(frozen=True)
-class RequestLimit:
-    """The largest create request a backend accepts, as whoever sets it states it."""
+class DataLimits:
+    """What one job's examples may be on a backend, as whoever sets the limits states them.
+    None: no such limit."""
 
     backend: str
-    max_bytes: int
-    unit_bytes: int  # sizes are shown in the unit the limit is stated in
-    unit: str
-    stated_by: str
+    max_input_chars: int | None = None
+    max_output_chars: int | None = None
+    max_examples: int | None = None
+    # The largest request or file that carries the examples, and how it encodes them.
+    max_bytes: int | None = None
+    carrier: str = "create request"
+    per_example_bytes: int = 0  # JSON around one example's two strings, in the carrier
+    envelope_bytes: int = 0  # what the carrier holds besides the examples
+    unit_bytes: int = MIB  # sizes are shown in the unit the limit is stated in
+    unit: str = "MiB"
+    stated_by: str = ""
 
     def show(self, size: int) -> str:
         return f"{size / self.unit_bytes:.1f} {self.unit}"
 
     def stated(self) -> str:
+        assert self.max_bytes is not None
         return f"{self.max_bytes / self.unit_bytes:g} {self.unit}"
-
-
-CREATE_REQUEST_LIMITS = {
-    # The local service refuses larger request bodies (jobspec/server/app.py MAX_BODY_BYTES).
-    "local": RequestLimit("local", 32 * _MIB, _MIB, "MiB",
-                          "the local service's limit on a request body"),
-    # Google states no size for a tunedModels.create request; the one figure it publishes for
-    # tuning data is a 4 MB dataset (shared/reference/gemini-tuning-api.md §10).
-    "gemini": RequestLimit("gemini", 4 * _MB, _MB, "MB",
-                           "the Gemini API's published limit for tuning data"),
-    # vertex has no entry: it uploads the examples to Cloud Storage as a file, not in a request.
-}
-
-# Room for what a create request holds besides the examples: display name (<= 40 characters),
-# description (<= 10,000), jobspec's marker, base model and hyperparameters.
-CREATE_REQUEST_ENVELOPE_BYTES = 64 * 1024
-# Each example travels as {"textInput":...,"output":...}, comma-separated (JSON, UTF-8, compact,
-# non-ASCII unescaped: what httpx sends).
-_EXAMPLE_JSON_BYTES = len('{"textInput":,"output":},')
 
 
 @dataclass(frozen=True)
@@ -92,9 +80,9 @@ class DataSource:
     output_field: str = DEFAULT_OUTPUT_FIELD
     inline: tuple[tuple[Location, object, FieldPositions], ...] | None = None  # (where, raw
     # record, where each of its fields is)
-    # What the job's backend accepts in one create request, and where the job names its examples
-    # (where a request that is too large is reported). Neither changes which examples these are.
-    request_limit: RequestLimit | None = field(default=None, compare=False)
+    # What the job's backend accepts, and where the job names its examples (where examples that
+    # are too many or too large are reported). Neither changes which examples these are.
+    limits: DataLimits | None = field(default=None, compare=False)
     declared_at: Location | None = field(default=None, compare=False)
 
     @property
@@ -140,14 +128,15 @@ _MISSING = object()
 
 def _example(where: Location, record: object, source: DataSource, may_need_escapes: bool,
              fields: FieldPositions | None) -> tuple[Example, int]:
-    """The example in ``record``, and the bytes it adds to a create request."""
+    """The example in ``record``, and the bytes it adds to what carries the examples."""
     if not isinstance(record, dict):
         raise ConfigError(where, f"expected an object with {source.input_field!r} and "
                           f"{source.output_field!r}, got {type(record).__name__}")
     values = []
-    size = _EXAMPLE_JSON_BYTES
-    for name, limit in ((source.input_field, MAX_INPUT_CHARS),
-                        (source.output_field, MAX_OUTPUT_CHARS)):
+    limits = source.limits
+    size = limits.per_example_bytes if limits else 0
+    for name, limit in ((source.input_field, limits.max_input_chars if limits else None),
+                        (source.output_field, limits.max_output_chars if limits else None)):
         value = record.get(name, _MISSING)
         if value is _MISSING:
             problem = "missing"
@@ -155,7 +144,7 @@ def _example(where: Location, record: object, source: DataSource, may_need_escap
             problem = f"must be a string, got {_json_type(value)}"
         elif not value or value.isspace():
             problem = "must not be empty"
-        elif len(value) > limit:
+        elif limit is not None and len(value) > limit:
             problem = f"is {len(value):,} characters, over the limit of {limit:,}"
         else:
             try:
@@ -202,10 +191,11 @@ def _json_type(value: object) -> str:
 
 def iter_examples(source: DataSource) -> Iterator[Example]:
     """Yield each example in order; raise ConfigErrors listing every bad one at the end, and
-    the create request's size if the backend's limit is known and it is over it."""
+    the examples' count or size where it is over the backend's limit."""
     errors: list[ConfigError] = []
     count = 0
-    request_bytes = CREATE_REQUEST_ENVELOPE_BYTES
+    limits = source.limits
+    carried_bytes = limits.envelope_bytes if limits else 0
     if source.inline is not None:
         records: Records = ((where, record, True, fields)
                             for where, record, fields in source.inline)
@@ -222,24 +212,34 @@ def iter_examples(source: DataSource) -> Iterator[Example]:
                 errors.append(exc)
             else:
                 count += 1
-                request_bytes += size
+                carried_bytes += size
                 yield example
                 continue
         if len(errors) >= MAX_ERRORS_PER_FILE:
             errors.append(ConfigError(Location(source.display_path),
                                       f"stopped after {MAX_ERRORS_PER_FILE} errors"))
             break
-    limit = source.request_limit
-    if limit is not None and request_bytes > limit.max_bytes:
-        errors.append(ConfigError(
-            source.declared_at or Location(source.display_path),
-            f"the examples make a create request of {limit.show(request_bytes)}; the "
-            f"{limit.backend} backend accepts at most {limit.stated()} "
-            f"({limit.stated_by}); use fewer or shorter examples"))
+    if limits is not None:
+        errors.extend(_over_limits(source, limits, count, carried_bytes))
     if errors:
         raise ConfigErrors(errors)
     if count == 0:
         raise ConfigError(Location(source.display_path), "no training examples; at least 1 is needed")
+
+
+def _over_limits(source: DataSource, limits: DataLimits, count: int,
+                 carried_bytes: int) -> list[ConfigError]:
+    where = source.declared_at or Location(source.display_path)
+    found = []
+    if limits.max_examples is not None and count > limits.max_examples:
+        found.append(ConfigError(where, f"{count:,} examples; the {limits.backend} backend "
+                                 f"accepts at most {limits.max_examples:,} ({limits.stated_by})"))
+    if limits.max_bytes is not None and carried_bytes > limits.max_bytes:
+        found.append(ConfigError(
+            where, f"the examples make a {limits.carrier} of {limits.show(carried_bytes)}; the "
+            f"{limits.backend} backend accepts at most {limits.stated()} ({limits.stated_by}); "
+            "use fewer or shorter examples"))
+    return found
 
 
 def count_examples(source: DataSource) -> int:

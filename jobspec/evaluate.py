@@ -7,13 +7,13 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .backends.base import Backend
+from .backends.base import Backend, RemoteModel
 from .errors import JobSpecError
 from .spec import EvalSpec, Expectation, Job
 
-DEFAULT_GENERATION = {"temperature": 0.0, "maxOutputTokens": 32}
-_CONFIG_NAMES = {"temperature": "temperature", "top_p": "topP", "top_k": "topK",
-                 "max_output_tokens": "maxOutputTokens"}
+# Greedy and short: an eval answer is a word or a line. The job file's names (snake_case); each
+# backend puts them on its wire.
+DEFAULT_GENERATION = {"temperature": 0.0, "max_output_tokens": 32}
 
 
 @dataclass(frozen=True)
@@ -84,14 +84,12 @@ def check(expect: Expectation, answer: str) -> bool:
 
 
 def generation_config(spec: EvalSpec) -> dict[str, Any]:
-    config = dict(DEFAULT_GENERATION)
-    config.update({_CONFIG_NAMES[k]: v for k, v in spec.generation_config.items()})
-    return config
+    return {**DEFAULT_GENERATION, **spec.generation_config}
 
 
 def deterministic(config: dict[str, Any]) -> bool:
-    """Whether asking again with ``config`` (Gemini API names, as sent) gives the same
-    answers: greedy decoding, temperature 0 or unset."""
+    """Whether asking again with ``config`` gives the same answers: greedy decoding,
+    temperature 0 or unset."""
     return not config.get("temperature")
 
 
@@ -104,15 +102,16 @@ def _ask(backend: Backend, model: str, prompt: str, expect: Expectation,
     return Answer(text=text, passed=check(expect, text))
 
 
-def evaluate(job: Job, tuned_model: str, backend: Backend) -> EvalResult | None:
-    """Ask every eval prompt; None when the job has no eval section."""
+def evaluate(job: Job, tuned: RemoteModel, backend: Backend) -> EvalResult | None:
+    """Ask every eval prompt of the tuned model (and, with compare_base, of its base model);
+    None when the job has no eval section."""
     if job.eval is None:
         return None
     config = generation_config(job.eval)
     results = []
     for prompt in job.eval.prompts:
-        tuned = _ask(backend, tuned_model, prompt.input, prompt.expect, config)
-        base = (_ask(backend, job.base_model, prompt.input, prompt.expect, config)
+        answer = _ask(backend, tuned.generation_target, prompt.input, prompt.expect, config)
+        base = (_ask(backend, backend.base_target(job), prompt.input, prompt.expect, config)
                 if job.eval.compare_base else None)
-        results.append(PromptResult(prompt.input, prompt.expect, tuned, base))
+        results.append(PromptResult(prompt.input, prompt.expect, answer, base))
     return EvalResult(tuple(results), job.eval.min_pass_rate, job.eval.compare_base, config)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -25,10 +24,6 @@ class Identity:
     fingerprint: str  # full hex SHA-256
     tuned_model_id: str
     example_count: int
-
-    @property
-    def tuned_model_name(self) -> str:
-        return f"tunedModels/{self.tuned_model_id}"
 
 
 def _header(job: Job) -> bytes:
@@ -49,12 +44,6 @@ def _feed_examples(digest: "hashlib._Hash", examples: Iterable[Example]) -> int:
         digest.update(b"%d:%b%d:%b" % (len(text_input), text_input, len(output), output))
         count += 1
     return count
-
-
-def total_steps(job: Job, example_count: int) -> int:
-    """Training steps as the Gemini API counts them: batches over the epoch stream."""
-    hp = job.hyperparameters
-    return math.ceil(example_count * hp.epoch_count / hp.batch_size)
 
 
 def tuned_model_id(name: str, fingerprint: str) -> str:

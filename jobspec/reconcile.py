@@ -1,9 +1,9 @@
 """Plan and apply: compare the job files with what the tuning service holds, and make it so.
 
-Every step is idempotent and resumable, in the manner of a Kubernetes operator's handlers:
-the desired model's id is derived from the job's fingerprint before anything is sent, so
-re-running apply adopts what an interrupted run created (ALREADY_EXISTS) or polls what is still
-training, and never pays for a second model.
+Every step is idempotent and resumable, in the manner of a Kubernetes operator's handlers: a
+backend finds a job's model by the job's fingerprint (in the model's id, or in its labels), so
+re-running apply adopts what an interrupted run created or polls what is still training, and
+never pays for a second model. Nothing here knows which backend it talks to.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 
 import tenacity
 
-from .backends.base import ACTIVE, CREATING, FAILED, Backend, Progress, RemoteModel
-from .data import iter_examples
+from .backends.base import (ACTIVE, CREATING, FAILED, Backend, PollDefaults, Progress,
+                            RemoteModel)
 from .errors import Interrupted, JobSpecError, PermanentBackendError
-from .identity import Identity, identify, total_steps
+from .identity import Identity, identify
 from .spec import Job
 from .workspace import Owner
 
@@ -32,15 +32,13 @@ class JobPlan:
     job: Job
     identity: Identity
     action: str
+    model_name: str  # the current model's name, or what the backend will call the new one
     current: RemoteModel | None = None
     superseded: tuple[RemoteModel, ...] = ()  # this workspace's older models of the job
     foreign: tuple[RemoteModel, ...] = ()  # the job's models another workspace (or none) owns
     reasons: tuple[str, ...] = ()
     progress_percent: float | None = None
-
-    @property
-    def model_name(self) -> str:
-        return self.identity.tuned_model_name
+    expected_steps: int | None = None  # the backend's count, when known before it trains
 
     @property
     def changes(self) -> bool:
@@ -93,7 +91,6 @@ def plan(jobs: list[tuple[Job, Identity]], backend: Backend, *,
     left alone.
     """
     models = backend.list_models()
-    by_id = {m.model_id: m for m in models}
     by_job: dict[str, list[RemoteModel]] = defaultdict(list)
     for model in models:
         if model.managed:
@@ -101,8 +98,9 @@ def plan(jobs: list[tuple[Job, Identity]], backend: Backend, *,
     owner_id = backend.owner.id
     planned = []
     for job, identity in jobs:
-        current = by_id.get(identity.tuned_model_id)
-        others = [m for m in by_job[job.name] if m.model_id != identity.tuned_model_id]
+        current = backend.current(models, job, identity)
+        # Models of other fingerprints; one of the same fingerprint is a retry, not superseded.
+        others = [m for m in by_job[job.name] if m.fingerprint != identity.fingerprint]
         superseded = tuple(m for m in others if m.owned_by(owner_id))
         foreign = tuple(m for m in others if not m.owned_by(owner_id))
         percent = None
@@ -113,7 +111,8 @@ def plan(jobs: list[tuple[Job, Identity]], backend: Backend, *,
         elif current.state == CREATING:
             action = IN_PROGRESS
             steps = current.snapshots[-1].step if current.snapshots else 0
-            percent = 100.0 * steps / total_steps(job, identity.example_count)
+            expected = current.total_steps or backend.expected_steps(job, identity)
+            percent = 100.0 * steps / expected if expected else None
         elif recreate_failed and recreate_refusal(current, owner_id) is None:
             action = RECREATE
         else:
@@ -124,8 +123,9 @@ def plan(jobs: list[tuple[Job, Identity]], backend: Backend, *,
         if action == CREATE and superseded:
             newest = max(superseded, key=lambda m: m.create_time or "")
             reasons = _why(job, identity, newest)
-        planned.append(JobPlan(job, identity, action, current, superseded, foreign, reasons,
-                               percent))
+        name = current.name if current else backend.planned_name(identity)
+        planned.append(JobPlan(job, identity, action, name, current, superseded, foreign,
+                               reasons, percent, backend.expected_steps(job, identity)))
     return Plan(backend.name, backend.endpoint, backend.owner, tuple(planned))
 
 
@@ -136,11 +136,12 @@ class PollPolicy:
     timeout: float | None = None  # seconds; None waits for ever
 
     @classmethod
-    def for_backend(cls, backend: str, timeout: float | None = None,
+    def for_backend(cls, defaults: PollDefaults, timeout: float | None = None,
                     initial: float | None = None) -> "PollPolicy":
-        # Google's jobs take minutes to hours; the local service's seconds.
-        first = initial if initial is not None else (5.0 if backend != "local" else 0.5)
-        return cls(first, first * 12, timeout)
+        """The backend's polling, from ``initial`` when given (the longest wait keeps the
+        backend's ratio to the first)."""
+        first = initial if initial is not None else defaults.initial
+        return cls(first, first * defaults.maximum / defaults.initial, timeout)
 
 
 @dataclass(frozen=True)
@@ -186,8 +187,7 @@ class Applier:
         try:
             if job_plan.action == RECREATE:
                 self._delete_failed(job_plan)
-            examples = list(iter_examples(job_plan.job.training_data))
-            progress = self.backend.create(job_plan.job, job_plan.identity, examples)
+            progress = self.backend.create(job_plan.job, job_plan.identity)
         except JobSpecError as exc:
             outcome.state, outcome.error = "ERROR", str(exc)
             self.on_event(Event(name, "error", str(exc)))
@@ -202,15 +202,15 @@ class Applier:
         self._settle(outcome, progress)
 
     def _delete_failed(self, job_plan: JobPlan) -> None:
-        """Delete the job's FAILED model, having read it again just before: between plan and
+        """Remove the job's FAILED model, having read it again just before: between plan and
         now it may have been replaced, and only a FAILED model this workspace made may go."""
-        model = self.backend.get_model(job_plan.identity.tuned_model_id)
+        model = self.backend.get_model(job_plan.model_name)
         if model is not None:
             refusal = recreate_refusal(model, self.backend.owner.id)
             if refusal:
                 raise PermanentBackendError(f"{model.name}: not deleted: {refusal}")
-            self.backend.delete(model.model_id)
-            self.on_event(Event(job_plan.job.name, "deleted", f"deleted failed {model.name}"))
+            self.on_event(Event(job_plan.job.name, "deleted",
+                                self.backend.remove(model, "failed")))
 
     def _settle(self, outcome: Outcome, progress: Progress) -> None:
         name = outcome.job_plan.job.name
@@ -222,20 +222,22 @@ class Applier:
             self.on_event(Event(name, "failed", progress.error, progress))
         else:
             outcome.state = ACTIVE
-            outcome.model = progress.model or self.backend.get_model(
-                outcome.job_plan.identity.tuned_model_id)
+            outcome.model = progress.model or self.backend.get_model(progress.model_name)
             self.on_event(Event(name, "active", f"{progress.model_name} is ACTIVE", progress))
 
     def _poll(self, outcome: Outcome) -> None:
         name = outcome.job_plan.job.name
-        model_id = outcome.job_plan.identity.tuned_model_id
-        operation = outcome.progress.operation if outcome.progress else None
-        last_step = [-1]
+        seen = outcome.progress
+        model = seen.model_name if seen else outcome.job_plan.model_name
+        operation = seen.operation if seen else None
+        last_seen: list[tuple] = [()]
 
         def check() -> Progress:
-            progress = self.backend.progress(model_id, operation)
-            if progress.completed_steps != last_step[0] and not progress.done:
-                last_step[0] = progress.completed_steps
+            progress = self.backend.progress(model, operation)
+            # A new step, or (for a backend that counts none) a new state or statistics.
+            now = (progress.completed_steps, progress.state_label, progress.stats)
+            if now != last_seen[0] and not progress.done:
+                last_seen[0] = now
                 self.on_event(Event(name, "progress", "", progress))
             return progress
 
@@ -271,8 +273,8 @@ class Applier:
                                     f"{job_plan.model_name} is not ACTIVE yet"))
                 continue
             for model in job_plan.superseded:
-                self.backend.delete(model.model_id)
-                self.on_event(Event(job_plan.job.name, "deleted", f"deleted superseded {model.name}"))
+                self.on_event(Event(job_plan.job.name, "deleted",
+                                    self.backend.remove(model, "superseded")))
 
     def run(self, plan: Plan) -> list[Outcome]:
         outcomes = [Outcome(j) for j in plan.jobs]

@@ -20,7 +20,7 @@ from xml.etree import ElementTree
 from . import timestamps
 from .backends.base import ACTIVE, RemoteModel, Snapshot
 from .evaluate import EvalResult
-from .identity import Identity, total_steps
+from .identity import Identity
 from .spec import Job
 
 REPORT_VERSION = 1
@@ -41,6 +41,8 @@ class JobStatus:
     model: RemoteModel | None = None  # as last read from the service, when it was
     reason: str | None = None  # why it is not ACTIVE, in words
     snapshots: tuple[Snapshot, ...] = ()  # progress seen after the model was read, if any
+    model_name: str = ""  # the model's name on the backend (or what it will be)
+    expected_steps: int | None = None  # the backend's step count, when known before training
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -104,15 +106,18 @@ def build(status: JobStatus, backend: str, endpoint: str, evaluation: dict[str, 
         "job": job.name,
         "file": job.path,
         "fingerprint": identity.fingerprint,
-        "tuned_model": identity.tuned_model_name,
+        "tuned_model": status.model_name,
         "state": status.state,
+        "service_state": model.service_state if model else None,
         "reason": None if status.state == ACTIVE else status.reason,
         "backend": backend,
         "endpoint": public_endpoint(endpoint),
         "base_model": job.base_model,
         "hyperparameters": job.hyperparameters.as_dict(),
         "example_count": identity.example_count,
-        "total_steps": total_steps(job, identity.example_count),
+        "total_steps": (model.total_steps if model and model.total_steps
+                        else status.expected_steps),
+        "data_stats": model.stats.as_dict() if model and model.stats else None,
         "timings": {
             "created": created, "started": started, "completed": completed,
             "duration_seconds": timestamps.seconds_between(started, completed),
@@ -172,10 +177,15 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [f"## {report['job']}: `{report['tuned_model']}` is {report['state']}{gate}", ""]
     if report["reason"]:
         lines += [f"**{report['state']}**: {_md(report['reason'])}", ""]
+    steps = "" if report["total_steps"] is None else f", {report['total_steps']} steps"
     lines += [f"Base model `{report['base_model']}` on {report['backend']}; "
-              f"{report['example_count']} examples, {report['total_steps']} steps"
-              + (f", trained in {duration:.1f}s." if duration is not None else "."), "",
-              "| hyperparameter | value |", "|---|---|"]
+              f"{report['example_count']} examples{steps}"
+              + (f", trained in {duration:.1f}s." if duration is not None else "."), ""]
+    stats = report.get("data_stats")
+    if stats:
+        measured = ", ".join(f"{v:,} {k.replace('_', ' ')}" for k, v in stats.items())
+        lines += [f"The backend measured the training data: {measured}.", ""]
+    lines += ["| hyperparameter | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in report["hyperparameters"].items()]
     lines += ["", "### Loss", ""] + _loss_chart(report["loss_curve"])
     if report["eval_status"] in _EVAL_NOTES:
@@ -315,7 +325,7 @@ def matching_eval(previous: dict[str, Any] | None, status: JobStatus, backend: s
     job = status.job
     if previous is None or job.eval is None or not isinstance(previous.get("eval"), dict):
         return None
-    same_model = (previous.get("tuned_model") == status.identity.tuned_model_name
+    same_model = (previous.get("tuned_model") == status.model_name
                   and previous.get("fingerprint") == status.identity.fingerprint
                   and previous.get("backend") == backend
                   and previous.get("endpoint") == public_endpoint(endpoint))

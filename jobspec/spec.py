@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from . import data
 from .errors import ConfigError, ConfigErrors, Location, UsageError
@@ -24,8 +24,6 @@ MAX_JOB_FILE_BYTES = 1024 * 1024
 JOB_SUFFIXES = (".yaml", ".yml")
 FORMAT_VERSION = 1
 MATCHERS = ("equals", "contains", "regex", "one_of", "not_contains")
-BACKEND_TYPES = ("local", "gemini", "vertex")
-BACKEND_VARIABLE = "JOBSPEC_BACKEND"
 
 
 @dataclass(frozen=True)
@@ -34,14 +32,27 @@ class Hyperparameters:
     epoch_count: int
     learning_rate: float | None = None
     learning_rate_multiplier: float | None = None
+    adapter_size: int | None = None  # Vertex AI's LoRA adapter size; unset: the service chooses
+    # Which of them the job file wrote (the rest are defaults), for backends that accept only some.
+    given: frozenset[str] = field(default=frozenset(), compare=False)
 
     def as_dict(self) -> dict[str, Any]:
-        values = {"batch_size": self.batch_size, "epoch_count": self.epoch_count}
+        values: dict[str, Any] = {"batch_size": self.batch_size, "epoch_count": self.epoch_count}
         if self.learning_rate is not None:
             values["learning_rate"] = self.learning_rate
         else:
             values["learning_rate_multiplier"] = self.learning_rate_multiplier
+        if self.adapter_size is not None:  # absent, not None: fingerprints made before it stay
+            values["adapter_size"] = self.adapter_size
         return values
+
+
+class BackendRules(Protocol):
+    """What the backend a job goes to asks of it beyond the schema (backends.registry.rules
+    gives them): limits on its examples, and rules on its fields."""
+
+    def limits(self, declared_type: str | None) -> data.DataLimits | None: ...
+    def check(self, job: "Job") -> list[ConfigError]: ...
 
 
 @dataclass(frozen=True)
@@ -95,6 +106,13 @@ class Job:
     eval: EvalSpec | None = None
     backend: BackendSpec | None = None
     name_at: Location | None = field(default=None, compare=False)  # where `name:` is, for messages
+    positions: Positions | None = field(default=None, compare=False, repr=False)
+
+    def at(self, *field_path: str | int) -> Location:
+        """Where in the job file ``field_path`` is (or would be), for messages."""
+        found = self.positions.of_value(tuple(field_path)) if self.positions else None
+        line, column = found or (None, None)
+        return Location(self.path, line, column, format_path(tuple(field_path)))
 
 
 def _defaults() -> dict[str, Any]:
@@ -118,20 +136,6 @@ def expand_paths(arguments: Iterable[str]) -> list[str]:
             found.append(argument)
     unique = list(dict.fromkeys(os.path.normpath(p) for p in found))
     return unique
-
-
-def backend_in_effect(declared: object, chosen: str | None = None) -> str:
-    """The backend a job will be applied with, in the order apply chooses it: the command
-    line's --backend (``chosen``), then $JOBSPEC_BACKEND, then the job's own ``backend``, then
-    local. ``declared`` is the job file's raw ``backend`` value (a name or a mapping)."""
-    if chosen:
-        return chosen
-    from_environment = os.environ.get(BACKEND_VARIABLE)
-    if from_environment in BACKEND_TYPES:
-        return from_environment
-    if isinstance(declared, dict):
-        declared = declared.get("type")
-    return declared if declared in BACKEND_TYPES else "local"
 
 
 def read_job_text(path: str) -> str:
@@ -158,13 +162,16 @@ class _JobBuilder:
     """Cross-field rules the schema cannot express, then the ``Job`` value."""
 
     def __init__(self, path: str, raw: dict[str, Any], positions: Positions,
-                 allow_outside_paths: bool, backend: str | None) -> None:
+                 allow_outside_paths: bool, rules: BackendRules | None) -> None:
         self.path = path
         self.raw = raw
         self.positions = positions
         self.allow_outside_paths = allow_outside_paths
-        self.request_limit = data.CREATE_REQUEST_LIMITS.get(
-            backend_in_effect(raw.get("backend"), backend))
+        self.rules = rules
+        declared = raw.get("backend")
+        declared_type = declared.get("type") if isinstance(declared, dict) else declared
+        self.limits = rules.limits(declared_type if isinstance(declared_type, str) else None) \
+            if rules else None
         self.errors: list[ConfigError] = []
 
     def error(self, field_path: FieldPath, message: str, *, at_key: bool = False) -> None:
@@ -183,10 +190,12 @@ class _JobBuilder:
             values.pop("learning_rate_multiplier", None)
         # JSON Schema counts 2.0 as an integer; normalise so that 2 and 2.0 fingerprint alike.
         rate, multiplier = values.get("learning_rate"), values.get("learning_rate_multiplier")
+        adapter = values.get("adapter_size")
         return Hyperparameters(
             batch_size=int(values["batch_size"]), epoch_count=int(values["epoch_count"]),
             learning_rate=None if rate is None else float(rate),
-            learning_rate_multiplier=None if multiplier is None else float(multiplier))
+            learning_rate_multiplier=None if multiplier is None else float(multiplier),
+            adapter_size=None if adapter is None else int(adapter), given=frozenset(given))
 
     def training_data(self) -> data.DataSource:
         spec = self.raw["training_data"]
@@ -198,7 +207,7 @@ class _JobBuilder:
                 if ("training_data", i, name) in self.positions.values})
                 for i, record in enumerate(spec)]
             return data.DataSource(display_path=self.path, inline=tuple(entries),
-                                   request_limit=self.request_limit, declared_at=declared_at)
+                                   limits=self.limits, declared_at=declared_at)
         if isinstance(spec, str):
             spec = {"path": spec}
             field_path: FieldPath = ("training_data",)
@@ -211,7 +220,7 @@ class _JobBuilder:
             display_path=os.path.normpath(str(resolved)), path=resolved,
             input_field=spec.get("input_field", data.DEFAULT_INPUT_FIELD),
             output_field=spec.get("output_field", data.DEFAULT_OUTPUT_FIELD),
-            request_limit=self.request_limit, declared_at=declared_at)
+            limits=self.limits, declared_at=declared_at)
         root = find_root(job_dir)
         if not self.allow_outside_paths and not data.is_within(resolved, root):
             self.error(field_path, f"{spec['path']!r} resolves outside the repository ({root}); "
@@ -280,20 +289,26 @@ class _JobBuilder:
             except (KeyError, TypeError, AttributeError, ValueError):
                 pass  # a malformed section: the schema has already said what is wrong with it
         problems = schema_problems + self.errors
+        job = None
+        if not problems:
+            job = Job(path=self.path, name=self.raw["name"], base_model=self.raw["base_model"],
+                      display_name=self.raw.get("display_name"),
+                      description=self.raw.get("description"),
+                      name_at=self._location(("name",)), positions=self.positions, **sections)
+            problems = self.rules.check(job) if self.rules else []
         if problems:
             problems.sort(key=lambda e: (e.location.line or 0, e.location.column or 0))
             raise ConfigErrors(problems)
-        return Job(path=self.path, name=self.raw["name"], base_model=self.raw["base_model"],
-                   display_name=self.raw.get("display_name"),
-                   description=self.raw.get("description"),
-                   name_at=self._location(("name",)), **sections)
+        assert job is not None
+        return job
 
 
-def load_job(path: str, *, allow_outside_paths: bool = False, backend: str | None = None) -> Job:
+def load_job(path: str, *, allow_outside_paths: bool = False,
+             rules: BackendRules | None = None) -> Job:
     """Load and check one job file (not its examples); raise ConfigErrors listing every problem.
 
-    ``backend`` is the command line's choice, if any: reading the examples later checks them
-    against the request limit of the backend in effect (see ``backend_in_effect``).
+    With ``rules`` (those of the backend the job goes to) the job is checked against them too,
+    and reading its examples later checks them against the backend's limits.
     """
     try:
         loaded = load_yaml(read_job_text(path), path)
@@ -303,7 +318,7 @@ def load_job(path: str, *, allow_outside_paths: bool = False, backend: str | Non
         raise ConfigError(Location(path, 1, 1), "a job file must be a YAML mapping "
                           f"(name, base_model, ...), not {type(loaded.data).__name__}")
     problems = schema_errors(loaded.data, path, loaded.positions)
-    builder = _JobBuilder(path, loaded.data, loaded.positions, allow_outside_paths, backend)
+    builder = _JobBuilder(path, loaded.data, loaded.positions, allow_outside_paths, rules)
     return builder.build(problems)
 
 
@@ -312,17 +327,17 @@ def _flatten(exc: ConfigError) -> list[ConfigError]:
 
 
 def load_jobs(paths: Iterable[str], *, allow_outside_paths: bool = False,
-              check_examples: bool = False, backend: str | None = None) -> list[Job]:
+              check_examples: bool = False, rules: BackendRules | None = None) -> list[Job]:
     """Load every job file; report all problems in all files at once, including duplicate names.
 
-    With ``check_examples`` every training example is read and checked too, against the request
-    limit of ``backend`` (the command line's choice) or the one each job will otherwise use.
+    With ``check_examples`` every training example is read and checked too, against the limits
+    in ``rules``.
     """
     jobs: list[Job] = []
     errors: list[ConfigError] = []
     for path in paths:
         try:
-            job = load_job(path, allow_outside_paths=allow_outside_paths, backend=backend)
+            job = load_job(path, allow_outside_paths=allow_outside_paths, rules=rules)
         except ConfigError as exc:
             errors.extend(_flatten(exc))
             continue

@@ -42,7 +42,7 @@ def test_help_shows_the_defaults(cli):
             "(default: 24h)") in help_text
     assert "--parallel N create up to N models at once, 1..64 (default: 4)" in help_text
     assert "--poll-interval SECONDS first wait between polls, growing 1.5x up to 12x it; " \
-           "positive (default: 5 for Google, 0.5 for the local service)" in help_text
+           "positive (default: the backend's: 0.5s local, 5s gemini, 30s vertex)" in help_text
 
 
 @pytest.fixture

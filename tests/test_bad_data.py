@@ -4,16 +4,18 @@ training data too large for the backend's create request."""
 
 from __future__ import annotations
 
+import csv
+import dataclasses
 import json
 import time
-
-import csv
 
 import httpx
 import pytest
 import yaml
 
 from jobspec import data, spec
+from jobspec.backends import local
+from jobspec.backends.gemini import CREATE_ENVELOPE_BYTES
 from jobspec.errors import Location
 from tests.test_validate import errors_of
 
@@ -238,7 +240,7 @@ def test_the_size_is_exactly_what_httpx_sends(repo, cli, monkeypatch, fmt):
     examples = [{"textInput": i, "output": o} for i, o in TRICKY]
     sent = len(httpx.Request("POST", "http://127.0.0.1/", json=examples).content)
     # jobspec counts a comma after every example (the array has one fewer) and no brackets.
-    counted = sent - 2 + 1 + data.CREATE_REQUEST_ENVELOPE_BYTES
+    counted = sent - 2 + 1 + CREATE_ENVELOPE_BYTES
     records = [{"text_input": i, "output": o} for i, o in TRICKY]
     if fmt.startswith("jsonl"):
         repo.write("jobs/data/t.jsonl", "".join(
@@ -255,7 +257,7 @@ def test_the_size_is_exactly_what_httpx_sends(repo, cli, monkeypatch, fmt):
             writer.writerows(r for r in records if "\x01" not in r["output"])  # CSV: no controls
         examples = [e for e in examples if "\x01" not in e["output"]]
         sent = len(httpx.Request("POST", "http://127.0.0.1/", json=examples).content)
-        counted = sent - 2 + 1 + data.CREATE_REQUEST_ENVELOPE_BYTES
+        counted = sent - 2 + 1 + CREATE_ENVELOPE_BYTES
         repo.job(data="data/t.csv")
     elif fmt == "yaml":
         repo.write("jobs/data/t.yaml", yaml.safe_dump(records, allow_unicode=True))
@@ -264,8 +266,9 @@ def test_the_size_is_exactly_what_httpx_sends(repo, cli, monkeypatch, fmt):
         repo.job(data=yaml.safe_dump(records, allow_unicode=True, default_flow_style=True,
                                      width=10**6).strip())
     for limit, code in ((counted, 0), (counted - 1, 1)):
-        monkeypatch.setitem(data.CREATE_REQUEST_LIMITS, "local",
-                            data.RequestLimit("local", limit, 1, "bytes", "a test's limit"))
+        monkeypatch.setattr(local, "LOCAL", dataclasses.replace(local.LOCAL, limits=dataclasses.replace(
+            local.LOCAL.limits, max_bytes=limit, unit_bytes=1, unit="bytes",
+            stated_by="a test's limit")))
         result = cli("validate", "jobs/demo.yaml")
         assert result.code == code, result.err
     assert f"create request of {counted:.1f} bytes" in result.err
@@ -274,8 +277,7 @@ def test_the_size_is_exactly_what_httpx_sends(repo, cli, monkeypatch, fmt):
 def test_the_local_limit_is_the_services(repo):
     from jobspec.server.app import MAX_BODY_BYTES
 
-    assert data.CREATE_REQUEST_LIMITS["local"].max_bytes == MAX_BODY_BYTES
-    assert "vertex" not in data.CREATE_REQUEST_LIMITS  # it uploads a file instead
+    assert local.LOCAL.limits.max_bytes == MAX_BODY_BYTES
 
 
 # --- where each example came from -------------------------------------------------------------

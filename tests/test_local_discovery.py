@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from jobspec.localservice import private_records_dir
+from jobspec.backends.local import private_records_dir
 from tests.fake_gemini import FakeGemini
 
 
@@ -75,7 +75,7 @@ def test_a_service_that_cannot_prove_its_identity_is_not_used(fresh_repo, cli):
         # had taken its port: the impostor cannot answer the challenge.
         records = private_records_dir()
         records.mkdir(parents=True)
-        from jobspec.localservice import _record_key
+        from jobspec.backends.local import _record_key
 
         state = (fresh_repo.root / ".jobspec/local").resolve()
         (records / f"{_record_key(state)}.json").write_text(json.dumps(

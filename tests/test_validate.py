@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from jobspec import data
+from jobspec import data, wire
 from tests.conftest import ROOT
 
 
@@ -207,8 +207,8 @@ def test_inline_examples_are_checked_at_their_line(repo, cli):
 
 
 def test_example_size_limits(repo, cli):
-    long_input = "x" * (data.MAX_INPUT_CHARS + 1)
-    long_output = "y" * (data.MAX_OUTPUT_CHARS + 1)
+    long_input = "x" * (wire.MAX_INPUT_CHARS + 1)
+    long_output = "y" * (wire.MAX_OUTPUT_CHARS + 1)
     repo.write_jsonl("jobs/data/demo.jsonl", [(long_input, "ok"), ("ok", long_output)])
     repo.job()
     result = cli("validate", "jobs/demo.yaml")

@@ -1,11 +1,19 @@
-"""Backend-neutral state of tuned models, and the interface every backend implements."""
+"""What every backend is: the backend-neutral view of tuned models and tuning runs, and the
+``Backend`` protocol that the reconciler, evaluation and reports talk to.
+
+A backend maps a job to its service's requests and its service's answers to these values. It
+names its own resources (``tunedModels/x`` on the Gemini API, ``projects/.../tuningJobs/123`` on
+Vertex AI), records who made a model its own way (a description marker, labels) and exposes it
+as fields, and normalises its states to three: CREATING (in progress, whatever the service calls
+it), ACTIVE (usable) and FAILED (will not become usable). Nothing outside ``jobspec/backends/``
+knows a backend's name, resource naming, wire format or states.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..data import Example
 from ..identity import Identity
 from ..spec import Job
 from ..workspace import Owner
@@ -22,9 +30,28 @@ class Snapshot:
 
 
 @dataclass(frozen=True)
+class DataStats:
+    """What the service measured of the training data (Vertex AI's tuningDataStats), when it
+    says; each figure None when it does not."""
+
+    examples: int | None = None
+    billable_tokens: int | None = None
+    steps: int | None = None
+    characters: int | None = None
+
+    def as_dict(self) -> dict[str, int]:
+        return {k: v for k, v in (("examples", self.examples),
+                                  ("billable_tokens", self.billable_tokens),
+                                  ("steps", self.steps), ("characters", self.characters))
+                if v is not None}
+
+
+@dataclass(frozen=True)
 class RemoteModel:
-    name: str  # e.g. tunedModels/number-generator-19bdb71b
-    state: str
+    """A tuned model (or tuning run) as the service holds it."""
+
+    name: str  # the backend's resource name, e.g. tunedModels/number-generator-19bdb71b
+    state: str  # CREATING, ACTIVE or FAILED
     base_model: str
     display_name: str | None = None
     description: str | None = None
@@ -38,6 +65,11 @@ class RemoteModel:
     job: str | None = None
     fingerprint: str | None = None
     owner: str | None = None  # the owning workspace's id (workspace.Owner.id); None: unrecorded
+    service_state: str | None = None  # the service's own name for its state, when it differs
+    error: str | None = None  # why it FAILED, in the service's words
+    target: str | None = None  # what generateContent addresses once ACTIVE (default: name)
+    stats: DataStats | None = None
+    total_steps: int | None = None  # as the service counts them, when it says
 
     @property
     def model_id(self) -> str:
@@ -51,13 +83,26 @@ class RemoteModel:
     def owned_by(self, owner_id: str) -> bool:
         return self.managed and self.owner == owner_id
 
+    @property
+    def generation_target(self) -> str:
+        return self.target or self.name
+
+    @property
+    def state_label(self) -> str:
+        """The state as the service names it, for people: ``CREATING (JOB_STATE_RUNNING)``."""
+        if self.service_state and self.service_state != self.state:
+            return f"{self.state} ({self.service_state})"
+        return self.state
+
 
 @dataclass(frozen=True)
 class Progress:
-    """A tuning operation as last seen."""
+    """A tuning run as last seen. A backend may know no step counts (Vertex AI reports states
+    and data statistics, not steps): then ``total_steps`` is None and ``state_label`` says
+    where it is."""
 
     model_name: str
-    operation: str | None
+    operation: str | None  # what to poll, when it is not the model itself
     done: bool
     total_steps: int | None = None
     completed_steps: int = 0
@@ -65,27 +110,62 @@ class Progress:
     error: str | None = None
     model: RemoteModel | None = None  # set once done without error
     adopted: bool = False  # create found the model already there (an earlier run made it)
+    state_label: str | None = None  # the service's state, when it tells more than the steps
+    stats: DataStats | None = None
 
     @property
-    def percent(self) -> float:
+    def percent(self) -> float | None:
         if self.done and self.error is None:
             return 100.0
         if not self.total_steps:
-            return 0.0
+            return None
         return 100.0 * self.completed_steps / self.total_steps
 
 
-class Backend(Protocol):
-    name: str
-    endpoint: str
-    owner: Owner  # whose models this backend creates, prunes and deletes
+@dataclass(frozen=True)
+class PollDefaults:
+    """How often a backend's runs are worth polling: the first wait, and the longest."""
 
-    def list_models(self) -> list[RemoteModel]: ...
-    def get_model(self, model_id: str) -> RemoteModel | None: ...
-    def create(self, job: Job, identity: Identity, examples: list[Example]) -> Progress: ...
-    def progress(self, model_id: str, operation: str | None = None) -> Progress: ...
-    def delete(self, model_id: str) -> None: ...
-    def generate(self, model: str, prompt: str, config: dict[str, Any]) -> str: ...
+    initial: float
+    maximum: float
+
+
+class Backend(Protocol):
+    """One tuning service, opened for one workspace (see ``registry.open_backend``). A context
+    manager: closing it closes its connections."""
+
+    name: str  # the backend's name in job files and on the command line
+    endpoint: str  # where its requests go, for people (reports, plan headers)
+    owner: Owner  # whose models it creates, prunes and deletes
+    poll: PollDefaults
+
+    def __enter__(self) -> "Backend": ...
+    def __exit__(self, *exc: object) -> None: ...
+
+    def list_models(self) -> list[RemoteModel]:
+        """Every model that may matter to this workspace's jobs, across all pages: its own and
+        (where the service can list them) other workspaces' of the same job names."""
+    def current(self, models: list[RemoteModel], job: Job,
+                identity: Identity) -> RemoteModel | None:
+        """Of ``models``, the one that is (or is becoming) ``identity``'s tuned model."""
+    def planned_name(self, identity: Identity) -> str:
+        """What the model will be called, for plans (a backend that chooses its own ids says
+        so)."""
+    def expected_steps(self, job: Job, identity: Identity) -> int | None:
+        """How many steps the service will train, when that is known before it starts."""
+    def get_model(self, name: str) -> RemoteModel | None: ...
+    def create(self, job: Job, identity: Identity) -> Progress:
+        """Start tuning ``job`` (its examples read from ``job.training_data``, streamed where the
+        service allows), or adopt the run an earlier, interrupted create already started."""
+    def progress(self, model: str, operation: str | None = None) -> Progress: ...
+    def remove(self, model: RemoteModel, kind: str = "") -> str:
+        """Delete ``model`` (or, where the service cannot delete it, stop it and say what is left
+        and how to remove it); returns what was done, for people: "deleted {kind} {name}"."""
+    def generate(self, target: str, prompt: str, config: dict[str, Any]) -> str:
+        """Ask ``target`` (a model's ``generation_target``, or ``base_target``) one prompt;
+        ``config`` is the job's generation config, snake_case."""
+    def base_target(self, job: Job) -> str: ...
     def request_count(self) -> int: ...
-    def interrupt(self) -> None: ...  # cut every retry wait short (Ctrl-C)
+    def interrupt(self) -> None:
+        """Cut every retry wait short (Ctrl-C)."""
     def close(self) -> None: ...

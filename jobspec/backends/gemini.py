@@ -1,4 +1,6 @@
-"""The Gemini API's tuning surface, spoken to Google or to jobspec's local service."""
+"""The Gemini API's tuning surface (tunedModels, their operations, generateContent), spoken to
+Google or, by the local backend, to jobspec's local service. The wire contract both sides share
+is jobspec/wire.py."""
 
 from __future__ import annotations
 
@@ -6,21 +8,50 @@ import dataclasses
 import re
 from typing import Any
 
+from .. import auth, data, wire
 from ..client import ApiClient
 from ..data import Example
 from ..errors import ConfigError, JobSpecError, PermanentBackendError
 from ..identity import Identity
 from ..spec import Job
 from ..workspace import Owner
-from .base import ACTIVE, FAILED, Progress, RemoteModel, Snapshot
+from . import generate
+from .base import ACTIVE, CREATING, FAILED, PollDefaults, Progress, RemoteModel, Snapshot
+from .endpoints import Endpoint, check_destination
+from .registry import BackendType, OpenRequest
 
 GOOGLE_ENDPOINT = "https://generativelanguage.googleapis.com"
+POLL = PollDefaults(initial=5.0, maximum=60.0)  # Google's tuning runs take minutes to hours
+API_KEY_VARIABLES = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
+SCOPES = ("https://www.googleapis.com/auth/cloud-platform",
+          "https://www.googleapis.com/auth/generative-language.tuning")
 
 # A tuned model of the Gemini API has no labels, so jobspec marks the models it creates in their
 # description: `[jobspec job=... fingerprint=... owner=...]`. Models created before owners were
 # recorded carry no `owner=`; they parse with owner None, and are never pruned.
 _MARKER = re.compile(r"\[jobspec job=(?P<job>[a-z][a-z0-9-]*) fingerprint=(?P<fp>[0-9a-f]{64})"
                      r"(?: owner=(?P<owner>[0-9a-f]{8,64}))?\]")
+# How the Gemini API (and the local service) name one example in an INVALID_ARGUMENT message.
+_EXAMPLE_INDEX = re.compile(re.escape(wire.EXAMPLES_FIELD) + r"\[(\d+)\]")
+_STATES = {wire.CREATING: CREATING, wire.ACTIVE: ACTIVE, wire.FAILED: FAILED}
+
+# Google states no size for a tunedModels.create request; the one figure it publishes for tuning
+# data is a 4 MB dataset (shared/reference/gemini-tuning-api.md §10). Each example travels as
+# {"textInput":...,"output":...}, comma-separated (JSON, UTF-8, compact, non-ASCII unescaped:
+# what httpx sends); the envelope is room for the display name (<= 40 characters), description
+# (<= 10,000), jobspec's marker, base model and hyperparameters.
+INLINE_EXAMPLE_BYTES = len('{"textInput":,"output":},')
+CREATE_ENVELOPE_BYTES = 64 * 1024
+
+
+def inline_limits(backend: str, max_bytes: int, unit_bytes: int, unit: str,
+                  stated_by: str) -> data.DataLimits:
+    """The limits of a backend that takes the examples inline in a tunedModels.create."""
+    return data.DataLimits(
+        backend, max_input_chars=wire.MAX_INPUT_CHARS, max_output_chars=wire.MAX_OUTPUT_CHARS,
+        max_bytes=max_bytes, per_example_bytes=INLINE_EXAMPLE_BYTES,
+        envelope_bytes=CREATE_ENVELOPE_BYTES, unit_bytes=unit_bytes, unit=unit,
+        stated_by=stated_by)
 
 
 def marker(job_name: str, fingerprint: str, owner_id: str) -> str:
@@ -33,11 +64,6 @@ def parse_marker(description: str | None) -> dict[str, str | None]:
     if not found:
         return {"job": None, "fingerprint": None, "owner": None}
     return {"job": found["job"], "fingerprint": found["fp"], "owner": found["owner"]}
-# How the Gemini API (and the local service) name one example in an INVALID_ARGUMENT message.
-_EXAMPLE_INDEX = re.compile(r"training_data\.examples\.examples\[(\d+)\]")
-_HYPERPARAMETER_NAMES = {"batchSize": "batch_size", "epochCount": "epoch_count",
-                         "learningRate": "learning_rate",
-                         "learningRateMultiplier": "learning_rate_multiplier"}
 
 
 def _snapshots(items: list[dict[str, Any]]) -> tuple[Snapshot, ...]:
@@ -47,10 +73,11 @@ def _snapshots(items: list[dict[str, Any]]) -> tuple[Snapshot, ...]:
 
 def tuned_model_from_wire(body: dict[str, Any]) -> RemoteModel:
     task = body.get("tuningTask", {})
-    hyperparameters = {_HYPERPARAMETER_NAMES.get(k, k): v
+    hyperparameters = {wire.HYPERPARAMETERS.get(k, k): v
                        for k, v in task.get("hyperparameters", {}).items()}
+    state = body.get("state", wire.STATE_UNSPECIFIED)
     return RemoteModel(
-        name=body["name"], state=body.get("state", "STATE_UNSPECIFIED"),
+        name=body["name"], state=_STATES.get(state, CREATING), service_state=state,
         base_model=body.get("baseModel", body.get("tunedModelSource", {}).get("baseModel", "")),
         display_name=body.get("displayName"), description=body.get("description"),
         hyperparameters=hyperparameters, create_time=body.get("createTime"),
@@ -58,14 +85,29 @@ def tuned_model_from_wire(body: dict[str, Any]) -> RemoteModel:
         snapshots=_snapshots(task.get("snapshots", [])), **parse_marker(body.get("description")))
 
 
-class GeminiBackend:
-    """tunedModels, their operations and generateContent, over one ApiClient."""
+def _model_path(name: str) -> str:
+    """``tunedModels/x`` from a tuned model's name or bare id."""
+    return name if name.startswith("tunedModels/") else f"tunedModels/{name}"
 
-    def __init__(self, name: str, client: ApiClient, owner: Owner) -> None:
+
+class GeminiBackend:
+    """tunedModels, their operations and generateContent, over one ApiClient. The tuned model's
+    id is jobspec's (``Identity.tuned_model_id``), so a repeated create meets ALREADY_EXISTS and
+    adopts what an earlier, interrupted create made."""
+
+    def __init__(self, name: str, client: ApiClient, owner: Owner,
+                 poll: PollDefaults = POLL) -> None:
         self.name = name
         self.client = client
         self.endpoint = client.base_url
         self.owner = owner
+        self.poll = poll
+
+    def __enter__(self) -> "GeminiBackend":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def close(self) -> None:
         self.client.close()
@@ -79,9 +121,21 @@ class GeminiBackend:
     def list_models(self) -> list[RemoteModel]:
         return [tuned_model_from_wire(m) for m in self.client.paginate("tunedModels", "tunedModels")]
 
-    def get_model(self, model_id: str) -> RemoteModel | None:
+    def current(self, models: list[RemoteModel], job: Job,
+                identity: Identity) -> RemoteModel | None:
+        name = self.planned_name(identity)
+        return next((m for m in models if m.name == name), None)
+
+    def planned_name(self, identity: Identity) -> str:
+        return f"tunedModels/{identity.tuned_model_id}"
+
+    def expected_steps(self, job: Job, identity: Identity) -> int | None:
+        hp = job.hyperparameters
+        return wire.total_steps(identity.example_count, hp.epoch_count, hp.batch_size)
+
+    def get_model(self, name: str) -> RemoteModel | None:
         try:
-            return tuned_model_from_wire(self.client.request("GET", f"tunedModels/{model_id}"))
+            return tuned_model_from_wire(self.client.request("GET", _model_path(name)))
         except PermanentBackendError as exc:
             if exc.http_status == 404:
                 return None
@@ -91,9 +145,9 @@ class GeminiBackend:
         description = "\n\n".join(filter(None, [job.description,
                                                 marker(job.name, identity.fingerprint,
                                                        self.owner.id)]))
-        hyperparameters = {camel: job.hyperparameters.as_dict()[snake]
-                           for camel, snake in _HYPERPARAMETER_NAMES.items()
-                           if snake in job.hyperparameters.as_dict()}
+        wanted = job.hyperparameters.as_dict()
+        hyperparameters = {camel: wanted[snake] for camel, snake in wire.HYPERPARAMETERS.items()
+                           if snake in wanted}
         return {
             "displayName": (job.display_name or job.name)[:40],
             "description": description,
@@ -105,9 +159,11 @@ class GeminiBackend:
             },
         }
 
-    def create(self, job: Job, identity: Identity, examples: list[Example]) -> Progress:
+    def create(self, job: Job, identity: Identity) -> Progress:
         """Create the job's model under its own id; if it exists already (a retried or resumed
-        create), adopt it instead of creating another."""
+        create), adopt it instead of creating another. The Gemini API takes the examples inline,
+        in the request, whose size validate has checked against the backend's limit."""
+        examples = list(data.iter_examples(job.training_data))
         body = self.create_body(job, identity, examples)
         try:
             operation = self.client.request("POST", "tunedModels", body=body,
@@ -115,7 +171,7 @@ class GeminiBackend:
         except PermanentBackendError as exc:
             if exc.status != "ALREADY_EXISTS" and exc.http_status != 409:
                 raise self._located(exc, examples) from None
-            return dataclasses.replace(self.progress(identity.tuned_model_id), adopted=True)
+            return dataclasses.replace(self.progress(self.planned_name(identity)), adopted=True)
         return self._progress_from_operation(operation)
 
     def _located(self, error: PermanentBackendError, examples: list[Example]) -> JobSpecError:
@@ -143,38 +199,64 @@ class GeminiBackend:
             error=(f"{error.get('message', 'failed')} (code {error.get('code')})" if error else None),
             model=model)
 
-    def progress(self, model_id: str, operation: str | None = None) -> Progress:
+    def progress(self, model: str, operation: str | None = None) -> Progress:
         if operation:
             # Google documents polling tuning operations on /v1/.
             return self._progress_from_operation(self.client.request("GET", operation, version="v1"))
-        operations = self.client.request("GET", f"tunedModels/{model_id}/operations").get(
-            "operations", [])
+        path = _model_path(model)
+        operations = self.client.request("GET", f"{path}/operations").get("operations", [])
         if operations:
             return self._progress_from_operation(operations[-1])
-        model = self.get_model(model_id)
-        if model is None:
-            raise PermanentBackendError(f"tunedModels/{model_id} does not exist", http_status=404,
+        found = self.get_model(path)
+        if found is None:
+            raise PermanentBackendError(f"{path} does not exist", http_status=404,
                                         status="NOT_FOUND")
-        done = model.state in (ACTIVE, FAILED)
-        return Progress(model.name, None, done, None,
-                        model.snapshots[-1].step if model.snapshots else 0, model.snapshots,
-                        "tuning failed" if model.state == FAILED else None,
-                        model if model.state == ACTIVE else None)
+        done = found.state in (ACTIVE, FAILED)
+        return Progress(found.name, None, done, None,
+                        found.snapshots[-1].step if found.snapshots else 0, found.snapshots,
+                        "tuning failed" if found.state == FAILED else None,
+                        found if found.state == ACTIVE else None)
 
-    def delete(self, model_id: str) -> None:
+    def remove(self, model: RemoteModel, kind: str = "") -> str:
         try:
-            self.client.request("DELETE", f"tunedModels/{model_id}")
+            self.client.request("DELETE", _model_path(model.name))
         except PermanentBackendError as exc:
             if exc.http_status != 404:  # already gone is what we wanted
                 raise
+        return " ".join(filter(None, ["deleted", kind, model.name]))
 
-    def generate(self, model: str, prompt: str, config: dict[str, Any]) -> str:
-        body = {"contents": [{"role": "user", "parts": [{"text": prompt}]}],
-                "generationConfig": config}
-        answer = self.client.request("POST", f"{model}:generateContent", body=body)
-        candidates = answer.get("candidates") or []
-        if not candidates:
-            reason = answer.get("promptFeedback", {}).get("blockReason", "no candidates")
-            raise PermanentBackendError(f"{model} gave no answer ({reason})")
-        parts = candidates[0].get("content", {}).get("parts", [])
-        return "".join(p.get("text", "") for p in parts)
+    def generate(self, target: str, prompt: str, config: dict[str, Any]) -> str:
+        return generate.generate(self.client, target, prompt, config)
+
+    def base_target(self, job: Job) -> str:
+        return job.base_model
+
+
+def gemini_credentials() -> auth.Credentials:
+    return auth.api_key(API_KEY_VARIABLES) or auth.oauth(
+        "gemini", SCOPES, other_ways="set GEMINI_API_KEY (or GOOGLE_API_KEY) to an API key, ")
+
+
+def _open(request: OpenRequest) -> GeminiBackend:
+    endpoint = request.chosen_endpoint or Endpoint(GOOGLE_ENDPOINT, "the gemini backend's "
+                                                   "default", trusted=True)
+    credentials = gemini_credentials()
+    check_destination(endpoint, credentials)
+    return GeminiBackend("gemini", ApiClient(endpoint.url, credentials, retry=request.retry),
+                         request.owner)
+
+
+def refuse_adapter_size(job: Job, why: str) -> list[ConfigError]:
+    if "adapter_size" in job.hyperparameters.given:
+        return [ConfigError(job.at("hyperparameters", "adapter_size"), why)]
+    return []
+
+
+GEMINI = BackendType(
+    name="gemini", summary="the Gemini API's tunedModels (generativelanguage.googleapis.com)",
+    limits=inline_limits("gemini", 4 * data.MB, data.MB, "MB",
+                         "the Gemini API's published limit for tuning data"),
+    open=_open, poll=POLL, credentials=gemini_credentials,
+    default_endpoint=lambda options, jobs: GOOGLE_ENDPOINT,
+    check_job=lambda job: refuse_adapter_size(
+        job, "the Gemini API takes no adapter size (Vertex AI does); remove it, or tune on vertex"))

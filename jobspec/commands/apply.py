@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 
 from .. import errors, reconcile
+from ..backends import registry
 from ..backends.base import ACTIVE, CREATING, Backend
 from ..errors import Interrupted, UsageError
 from ..reconcile import ApplyOptions, Outcome, PollPolicy
@@ -141,7 +142,8 @@ def _status(outcome: Outcome, args: argparse.Namespace) -> JobStatus:
     if model is None and job_plan.action in (reconcile.FAILED_ACTION, reconcile.IN_PROGRESS):
         model = job_plan.current  # the model as planned: a FAILED one left alone, or training
     if outcome.state == ACTIVE:
-        return JobStatus(job_plan.job, job_plan.identity, ACTIVE, model)
+        return JobStatus(job_plan.job, job_plan.identity, ACTIVE, model,
+                         model_name=job_plan.model_name, expected_steps=job_plan.expected_steps)
     snapshots = outcome.progress.snapshots if outcome.progress else ()  # newer than the plan's
     reason = outcome.error
     if reason is None and outcome.state == CREATING:
@@ -149,7 +151,8 @@ def _status(outcome: Outcome, args: argparse.Namespace) -> JobStatus:
                   f"still training when --timeout {_seconds(args.timeout)}s ran out; training "
                   "goes on: apply again to keep waiting")
     return JobStatus(job_plan.job, job_plan.identity, outcome.state, model,
-                     reason or "not ACTIVE", snapshots)
+                     reason or "not ACTIVE", snapshots, model_name=job_plan.model_name,
+                     expected_steps=job_plan.expected_steps)
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
@@ -166,7 +169,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
                 print("Not pruning.", file=sys.stderr)
                 args.prune = False
         options = ApplyOptions(parallel=args.parallel, wait=not args.no_wait,
-                               poll=PollPolicy.for_backend(backend.name, args.timeout,
+                               poll=PollPolicy.for_backend(backend.poll, args.timeout,
                                                            args.poll_interval),
                                prune=args.prune)
         display = printer_for(sys.stderr, args.quiet)
@@ -222,10 +225,11 @@ def add_apply_arguments(parser: argparse.ArgumentParser) -> None:
                              "unit (90s, 30m, 24h); training goes on in the service, and apply "
                              "exits 1 (default: 24h)")
     parser.add_argument("--recreate-failed", action="store_true",
-                        help="delete FAILED models and create them again")
+                        help="train FAILED models again (deleting the failed one where the "
+                             "backend needs its name back)")
     parser.add_argument("--poll-interval", type=duration, default=None, metavar="SECONDS",
                         help="first wait between polls, growing 1.5x up to 12x it; positive "
-                             "(default: 5 for Google, 0.5 for the local service)")
+                             f"(default: the backend's: {registry.poll_summary()})")
     parser.add_argument("--prune", action="store_true",
                         help="delete superseded models of the jobs in scope")
     parser.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")

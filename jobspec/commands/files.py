@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from .. import errors, spec, workspace
+from ..backends import registry
 from ..errors import ConfigError, ConfigErrors, UsageError
 from ..identity import identify
 from ..schema import schema_text
@@ -31,7 +32,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         raise UsageError(f"no job files (*.yaml, *.yml) in {' '.join(given)}")
     try:
         jobs = spec.load_jobs(paths, allow_outside_paths=args.allow_outside_paths,
-                              check_examples=True, backend=args.backend)
+                              check_examples=True, rules=registry.Rules(args.backend))
     except ConfigError as exc:
         print_config_errors(exc, args.format)
         count = len(exc.errors) if isinstance(exc, ConfigErrors) else 1
@@ -45,7 +46,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return errors.EXIT_OK
 
 
-def resolved_job(job: spec.Job) -> dict[str, Any]:
+def resolved_job(job: spec.Job, chosen_backend: str | None = None) -> dict[str, Any]:
     """The job as jobspec will apply it: defaults filled in, with its identity."""
     identity = identify(job)
     source = job.training_data
@@ -64,7 +65,7 @@ def resolved_job(job: spec.Job) -> dict[str, Any]:
         "base_model": job.base_model,
         "hyperparameters": job.hyperparameters.as_dict(),
         "training_data": training,
-        "backend": (job.backend.type if job.backend else "local"),
+        "backend": registry.in_effect(job.backend.type if job.backend else None, chosen_backend),
         "fingerprint": identity.fingerprint,
         "tuned_model_id": identity.tuned_model_id,
     }
@@ -81,8 +82,8 @@ def resolved_job(job: spec.Job) -> dict[str, Any]:
 def cmd_show(args: argparse.Namespace) -> int:
     try:
         job = spec.load_job(args.file, allow_outside_paths=args.allow_outside_paths,
-                            backend=args.backend)
-        resolved = resolved_job(job)
+                            rules=registry.Rules(args.backend))
+        resolved = resolved_job(job, args.backend)
     except ConfigError as exc:
         print_config_errors(exc, "text")
         return errors.EXIT_FAILURE

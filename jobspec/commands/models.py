@@ -7,13 +7,11 @@ import json
 import os
 import sys
 
-from .. import auth, errors, spec, workspace
+from .. import errors, spec
+from ..backends import registry
 from ..backends.base import RemoteModel
-from ..backends.gemini import GOOGLE_ENDPOINT
-from ..endpoints import operator_endpoint
 from ..errors import UsageError
-from ..localservice import URL_VARIABLE
-from .common import choose_backend, describe, open_backend
+from .common import describe, open_backend
 
 
 def _ownership(model: RemoteModel, owner_id: str) -> str:
@@ -29,11 +27,13 @@ def _rows(models: list[RemoteModel], owner_id: str) -> list[dict]:
     for model in models:
         last = model.snapshots[-1] if model.snapshots else None
         rows.append({
-            "name": model.name, "state": model.state, "base_model": model.base_model,
+            "name": model.name, "state": model.state, "state_label": model.state_label,
+            "base_model": model.base_model,
             "job": model.job, "fingerprint": model.fingerprint, "owner": model.owner,
             "owned": model.owned_by(owner_id), "ownership": _ownership(model, owner_id),
             "step": last.step if last else None, "epoch": last.epoch if last else None,
             "loss": last.mean_loss if last else None, "created": model.create_time,
+            "stats": model.stats.as_dict() if model.stats else None, "error": model.error,
         })
     return rows
 
@@ -54,7 +54,7 @@ def cmd_get(args: argparse.Namespace) -> int:
         return errors.EXIT_OK
     print(f"{describe(backend)}; owner {backend.owner}", file=sys.stderr)
     header = ("NAME", "STATE", "STEP", "LOSS", "BASE MODEL", "JOB", "OWNER")
-    table = [header] + [(r["name"], r["state"], "" if r["step"] is None else str(r["step"]),
+    table = [header] + [(r["name"], r["state_label"], "" if r["step"] is None else str(r["step"]),
                          "" if r["loss"] is None else f"{r['loss']:.4f}", r["base_model"],
                          r["job"] or "-", r["ownership"]) for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
@@ -75,14 +75,20 @@ def _deletable(model: RemoteModel, owner_id: str, named: bool, force: bool) -> s
     return f"{why}; to delete it, name it: jobspec delete {model.name} --force"
 
 
+def _is_model_name(target: str) -> bool:
+    """A tuned model's resource name (``tunedModels/ID``, ``projects/.../tuningJobs/ID``), as
+    opposed to a job name (which has no slash) or a job file."""
+    return "/" in target and not target.endswith((".yaml", ".yml"))
+
+
 def cmd_delete(args: argparse.Namespace) -> int:
     job_names: set[str] = set()
-    model_ids: set[str] = set()
+    model_names: set[str] = set()
     for target in args.targets:
         if os.path.isfile(target):
             job_names.add(spec.load_job(target).name)
-        elif target.startswith("tunedModels/"):
-            model_ids.add(target.removeprefix("tunedModels/"))
+        elif _is_model_name(target):
+            model_names.add(target)
         else:
             job_names.add(target)
     if not args.yes and not sys.stdin.isatty():
@@ -92,7 +98,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
         owner_id = backend.owner.id
         doomed, kept = [], []
         for model in backend.list_models():
-            named = model.model_id in model_ids
+            named = model.name in model_names
             if not named and model.job not in job_names:
                 continue
             refusal = _deletable(model, owner_id, named, args.force)
@@ -113,23 +119,13 @@ def cmd_delete(args: argparse.Namespace) -> int:
                 print("Nothing deleted.", file=sys.stderr)
                 return errors.EXIT_FAILURE
         for model, _ in doomed:
-            backend.delete(model.model_id)
-            print(f"deleted {model.name}", file=sys.stderr)
+            print(backend.remove(model), file=sys.stderr)
     finally:
         backend.close()
     return errors.EXIT_FAILURE if refused_named else errors.EXIT_OK
 
 
 def cmd_auth(args: argparse.Namespace) -> int:
-    name = choose_backend(args, [])
-    credentials = auth.resolve(name)
-    endpoint = operator_endpoint(args.endpoint)
-    where = (endpoint.url if endpoint else GOOGLE_ENDPOINT if name == "gemini" else
-             os.environ.get(URL_VARIABLE, "the embedded local service"))
-    print(f"backend: {name}")
-    print(f"endpoint: {where}")
-    print(f"credentials: {credentials.method}")
-    if credentials.quota_project:
-        print(f"quota project: {credentials.quota_project}")
-    print(f"owner: {workspace.owner(args.owner)}")
+    for line in registry.describe(args.backend, registry.BackendOptions.from_args(args)):
+        print(line)
     return errors.EXIT_OK

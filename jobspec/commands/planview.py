@@ -20,7 +20,10 @@ def summary(plan: Plan) -> str:
 
 def _detail(job_plan: JobPlan) -> str:
     if job_plan.action == IN_PROGRESS:
-        return f"{job_plan.model_name} ({job_plan.progress_percent or 0:.0f}%)"
+        if job_plan.progress_percent is None:
+            state = job_plan.current.state_label if job_plan.current else "in progress"
+            return f"{job_plan.model_name} ({state})"
+        return f"{job_plan.model_name} ({job_plan.progress_percent:.0f}%)"
     if job_plan.action == FAILED_ACTION:
         return f"{job_plan.model_name} (tuning failed; apply --recreate-failed retries it)"
     if job_plan.action == RECREATE:

@@ -16,13 +16,24 @@ _RESET = "\x1b[0m"
 
 
 def progress_line(progress: Progress) -> str:
-    parts = [f"{progress.percent:5.1f}%"]
+    """``34.2% step 13/38 epoch 2 loss 10.6916``; where the backend counts no steps, its state
+    and what it measured of the data (``JOB_STATE_RUNNING; 15 examples, 240 billable
+    tokens``)."""
+    parts = []
+    if progress.percent is not None:
+        parts.append(f"{progress.percent:5.1f}%")
     if progress.total_steps:
         parts.append(f"step {progress.completed_steps}/{progress.total_steps}")
     if progress.snapshots:
         last = progress.snapshots[-1]
         parts.append(f"epoch {last.epoch} loss {last.mean_loss:.4f}")
-    return " ".join(parts)
+    if progress.state_label:
+        parts.append(progress.state_label)
+    line = " ".join(parts) or "in progress"
+    if progress.stats and progress.stats.as_dict():
+        line += "; " + ", ".join(f"{v:,} {k.replace('_', ' ')}"
+                                 for k, v in progress.stats.as_dict().items())
+    return line
 
 
 class PlainPrinter:

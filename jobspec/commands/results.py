@@ -102,7 +102,7 @@ def _eval_of(status: JobStatus, backend: Backend, directory: Path,
                   f" passed; gate {earlier['gate']}); `jobspec eval` asks again", file=sys.stderr)
             return earlier, report.REUSED, earlier["gate"] == "passed"
         print(f"{job.name}: asking the eval prompts again: {refusal}", file=sys.stderr)
-    evaluation = evaluate(job, status.model.name, backend)
+    evaluation = evaluate(job, status.model, backend)
     assert evaluation is not None  # the job has an eval section
     section = report.eval_section(evaluation)
     return section, report.ASKED, _print_verdict(job.name, section)
@@ -129,16 +129,18 @@ def _statuses_from_plan(plan: reconcile.Plan) -> list[JobStatus]:
     statuses = []
     for job_plan in plan.jobs:
         current = job_plan.current
+        named = {"model_name": job_plan.model_name, "expected_steps": job_plan.expected_steps}
         if current is None:
             statuses.append(JobStatus(job_plan.job, job_plan.identity, report.NOT_CREATED,
-                                      reason="not created yet; run `jobspec apply` first"))
+                                      reason="not created yet; run `jobspec apply` first",
+                                      **named))
         elif current.state == ACTIVE:
-            statuses.append(JobStatus(job_plan.job, job_plan.identity, ACTIVE, current))
+            statuses.append(JobStatus(job_plan.job, job_plan.identity, ACTIVE, current, **named))
         else:
             why = ("still training; run `jobspec apply` to wait for it" if current.state == CREATING
                    else "its tuning failed; `jobspec apply --recreate-failed` trains it again")
             statuses.append(JobStatus(job_plan.job, job_plan.identity, current.state, current,
-                                      reason=why))
+                                      reason=why, **named))
     return statuses
 
 
@@ -153,7 +155,7 @@ def _run(args: argparse.Namespace, mode: EvalMode) -> int:
         backend.close()
     missing = [s for s in statuses if s.state != ACTIVE]
     for status in missing:
-        print(f"{status.job.name}: {status.identity.tuned_model_name}: {status.state}: "
+        print(f"{status.job.name}: {status.model_name}: {status.state}: "
               f"{status.reason}", file=sys.stderr)
     return errors.EXIT_OK if passed and not missing else errors.EXIT_FAILURE
 

@@ -24,12 +24,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from ..wire import LOCAL_MAX_BODY_BYTES
 from . import identity, wire
 from .guard import RequestGuard
 from .service import TuningService
 from .wire import ApiError
 
-MAX_BODY_BYTES = 32 * 1024 * 1024
+MAX_BODY_BYTES = LOCAL_MAX_BODY_BYTES
 NAME = r"([a-z0-9][a-z0-9.-]*)"
 
 Handler = Callable[[TuningService, Request, tuple[str, ...], Any], Any]

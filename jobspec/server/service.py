@@ -14,7 +14,8 @@ from .inference import GenerationSettings, Generator, PromptTooLong
 from .models import ModelNotFound, ModelRegistry, context_length
 from .store import ACTIVE, CREATING, AlreadyExists, Store, TunedModelRecord
 from .tokens import Tokenizers
-from .trainer import DEFAULT_MAX_BATCH_TOKENS, total_steps
+from ..wire import total_steps
+from .trainer import DEFAULT_MAX_BATCH_TOKENS
 from .wire import ApiError
 
 TUNED_MODEL_ID = re.compile(r"[a-z]([a-z0-9-]{0,38}[a-z0-9])?")

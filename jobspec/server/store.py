@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-CREATING, ACTIVE, FAILED = "CREATING", "ACTIVE", "FAILED"
+from ..wire import ACTIVE, CREATING, FAILED
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tuned_models (

@@ -14,7 +14,6 @@ target tokens of the batch) are those of the unsplit batch, up to float rounding
 from __future__ import annotations
 
 import copy
-import math
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -30,10 +29,6 @@ SEED = 0
 # 1.5 GB plus 2.8 MB per token of the pass (measured: 2,048 tokens peak at 7.0 GB, 4,096 at
 # 12.7 GB), so this keeps a worker near 7 GB: within a developer's laptop.
 DEFAULT_MAX_BATCH_TOKENS = 2048
-
-
-def total_steps(example_count: int, epochs: int, batch_size: int) -> int:
-    return math.ceil(example_count * epochs / batch_size)
 
 
 def batches(example_count: int, epochs: int, batch_size: int,

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import wire as contract
 from . import wire
 from .inference import GenerationSettings
 from .tokens import Tokenizers
 from .wire import ApiError
 
-EXAMPLES = "tuned_model.tuning_task.training_data.examples.examples"
-MAX_INPUT_CHARS, MAX_OUTPUT_CHARS = 40_000, 5_000  # the Gemini API's published limits
+EXAMPLES = contract.EXAMPLES_FIELD
+MAX_INPUT_CHARS, MAX_OUTPUT_CHARS = contract.MAX_INPUT_CHARS, contract.MAX_OUTPUT_CHARS
 DEFAULT_LEARNING_RATE = 0.001  # what a multiplier of 1.0 means here
 
 

@@ -15,9 +15,8 @@ import re
 from datetime import datetime, timezone
 from typing import Any
 
-TYPE_PREFIX = "type.googleapis.com/google.ai.generativelanguage.v1beta."
-METADATA_TYPE = TYPE_PREFIX + "CreateTunedModelMetadata"
-TUNED_MODEL_TYPE = TYPE_PREFIX + "TunedModel"
+# The shared contract (jobspec/wire.py) names the type URLs.
+from ..wire import METADATA_TYPE, TUNED_MODEL_TYPE  # noqa: F401 - re-exported
 
 # google.rpc.Code: name → (number, HTTP status)
 CODES = {

@@ -1,4 +1,5 @@
-"""Finding, or starting, the local tuning service that the `local` backend talks to.
+"""The `local` backend: jobspec's local tuning service, which speaks the Gemini API's wire
+protocol (so the backend is the Gemini backend, pointed at it), and finding or starting it.
 
 ``JOBSPEC_LOCAL_URL`` names a running service (the operator's choice, trusted as given).
 Without it, jobspec uses the service it started before for this workspace's state directory, or
@@ -35,14 +36,21 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from .endpoints import is_loopback_host
-from .errors import BackendError
+from .. import auth, wire, workspace
+from ..client import ApiClient
+from ..errors import BackendError
 # The identity handshake's two constants and its HMAC, shared with the service (an environment
 # variable carries the secret, so that it never shows in the process list).
-from .server.identity import PATH as IDENTITY_PATH
-from .server.identity import SECRET_VARIABLE, proof
+from ..server.identity import PATH as IDENTITY_PATH
+from ..server.identity import SECRET_VARIABLE, proof
+from .base import PollDefaults
+from .endpoints import Endpoint, check_destination, is_loopback_host
+from .gemini import GeminiBackend, inline_limits, refuse_adapter_size
+from .registry import BackendType, OpenRequest
 
 URL_VARIABLE = "JOBSPEC_LOCAL_URL"
+KEY_VARIABLE = "JOBSPEC_LOCAL_API_KEY"
+POLL = PollDefaults(initial=0.5, maximum=6.0)  # the local service trains in seconds to minutes
 IDLE_EXIT_SECONDS = 1800
 START_TIMEOUT_SECONDS = 180
 PUBLIC_RECORD = "service.json"
@@ -190,3 +198,44 @@ def _start(state_dir: Path, private_record: Path) -> LocalService:
     process.terminate()
     raise BackendError(f"the local tuning service did not answer within "
                        f"{START_TIMEOUT_SECONDS}s; see {log_path}")
+
+
+def local_credentials() -> auth.Credentials:
+    """None unless the service was started with --api-key (then JOBSPEC_LOCAL_API_KEY)."""
+    return auth.api_key((KEY_VARIABLE,)) or auth.no_credentials("none (local service on loopback)")
+
+
+def _embedded(request: OpenRequest) -> Endpoint:
+    state_dir = workspace.state_dir()
+    service = find_or_start(state_dir)
+    where = os.path.relpath(state_dir)
+    if service.ignored_record:
+        request.notify(f"Ignored {os.path.join(where, PUBLIC_RECORD)}: it names "
+                       f"{service.ignored_record}, which is not a service this user's jobspec "
+                       "started.")
+    if service.started:
+        request.notify(f"Started the local tuning service at {service.url} (pid {service.pid}; "
+                       f"state and log in {where}{os.sep}); it stays up for later commands and "
+                       "exits after 30 minutes idle.")
+    source = URL_VARIABLE if os.environ.get(URL_VARIABLE) else "the local service"
+    return Endpoint(service.url, source, trusted=True)
+
+
+def _open(request: OpenRequest) -> GeminiBackend:
+    credentials = local_credentials()
+    endpoint = request.chosen_endpoint or _embedded(request)
+    check_destination(endpoint, credentials)
+    return GeminiBackend("local", ApiClient(endpoint.url, credentials, retry=request.retry),
+                         request.owner, poll=POLL)
+
+
+LOCAL = BackendType(
+    name="local", summary="jobspec's local tuning service (LoRA on this machine), the default",
+    limits=inline_limits("local", wire.LOCAL_MAX_BODY_BYTES, 2**20, "MiB",
+                         "the local service's limit on a request body"),
+    open=_open, poll=POLL, credentials=local_credentials,
+    default_endpoint=lambda options, jobs: os.environ.get(URL_VARIABLE,
+                                                          "the embedded local service"),
+    check_job=lambda job: refuse_adapter_size(
+        job, "the local service trains a LoRA of rank 8 and takes no adapter size (Vertex AI "
+             "does); remove it, or tune on vertex"))

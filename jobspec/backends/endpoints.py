@@ -16,8 +16,8 @@ import os
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from .auth import Credentials
-from .errors import AuthError, ConfigError, Location, UsageError
+from ..auth import Credentials
+from ..errors import AuthError, ConfigError, Location, UsageError
 
 ENDPOINT_VARIABLE = "JOBSPEC_ENDPOINT"
 ALLOWED_VARIABLE = "JOBSPEC_ALLOWED_ENDPOINTS"

@@ -1,0 +1,39 @@
+"""The Gemini API's tuning contract, as both of jobspec's sides speak it: the client backend
+(``backends/gemini.py``) and the local service (``server/``), which imports nothing else from
+the client side. Everything here is stated by shared/reference/gemini-tuning-api.md (the
+section is named beside each value) or is the local service's own published limit.
+"""
+
+from __future__ import annotations
+
+import math
+
+# Tuned model states (§4 TunedModel.state).
+STATE_UNSPECIFIED, CREATING, ACTIVE, FAILED = "STATE_UNSPECIFIED", "CREATING", "ACTIVE", "FAILED"
+
+# Type URLs of a create operation's metadata and response (§5).
+TYPE_PREFIX = "type.googleapis.com/google.ai.generativelanguage.v1beta."
+METADATA_TYPE = TYPE_PREFIX + "CreateTunedModelMetadata"
+TUNED_MODEL_TYPE = TYPE_PREFIX + "TunedModel"
+
+# Published limits of one tuning example (§10).
+MAX_INPUT_CHARS = 40_000
+MAX_OUTPUT_CHARS = 5_000
+
+# Where an INVALID_ARGUMENT about one example points (the local service names examples so; the
+# client maps the index back to the line of the user's data file).
+EXAMPLES_FIELD = "tuned_model.tuning_task.training_data.examples.examples"
+
+# The largest request body the local service reads (its own limit; Google states none).
+LOCAL_MAX_BODY_BYTES = 32 * 1024 * 1024
+
+# TuningTask.hyperparameters on the wire (§4) ↔ the job file's names.
+HYPERPARAMETERS = {"batchSize": "batch_size", "epochCount": "epoch_count",
+                   "learningRate": "learning_rate",
+                   "learningRateMultiplier": "learning_rate_multiplier"}
+
+
+def total_steps(example_count: int, epochs: int, batch_size: int) -> int:
+    """Training steps as the Gemini API counts them (§5: 15 examples, batch 2, 5 epochs gave
+    totalSteps 38): the examples of every epoch form one stream cut into batches."""
+    return math.ceil(example_count * epochs / batch_size)
