@@ -124,6 +124,11 @@ def build(status: JobStatus, backend: str, endpoint: str, evaluation: dict[str, 
         },
         "loss_curve": [{"step": s.step, "epoch": s.epoch, "mean_loss": s.mean_loss}
                        for s in snapshots],
+        "validation_curve": [{"step": s.step, "epoch": s.epoch, "mean_loss": s.mean_loss}
+                             for s in (model.validation if model else ())],
+        "kept_epoch": model.kept_epoch if model else None,
+        "stop_reason": model.stop_reason if model else None,
+        "device": model.device if model else None,
         "eval_status": eval_status,
         "eval": evaluation,
     }

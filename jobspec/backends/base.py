@@ -70,6 +70,12 @@ class RemoteModel:
     target: str | None = None  # what generateContent addresses once ACTIVE (default: name)
     stats: DataStats | None = None
     total_steps: int | None = None  # as the service counts them, when it says
+    # Mean loss on the job's validation examples, as the service measured it (per epoch, and at
+    # the end); empty when the job has none or the service does not say.
+    validation: tuple[Snapshot, ...] = ()
+    kept_epoch: int | None = None  # the epoch whose weights were kept (early stopping)
+    stop_reason: str | None = None  # why training ended before its last epoch, in words
+    device: str | None = None  # what trained it, when the service says (e.g. "cpu", "cuda")
 
     @property
     def model_id(self) -> str:
