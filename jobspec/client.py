@@ -21,6 +21,7 @@ import math
 import re
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timezone
 from typing import Any
@@ -179,12 +180,15 @@ class ApiClient:
         self.close()
 
     def _send_once(self, method: str, path: str, params: dict[str, Any] | None,
-                   body: Any) -> dict[str, Any]:
+                   body: Any, content: Iterable[bytes] | None = None,
+                   headers: dict[str, str] | None = None) -> dict[str, Any]:
         with self._count_lock:
             self.request_count += 1
         try:
             response = self._http.request(method, path, params=params, json=body,
-                                          headers=self.credentials.headers())
+                                          content=content,
+                                          headers={**self.credentials.headers(),
+                                                   **(headers or {})})
         except httpx.TransportError as exc:
             raise TransientBackendError(f"{type(exc).__name__} talking to {self.base_url}: "
                                         f"{exc}") from None
@@ -200,15 +204,37 @@ class ApiClient:
                 from None
 
     def request(self, method: str, path: str, *, params: dict[str, Any] | None = None,
-                body: Any = None, version: str | None = None) -> dict[str, Any]:
-        """``path`` is relative to the API version, e.g. ``tunedModels/x``."""
+                body: Any = None, version: str | None = None,
+                retry: bool = True) -> dict[str, Any]:
+        """``path`` is relative to the API version, e.g. ``tunedModels/x``. ``retry=False``
+        sends once: for a request that must not be repeated blindly (a create whose repeat
+        would make a second resource), whose caller decides what to do after a transient
+        error."""
         url = f"/{version or self.api_version}/{path}"
+        if not retry:
+            return self._send_once(method, url, params, body)
+        return self._retried(lambda: self._send_once(method, url, params, body))
+
+    def send_stream(self, method: str, path: str, *, content: Callable[[], Iterable[bytes]],
+                    length: int, content_type: str, params: dict[str, Any] | None = None,
+                    version: str | None = None) -> dict[str, Any]:
+        """A request whose body is ``length`` bytes, streamed from ``content()`` (called afresh
+        for each attempt, so that a retry sends the whole body again) and never held whole,
+        with an explicit Content-Length (no chunked encoding) and Content-Type; retried as
+        ``request`` is. The caller makes sure a repeat is harmless (Cloud Storage's
+        ifGenerationMatch=0, say)."""
+        url = f"/{version or self.api_version}/{path}"
+        headers = {"Content-Type": content_type, "Content-Length": str(length)}
+        return self._retried(lambda: self._send_once(method, url, params, None,
+                                                     content=content(), headers=headers))
+
+    def _retried(self, send: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         budget = _Budget(self.retry)
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(TransientBackendError),
             stop=budget.stop, wait=budget.wait, sleep=self._sleep, reraise=True)
         try:
-            return retrying(self._send_once, method, url, params, body)
+            return retrying(send)
         except TransientBackendError as exc:
             if budget.gave_up is None:
                 raise

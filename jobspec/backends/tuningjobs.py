@@ -1,0 +1,140 @@
+"""The Vertex AI tuningJobs wire format (shared/reference/vertex-tuning-api.md): its states
+(§5), its hyperparameters (§3), the JSONL line of one training example (§6), and a TuningJob
+read as jobspec's backend-neutral RemoteModel and Progress."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .base import ACTIVE, CREATING, FAILED, DataStats, Progress, RemoteModel
+
+LABEL_NAME, LABEL_FINGERPRINT, LABEL_OWNER = ("jobspec-name", "jobspec-fingerprint",
+                                              "jobspec-owner")
+
+# §5: every JOB_STATE_* as one of jobspec's three; the service's own name is kept beside it.
+_STATES = {"JOB_STATE_SUCCEEDED": ACTIVE, **dict.fromkeys(
+    ("JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED",
+     "JOB_STATE_PARTIALLY_SUCCEEDED"), FAILED)}  # the rest (queued ... paused): CREATING
+ADAPTER_SIZES = {1: "ADAPTER_SIZE_ONE", 2: "ADAPTER_SIZE_TWO", 4: "ADAPTER_SIZE_FOUR",
+                 8: "ADAPTER_SIZE_EIGHT", 16: "ADAPTER_SIZE_SIXTEEN",
+                 32: "ADAPTER_SIZE_THIRTY_TWO"}
+ADAPTER_NUMBERS = {name: size for size, name in ADAPTER_SIZES.items()}
+
+
+def jsonl_line(text_input: str, output: str) -> bytes:
+    """One training example as Vertex reads it (§6), compact UTF-8, newline-terminated."""
+    return (json.dumps({"contents": [{"role": "user", "parts": [{"text": text_input}]},
+                                     {"role": "model", "parts": [{"text": output}]}]},
+                       ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+
+
+# What a line adds around its two JSON strings (data.py counts each string with its quotes).
+JSONL_EXAMPLE_BYTES = len(jsonl_line("", "")) - 4
+
+
+def hyperparameters_to_wire(epoch_count: int, learning_rate_multiplier: float | None,
+                            adapter_size: int | None) -> dict[str, Any]:
+    """``supervisedTuningSpec.hyperParameters``: epochCount as int64 in JSON (a string)."""
+    hyper: dict[str, Any] = {"epochCount": str(epoch_count)}
+    if learning_rate_multiplier is not None:
+        hyper["learningRateMultiplier"] = learning_rate_multiplier
+    if adapter_size is not None:
+        hyper["adapterSize"] = ADAPTER_SIZES[adapter_size]
+    return hyper
+
+
+def _int(value: object) -> int | None:
+    try:
+        return int(value) if value is not None else None  # int64 comes as a string
+    except (TypeError, ValueError):
+        return None
+
+
+def _stats(job: dict[str, Any]) -> DataStats | None:
+    found = job.get("tuningDataStats", {}).get("supervisedTuningDataStats")
+    if not found:
+        return None
+    return DataStats(examples=_int(found.get("tuningDatasetExampleCount")),
+                     billable_tokens=_int(found.get("totalBillableTokenCount")),
+                     steps=_int(found.get("tuningStepCount")),
+                     characters=_int(found.get("totalTuningCharacterCount")))
+
+
+def _error(job: dict[str, Any], service_state: str) -> str | None:
+    if _STATES.get(service_state, CREATING) != FAILED:
+        return None
+    error = job.get("error") or {}
+    if error.get("message"):
+        return f"{error['message']} (code {error.get('code')}, {service_state})"
+    return {"JOB_STATE_EXPIRED": "the tuning job expired (JOB_STATE_EXPIRED)",
+            "JOB_STATE_PARTIALLY_SUCCEEDED": "the tuning job only partly succeeded "
+                                             "(JOB_STATE_PARTIALLY_SUCCEEDED)"}.get(
+        service_state, f"the tuning job ended {service_state}")
+
+
+def tuning_job_from_wire(job: dict[str, Any]) -> RemoteModel:
+    service_state = job.get("state", "JOB_STATE_UNSPECIFIED")
+    labels = job.get("labels") or {}
+    hyper = job.get("supervisedTuningSpec", {}).get("hyperParameters", {})
+    hyperparameters: dict[str, Any] = {}
+    if _int(hyper.get("epochCount")) is not None:
+        hyperparameters["epoch_count"] = _int(hyper["epochCount"])
+    if "learningRateMultiplier" in hyper:
+        hyperparameters["learning_rate_multiplier"] = hyper["learningRateMultiplier"]
+    if hyper.get("adapterSize") in ADAPTER_NUMBERS:
+        hyperparameters["adapter_size"] = ADAPTER_NUMBERS[hyper["adapterSize"]]
+    stats = _stats(job)
+    managed = bool(labels.get(LABEL_NAME) and labels.get(LABEL_FINGERPRINT))
+    return RemoteModel(
+        name=job["name"], state=_STATES.get(service_state, CREATING),
+        service_state=service_state, base_model=job.get("baseModel", ""),
+        display_name=job.get("tunedModelDisplayName"), description=job.get("description"),
+        hyperparameters=hyperparameters, create_time=job.get("createTime"),
+        start_time=job.get("startTime"), complete_time=job.get("endTime"),
+        job=labels.get(LABEL_NAME) if managed else None,
+        fingerprint=labels.get(LABEL_FINGERPRINT) if managed else None,
+        owner=labels.get(LABEL_OWNER) if managed else None,
+        error=_error(job, service_state), target=job.get("tunedModel", {}).get("endpoint"),
+        stats=stats, total_steps=stats.steps if stats else None)
+
+
+def progress_of(model: RemoteModel, adopted: bool = False) -> Progress:
+    """A tuning job as a run in progress: no step counts until Vertex has read the data, the
+    JOB_STATE_* name as the label, done once ACTIVE or FAILED."""
+    done = model.state in (ACTIVE, FAILED)
+    return Progress(model_name=model.name, operation=None, done=done,
+                    total_steps=model.total_steps,
+                    completed_steps=(model.total_steps or 0) if model.state == ACTIVE else 0,
+                    error=model.error, model=model if model.state == ACTIVE else None,
+                    adopted=adopted, state_label=model.service_state, stats=model.stats)
+
+
+def _segments(resource: str) -> dict[str, str]:
+    """``projects/p/locations/l/endpoints/e`` -> {"projects": "p", "locations": "l", ...}."""
+    parts = resource.split("/")
+    return dict(zip(parts[::2], parts[1::2]))
+
+
+def removal_commands(tuned: dict[str, str]) -> list[str]:
+    """How to remove what a finished tuning job left (its ``tunedModel``): the endpoint's
+    deployment, the endpoint, the model."""
+    commands = []
+    if tuned.get("endpoint"):
+        where = _segments(tuned["endpoint"])
+        scope = f"--project={where.get('projects')} --region={where.get('locations')}"
+        endpoint = where.get("endpoints")
+        commands += [f"gcloud ai endpoints undeploy-model {endpoint} {scope} "
+                     f"--deployed-model-id=ID   (the ID is in: gcloud ai endpoints describe "
+                     f"{endpoint} {scope})", f"gcloud ai endpoints delete {endpoint} {scope}"]
+    if tuned.get("model"):
+        where = _segments(tuned["model"])
+        scope = f"--project={where.get('projects')} --region={where.get('locations')}"
+        commands.append(f"gcloud ai models delete {where.get('models', '').split('@')[0]} "
+                        f"{scope}")
+    return commands
+
+
+def newest(models: list[RemoteModel]) -> RemoteModel:
+    """The latest created of ``models`` (RFC 3339 times in UTC sort as strings)."""
+    return max(models, key=lambda m: (m.create_time or "", m.name))
