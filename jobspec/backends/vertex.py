@@ -55,6 +55,8 @@ TRAINING_OBJECT = "jobspec/training/{fingerprint}.jsonl"  # in the staging bucke
 # A region goes into the service's host name, a project into its paths: nothing else may pass.
 _LOCATION = re.compile(r"[a-z][a-z0-9-]{0,61}[a-z0-9]")
 _PROJECT = re.compile(r"(?:[a-z][a-z0-9.-]{0,61}[a-z0-9]:)?[a-z0-9][a-z0-9-]{0,61}[a-z0-9]")
+_WHAT = {"location": "a Google Cloud region such as us-central1",
+         "project": "a Google Cloud project id"}
 
 LIMITS = data.DataLimits(
     "vertex", max_examples=1_000_000, max_bytes=data.GB, carrier="training file",
@@ -104,11 +106,9 @@ def _setting(options: BackendOptions, jobs: list[Job], key: str, variable: str,
         return None
     value, source, where = found
     if pattern is not None and not pattern.fullmatch(value):
-        what = {"location": "a Google Cloud region such as us-central1",
-                "project": "a Google Cloud project id"}[key]
         if where is not None:
-            raise ConfigError(where, f"{value!r} is not {what}")
-        raise UsageError(f"{source} {value!r}: expected {what}")
+            raise ConfigError(where, f"{value!r} is not {_WHAT[key]}")
+        raise UsageError(f"{source} {value!r}: expected {_WHAT[key]}")
     return value, source
 
 
@@ -332,6 +332,11 @@ class VertexBackend:
         return (f"{self.settings.parent}/publishers/google/models/"
                 f"{job.base_model.removeprefix('models/')}")
 
+    def count_tokens(self, job: Job, examples: list[Any]) -> None:
+        """None: the contract (shared/reference/vertex-tuning-api.md) states no token-counting
+        method, so jobspec estimates (Vertex's limit is 131,072 tokens an example, §6)."""
+        return None
+
 
 def vertex_credentials() -> auth.Credentials:
     """OAuth only (§1): Vertex AI refuses API keys, so one is never sent, and a user who has
@@ -398,6 +403,11 @@ def check_job(job: Job) -> list[ConfigError]:
     if "batch_size" in given:
         problems.append(ConfigError(job.at("hyperparameters", "batch_size"), (
             "Vertex AI takes no batch size (it chooses one); remove batch_size")))
+    for key, pattern in (("project", _PROJECT), ("location", _LOCATION)):
+        value = getattr(job.backend, key, None) if job.backend is not None else None
+        if value and not pattern.fullmatch(value):
+            problems.append(ConfigError(job.at("backend", key),
+                                        f"{value!r} is not {_WHAT[key]}"))
     return problems
 
 

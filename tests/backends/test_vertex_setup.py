@@ -176,10 +176,18 @@ def test_a_location_that_is_not_a_region_never_reaches_a_host_name(vertex, cli, 
         "numbers", "data/numbers.jsonl",
         backend="backend: {type: vertex, project: my-project, location: 'evil.example#', "
                 "staging_bucket: gs://my-bucket}\n"))
-    result = cli("plan", "jobs/")
-    assert result.code == 1
-    assert ("jobs/numbers.yaml:10:56: backend.location: 'evil.example#' is not a Google Cloud "
-            "region such as us-central1") in result.err
+    for command in ("validate", "plan"):
+        result = cli(command, "jobs/")
+        assert result.code == 1
+        assert ("jobs/numbers.yaml:10:56: backend.location: 'evil.example#' is not a Google "
+                "Cloud region such as us-central1") in result.err
+    monkeypatch.setenv("JOBSPEC_VERTEX_LOCATION", "evil.example#")
+    vertex.write_numbers()
+    refused = cli("plan", "jobs/")
+    assert refused.code == 64
+    assert refused.err.startswith(
+        "jobspec: error: JOBSPEC_VERTEX_LOCATION 'evil.example#': expected a Google Cloud "
+        "region such as us-central1")
     assert vertex.fake.requests == []
 
 
@@ -310,7 +318,7 @@ def test_a_job_files_endpoint_gets_no_token_unless_the_operator_allows_it(vertex
     monkeypatch.setenv("JOBSPEC_ALLOWED_ENDPOINTS", url)
     allowed = cli("plan", "jobs/")
     assert allowed.code == 0, allowed.err
-    assert [r.path for r in vertex.fake.requests] == [JOBS_PATH]
+    assert vertex.fake.requests and {r.path for r in vertex.fake.requests} == {JOBS_PATH}
 
 
 def test_data_that_changes_while_it_is_uploaded_is_not_stored(vertex, cli, monkeypatch):
