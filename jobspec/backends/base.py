@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ..data import Example
 from ..identity import Identity
 from ..spec import Job
 from ..workspace import Owner
@@ -44,6 +45,43 @@ class DataStats:
                                   ("billable_tokens", self.billable_tokens),
                                   ("steps", self.steps), ("characters", self.characters))
                 if v is not None}
+
+
+@dataclass(frozen=True)
+class TokenCount:
+    """A job's training examples in tokens, per example in order, as a backend counted (or
+    estimated) them: ``inputs[i]`` and ``outputs[i]`` add up to example i's tokens."""
+
+    inputs: tuple[int, ...]
+    outputs: tuple[int, ...]
+    exact: bool  # counted with the base model's tokenizer, as training encodes the examples
+    method: str  # how, for people: "the local service's tokenizer of models/x"
+    limit: int | None = None  # the most tokens one example may have on this backend, if known
+
+    @property
+    def input_tokens(self) -> int:
+        return sum(self.inputs)
+
+    @property
+    def output_tokens(self) -> int:
+        return sum(self.outputs)
+
+    @property
+    def total(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    @property
+    def longest(self) -> tuple[int, int]:
+        """(index, tokens) of the longest example."""
+        sizes = [i + o for i, o in zip(self.inputs, self.outputs)]
+        index = max(range(len(sizes)), key=sizes.__getitem__)
+        return index, sizes[index]
+
+    def over_limit(self) -> list[int]:
+        """Indices of the examples longer than ``limit``."""
+        if self.limit is None:
+            return []
+        return [n for n, (i, o) in enumerate(zip(self.inputs, self.outputs)) if i + o > self.limit]
 
 
 @dataclass(frozen=True)
@@ -171,6 +209,10 @@ class Backend(Protocol):
         """Ask ``target`` (a model's ``generation_target``, or ``base_target``) one prompt;
         ``config`` is the job's generation config, snake_case."""
     def base_target(self, job: Job) -> str: ...
+    def count_tokens(self, job: Job, examples: list[Example]) -> TokenCount | None:
+        """``examples`` (the job's, in order) in the base model's tokens as this service will
+        train on them, with its limit on one example; None when the backend cannot count them
+        (jobspec then estimates from their characters, and plans say so)."""
     def request_count(self) -> int: ...
     def interrupt(self) -> None:
         """Cut every retry wait short (Ctrl-C)."""

@@ -16,7 +16,8 @@ from ..identity import Identity
 from ..spec import Job
 from ..workspace import Owner
 from . import generate
-from .base import ACTIVE, CREATING, FAILED, PollDefaults, Progress, RemoteModel, Snapshot
+from .base import (ACTIVE, CREATING, FAILED, PollDefaults, Progress, RemoteModel, Snapshot,
+                   TokenCount)
 from .endpoints import Endpoint, check_destination
 from .registry import BackendType, OpenRequest
 
@@ -82,7 +83,11 @@ def tuned_model_from_wire(body: dict[str, Any]) -> RemoteModel:
         display_name=body.get("displayName"), description=body.get("description"),
         hyperparameters=hyperparameters, create_time=body.get("createTime"),
         start_time=task.get("startTime"), complete_time=task.get("completeTime"),
-        snapshots=_snapshots(task.get("snapshots", [])), **parse_marker(body.get("description")))
+        snapshots=_snapshots(task.get("snapshots", [])),
+        # jobspec's local service adds these to the TuningTask (Google's has none of them).
+        validation=_snapshots(task.get("validationSnapshots", [])),
+        kept_epoch=task.get("keptEpoch"), stop_reason=task.get("stopReason"),
+        device=task.get("device"), **parse_marker(body.get("description")))
 
 
 def _model_path(name: str) -> str:
@@ -96,8 +101,9 @@ class GeminiBackend:
     adopts what an earlier, interrupted create made."""
 
     def __init__(self, name: str, client: ApiClient, owner: Owner,
-                 poll: PollDefaults = POLL) -> None:
+                 poll: PollDefaults = POLL, *, counts_examples: bool = False) -> None:
         self.name = name
+        self.counts_examples = counts_examples  # the service has models.countExampleTokens
         self.client = client
         self.endpoint = client.base_url
         self.owner = owner
@@ -131,7 +137,10 @@ class GeminiBackend:
 
     def expected_steps(self, job: Job, identity: Identity) -> int | None:
         hp = job.hyperparameters
-        return wire.total_steps(identity.example_count, hp.epoch_count, hp.batch_size)
+        held_out = data.split_count(identity.example_count, job.validation_split) \
+            if job.validation_split is not None else 0
+        return wire.total_steps(identity.example_count - held_out, hp.epoch_count,
+                                hp.batch_size)
 
     def get_model(self, name: str) -> RemoteModel | None:
         try:
@@ -141,30 +150,39 @@ class GeminiBackend:
                 return None
             raise
 
-    def create_body(self, job: Job, identity: Identity, examples: list[Example]) -> dict[str, Any]:
+    def create_body(self, job: Job, identity: Identity, examples: list[Example],
+                    validation: list[Example] | None = None) -> dict[str, Any]:
         description = "\n\n".join(filter(None, [job.description,
                                                 marker(job.name, identity.fingerprint,
                                                        self.owner.id)]))
         wanted = job.hyperparameters.as_dict()
         hyperparameters = {camel: wanted[snake] for camel, snake in wire.HYPERPARAMETERS.items()
                            if snake in wanted}
+        task: dict[str, Any] = {
+            "hyperparameters": hyperparameters,
+            "trainingData": {"examples": {"examples": [
+                {"textInput": e.text_input, "output": e.output} for e in examples]}},
+        }
+        # The local service's additions (check_job keeps them from the Gemini API, which has
+        # neither): validation examples, as a Dataset like trainingData, and early stopping.
+        if validation:
+            task["validationData"] = {"examples": {"examples": [
+                {"textInput": e.text_input, "output": e.output} for e in validation]}}
+        if job.early_stopping is not None:
+            task["earlyStopping"] = {"patience": job.early_stopping}
         return {
             "displayName": (job.display_name or job.name)[:40],
             "description": description,
             "baseModel": job.base_model,
-            "tuningTask": {
-                "hyperparameters": hyperparameters,
-                "trainingData": {"examples": {"examples": [
-                    {"textInput": e.text_input, "output": e.output} for e in examples]}},
-            },
+            "tuningTask": task,
         }
 
     def create(self, job: Job, identity: Identity) -> Progress:
         """Create the job's model under its own id; if it exists already (a retried or resumed
         create), adopt it instead of creating another. The Gemini API takes the examples inline,
         in the request, whose size validate has checked against the backend's limit."""
-        examples = list(data.iter_examples(job.training_data))
-        body = self.create_body(job, identity, examples)
+        examples, validation = training_and_validation(job)
+        body = self.create_body(job, identity, examples, validation)
         try:
             operation = self.client.request("POST", "tunedModels", body=body,
                                             params={"tunedModelId": identity.tuned_model_id})
@@ -231,6 +249,20 @@ class GeminiBackend:
     def base_target(self, job: Job) -> str:
         return job.base_model
 
+    def count_tokens(self, job: Job, examples: list[Example]) -> TokenCount | None:
+        """The local service counts every example as its trainer encodes it
+        (models.countExampleTokens, one request); the Gemini API has no such method (its
+        countTokens counts one prompt, not a tuning example), so for it jobspec estimates."""
+        if not self.counts_examples:
+            return None
+        answer = self.client.request("POST", f"{job.base_model}:countExampleTokens", body={
+            "examples": [{"textInput": e.text_input, "output": e.output} for e in examples]})
+        return TokenCount(tuple(answer.get("inputTokens", ())),
+                          tuple(answer.get("outputTokens", ())), exact=True,
+                          method=f"counted by the {self.name} service with {job.base_model}'s "
+                                 "tokenizer",
+                          limit=answer.get("exampleTokenLimit"))
+
 
 def gemini_credentials() -> auth.Credentials:
     return auth.api_key(API_KEY_VARIABLES) or auth.oauth(
@@ -246,6 +278,32 @@ def _open(request: OpenRequest) -> GeminiBackend:
                          request.owner)
 
 
+def training_and_validation(job: Job) -> tuple[list[Example], list[Example]]:
+    """The examples a job trains on, and those it holds out for validation (its
+    validation_data, or its validation_split of the training examples)."""
+    examples = list(data.iter_examples(job.training_data))
+    if job.validation_data is not None:
+        return examples, list(data.iter_examples(job.validation_data))
+    if job.validation_split is not None:
+        if len(examples) < 2:
+            raise ConfigError(job.at("validation_split"), f"cannot split {len(examples)} "
+                              "example: a validation split needs at least two")
+        return data.split_examples(examples, job.validation_split)
+    return examples, []
+
+
+def refuse_validation(job: Job) -> list[ConfigError]:
+    """The Gemini API's TuningTask has no validation data and no early stopping."""
+    why = ("the Gemini API takes no validation data (its tuning task has none); remove it, or "
+           "tune on local (or vertex, which takes a validation dataset)")
+    problems = [ConfigError(job.at(key), why) for key in ("validation_data", "validation_split")
+                if getattr(job, key) is not None]
+    if job.early_stopping is not None:
+        problems.append(ConfigError(job.at("early_stopping"), "the Gemini API has no early "
+                                    "stopping; remove it, or tune on local"))
+    return problems
+
+
 def refuse_adapter_size(job: Job, why: str) -> list[ConfigError]:
     if "adapter_size" in job.hyperparameters.given:
         return [ConfigError(job.at("hyperparameters", "adapter_size"), why)]
@@ -259,4 +317,5 @@ GEMINI = BackendType(
     open=_open, poll=POLL, credentials=gemini_credentials,
     default_endpoint=lambda options, jobs: GOOGLE_ENDPOINT,
     check_job=lambda job: refuse_adapter_size(
-        job, "the Gemini API takes no adapter size (Vertex AI does); remove it, or tune on vertex"))
+        job, "the Gemini API takes no adapter size (Vertex AI does); remove it, or tune on vertex")
+    + refuse_validation(job))

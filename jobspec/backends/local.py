@@ -226,7 +226,7 @@ def _open(request: OpenRequest) -> GeminiBackend:
     endpoint = request.chosen_endpoint or _embedded(request)
     check_destination(endpoint, credentials)
     return GeminiBackend("local", ApiClient(endpoint.url, credentials, retry=request.retry),
-                         request.owner, poll=POLL)
+                         request.owner, poll=POLL, counts_examples=True)
 
 
 LOCAL = BackendType(

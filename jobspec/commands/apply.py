@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 
-from .. import errors, reconcile
+from .. import errors, estimate, reconcile
 from ..backends import registry
 from ..backends.base import ACTIVE, CREATING, Backend
 from ..errors import Interrupted, UsageError
@@ -68,16 +68,23 @@ def _plan(args: argparse.Namespace) -> tuple[reconcile.Plan, Backend]:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    unit_price = estimate.price(args.price_per_million_tokens)
     plan, backend = _plan(args)
     try:
+        estimates = estimate.for_plan(plan, backend, unit_price)
         if args.format == "json":
-            print(json.dumps(planview.as_json(plan), indent=2))
+            print(json.dumps(planview.as_json(plan, estimates), indent=2))
         elif args.format == "markdown":
-            print(planview.markdown(plan), end="")
+            print(planview.markdown(plan, estimates=estimates), end="")
         else:
-            print(planview.text(plan))
+            print(planview.text(plan, estimates))
     finally:
         backend.close()
+    problems = [problem for e in estimates for problem in e.problems]
+    for problem in problems:  # examples the backend would refuse: apply would fail on them
+        print(problem, file=sys.stderr)
+    if problems:
+        return errors.EXIT_FAILURE
     if args.detailed_exitcode and plan.has_changes:
         return errors.EXIT_CHANGES_PENDING
     return errors.EXIT_OK
@@ -206,8 +213,24 @@ def cmd_apply(args: argparse.Namespace) -> int:
     return errors.EXIT_OK if complete else errors.EXIT_FAILURE
 
 
+def price_argument(text: str) -> float:
+    """argparse type: a price, a finite number of 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a price (a number, 0 or more)")
+    return value
+
+
 def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("text", "json", "markdown"), default="text")
+    parser.add_argument("--price-per-million-tokens", type=price_argument, default=None,
+                        metavar="PRICE",
+                        help="estimate each job's cost at PRICE per million tokens trained "
+                             f"(default: ${estimate.PRICE_VARIABLE}; jobspec holds no price "
+                             "list)")
     parser.add_argument("--detailed-exitcode", action="store_true",
                         help="exit 2 when changes are pending, 0 when none, 1 on error")
     parser.add_argument("--recreate-failed", action="store_true",

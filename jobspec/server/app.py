@@ -25,7 +25,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from ..wire import LOCAL_MAX_BODY_BYTES
-from . import identity, wire
+from . import counting, identity, wire
 from .guard import RequestGuard
 from .service import TuningService
 from .wire import ApiError
@@ -59,6 +59,11 @@ ROUTES: list[tuple[str, str, Handler, bool, bool]] = [
     ("GET", rf"models/{NAME}", lambda s, r, m, b: s.get_model(m[0]), False, False),
     ("POST", rf"models/{NAME}:generateContent",
      lambda s, r, m, b: s.generate(b, base=m[0]), True, True),
+    ("POST", rf"models/{NAME}:countTokens",
+     lambda s, r, m, b: counting.count_tokens(s, m[0], b), True, True),
+    # jobspec's own: every tuning example's tokens, for plans (counting.py)
+    ("POST", rf"models/{NAME}:countExampleTokens",
+     lambda s, r, m, b: counting.count_example_tokens(s, m[0], b), True, True),
     ("GET", r"tunedModels", lambda s, r, m, b: s.list_tuned_models(
         _int_query(r, "pageSize"), _query(r, "pageToken")), False, False),
     # create tokenizes every example: in the threadpool, so other requests are not held up

@@ -1,0 +1,205 @@
+"""What a plan will cost before anyone spends it: each changing job's examples in tokens, the
+tokens trained (tokens x epochs, what a cloud backend bills), steps, the longest example against
+the backend's limit, a training time from the rate this backend measured for the same base
+model, and a cost at the price the operator gives (jobspec holds no price list).
+
+Tokens are counted by the backend where it can (the local service: exactly, with the base
+model's tokenizer, as its trainer encodes them); elsewhere they are estimated from characters,
+and every figure says which.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from . import data, timestamps
+from .backends.base import Backend, RemoteModel, TokenCount
+from .data import Example
+from .errors import ConfigError, JobSpecError, UsageError
+from .spec import Job
+
+if TYPE_CHECKING:
+    from .reconcile import Plan
+
+PRICE_VARIABLE = "JOBSPEC_PRICE_PER_MILLION_TOKENS"
+# Google's rule of thumb for Gemini models: a token is about four characters.
+CHARS_PER_TOKEN = 4
+RUNS_MEASURED = 5  # the latest earlier runs of the base model that a rate is taken from
+
+
+def by_characters(examples: list[Example]) -> TokenCount:
+    return TokenCount(tuple(math.ceil(len(e.text_input) / CHARS_PER_TOKEN) for e in examples),
+                      tuple(math.ceil(len(e.output) / CHARS_PER_TOKEN) for e in examples),
+                      exact=False, method=f"estimated at {CHARS_PER_TOKEN} characters per token "
+                                          "(this backend does not count tuning examples)")
+
+
+def count(job: Job, backend: Backend) -> tuple[TokenCount, list[Example]]:
+    """The job's examples in tokens: the backend's count, else an estimate from characters."""
+    examples = list(data.iter_examples(job.training_data))
+    counter = getattr(backend, "count_tokens", None)  # a backend written before it may lack it
+    counted = counter(job, examples) if counter is not None else None
+    if counted is None or len(counted.inputs) != len(examples):
+        counted = by_characters(examples)
+    return counted, examples
+
+
+def price(given: float | None) -> float | None:
+    """--price-per-million-tokens, else $JOBSPEC_PRICE_PER_MILLION_TOKENS, else None."""
+    if given is not None:
+        return given
+    text = os.environ.get(PRICE_VARIABLE, "").strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise UsageError(f"{PRICE_VARIABLE}={text}: expected a price (a number, 0 or more)")
+    return value
+
+
+@dataclass(frozen=True)
+class Rate:
+    """How fast this backend trained the base model before: seconds per example trained
+    (a step's time over its batch size) and the time before the first step."""
+
+    seconds_per_example: float
+    startup_seconds: float
+    runs: int
+
+    def seconds(self, examples_trained: int) -> float:
+        return self.startup_seconds + examples_trained * self.seconds_per_example
+
+
+def _run_rate(model: RemoteModel) -> tuple[float, float] | None:
+    """(seconds per example, startup seconds) of one earlier run, from its snapshots' times."""
+    timed = [(s.step, timestamps.parse(s.compute_time)) for s in model.snapshots]
+    timed = [(step, moment) for step, moment in timed if moment is not None]
+    batch = model.hyperparameters.get("batch_size")
+    if len(timed) < 2 or not isinstance(batch, (int, float)) or batch <= 0:
+        return None
+    (first_step, first), (last_step, last) = timed[0], timed[-1]
+    if last_step <= first_step:
+        return None
+    per_step = (last - first).total_seconds() / (last_step - first_step)
+    started = timestamps.parse(model.start_time)
+    startup = 0.0
+    if started is not None:
+        startup = max(0.0, (first - started).total_seconds() - first_step * per_step)
+    return per_step / batch, startup
+
+
+def measured_rate(models: list[RemoteModel], base_model: str) -> Rate | None:
+    """The median rate of the latest earlier runs of ``base_model``; None before one ran."""
+    runs = sorted((m for m in models if m.base_model == base_model),
+                  key=lambda m: m.complete_time or m.start_time or "", reverse=True)
+    rates = [r for r in (_run_rate(m) for m in runs) if r is not None][:RUNS_MEASURED]
+    if not rates:
+        return None
+    return Rate(statistics.median(r[0] for r in rates), statistics.median(r[1] for r in rates),
+                len(rates))
+
+
+@dataclass(frozen=True)
+class JobEstimate:
+    job: Job
+    tokens: TokenCount | None
+    epochs: int
+    steps: int | None
+    rate: Rate | None = None
+    price: float | None = None
+    error: str | None = None  # why the tokens could not be counted
+    problems: tuple[ConfigError, ...] = field(default=())  # examples over the limit
+
+    @property
+    def trained_tokens(self) -> int | None:
+        return None if self.tokens is None else self.tokens.total * self.epochs
+
+    @property
+    def examples_trained(self) -> int | None:
+        return None if self.tokens is None else len(self.tokens.inputs) * self.epochs
+
+    @property
+    def seconds(self) -> float | None:
+        trained = self.examples_trained
+        return None if self.rate is None or trained is None else self.rate.seconds(trained)
+
+    @property
+    def cost(self) -> float | None:
+        trained = self.trained_tokens
+        return None if self.price is None or trained is None else trained / 1e6 * self.price
+
+
+def _problems(job: Job, tokens: TokenCount, examples: list[Example]) -> tuple[ConfigError, ...]:
+    """Each example longer than the backend takes, at its line of the data file."""
+    found = []
+    for index in tokens.over_limit():
+        where = examples[index].where or job.at("training_data")
+        size = tokens.inputs[index] + tokens.outputs[index]
+        found.append(ConfigError(where, f"example {index + 1} is {size:,} tokens (input and "
+                                 f"output, {tokens.method}), over the limit of "
+                                 f"{tokens.limit:,} tokens for one example"))
+    return tuple(found)
+
+
+def estimate_job(job: Job, steps: int | None, backend: Backend, models: list[RemoteModel],
+                 unit_price: float | None) -> JobEstimate:
+    epochs = job.hyperparameters.epoch_count
+    rate = measured_rate(models, job.base_model)
+    try:
+        tokens, examples = count(job, backend)
+    except JobSpecError as exc:
+        return JobEstimate(job, None, epochs, steps, rate, unit_price, error=str(exc))
+    problems = _problems(job, tokens, examples) if tokens.exact else ()
+    return JobEstimate(job, tokens, epochs, steps, rate, unit_price, problems=problems)
+
+
+@dataclass(frozen=True)
+class Totals:
+    jobs: int
+    trained_tokens: int
+    seconds: float | None  # None unless every job's time is known
+    timed_jobs: int
+    cost: float | None
+    exact: bool  # every job's tokens counted, none estimated
+
+
+def totals(estimates: list[JobEstimate]) -> Totals:
+    counted = [e for e in estimates if e.trained_tokens is not None]
+    timed = [e.seconds for e in estimates if e.seconds is not None]
+    costs = [e.cost for e in estimates if e.cost is not None]
+    return Totals(
+        jobs=len(estimates), trained_tokens=sum(e.trained_tokens or 0 for e in counted),
+        seconds=sum(timed) if timed and len(timed) == len(estimates) else None,
+        timed_jobs=len(timed),
+        cost=sum(costs) if costs and len(costs) == len(estimates) else None,
+        exact=all(e.tokens is not None and e.tokens.exact for e in estimates))
+
+
+def duration_text(seconds: float) -> str:
+    """``45s``, ``3m 20s``, ``2h 05m``."""
+    whole = round(seconds)
+    if whole < 60:
+        return f"{max(whole, 1)}s"
+    if whole < 3600:
+        return f"{whole // 60}m {whole % 60:02d}s"
+    return f"{whole // 3600}h {whole % 3600 // 60:02d}m"
+
+
+def cost_text(cost: float) -> str:
+    return f"{cost:,.2f}" if cost >= 0.01 or cost == 0 else f"{cost:.2g}"
+
+
+def for_plan(plan: "Plan", backend: Backend, unit_price: float | None) -> list[JobEstimate]:
+    """An estimate for every job the plan creates, from one listing of the backend's models."""
+    changing = [j for j in plan.jobs if j.changes]
+    if not changing:
+        return []
+    models = backend.list_models()
+    return [estimate_job(j.job, j.expected_steps, backend, models, unit_price) for j in changing]
