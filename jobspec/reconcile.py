@@ -13,6 +13,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import tenacity
 
@@ -39,6 +40,7 @@ class JobPlan:
     reasons: tuple[str, ...] = ()
     progress_percent: float | None = None
     expected_steps: int | None = None  # the backend's count, when known before it trains
+    hyperparameters: dict[str, Any] | None = None  # what the backend applies, snake_case
 
     @property
     def changes(self) -> bool:
@@ -64,11 +66,12 @@ class Plan:
         return any(j.changes for j in self.jobs)
 
 
-def _why(job: Job, identity: Identity, old: RemoteModel) -> tuple[str, ...]:
+def _why(job: Job, wanted: dict[str, Any], old: RemoteModel) -> tuple[str, ...]:
+    """What changed since ``old``: its base model, or what the backend applies of the
+    hyperparameters (``wanted``), else the examples."""
     reasons = []
     if old.base_model != job.base_model:
         reasons.append(f"base model {old.base_model} → {job.base_model}")
-    wanted = job.hyperparameters.as_dict()
     for key in sorted(set(wanted) | set(old.hyperparameters)):
         before, after = old.hyperparameters.get(key), wanted.get(key)
         if before != after and not (before is None and after is None):
@@ -122,10 +125,11 @@ def plan(jobs: list[tuple[Job, Identity]], backend: Backend, *,
             reasons = (f"--recreate-failed leaves it: {recreate_refusal(current, owner_id)}",)
         if action == CREATE and superseded:
             newest = max(superseded, key=lambda m: m.create_time or "")
-            reasons = _why(job, identity, newest)
+            reasons = _why(job, backend.hyperparameters(job), newest)
         name = current.name if current else backend.planned_name(identity)
         planned.append(JobPlan(job, identity, action, name, current, superseded, foreign,
-                               reasons, percent, backend.expected_steps(job, identity)))
+                               reasons, percent, backend.expected_steps(job, identity),
+                               backend.hyperparameters(job)))
     return Plan(backend.name, backend.endpoint, backend.owner, tuple(planned))
 
 

@@ -197,6 +197,9 @@ class Backend(Protocol):
         so)."""
     def expected_steps(self, job: Job, identity: Identity) -> int | None:
         """How many steps the service will train, when that is known before it starts."""
+    def hyperparameters(self, job: Job) -> dict[str, Any]:
+        """What of the job's hyperparameters the service applies (snake_case), as plans and
+        reports show them: a value the service does not take is not shown as if it did."""
     def get_model(self, name: str) -> RemoteModel | None: ...
     def create(self, job: Job, identity: Identity) -> Progress:
         """Start tuning ``job`` (its examples read from ``job.training_data``, streamed where the

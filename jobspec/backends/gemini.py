@@ -142,6 +142,9 @@ class GeminiBackend:
         return wire.total_steps(identity.example_count - held_out, hp.epoch_count,
                                 hp.batch_size)
 
+    def hyperparameters(self, job: Job) -> dict[str, Any]:
+        return job.hyperparameters.as_dict()
+
     def get_model(self, name: str) -> RemoteModel | None:
         try:
             return tuned_model_from_wire(self.client.request("GET", _model_path(name)))

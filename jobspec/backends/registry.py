@@ -80,13 +80,9 @@ class BackendType:
 
 
 def _types() -> dict[str, BackendType]:
-    from . import gemini, local  # noqa: PLC0415 - they import this module's types
-    try:  # TEMPORARY while vertex.py is written
-        from . import vertex  # noqa: PLC0415
-        extra = (vertex.VERTEX,)
-    except Exception:  # noqa: BLE001
-        extra = ()
-    return {t.name: t for t in (local.LOCAL, gemini.GEMINI, *extra)}
+    from . import gemini, local, vertex  # noqa: PLC0415 - they import this module's types
+
+    return {t.name: t for t in (local.LOCAL, gemini.GEMINI, vertex.VERTEX)}
 
 
 def names() -> tuple[str, ...]:

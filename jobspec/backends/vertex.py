@@ -203,6 +203,15 @@ class VertexBackend:
     def expected_steps(self, job: Job, identity: Identity) -> int | None:
         return None  # Vertex counts its steps once it has read the data
 
+    def hyperparameters(self, job: Job) -> dict[str, Any]:
+        """What Vertex AI v1 takes (the batch size is its own choice, so not shown)."""
+        hp = job.hyperparameters
+        applied: dict[str, Any] = {"epoch_count": hp.epoch_count,
+                                   "learning_rate_multiplier": hp.learning_rate_multiplier}
+        if hp.adapter_size is not None:
+            applied["adapter_size"] = hp.adapter_size
+        return applied
+
     def _job_name(self, name: str) -> str:
         if name.startswith("projects/"):
             return name

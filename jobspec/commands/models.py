@@ -84,20 +84,27 @@ def _is_model_name(target: str) -> bool:
 def cmd_delete(args: argparse.Namespace) -> int:
     job_names: set[str] = set()
     model_names: set[str] = set()
+    job_files = []  # their backend settings (a Vertex project, say) apply to the deletion
     for target in args.targets:
         if os.path.isfile(target):
-            job_names.add(spec.load_job(target).name)
+            job_files.append(spec.load_job(target))
+            job_names.add(job_files[-1].name)
         elif _is_model_name(target):
             model_names.add(target)
         else:
             job_names.add(target)
     if not args.yes and not sys.stdin.isatty():
         raise UsageError("delete removes models: add --yes, or run it in a terminal to confirm")
-    backend = open_backend(args, [])
+    backend = open_backend(args, job_files)
     try:
         owner_id = backend.owner.id
         doomed, kept = [], []
-        for model in backend.list_models():
+        listed = backend.list_models()
+        # A model named by its name may be one the listing leaves out (a backend may list only
+        # this workspace's): read it directly.
+        missing = model_names - {m.name for m in listed}
+        found = [m for m in (backend.get_model(name) for name in sorted(missing)) if m]
+        for model in listed + found:
             named = model.name in model_names
             if not named and model.job not in job_names:
                 continue

@@ -118,11 +118,6 @@ def test_a_second_apply_uploads_nothing_and_creates_nothing(vertex: Vertex, cli)
     assert len(vertex.fake.jobs) == 1
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "commands/apply.py _status() reports job_plan.model_name, the plan's placeholder "
-    "'tuningJobs/(new) ...', for a job created in this run, instead of the created job's name "
-    "(outcome.model.name / outcome.progress.model_name); so matching_eval never matches and "
-    "the second apply asks the eval again"))
 def test_the_report_names_the_job_vertex_made_so_the_next_apply_reuses_the_eval(vertex, cli):
     assert apply(cli).code == 0
     assert vertex.report("numbers")["tuned_model"] == vertex.job_of("numbers")["name"]
@@ -407,10 +402,6 @@ def test_every_vertex_state_maps_to_one_of_three_and_keeps_its_name(vertex: Vert
     assert failed["error"] == "Internal error occurred. (code 3, JOB_STATE_FAILED)"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "report.json of a vertex job: tuned_model is the plan's placeholder (see above) and "
-    "schemas/report.schema.json requires ^tunedModels/...; its hyperparameters carry "
-    "adapter_size, which the schema's additionalProperties: false refuses"))
 def test_reports_of_vertex_jobs_follow_the_report_schema(vertex: Vertex, cli):
     import jsonschema
 
