@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from . import stats
 from .backends.base import Backend, RemoteModel
 from .errors import JobSpecError
 from .spec import EvalSpec, Expectation, Job
@@ -23,12 +24,35 @@ class Answer:
     passed: bool = False
 
 
+def pass_fraction(answers: tuple[Answer, ...]) -> float:
+    """The fraction of a prompt's answers that pass (an error counts as not passing)."""
+    return sum(a.passed for a in answers) / len(answers)
+
+
+def verdict(answers: tuple[Answer, ...]) -> str:
+    """error when no answer came; else pass when at least half the answers pass (with one
+    answer: when it passes)."""
+    if all(a.error is not None for a in answers):
+        return "error"
+    return "pass" if pass_fraction(answers) >= 0.5 else "fail"
+
+
 @dataclass(frozen=True)
 class PromptResult:
     input: str
     expect: Expectation
-    tuned: Answer
-    base: Answer | None = None
+    tuned: tuple[Answer, ...]  # one per sample
+    base: tuple[Answer, ...] | None = None
+
+    @property
+    def paired_fractions(self) -> tuple[float | None, float | None]:
+        """(tuned, base) pass fractions for the paired test; None where a request failed, which
+        says nothing of the model."""
+        def of(answers: tuple[Answer, ...] | None) -> float | None:
+            if not answers or any(a.error is not None for a in answers):
+                return None
+            return pass_fraction(answers)
+        return of(self.tuned), of(self.base)
 
 
 @dataclass(frozen=True)
@@ -37,28 +61,56 @@ class EvalResult:
     min_pass_rate: float
     compare_base: bool
     generation_config: dict[str, Any]
+    samples: int = 1
+    require_improvement: bool = False
+    significance: float = stats.DEFAULT_SIGNIFICANCE
+
+    @property
+    def passed(self) -> float:
+        """Prompts passed: with samples, the sum of their pass fractions."""
+        return sum(pass_fraction(r.tuned) for r in self.results)
 
     @property
     def pass_rate(self) -> float:
-        return sum(r.tuned.passed for r in self.results) / len(self.results)
+        return self.passed / len(self.results)
+
+    @property
+    def base_passed(self) -> float | None:
+        if not self.compare_base:
+            return None
+        return sum(pass_fraction(r.base) for r in self.results if r.base)
 
     @property
     def base_pass_rate(self) -> float | None:
+        base = self.base_passed
+        return None if base is None else base / len(self.results)
+
+    @property
+    def paired(self) -> stats.Paired | None:
         if not self.compare_base:
             return None
-        return sum(bool(r.base and r.base.passed) for r in self.results) / len(self.results)
+        fractions = [r.paired_fractions for r in self.results]
+        return stats.pair([t for t, _ in fractions], [b for _, b in fractions])
 
     @property
     def errors(self) -> int:
-        return sum(r.tuned.error is not None for r in self.results)
+        return sum(any(a.error is not None for a in r.tuned) for r in self.results)
+
+    @property
+    def improved(self) -> bool | None:
+        """Whether the tuned model passes significantly more prompts than the base; None
+        without compare_base."""
+        paired = self.paired
+        return None if paired is None else paired.improved(self.significance)
 
     @property
     def gate_passed(self) -> bool:
-        return self.pass_rate >= self.min_pass_rate
+        return self.pass_rate >= self.min_pass_rate and (
+            not self.require_improvement or bool(self.improved))
 
     @property
     def failed_inputs(self) -> list[str]:
-        return [r.input for r in self.results if not r.tuned.passed]
+        return [r.input for r in self.results if verdict(r.tuned) != "pass"]
 
 
 def _fold(text: str, case_sensitive: bool) -> str:
@@ -103,15 +155,41 @@ def _ask(backend: Backend, model: str, prompt: str, expect: Expectation,
 
 
 def evaluate(job: Job, tuned: RemoteModel, backend: Backend) -> EvalResult | None:
-    """Ask every eval prompt of the tuned model (and, with compare_base, of its base model);
-    None when the job has no eval section."""
+    """Ask every eval prompt of the tuned model (and, with compare_base, of its base model),
+    ``samples`` times each; None when the job has no eval section."""
     if job.eval is None:
         return None
-    config = generation_config(job.eval)
+    spec = job.eval
+    config = generation_config(spec)
     results = []
-    for prompt in job.eval.prompts:
-        answer = _ask(backend, tuned.generation_target, prompt.input, prompt.expect, config)
-        base = (_ask(backend, backend.base_target(job), prompt.input, prompt.expect, config)
-                if job.eval.compare_base else None)
-        results.append(PromptResult(prompt.input, prompt.expect, answer, base))
-    return EvalResult(tuple(results), job.eval.min_pass_rate, job.eval.compare_base, config)
+    for prompt in spec.prompts:
+        answers = tuple(_ask(backend, tuned.generation_target, prompt.input, prompt.expect,
+                             config) for _ in range(spec.samples))
+        base = (tuple(_ask(backend, backend.base_target(job), prompt.input, prompt.expect,
+                           config) for _ in range(spec.samples))
+                if spec.compare_base else None)
+        results.append(PromptResult(prompt.input, prompt.expect, answers, base))
+    return EvalResult(tuple(results), spec.min_pass_rate, spec.compare_base, config,
+                      spec.samples, spec.require_improvement, spec.significance)
+
+
+def warnings(job: Job) -> list[tuple[tuple[str, ...], str]]:
+    """(field path, message) for an eval that is valid but cannot do what it says: a
+    require_improvement gate that too few prompts can never pass, samples of greedy answers."""
+    spec = job.eval
+    found: list[tuple[tuple[str, ...], str]] = []
+    if spec is None:
+        return found
+    n = len(spec.prompts)
+    if spec.require_improvement and stats.smallest_p_value(n) > spec.significance:
+        needed = stats.prompts_needed(spec.significance)
+        found.append((("eval", "require_improvement"),
+                      f"this gate can never pass: with {n} prompt{'s' if n != 1 else ''} the "
+                      f"smallest possible p-value is 2 x 0.5^{n} = "
+                      f"{stats.p_text(stats.smallest_p_value(n))}, above the significance "
+                      f"{spec.significance:g}; at least {needed} prompts are needed"))
+    if spec.samples > 1 and deterministic(generation_config(spec)):
+        found.append((("eval", "samples"),
+                      f"{spec.samples} samples of greedy answers (temperature 0) are the same "
+                      "answer asked again; set generation_config.temperature above 0"))
+    return found

@@ -7,7 +7,6 @@ recorded without any user name, password or query it may carry."""
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import tempfile
@@ -17,14 +16,16 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 from xml.etree import ElementTree
 
-from . import timestamps
+from . import stats, timestamps
 from .backends.base import ACTIVE, RemoteModel, Snapshot
-from .evaluate import EvalResult
+from .evaluate import Answer, EvalResult, pass_fraction, verdict
 from .identity import Identity
+from .reportmd import markdown, summary_markdown
 from .spec import Job
 
 REPORT_VERSION = 1
 NOT_CREATED, ERROR = "NOT_CREATED", "ERROR"
+PAIRED_TEST = "exact McNemar (two-sided binomial test on the prompts only one model passes)"
 
 # How a report's eval section came to be.
 ASKED, REUSED, KEPT, SKIPPED, NO_EVAL, NOT_RUN = (
@@ -43,6 +44,7 @@ class JobStatus:
     snapshots: tuple[Snapshot, ...] = ()  # progress seen after the model was read, if any
     model_name: str = ""  # the model's name on the backend (or what it will be)
     expected_steps: int | None = None  # the backend's step count, when known before training
+    hyperparameters: dict[str, Any] | None = None  # what the backend applies (default: the job's)
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -72,29 +74,64 @@ def public_endpoint(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
+def _interval(passed: float | None, n: int) -> dict[str, Any] | None:
+    if passed is None:
+        return None
+    low, high = stats.wilson(passed, n)
+    return {"confidence": stats.CONFIDENCE, "method": "wilson", "low": round(low, 6),
+            "high": round(high, 6)}
+
+
+def _answers(answers: tuple[Answer, ...], prefix: str = "") -> dict[str, Any]:
+    """One side of a prompt's result: its (first) answer and verdict; with samples, each
+    answer and the pass fraction."""
+    first_error = next((a.error for a in answers if a.error is not None), None)
+    shown = next((a for a in answers if a.error is None), answers[0])
+    values: dict[str, Any] = {f"{prefix}answer": shown.text, f"{prefix}error": first_error,
+                              f"{prefix}verdict": verdict(answers)}
+    if len(answers) > 1:
+        values[f"{prefix}pass_fraction"] = pass_fraction(answers)
+        values[f"{prefix}samples"] = [
+            {"answer": a.text, "error": a.error,
+             "verdict": "error" if a.error else "pass" if a.passed else "fail"} for a in answers]
+    return values
+
+
 def eval_section(evaluation: EvalResult) -> dict[str, Any]:
-    """An eval as reports record it."""
+    """An eval as reports record it, with its statistics: each pass rate's Wilson interval,
+    and (with compare_base) the base and tuned verdicts paired by prompt, with the exact McNemar
+    p-value."""
+    n = len(evaluation.results)
+    paired = evaluation.paired
     return {
         "generation_config": evaluation.generation_config,
         "min_pass_rate": evaluation.min_pass_rate,
+        "require_improvement": evaluation.require_improvement,
+        "significance": evaluation.significance,
+        "samples": evaluation.samples,
+        "prompt_count": n,
+        "passed": round(evaluation.passed, 6),
         "pass_rate": evaluation.pass_rate,
+        "interval": _interval(evaluation.passed, n),
+        "base_passed": (None if evaluation.base_passed is None
+                        else round(evaluation.base_passed, 6)),
         "base_pass_rate": evaluation.base_pass_rate,
+        "base_interval": _interval(evaluation.base_passed, n),
+        "paired": None if paired is None else {
+            "tuned_only": paired.tuned_only, "base_only": paired.base_only,
+            "both": paired.both, "neither": paired.neither, "excluded": paired.excluded,
+            "p_value": paired.p_value, "test": PAIRED_TEST,
+            "improved": paired.improved(evaluation.significance)},
         "gate": "passed" if evaluation.gate_passed else "failed",
         "errors": evaluation.errors,
-        "prompts": [{
-            "input": r.input, "expect": r.expect.as_dict(),
-            "answer": r.tuned.text, "error": r.tuned.error,
-            "verdict": "error" if r.tuned.error else "pass" if r.tuned.passed else "fail",
-            **({"base_answer": r.base.text, "base_error": r.base.error,
-                "base_verdict": ("error" if r.base.error else
-                                 "pass" if r.base.passed else "fail")}
-               if r.base is not None else {}),
-        } for r in evaluation.results],
+        "prompts": [{"input": r.input, "expect": r.expect.as_dict(), **_answers(r.tuned),
+                     **(_answers(r.base, "base_") if r.base is not None else {})}
+                    for r in evaluation.results],
     }
 
 
 def build(status: JobStatus, backend: str, endpoint: str, evaluation: dict[str, Any] | None,
-          eval_status: str) -> dict[str, Any]:
+          eval_status: str, tokens: dict[str, Any] | None = None) -> dict[str, Any]:
     """The JSON report of one job (see schemas/report.schema.json)."""
     job, identity, model = status.job, status.identity, status.model
     snapshots = status.snapshots or (model.snapshots if model is not None else ())
@@ -113,11 +150,13 @@ def build(status: JobStatus, backend: str, endpoint: str, evaluation: dict[str, 
         "backend": backend,
         "endpoint": public_endpoint(endpoint),
         "base_model": job.base_model,
-        "hyperparameters": job.hyperparameters.as_dict(),
+        "hyperparameters": (status.hyperparameters if status.hyperparameters is not None
+                            else job.hyperparameters.as_dict()),
         "example_count": identity.example_count,
         "total_steps": (model.total_steps if model and model.total_steps
                         else status.expected_steps),
         "data_stats": model.stats.as_dict() if model and model.stats else None,
+        "tokens": tokens,
         "timings": {
             "created": created, "started": started, "completed": completed,
             "duration_seconds": timestamps.seconds_between(started, completed),
@@ -134,93 +173,6 @@ def build(status: JobStatus, backend: str, endpoint: str, evaluation: dict[str, 
     }
 
 
-_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-
-
-def _visible(text: str) -> str:
-    return _UNPRINTABLE.sub(lambda m: f"\\x{ord(m[0]):02x}", text)
-
-
-def _md(text: Any) -> str:
-    value = _visible("" if text is None else str(text).replace("\n", " "))
-    return value.replace("|", "\\|").replace("`", "'") or " "
-
-
-def _loss_chart(curve: list[dict[str, Any]]) -> list[str]:
-    if not curve:
-        return ["_No loss snapshots recorded._"]
-    # Mermaid draws every point; past a few hundred, keep an even sample (and the last).
-    stride = max(1, math.ceil(len(curve) / 200))
-    points = curve[::stride]
-    if points[-1] is not curve[-1]:
-        points.append(curve[-1])
-    top = max(p["mean_loss"] for p in points)
-    steps = ", ".join(str(p["step"]) for p in points)
-    losses = ", ".join(format(p["mean_loss"], ".4g") for p in points)
-    return ["```mermaid", "xychart-beta", '    title "Training loss"',
-            f'    x-axis "step" [{steps}]',
-            f'    y-axis "mean loss" 0 --> {top * 1.05 if top > 0 else 1:.4g}',
-            f"    line [{losses}]", "```"]
-
-
-def _verdict_mark(verdict: str | None) -> str:
-    return {"pass": "✅ pass", "fail": "❌ fail", "error": "⚠️ error"}.get(verdict or "", " ")
-
-
-_EVAL_NOTES = {REUSED: "reused from the last report: the same prompts of the same model",
-               KEPT: "kept from the last report", SKIPPED: "skipped (--skip-eval)",
-               NOT_RUN: "not run: the model is not ACTIVE"}
-
-
-def markdown(report: dict[str, Any]) -> str:
-    evaluation = report["eval"]
-    gate = ""
-    if evaluation:
-        gate = (f"; eval {evaluation['pass_rate']:.0%} (gate {evaluation['min_pass_rate']:.0%}: "
-                f"**{evaluation['gate']}**)")
-    duration = report["timings"]["duration_seconds"]
-    lines = [f"## {report['job']}: `{report['tuned_model']}` is {report['state']}{gate}", ""]
-    if report["reason"]:
-        lines += [f"**{report['state']}**: {_md(report['reason'])}", ""]
-    steps = "" if report["total_steps"] is None else f", {report['total_steps']} steps"
-    lines += [f"Base model `{report['base_model']}` on {report['backend']}; "
-              f"{report['example_count']} examples{steps}"
-              + (f", trained in {duration:.1f}s." if duration is not None else "."), ""]
-    stats = report.get("data_stats")
-    if stats:
-        measured = ", ".join(f"{v:,} {k.replace('_', ' ')}" for k, v in stats.items())
-        lines += [f"The backend measured the training data: {measured}.", ""]
-    lines += ["| hyperparameter | value |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in report["hyperparameters"].items()]
-    lines += ["", "### Loss", ""] + _loss_chart(report["loss_curve"])
-    if report["eval_status"] in _EVAL_NOTES:
-        lines += ["", "### Eval", "", f"_Eval {_EVAL_NOTES[report['eval_status']]}._"]
-    if evaluation:
-        compare = evaluation["base_pass_rate"] is not None
-        if report["eval_status"] not in _EVAL_NOTES:
-            lines += ["", "### Eval"]
-        lines.append("")
-        if compare:
-            lines += [f"Tuned {evaluation['pass_rate']:.0%} vs base "
-                      f"{evaluation['base_pass_rate']:.0%}.", ""]
-            lines += ["| input | expected | base answer | | tuned answer | |",
-                      "|---|---|---|---|---|---|"]
-        else:
-            lines += ["| input | expected | tuned answer | |", "|---|---|---|---|"]
-        for prompt in evaluation["prompts"]:
-            expected = "; ".join(f"{k}: {' or '.join(v) if isinstance(v, list) else v}"
-                                 for k, v in prompt["expect"].items())
-            tuned = prompt["answer"] if prompt["error"] is None else prompt["error"]
-            row = [_md(prompt["input"]), _md(expected)]
-            if compare:
-                base = prompt["base_answer"] if prompt["base_error"] is None else prompt["base_error"]
-                row += [_md(base), _verdict_mark(prompt["base_verdict"])]
-            row += [_md(tuned), _verdict_mark(prompt["verdict"])]
-            lines.append("| " + " | ".join(row) + " |")
-    lines += ["", f"<sub>fingerprint `{report['fingerprint']}` · file `{report['file']}`</sub>"]
-    return "\n".join(lines) + "\n"
-
-
 def _passing(report: dict[str, Any]) -> bool:
     return report["state"] == ACTIVE and (report["eval"] is None
                                           or report["eval"]["gate"] == "passed")
@@ -228,27 +180,22 @@ def _passing(report: dict[str, Any]) -> bool:
 
 def summary(reports: list[dict[str, Any]]) -> dict[str, Any]:
     """The whole run: every planned job, its state, why it is not ACTIVE, and its eval."""
+    def of_eval(r: dict[str, Any], key: str) -> Any:
+        return r["eval"].get(key) if r["eval"] else None
+
     jobs = [{"job": r["job"], "tuned_model": r["tuned_model"], "state": r["state"],
              "reason": r["reason"], "eval_status": r["eval_status"],
-             "pass_rate": r["eval"]["pass_rate"] if r["eval"] else None,
-             "gate": r["eval"]["gate"] if r["eval"] else None, "ok": _passing(r)}
+             "prompt_count": of_eval(r, "prompt_count"), "samples": of_eval(r, "samples"),
+             "passed": of_eval(r, "passed"), "pass_rate": of_eval(r, "pass_rate"),
+             "interval": of_eval(r, "interval"), "base_passed": of_eval(r, "base_passed"),
+             "base_pass_rate": of_eval(r, "base_pass_rate"),
+             "base_interval": of_eval(r, "base_interval"), "paired": of_eval(r, "paired"),
+             "tokens_trained": (r.get("tokens") or {}).get("trained"),
+             "duration_seconds": r["timings"]["duration_seconds"],
+             "gate": of_eval(r, "gate"), "ok": _passing(r)}
             for r in reports]
     return {"report_version": REPORT_VERSION, "ok": all(j["ok"] for j in jobs),
             "jobs_total": len(jobs), "jobs_ok": sum(j["ok"] for j in jobs), "jobs": jobs}
-
-
-def summary_markdown(data: dict[str, Any]) -> str:
-    total, good = data["jobs_total"], data["jobs_ok"]
-    headline = (f"✅ all {total} jobs ACTIVE and passing" if data["ok"] else
-                f"❌ {total - good} of {total} jobs need attention")
-    lines = ["# jobspec results", "", headline, "",
-             "| job | tuned model | state | eval | gate | note |", "|---|---|---|---|---|---|"]
-    for job in data["jobs"]:
-        rate = "-" if job["pass_rate"] is None else f"{job['pass_rate']:.0%}"
-        note = job["reason"] or _EVAL_NOTES.get(job["eval_status"], "")
-        lines.append(f"| [{job['job']}]({job['job']}.md) | `{job['tuned_model']}` | "
-                     f"{job['state']} | {rate} | {job['gate'] or '-'} | {_md(note)} |")
-    return "\n".join(lines) + "\n"
 
 
 # XML 1.0 allows only TAB, LF, CR and these ranges: anything else (most C0 controls, lone
@@ -325,7 +272,7 @@ def earlier(directory: Path, job: str) -> dict[str, Any] | None:
 def matching_eval(previous: dict[str, Any] | None, status: JobStatus, backend: str,
                   endpoint: str, generation_config: dict[str, Any]) -> dict[str, Any] | None:
     """The eval of an earlier report when it asked exactly what the job asks now (prompts,
-    expectations, gate, compare_base, generation config) of the same model (name and
+    expectations, gate, compare_base, generation config, samples) of the same model (name and
     fingerprint) on the same backend and endpoint; else None."""
     job = status.job
     if previous is None or job.eval is None or not isinstance(previous.get("eval"), dict):
@@ -339,5 +286,9 @@ def matching_eval(previous: dict[str, Any] | None, status: JobStatus, backend: s
     wanted = [(p.input, p.expect.as_dict()) for p in job.eval.prompts]
     same_asks = (asked == wanted and old.get("min_pass_rate") == job.eval.min_pass_rate
                  and (old.get("base_pass_rate") is not None) == job.eval.compare_base
-                 and old.get("generation_config") == generation_config)
+                 and old.get("generation_config") == generation_config
+                 # an eval an older jobspec wrote has none of these, nor its statistics
+                 and old.get("samples") == job.eval.samples
+                 and old.get("require_improvement") == job.eval.require_improvement
+                 and old.get("significance") == job.eval.significance)
     return old if same_model and same_asks else None

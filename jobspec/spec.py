@@ -81,6 +81,11 @@ class EvalSpec:
     min_pass_rate: float = 1.0
     compare_base: bool = False
     generation_config: dict[str, Any] = field(default_factory=dict)
+    # The tuned model must pass significantly more prompts than the base (exact McNemar test,
+    # p <= significance); implies compare_base.
+    require_improvement: bool = False
+    significance: float = 0.05
+    samples: int = 1  # answers asked per prompt (sampled generation)
 
 
 @dataclass(frozen=True)
@@ -244,9 +249,18 @@ class _JobBuilder:
         for index, prompt in enumerate(spec["prompts"]):
             prompts.append(EvalPrompt(prompt["input"], self._expectation(
                 prompt["expect"], ("eval", "prompts", index, "expect"))))
-        return EvalSpec(prompts=tuple(prompts), min_pass_rate=spec.get("min_pass_rate", 1.0),
-                        compare_base=spec.get("compare_base", False),
-                        generation_config=dict(spec.get("generation_config", {})))
+        improve = spec.get("require_improvement", False)
+        if improve and spec.get("compare_base") is False:
+            self.error(("eval", "compare_base"), "require_improvement compares the tuned model "
+                       "with the base model: remove compare_base: false", at_key=True)
+        # With require_improvement the significance test is the gate: min_pass_rate defaults to 0.
+        return EvalSpec(prompts=tuple(prompts),
+                        min_pass_rate=spec.get("min_pass_rate", 0.0 if improve else 1.0),
+                        compare_base=spec.get("compare_base", False) or improve,
+                        generation_config=dict(spec.get("generation_config", {})),
+                        require_improvement=improve,
+                        significance=spec.get("significance", 0.05),
+                        samples=spec.get("samples", 1))
 
     def _expectation(self, expect: str | dict, field_path: FieldPath) -> Expectation:
         if isinstance(expect, str):

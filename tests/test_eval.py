@@ -62,7 +62,7 @@ def test_apply_writes_reports_and_passes_the_gate(eval_repo, cli):
     assert "exceeds the maximum number of tokens" in data["eval"]["prompts"][3]["error"]
     assert data["eval"]["gate"] == "passed" and data["timings"]["duration_seconds"] >= 0
     markdown = (reports / "evaljob.md").read_text()
-    assert "```mermaid\nxychart-beta" in markdown
+    assert "```mermaid\n%%{init: " in markdown and "}%%\nxychart-beta" in markdown
     assert "| input | expected | base answer | | tuned answer | |" in markdown
     assert "❌ fail" in markdown and "⚠️ error" in markdown
     summary = json.loads((reports / "summary.json").read_text())

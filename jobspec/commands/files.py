@@ -12,6 +12,7 @@ import yaml
 from .. import errors, spec, workspace
 from ..backends import registry
 from ..errors import ConfigError, ConfigErrors, UsageError
+from ..evaluate import warnings as eval_warnings
 from ..identity import identify
 from ..schema import schema_text
 
@@ -43,6 +44,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     else:
         for job in jobs:
             print(f"{job.path}: ok ({job.name})")
+    for job in jobs:  # valid, but unable to do what it says: said, not failed
+        for field_path, message in eval_warnings(job):
+            where = job.at(*field_path)
+            print(f"{where}: {where.field}: warning: {message}", file=sys.stderr)
     return errors.EXIT_OK
 
 

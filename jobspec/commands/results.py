@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from .. import errors, reconcile, report, workspace
+from .. import errors, estimate, reconcile, report, reportmd, stats, workspace
 from ..backends.base import ACTIVE, CREATING, Backend
 from ..evaluate import deterministic, evaluate, generation_config
 from ..report import JobStatus
@@ -61,20 +61,50 @@ def reuse_refusal(earlier_eval: dict) -> str | None:
     return None
 
 
+def _gate_text(section: dict) -> str:
+    improvement = (f" and a significant improvement over the base model (p ≤ "
+                   f"{section['significance']:g})" if section.get("require_improvement") else "")
+    return f"{section['min_pass_rate']:.0%}{improvement}"
+
+
 def _print_verdict(name: str, section: dict) -> bool:
-    """Say how an eval went; True when its gate passed."""
+    """Say how an eval went, with its statistics; True when its gate passed."""
     base = ("" if section["base_pass_rate"] is None
             else f", base model {section['base_pass_rate']:.0%}")
     passed = section["gate"] == "passed"
     print(f"{name}: eval {section['pass_rate']:.0%} passed{base}; gate "
-          f"{section['min_pass_rate']:.0%} {'passed' if passed else 'FAILED'}", file=sys.stderr)
+          f"{_gate_text(section)} {'passed' if passed else 'FAILED'}", file=sys.stderr)
+    n, samples = section["prompt_count"], section["samples"]
+    figures = f"tuned {stats.rate_text(section['passed'], n, samples)}"
+    if section["base_passed"] is not None:
+        figures += f", base {stats.rate_text(section['base_passed'], n, samples)}"
+    if section["paired"]:
+        figures += f"; {reportmd.paired_text(section)}"
+    print(f"{name}: {figures}", file=sys.stderr)
     if section["errors"]:
         print(f"{name}: {section['errors']} eval prompt(s) could not be asked "
               "(errors, not wrong answers)", file=sys.stderr)
     if not passed:
         failed = ", ".join(repr(p["input"]) for p in section["prompts"] if p["verdict"] != "pass")
-        print(f"{name}: failing prompts: {failed}", file=sys.stderr)
+        if failed:
+            print(f"{name}: failing prompts: {failed}", file=sys.stderr)
     return passed
+
+
+def _tokens(status: JobStatus, backend: Backend, earlier: dict | None) -> dict | None:
+    """What the job trains on, in tokens: as the last report of the same model on the same
+    backend counted them, else counted (or estimated) now; None when they cannot be."""
+    if (earlier and earlier.get("tokens") and earlier.get("backend") == backend.name
+            and earlier.get("fingerprint") == status.identity.fingerprint):
+        return earlier["tokens"]
+    try:
+        counted, _ = estimate.count(status.job, backend)
+    except errors.JobSpecError:
+        return None
+    epochs = status.job.hyperparameters.epoch_count
+    return {"examples": len(counted.inputs), "input": counted.input_tokens,
+            "output": counted.output_tokens, "total": counted.total, "epochs": epochs,
+            "trained": counted.total * epochs, "exact": counted.exact, "method": counted.method}
 
 
 def _eval_of(status: JobStatus, backend: Backend, directory: Path,
@@ -98,8 +128,11 @@ def _eval_of(status: JobStatus, backend: Backend, directory: Path,
     if mode is EvalMode.REUSE and earlier is not None:
         refusal = reuse_refusal(earlier)
         if refusal is None:
+            figures = stats.rate_text(earlier["passed"], earlier["prompt_count"],
+                                      earlier["samples"])
             print(f"{job.name}: eval unchanged since the last report ({earlier['pass_rate']:.0%}"
                   f" passed; gate {earlier['gate']}); `jobspec eval` asks again", file=sys.stderr)
+            print(f"{job.name}: tuned {figures}", file=sys.stderr)
             return earlier, report.REUSED, earlier["gate"] == "passed"
         print(f"{job.name}: asking the eval prompts again: {refusal}", file=sys.stderr)
     evaluation = evaluate(job, status.model, backend)
@@ -116,7 +149,8 @@ def evaluate_and_report(statuses: list[JobStatus], backend: Backend, directory: 
     for status in statuses:
         section, how, passed = _eval_of(status, backend, directory, mode)
         all_passed = all_passed and passed
-        built.append(report.build(status, backend.name, backend.endpoint, section, how))
+        tokens = _tokens(status, backend, report.earlier(directory, status.job.name))
+        built.append(report.build(status, backend.name, backend.endpoint, section, how, tokens))
     if built:
         written = report.write(directory, built)
         print(f"Reports: {len(written)} files in {_shown(directory)}{os.sep} (SUMMARY.md, "
@@ -129,7 +163,8 @@ def _statuses_from_plan(plan: reconcile.Plan) -> list[JobStatus]:
     statuses = []
     for job_plan in plan.jobs:
         current = job_plan.current
-        named = {"model_name": job_plan.model_name, "expected_steps": job_plan.expected_steps}
+        named = {"model_name": job_plan.model_name, "expected_steps": job_plan.expected_steps,
+                 "hyperparameters": job_plan.hyperparameters}
         if current is None:
             statuses.append(JobStatus(job_plan.job, job_plan.identity, report.NOT_CREATED,
                                       reason="not created yet; run `jobspec apply` first",
