@@ -206,3 +206,37 @@ def test_samples_of_greedy_answers_are_warned_about(repo, cli):
     assert result.code == 0
     assert re.search(r"jobs/greedy\.yaml:\d+:\d+: eval\.samples: warning: 4 samples of greedy "
                      r"answers \(temperature 0\) are the same answer asked again", result.err)
+
+
+def test_a_changed_gate_or_an_older_report_asks_again(repo, gemini, cli):
+    serve(gemini, cli, repo, "again", f"eval:\n  prompts:\n{prompts(6)}  require_improvement: "
+          "true\n", tuned_passes=6, base_passes=0, count=6)
+    assert apply(cli, gemini).code == 0
+    asked = len(gemini.generate_requests())
+    same = apply(cli, gemini)
+    assert "again: eval unchanged since the last report (100% passed; gate passed)" in same.err
+    assert "again: tuned 6/6 = 100% (95% CI 61–100%)" in same.err
+    assert len(gemini.generate_requests()) == asked
+
+    job = repo.root / "jobs/again.yaml"
+    job.write_text(job.read_text() + "  significance: 0.01\n")  # 6 prompts cannot reach it
+    stricter = apply(cli, gemini)
+    assert len(gemini.generate_requests()) == 2 * asked  # the gate changed: asked again
+    assert stricter.code == 1 and "p = 0.0312: no significant difference at 0.01" in stricter.err
+
+    # A report written before statistics existed is not reused (it has none to show).
+    path = repo.root / "reports/again.json"
+    old = json.loads(path.read_text())
+    for key in ("samples", "require_improvement", "significance", "interval", "paired"):
+        old["eval"].pop(key)
+    path.write_text(json.dumps(old))
+    apply(cli, gemini)
+    assert len(gemini.generate_requests()) == 3 * asked
+
+
+def test_show_prints_the_eval_statistics_settings(repo, cli):
+    repo.job(name="shown", extra=f"eval:\n  prompts:\n{prompts(6)}  require_improvement: true\n"
+             "  samples: 2\n  generation_config: {temperature: 0.5}\n")
+    shown = cli("show", "jobs/shown.yaml", "--format", "json").json()["eval"]
+    assert (shown["require_improvement"], shown["significance"], shown["samples"],
+            shown["compare_base"], shown["min_pass_rate"]) == (True, 0.05, 2, True, 0.0)

@@ -66,7 +66,8 @@ def test_plan_counts_tokens_exactly_with_the_trainers_encoding(local_repo, tiny_
         f"example {sum(counts[longest])} tokens of the 512 allowed (example {longest + 1})")
     assert lines[at + 3] == ("      time unknown (this backend has not trained "
                              "models/gemini-1.0-pro-001 before)")
-    assert lines[-1] == (f"Estimate for 1 job to create: {(inputs + outputs) * 5:,} tokens "
+    assert lines[-1] == "Plan: 1 to create, 0 unchanged, 0 in progress, 0 failed, 0 superseded."
+    assert lines[-2] == (f"Estimate for 1 job to create: {(inputs + outputs) * 5:,} tokens "
                          "trained (exact), time unknown, cost: give --price-per-million-tokens "
                          "(or $JOBSPEC_PRICE_PER_MILLION_TOKENS).")
 

@@ -79,6 +79,9 @@ def resolved_job(job: spec.Job, chosen_backend: str | None = None) -> dict[str, 
             "prompts": [{"input": p.input, "expect": p.expect.as_dict()} for p in job.eval.prompts],
             "min_pass_rate": job.eval.min_pass_rate,
             "compare_base": job.eval.compare_base,
+            "require_improvement": job.eval.require_improvement,
+            "significance": job.eval.significance,
+            "samples": job.eval.samples,
             "generation_config": job.eval.generation_config,
         }
     return {k: v for k, v in resolved.items() if v is not None}

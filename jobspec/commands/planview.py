@@ -110,9 +110,10 @@ def text(plan: Plan, estimates: list[JobEstimate] | None = None) -> str:
                          "(apply --prune deletes it)")
         for model in job_plan.foreign:
             lines.append(f"  · {job_plan.job.name:<{width}}  {model.name} {_foreign(model)}")
-    lines += ["", summary(plan)]
+    lines.append("")
     if estimates:
         lines.append(totals_line(totals(estimates), estimates[0].price is not None))
+    lines.append(summary(plan))  # last, as Terraform's plan ends
     return "\n".join(lines)
 
 
