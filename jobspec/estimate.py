@@ -193,7 +193,12 @@ def duration_text(seconds: float) -> str:
 
 
 def cost_text(cost: float) -> str:
-    return f"{cost:,.2f}" if cost >= 0.01 or cost == 0 else f"{cost:.2g}"
+    """In the price's own unit: ``1,234``, ``12.50``, ``0.012``, ``0``."""
+    if cost >= 100:
+        return f"{cost:,.0f}"
+    if cost >= 1:
+        return f"{cost:,.2f}"
+    return f"{cost:.2g}" if cost > 0 else "0"
 
 
 def for_plan(plan: "Plan", backend: Backend, unit_price: float | None) -> list[JobEstimate]:
