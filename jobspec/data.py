@@ -256,3 +256,33 @@ def is_within(path: Path, root: Path) -> bool:
     return True
 
 
+
+
+def split_count(example_count: int, fraction: float) -> int:
+    """How many of ``example_count`` examples a validation split of ``fraction`` holds out:
+    the nearest whole number, at least one, and never all of them (0 when there are fewer than
+    two examples, which cannot be split)."""
+    if example_count < 2:
+        return 0
+    return min(example_count - 1, max(1, round(example_count * fraction)))
+
+
+def split_examples(examples: list[Example],
+                   fraction: float) -> tuple[list[Example], list[Example]]:
+    """(training, validation) of a validation split, drawn deterministically from the examples
+    themselves: those whose SHA-256 (of input and output) is lowest are held out. So the same
+    examples always split the same way, whatever their order or file format, and duplicates of
+    one example fall on the same side (none is trained on and also measured). Both keep the
+    examples' order."""
+    import hashlib  # noqa: PLC0415
+
+    def rank(index: int) -> tuple[bytes, int]:
+        example = examples[index]
+        text_input = example.text_input.encode("utf-8", "surrogatepass")
+        output = example.output.encode("utf-8", "surrogatepass")
+        key = b"%d:%b%d:%b" % (len(text_input), text_input, len(output), output)
+        return hashlib.sha256(key).digest(), index
+
+    held = set(sorted(range(len(examples)), key=rank)[:split_count(len(examples), fraction)])
+    return ([e for i, e in enumerate(examples) if i not in held],
+            [e for i, e in enumerate(examples) if i in held])

@@ -1,9 +1,11 @@
 """A job's identity: the fingerprint of what determines its trained weights, and its model id.
 
 The fingerprint is SHA-256 over a canonical byte form of the format version, the base model, the
-resolved hyperparameters and the training examples in order (after field mapping). Anything that
-does not change the weights (display name, description, eval prompts, YAML layout, the examples'
-file format) is left out, so editing it never causes retraining.
+resolved hyperparameters and the training examples in order (after field mapping), and, only
+when the job gives them, its validation split, early stopping and validation examples (which
+do not change the weights without early stopping, but do change what the run measures).
+Anything that does not change the weights or the run (display name, description, eval prompts,
+YAML layout, the examples' file format) is left out, so editing it never causes retraining.
 """
 
 from __future__ import annotations
@@ -32,6 +34,11 @@ def _header(job: Job) -> bytes:
         "base_model": job.base_model,
         "hyperparameters": job.hyperparameters.as_dict(),
     }
+    # Only when given, so that every fingerprint made before they existed stays the same.
+    if job.validation_split is not None:
+        header["validation_split"] = job.validation_split
+    if job.early_stopping is not None:
+        header["early_stopping"] = {"patience": job.early_stopping}
     return json.dumps(header, sort_keys=True, separators=(",", ":")).encode() + b"\n"
 
 
@@ -54,5 +61,9 @@ def identify(job: Job) -> Identity:
     """Read the job's examples (checking each) and return its identity."""
     digest = hashlib.sha256(_header(job))
     count = _feed_examples(digest, iter_examples(job.training_data))
+    if job.validation_data is not None:
+        # After a separator no example can produce: a length prefix is digits.
+        digest.update(b"\nvalidation\n")
+        _feed_examples(digest, iter_examples(job.validation_data))
     fingerprint = digest.hexdigest()
     return Identity(fingerprint, tuned_model_id(job.name, fingerprint), count)

@@ -110,6 +110,11 @@ class Job:
     description: str | None = None
     eval: EvalSpec | None = None
     backend: BackendSpec | None = None
+    # Examples held out to measure validation loss on: given (validation_data), or drawn from
+    # the training examples (validation_split, a fraction; data.split_examples). At most one.
+    validation_data: data.DataSource | None = None
+    validation_split: float | None = None
+    early_stopping: int | None = None  # patience in epochs, on validation loss
     name_at: Location | None = field(default=None, compare=False)  # where `name:` is, for messages
     positions: Positions | None = field(default=None, compare=False, repr=False)
 
@@ -202,22 +207,22 @@ class _JobBuilder:
             learning_rate_multiplier=None if multiplier is None else float(multiplier),
             adapter_size=None if adapter is None else int(adapter), given=frozenset(given))
 
-    def training_data(self) -> data.DataSource:
-        spec = self.raw["training_data"]
-        declared_at = self._location(("training_data",))
+    def training_data(self, key: str = "training_data") -> data.DataSource:
+        spec = self.raw[key]
+        declared_at = self._location((key,))
         if isinstance(spec, list):
-            entries = [(self._location(("training_data", i)), record, {
-                name: self.positions.values[("training_data", i, name)]
+            entries = [(self._location((key, i)), record, {
+                name: self.positions.values[(key, i, name)]
                 for name in (data.DEFAULT_INPUT_FIELD, data.DEFAULT_OUTPUT_FIELD)
-                if ("training_data", i, name) in self.positions.values})
+                if (key, i, name) in self.positions.values})
                 for i, record in enumerate(spec)]
             return data.DataSource(display_path=self.path, inline=tuple(entries),
                                    limits=self.limits, declared_at=declared_at)
         if isinstance(spec, str):
             spec = {"path": spec}
-            field_path: FieldPath = ("training_data",)
+            field_path: FieldPath = (key,)
         else:
-            field_path = ("training_data", "path")
+            field_path = (key, "path")
         job_dir = Path(self.path).parent
         relative = Path(spec["path"])
         resolved = relative if relative.is_absolute() else job_dir / relative
@@ -236,6 +241,27 @@ class _JobBuilder:
         except ConfigError as exc:
             self.error(field_path, f"{spec['path']}: {exc.message}")
         return source
+
+    def validation_data(self) -> data.DataSource | None:
+        if self.raw.get("validation_data") is None:
+            return None
+        if "validation_split" in self.raw:
+            self.error(("validation_split",), "give validation_data or validation_split, not "
+                       "both", at_key=True)
+        return self.training_data("validation_data")
+
+    def validation_split(self) -> float | None:
+        split = self.raw.get("validation_split")
+        return None if split is None else float(split)
+
+    def early_stopping(self) -> int | None:
+        spec = self.raw.get("early_stopping")
+        if spec is None:
+            return None
+        if "validation_data" not in self.raw and "validation_split" not in self.raw:
+            self.error(("early_stopping",), "early stopping watches the validation loss: give "
+                       "validation_data or validation_split too", at_key=True)
+        return int(spec["patience"] if isinstance(spec, dict) else spec)
 
     def _location(self, field_path: FieldPath) -> Location:
         line, column = self.positions.of_value(field_path) or (None, None)
@@ -297,7 +323,8 @@ class _JobBuilder:
     def build(self, schema_problems: list[ConfigError]) -> Job:
         """The Job, or ConfigErrors with the schema's problems and every cross-field one."""
         sections = {}
-        for section in ("hyperparameters", "training_data", "eval", "backend"):
+        for section in ("hyperparameters", "training_data", "eval", "backend", "validation_data",
+                        "validation_split", "early_stopping"):
             try:
                 sections[section] = getattr(self, section)()
             except (KeyError, TypeError, AttributeError, ValueError):
