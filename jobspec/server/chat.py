@@ -12,8 +12,18 @@ from typing import Any
 IGNORE_INDEX = -100  # the label value PyTorch's cross-entropy skips
 
 
-def prompt_ids(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]:
+def with_system(messages: list[dict[str, str]], system: str | None) -> list[dict[str, str]]:
+    """The conversation under ``system`` when it has no system turn of its own (None: as the
+    model's chat template lays it out, with whatever default system turn that adds)."""
+    if system is None or (messages and messages[0]["role"] == "system"):
+        return messages
+    return [{"role": "system", "content": system}, *messages]
+
+
+def prompt_ids(tokenizer: Any, messages: list[dict[str, str]],
+               system: str | None = None) -> list[int]:
     """Token ids of a conversation, ending where the model's answer should begin."""
+    messages = with_system(messages, system)
     if getattr(tokenizer, "chat_template", None):
         text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     else:
@@ -36,9 +46,10 @@ def _has_token(tokenizer: Any, token: str) -> bool:
     return token_id is not None and token_id != tokenizer.unk_token_id
 
 
-def encode_example(tokenizer: Any, text_input: str, output: str) -> tuple[list[int], list[int]]:
+def encode_example(tokenizer: Any, text_input: str, output: str,
+                   system: str | None = None) -> tuple[list[int], list[int]]:
     """(input_ids, labels) for one example; labels hide the prompt from the loss."""
-    prompt = prompt_ids(tokenizer, [{"role": "user", "content": text_input}])
+    prompt = prompt_ids(tokenizer, [{"role": "user", "content": text_input}], system)
     prefix = "" if getattr(tokenizer, "chat_template", None) else " "
     answer = tokenizer(prefix + output + end_of_turn(tokenizer),
                        add_special_tokens=False)["input_ids"]

@@ -98,14 +98,17 @@ class Generator:
         return loaded.peft
 
     def generate(self, local_model: str, messages: list[dict[str, str]],
-                 settings: GenerationSettings, adapter: tuple[str, Path] | None = None) -> Generation:
-        """Answer ``messages`` with the base model, or with ``adapter`` = (unique name, folder)."""
+                 settings: GenerationSettings, adapter: tuple[str, Path] | None = None,
+                 layout: dict[str, Any] | None = None) -> Generation:
+        """Answer ``messages`` with the base model, or with ``adapter`` = (unique name, folder)
+        laid out as it was trained (``layout``, recorded beside the adapter; None: the model's
+        chat template, as adapters made before layouts were recorded were trained)."""
         import torch  # noqa: PLC0415
 
         with self._lock:
             loaded = self._model(local_model)
             tokenizer = loaded.tokenizer
-            ids = prompt_ids(tokenizer, messages)
+            ids = prompt_ids(tokenizer, messages, (layout or {}).get("system_prompt"))
             window = self.context_length(local_model)
             # maxOutputTokens is a cap, not a reservation: the answer gets what the prompt
             # leaves of the context window, up to the cap.

@@ -16,7 +16,7 @@ from typing import Any
 
 from .guard import ALLOWED_HOSTS_ENV, allowed_host_names, is_loopback
 from .identity import take_secret
-from .trainer import DEFAULT_MAX_BATCH_TOKENS
+from .trainer import CHECKPOINT_SECONDS, DEFAULT_MAX_BATCH_TOKENS
 
 DEFAULT_PORT = 8765
 DEFAULT_STATE_DIR = ".jobspec/local"
@@ -50,6 +50,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "address are answered, which keeps web pages (DNS rebinding, "
                              f"cross-site forms) out (also: ${ALLOWED_HOSTS_ENV}, "
                              "comma-separated)")
+    parser.add_argument("--checkpoint-interval", type=float, default=CHECKPOINT_SECONDS,
+                        metavar="SECONDS",
+                        help="save a training run's checkpoint this often, besides at the end "
+                             "of every epoch, so that a run cut short by a crash resumes from it "
+                             f"(default: {CHECKPOINT_SECONDS:g})")
     parser.add_argument("--max-batch-tokens", type=int, default=DEFAULT_MAX_BATCH_TOKENS,
                         metavar="N",
                         help="most tokens (rows × longest row) one forward pass trains on: a "
@@ -63,10 +68,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def remove_stale_files(state_dir: Path) -> None:
     """Partial adapters and model conversions that a kill -9 left behind. Only while holding
     the serve lock, before any worker starts: then nothing can be writing them."""
+    from . import checkpoints  # noqa: PLC0415
     from .adapters import remove_stale_partials  # noqa: PLC0415
     from .models import remove_partial_conversions  # noqa: PLC0415
 
-    stale = remove_stale_partials(state_dir) + remove_partial_conversions(state_dir / "models")
+    stale = (remove_stale_partials(state_dir) + checkpoints.remove_stale_partials(state_dir)
+             + remove_partial_conversions(state_dir / "models"))
     if stale:
         print(f"jobspec serve: removed {len(stale)} partial file(s) left by an interrupted "
               f"run: {', '.join(str(p.relative_to(state_dir)) for p in stale)}", file=sys.stderr)
@@ -125,6 +132,9 @@ def serve(args: argparse.Namespace) -> int:
     if args.max_concurrent_jobs < 1:
         print("jobspec serve: --max-concurrent-jobs must be at least 1", file=sys.stderr)
         return 64
+    if args.checkpoint_interval <= 0:
+        print("jobspec serve: --checkpoint-interval must be more than 0", file=sys.stderr)
+        return 64
     if args.max_batch_tokens < 1:
         print("jobspec serve: --max-batch-tokens must be at least 1", file=sys.stderr)
         return 64
@@ -166,7 +176,7 @@ def serve(args: argparse.Namespace) -> int:
 
     threads = max(1, (os.cpu_count() or 2) // args.max_concurrent_jobs)
     worker_config = WorkerConfig(str(state_dir), tuple(args.model), tuple(args.alias), threads,
-                                 args.max_batch_tokens)
+                                 args.max_batch_tokens, args.checkpoint_interval)
     workers = Workers(args.max_concurrent_jobs, worker_config, store, idle=idle, on_idle=on_idle)
     workers.start()
     guard = RequestGuard(args.host, allowed_host_names(

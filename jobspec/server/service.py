@@ -10,12 +10,13 @@ from typing import Any
 
 from . import validation, wire
 from .adapters import find_adapter, remove_model_adapters
+from .checkpoints import remove_checkpoints
 from .inference import GenerationSettings, Generator, PromptTooLong
 from .models import ModelNotFound, ModelRegistry, context_length
 from .store import ACTIVE, CREATING, AlreadyExists, Store, TunedModelRecord
 from .tokens import Tokenizers
 from ..wire import total_steps
-from .trainer import DEFAULT_MAX_BATCH_TOKENS
+from .trainer import DEFAULT_MAX_BATCH_TOKENS, read_layout
 from .wire import ApiError
 
 TUNED_MODEL_ID = re.compile(r"[a-z]([a-z0-9-]{0,38}[a-z0-9])?")
@@ -55,23 +56,36 @@ class TuningService:
                 "completeTime": wire.timestamp(record.complete_time),
                 "snapshots": self._snapshots(record),
                 "hyperparameters": record.hyperparameters,
+                # The local service's additions to TuningTask (see wire.TUNING_TASK).
+                "validationSnapshots": self._snapshots(record, validation=True),
+                "earlyStopping": ({"patience": record.early_stopping_patience}
+                                  if record.early_stopping_patience else None),
+                "keptEpoch": record.kept_epoch,
+                "stopReason": record.stop_reason,
+                "device": record.device,
             },
         })
 
     @staticmethod
-    def _snapshots(record: TunedModelRecord) -> list[dict[str, Any]]:
+    def _snapshots(record: TunedModelRecord, validation: bool = False) -> list[dict[str, Any]]:
+        series = record.validation_snapshots if validation else record.snapshots
         return [{"step": s.step, "epoch": s.epoch, "meanLoss": s.mean_loss,
-                 "computeTime": wire.timestamp(s.compute_time)} for s in record.snapshots]
+                 "computeTime": wire.timestamp(s.compute_time)} for s in series]
 
     def operation(self, record: TunedModelRecord) -> dict[str, Any]:
         done = record.state != CREATING
-        completed = record.total_steps if record.state == ACTIVE else record.completed_steps
+        # An ACTIVE run has done all it will: every step, or fewer when early stopping ended it.
+        completed = record.total_steps if record.state == ACTIVE and not record.stop_reason \
+            else record.completed_steps
+        percent = 100.0 if record.state == ACTIVE else 100.0 * completed / record.total_steps
         metadata = wire.compact({
             "tunedModel": f"tunedModels/{record.id}",
             "totalSteps": record.total_steps,
             "completedSteps": completed,
-            "completedPercent": round(100.0 * completed / record.total_steps, 2),
+            "completedPercent": round(percent, 2),
             "snapshots": self._snapshots(record),
+            # The local service's addition to CreateTunedModelMetadata, as in the TuningTask.
+            "validationSnapshots": self._snapshots(record, validation=True),
         })
         body: dict[str, Any] = {
             "name": f"tunedModels/{record.id}/operations/{record.operation_id}",
@@ -141,6 +155,10 @@ class TuningService:
         task = wire.require(request, "tuning_task", "tuned_model")
         data = wire.require(task, "training_data", "tuned_model.tuning_task")
         examples = validation.training_examples(data)
+        held_out = validation.training_examples(task["validation_data"],
+                                                validation.VALIDATION_EXAMPLES) \
+            if "validation_data" in task else []
+        patience = validation.early_stopping(task, held_out)
         hyperparameters, learning_rate = validation.hyperparameters(
             task.get("hyperparameters", {}), len(examples))
         steps = total_steps(len(examples), hyperparameters["epochCount"],
@@ -157,6 +175,10 @@ class TuningService:
         # Last, as the slowest check: every example through the tokenizer.
         validation.check_example_tokens(self.tokenizers, local.id, examples,
                                         context_length(local), self.max_batch_tokens)
+        if held_out:
+            validation.check_example_tokens(self.tokenizers, local.id, held_out,
+                                            context_length(local), self.max_batch_tokens,
+                                            validation.VALIDATION_EXAMPLES)
         try:
             record = self.store.create(
                 model_id=tuned_model_id, display_name=request.get("display_name"),
@@ -164,7 +186,7 @@ class TuningService:
                 local_model=local.id, temperature=request.get("temperature"),
                 top_p=request.get("top_p"), top_k=request.get("top_k"),
                 hyperparameters=hyperparameters, effective_lr=learning_rate, examples=examples,
-                total_steps=steps)
+                total_steps=steps, validation=held_out, early_stopping_patience=patience)
         except AlreadyExists:
             raise ApiError("ALREADY_EXISTS", f"Tuned model tunedModels/{tuned_model_id} already "
                            "exists.") from None
@@ -214,6 +236,7 @@ class TuningService:
         if not self.store.delete(model_id):
             raise ApiError("NOT_FOUND", f"Tuned model tunedModels/{model_id} does not exist.")
         remove_model_adapters(self.state_dir, model_id)
+        remove_checkpoints(self.state_dir, model_id)
         return {}
 
     def list_operations(self, model_id: str) -> dict[str, Any]:
@@ -250,6 +273,7 @@ class TuningService:
                                f"{self.state_dir / 'adapters'}; delete the model and tune it "
                                "again.")
             adapter = (f"op_{record.operation_id}", folder)
+            layout = read_layout(folder)
             defaults = GenerationSettings(temperature=record.temperature or 0.0,
                                           top_p=record.top_p, top_k=record.top_k)
         else:
@@ -259,10 +283,11 @@ class TuningService:
                 raise ApiError("NOT_FOUND", f"models/{base} is not found for API version "
                                "v1beta, or is not supported for generateContent.") from None
             defaults = GenerationSettings()
+            layout = None
         messages = validation.messages(request)
         settings = validation.generation_settings(request.get("generation_config", {}), defaults)
         try:
-            result = self.generator.generate(local, messages, settings, adapter)
+            result = self.generator.generate(local, messages, settings, adapter, layout=layout)
         except PromptTooLong as exc:
             raise ApiError("INVALID_ARGUMENT", str(exc)) from None
         candidates = [{"content": {"parts": [{"text": c.text}], "role": "model"},

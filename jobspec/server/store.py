@@ -61,7 +61,29 @@ CREATE TABLE IF NOT EXISTS snapshots (
     compute_time  REAL NOT NULL,
     PRIMARY KEY (model_id, step)
 );
+CREATE TABLE IF NOT EXISTS validation_snapshots (
+    model_id      TEXT NOT NULL REFERENCES tuned_models(id) ON DELETE CASCADE,
+    step          INTEGER NOT NULL,              -- the step that ended the epoch
+    epoch         INTEGER NOT NULL,
+    mean_loss     REAL NOT NULL,                 -- over the validation examples' target tokens
+    compute_time  REAL NOT NULL,
+    PRIMARY KEY (model_id, step)
+);
 """
+
+# Columns added after the first release: a state directory made before them gets them at start
+# (each with its default), so that it keeps working.
+_ADDED_COLUMNS = {
+    "tuned_models": (
+        ("validation_count", "INTEGER NOT NULL DEFAULT 0"),
+        ("early_stopping_patience", "INTEGER"),  # epochs without improvement; NULL: off
+        ("kept_epoch", "INTEGER"),  # early stopping: the epoch whose weights were kept
+        ("stop_reason", "TEXT"),  # why training stopped before its last step
+        ("device", "TEXT"),  # what trained it, e.g. "cpu (bf16)"
+        ("checkpoint_step", "INTEGER"),  # the last checkpoint's step, while training
+    ),
+    "examples": (("validation", "TEXT"),),  # JSON list of [input, output], or NULL
+}
 
 
 @dataclass(frozen=True)
@@ -98,7 +120,14 @@ class TunedModelRecord:
     cancel_requested: bool
     worker_pid: int | None
     attempts: int
+    validation_count: int = 0
+    early_stopping_patience: int | None = None
+    kept_epoch: int | None = None
+    stop_reason: str | None = None
+    device: str | None = None
+    checkpoint_step: int | None = None
     snapshots: tuple[Snapshot, ...] = field(default=())
+    validation_snapshots: tuple[Snapshot, ...] = field(default=())
 
 
 class AlreadyExists(Exception):
@@ -119,6 +148,17 @@ class Store:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._connection().executescript(_SCHEMA)  # idempotent; runs its own transaction
+        self._add_columns()
+
+    def _add_columns(self) -> None:
+        """Bring a state directory made by an earlier version up to this schema. In one
+        transaction, so that the HTTP process and a worker starting together add each once."""
+        with self._transaction() as db:
+            for table, columns in _ADDED_COLUMNS.items():
+                present = {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}
+                for name, declaration in columns:
+                    if name not in present:
+                        db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {declaration}")
 
     def _connection(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
@@ -152,11 +192,13 @@ class Store:
         values["cancel_requested"] = bool(values["cancel_requested"])
         if with_snapshots:
             values["snapshots"] = self.snapshots(row["id"])
+            values["validation_snapshots"] = self.snapshots(row["id"], "validation_snapshots")
         return TunedModelRecord(**values)
 
-    def snapshots(self, model_id: str) -> tuple[Snapshot, ...]:
+    def snapshots(self, model_id: str, table: str = "snapshots") -> tuple[Snapshot, ...]:
+        assert table in ("snapshots", "validation_snapshots")
         rows = self._connection().execute(
-            "SELECT step, epoch, mean_loss, compute_time FROM snapshots WHERE model_id = ? "
+            f"SELECT step, epoch, mean_loss, compute_time FROM {table} WHERE model_id = ? "
             "ORDER BY step", (model_id,))
         return tuple(Snapshot(*row) for row in rows)
 
@@ -184,13 +226,21 @@ class Store:
                                           (model_id,)).fetchone()
         return [] if row is None else [tuple(pair) for pair in json.loads(row["data"])]
 
+    def validation_examples(self, model_id: str) -> list[tuple[str, str]]:
+        row = self._connection().execute("SELECT validation FROM examples WHERE model_id = ?",
+                                          (model_id,)).fetchone()
+        if row is None or row["validation"] is None:
+            return []
+        return [tuple(pair) for pair in json.loads(row["validation"])]
+
     # -- changing ------------------------------------------------------------------------------
 
     def create(self, *, model_id: str | None, display_name: str | None, description: str | None,
                base_model: str, local_model: str, temperature: float | None,
                top_p: float | None, top_k: int | None, hyperparameters: dict[str, Any],
                effective_lr: float, examples: list[tuple[str, str]],
-               total_steps: int) -> TunedModelRecord:
+               total_steps: int, validation: list[tuple[str, str]] | None = None,
+               early_stopping_patience: int | None = None) -> TunedModelRecord:
         now = time.time()
         with self._transaction() as db:
             if model_id is None:
@@ -201,13 +251,16 @@ class Store:
             db.execute(
                 "INSERT INTO tuned_models (id, seq, operation_id, display_name, description, "
                 "base_model, local_model, temperature, top_p, top_k, state, create_time, "
-                "update_time, hyperparameters, effective_lr, example_count, total_steps) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "update_time, hyperparameters, effective_lr, example_count, total_steps, "
+                "validation_count, early_stopping_patience) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (model_id, seq, _random_id(), display_name, description, base_model, local_model,
                  temperature, top_p, top_k, CREATING, now, now, json.dumps(hyperparameters),
-                 effective_lr, len(examples), total_steps))
-            db.execute("INSERT INTO examples (model_id, data) VALUES (?, ?)",
-                       (model_id, json.dumps(examples, ensure_ascii=False)))
+                 effective_lr, len(examples), total_steps, len(validation or ()),
+                 early_stopping_patience))
+            db.execute("INSERT INTO examples (model_id, data, validation) VALUES (?, ?, ?)",
+                       (model_id, json.dumps(examples, ensure_ascii=False),
+                        json.dumps(validation, ensure_ascii=False) if validation else None))
         record = self.get(model_id)
         assert record is not None
         return record
@@ -261,15 +314,50 @@ class Store:
             if row is None:
                 return None
             now = time.time()
-            db.execute("DELETE FROM snapshots WHERE model_id = ?", (row["id"],))
+            # The start time of the first attempt stays: a resumed run is one run.
             db.execute(
-                "UPDATE tuned_models SET worker_pid = ?, start_time = ?, update_time = ?, "
-                "completed_steps = 0, attempts = attempts + 1 WHERE id = ?",
+                "UPDATE tuned_models SET worker_pid = ?, start_time = COALESCE(start_time, ?), "
+                "update_time = ?, attempts = attempts + 1 WHERE id = ?",
                 (worker_pid, now, now, row["id"]))
         return self.get(row["id"])
 
+    def start_run(self, model_id: str, operation_id: str, worker_pid: int, from_step: int,
+                  device: str) -> bool:
+        """The owner starts (``from_step`` 0) or resumes (from its checkpoint's step) training:
+        what an interrupted attempt recorded past that step is dropped, so the snapshots stay
+        one continuous series. False when the run is no longer this worker's."""
+        with self._transaction() as db:
+            if not self._owns(db, model_id, operation_id, worker_pid):
+                return False
+            for table in ("snapshots", "validation_snapshots"):
+                db.execute(f"DELETE FROM {table} WHERE model_id = ? AND step > ?",
+                           (model_id, from_step))
+            db.execute("UPDATE tuned_models SET completed_steps = ?, device = ?, "
+                       "checkpoint_step = ?, update_time = ? WHERE id = ?",
+                       (from_step, device, from_step or None, time.time(), model_id))
+        return True
+
+    @staticmethod
+    def _owns(db: sqlite3.Connection, model_id: str, operation_id: str, worker_pid: int) -> bool:
+        row = db.execute("SELECT cancel_requested FROM tuned_models WHERE id = ? "
+                         "AND operation_id = ? AND state = ? AND worker_pid = ?",
+                         (model_id, operation_id, CREATING, worker_pid)).fetchone()
+        return row is not None and not row["cancel_requested"]
+
+    def checkpoint(self, model_id: str, operation_id: str, worker_pid: int, step: int,
+                   publish: Callable[[], None]) -> bool:
+        """Put a checkpoint in place (``publish``), only while this worker owns the run; it
+        made progress, so the attempts it was charged are forgiven. False: not ours."""
+        with self._transaction() as db:
+            if not self._owns(db, model_id, operation_id, worker_pid):
+                return False
+            publish()
+            db.execute("UPDATE tuned_models SET checkpoint_step = ?, attempts = 0, "
+                       "update_time = ? WHERE id = ?", (step, time.time(), model_id))
+        return True
+
     def record_step(self, model_id: str, operation_id: str, worker_pid: int,
-                    snapshot: Snapshot) -> bool:
+                    snapshot: Snapshot, validation: Snapshot | None = None) -> bool:
         """Save one step's loss; False when the run should stop: the model was deleted or
         cancelled meanwhile, or this worker no longer owns the job.
 
@@ -286,13 +374,19 @@ class Store:
             db.execute("INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?, ?, ?)",
                        (model_id, snapshot.step, snapshot.epoch, snapshot.mean_loss,
                         snapshot.compute_time))
+            if validation is not None:
+                db.execute("INSERT OR REPLACE INTO validation_snapshots VALUES (?, ?, ?, ?, ?)",
+                           (model_id, validation.step, validation.epoch, validation.mean_loss,
+                            validation.compute_time))
             db.execute("UPDATE tuned_models SET completed_steps = ?, update_time = ? WHERE id = ?",
                        (snapshot.step, time.time(), model_id))
         return True
 
     def finish(self, model_id: str, operation_id: str, worker_pid: int, *,
                error_code: int | None = None, error_message: str | None = None,
-               publish: Callable[[], None] | None = None) -> str | None:
+               publish: Callable[[], None] | None = None, kept_epoch: int | None = None,
+               stop_reason: str | None = None,
+               completed_steps: int | None = None) -> str | None:
         """End a training run: ACTIVE, or FAILED with an error; returns the state it ended in.
         Only the worker that owns the job may (same operation, still training, ``worker_pid``
         its owner); None otherwise, and then nothing changes.
@@ -316,8 +410,11 @@ class Store:
             state = FAILED if error_code is not None else ACTIVE
             db.execute(
                 "UPDATE tuned_models SET state = ?, complete_time = ?, update_time = ?, "
-                "error_code = ?, error_message = ?, worker_pid = NULL WHERE id = ?",
-                (state, now, now, error_code, error_message, model_id))
+                "error_code = ?, error_message = ?, worker_pid = NULL, kept_epoch = ?, "
+                "stop_reason = ?, checkpoint_step = NULL, "
+                "completed_steps = COALESCE(?, completed_steps) WHERE id = ?",
+                (state, now, now, error_code, error_message, kept_epoch, stop_reason,
+                 completed_steps, model_id))
         return state
 
     def fail_queued(self, error_message: str) -> list[str]:
@@ -359,7 +456,7 @@ class Store:
                                 row["id"]))
                 else:
                     db.execute("UPDATE tuned_models SET worker_pid = NULL, update_time = ?, "
-                               "attempts = attempts - ? WHERE id = ?",
+                               "attempts = MAX(attempts - ?, 0) WHERE id = ?",
                                (now, 0 if charge_attempt else 1, row["id"]))
                 released.append(row["id"])
         return released

@@ -15,6 +15,7 @@ from typing import Any
 
 from .chat import encode_example
 from .models import ModelRegistry, load_tokenizer
+from .trainer import RECIPE  # the layout the trainer encodes examples in
 
 
 class Tokenizers:
@@ -43,7 +44,7 @@ class Tokenizers:
         tokenizer = self.get(model_id)
         with self._in_use[model_id]:
             for index, (text_input, output) in enumerate(examples):
-                ids, _ = encode_example(tokenizer, text_input, output)
+                ids, _ = encode_example(tokenizer, text_input, output, RECIPE.system_prompt)
                 if len(ids) > limit:
                     return index, len(ids)
         return None

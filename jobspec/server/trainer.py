@@ -1,34 +1,80 @@
-"""LoRA fine-tuning of one job: batches, the training loop, the adapter it produces.
+"""LoRA fine-tuning of one job: batches, the training loop, validation, checkpoints, the adapter.
 
 Steps are counted the way the Gemini API counts them: the examples, reshuffled each epoch, form
 one stream that is cut into batches, so there are ceil(examples × epochs ÷ batch size) steps and
 a batch may straddle two epochs. Shuffling uses a fixed seed: the same job trains the same way.
+An epoch ends at the step whose batch holds that epoch's last example; validation loss (when the
+job has validation examples) is measured there, so the last step always has one.
 
 Memory grows with a batch's padded size (rows × its longest row), so a batch larger than
 ``max_batch_tokens`` is run as several micro-batches whose gradients add up before the one
 optimiser step. Each micro-batch's loss is a sum over its target tokens divided by the target
 tokens of the whole batch, so the gradient, the step and the reported loss (the mean over all
 target tokens of the batch) are those of the unsplit batch, up to float rounding.
+
+Everything the service (not the job) decides about training is one ``Recipe``: the prompt
+layout, the LoRA shape, the learning-rate schedule, the precision. ``RECIPE`` is what the service
+trains with; each of its values was chosen by bench/tuning_quality.py (the figures are in the
+README). ``LEGACY_RECIPE`` is what the service did before, kept for that benchmark.
+
+A run can be checkpointed (``Checkpoints``) and resumed: the adapter, optimiser, scheduler, RNG
+state, early-stopping state and step are saved at every epoch's end and every few minutes, and a
+run resumed from a checkpoint ends with the same adapter, bit for bit, as one never interrupted
+(same machine, same thread count: the arithmetic is then the same, in the same order).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import json
+import math
 import random
+import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
 
 from .chat import IGNORE_INDEX, encode_example
 
-# What was seen to work for SmolLM2-135M on two CPU cores: r=8, alpha=16 on every linear layer.
-LORA_RANK = 8
-LORA_ALPHA = 16
 SEED = 0
 # Tokens (rows × longest row) in one forward pass. Training SmolLM2-135M on a CPU takes about
 # 1.5 GB plus 2.8 MB per token of the pass (measured: 2,048 tokens peak at 7.0 GB, 4,096 at
 # 12.7 GB), so this keeps a worker near 7 GB: within a developer's laptop.
 DEFAULT_MAX_BATCH_TOKENS = 2048
+CHECKPOINT_SECONDS = 180.0  # besides every epoch's end
+LAYOUT_FILE = "jobspec_layout.json"  # written beside a published adapter
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How the service trains, whatever the job: each field is measured by
+    bench/tuning_quality.py (``--set NAME=VALUE``)."""
+
+    # The system turn every example is trained under (and a tuned model is asked under, when a
+    # request gives none). None: the base model's chat template as it is (SmolLM2's inserts
+    # "You are a helpful AI assistant named SmolLM, trained by Hugging Face").
+    system_prompt: str | None = None
+    rank: int = 8
+    alpha: float = 16.0
+    targets: str = "all-linear"  # or comma-separated module names, e.g. "q_proj,v_proj"
+    rslora: bool = False  # scale by alpha / sqrt(rank) instead of alpha / rank
+    dora: bool = False
+    dropout: float = 0.0
+    schedule: str = "constant"  # constant, linear or cosine (to zero at the last step)
+    warmup: float = 0.0  # fraction of the steps over which the rate rises linearly from zero
+    weight_decay: float = 0.01  # AdamW's default
+    precision: str = "fp32"  # fp32; bf16 (autocast, fp32 master weights); auto: bf16 where fast
+    neftune: float = 0.0  # NEFTune noise on the input embeddings while training (alpha; 0: off)
+    seed: int = SEED  # LoRA initialisation (and NEFTune noise)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+LEGACY_RECIPE = Recipe()
+RECIPE = Recipe()
 
 
 def batches(example_count: int, epochs: int, batch_size: int,
@@ -47,6 +93,11 @@ def batches(example_count: int, epochs: int, batch_size: int,
         yield epochs, batch
 
 
+def completed_epochs(step: int, example_count: int, epochs: int, batch_size: int) -> int:
+    """Epochs whose every example has been trained on after ``step`` steps."""
+    return min(step * batch_size, example_count * epochs) // example_count
+
+
 def collate(encoded: list[tuple[list[int], list[int]]], pad_id: int, device: str) -> dict[str, Any]:
     """Right-pad a batch. Padding is masked by the attention mask and IGNORE_INDEX labels, never
     by the pad id: SmolLM2's pad token is its end-of-turn token, which must stay a target."""
@@ -63,14 +114,22 @@ def collate(encoded: list[tuple[list[int], list[int]]], pad_id: int, device: str
             (("input_ids", input_ids), ("labels", labels), ("attention_mask", mask))}
 
 
-def lora_model(base: Any) -> Any:
-    import torch  # noqa: PLC0415
-    from peft import LoraConfig, get_peft_model  # noqa: PLC0415
+def lora_config(recipe: Recipe) -> Any:
+    from peft import LoraConfig  # noqa: PLC0415
 
-    torch.manual_seed(SEED)
-    config = LoraConfig(r=LORA_RANK, lora_alpha=LORA_ALPHA, lora_dropout=0.0,
-                        target_modules="all-linear", task_type="CAUSAL_LM")
-    return get_peft_model(copy.deepcopy(base), config)
+    targets: Any = recipe.targets if recipe.targets == "all-linear" else \
+        [t.strip() for t in recipe.targets.split(",") if t.strip()]
+    return LoraConfig(r=recipe.rank, lora_alpha=recipe.alpha, lora_dropout=recipe.dropout,
+                      target_modules=targets, use_rslora=recipe.rslora, use_dora=recipe.dora,
+                      task_type="CAUSAL_LM")
+
+
+def lora_model(base: Any, recipe: Recipe = RECIPE) -> Any:
+    import torch  # noqa: PLC0415
+    from peft import get_peft_model  # noqa: PLC0415
+
+    torch.manual_seed(recipe.seed)
+    return get_peft_model(copy.deepcopy(base), lora_config(recipe))
 
 
 def micro_batches(lengths: list[int], max_tokens: int) -> list[list[int]]:
@@ -95,17 +154,43 @@ def target_count(labels: list[int]) -> int:
     return sum(1 for label in labels[1:] if label != IGNORE_INDEX)
 
 
+def _heads(model: Any) -> tuple[Any, Any] | None:
+    """(the transformer body, the output layer) of a causal LM, PEFT-wrapped or not; None when
+    the model does not expose them (then the whole model runs)."""
+    causal = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        body, head = causal.get_decoder(), causal.get_output_embeddings()
+    except (AttributeError, NotImplementedError):
+        return None
+    if body is None or head is None or getattr(causal, "_jobspec_no_split", False):
+        return None
+    return body, head
+
+
 def summed_loss(model: Any, batch: dict[str, Any]) -> Any:
     """Cross-entropy summed over the batch's target tokens (each predicted from the tokens
-    before it). Summed, not averaged, so micro-batches can be weighted by their share."""
+    before it). Summed, not averaged, so micro-batches can be weighted by their share.
+
+    Only the positions that are scored go through the output layer: for SmolLM2 that layer is
+    576 × 49,152, about a fifth of the model's work per token, and a prompt's tokens need none
+    of it (the loss is on the answer). The loss is the same as from the whole model's logits.
+    """
     import torch  # noqa: PLC0415
 
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    # Shift the labels, not the logits: slicing the logits would copy the largest tensor.
+    # Shift the labels, not the logits: each position predicts the next token.
     targets = torch.nn.functional.pad(batch["labels"], (0, 1), value=IGNORE_INDEX)[:, 1:]
-    return torch.nn.functional.cross_entropy(
-        logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
-        ignore_index=IGNORE_INDEX, reduction="sum")
+    heads = _heads(model)
+    if heads is None:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        return torch.nn.functional.cross_entropy(
+            logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
+            ignore_index=IGNORE_INDEX, reduction="sum")
+    body, head = heads
+    hidden = body(input_ids=batch["input_ids"],
+                  attention_mask=batch["attention_mask"]).last_hidden_state
+    scored = targets != IGNORE_INDEX
+    logits = head(hidden[scored])
+    return torch.nn.functional.cross_entropy(logits.float(), targets[scored], reduction="sum")
 
 
 @dataclass(frozen=True)
@@ -114,35 +199,260 @@ class StepResult:
     epoch: int
     loss: float
     micro_batches: int = 1  # how many passes the batch took under max_batch_tokens
+    # Set at the step that ends an epoch: which epoch, and (with validation examples) the mean
+    # loss on them after this step.
+    completed_epoch: int | None = None
+    validation_loss: float | None = None
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    model: Any  # the PEFT model, with the kept weights
+    steps: int  # steps trained (fewer than planned when early stopping stopped it)
+    validation: tuple[tuple[int, int, float], ...] = ()  # (step, epoch, mean loss) per epoch
+    kept_epoch: int | None = None  # with early stopping: the epoch whose weights were kept
+    stop_reason: str | None = None  # why it stopped before its last step, in words
+    device: str = "cpu"
+    precision: str = "fp32"
+    resumed_from: int | None = None  # the checkpoint's step, when it resumed from one
+
+
+class Checkpoints(Protocol):
+    """Where a run's checkpoints go (the worker's is atomic and owner-checked)."""
+
+    def load(self) -> dict[str, Any] | None: ...
+    def save(self, state: dict[str, Any]) -> bool:
+        """Save ``state``; False when the run should stop (it lost its job)."""
+
+
+class Cancelled(Exception):
+    """on_step (or a checkpoint save) said to stop: cancelled, deleted, or no longer ours."""
+
+
+def _fast_bf16(device: str) -> bool:
+    import torch  # noqa: PLC0415
+
+    if device.startswith("cuda"):
+        return bool(torch.cuda.is_bf16_supported())
+    try:  # AVX-512 BF16 or AMX: oneDNN runs bf16 matmuls natively
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def precision_for(recipe: Recipe, device: str) -> str:
+    if recipe.precision == "auto":
+        return "bf16" if _fast_bf16(device) else "fp32"
+    return recipe.precision
+
+
+def _schedule(recipe: Recipe, total: int) -> Callable[[int], float]:
+    warmup = int(round(recipe.warmup * total))
+
+    def factor(done: int) -> float:  # ``done`` steps taken before this one
+        if done < warmup:
+            return (done + 1) / (warmup + 1)
+        if recipe.schedule == "constant" or total <= warmup:
+            return 1.0
+        progress = (done - warmup) / max(1, total - warmup)
+        if recipe.schedule == "linear":
+            return max(0.0, 1.0 - progress)
+        if recipe.schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+        raise ValueError(f"unknown schedule {recipe.schedule!r}")
+
+    return factor
+
+
+def _trainable(model: Any) -> dict[str, Any]:
+    return {name: p for name, p in model.named_parameters() if p.requires_grad}
+
+
+def run_key(examples: list[tuple[str, str]], validation: list[tuple[str, str]], epochs: int,
+            batch_size: int, learning_rate: float, patience: int | None, recipe: Recipe) -> str:
+    """What a checkpoint must match to be resumed: the same job trained the same way."""
+    import hashlib  # noqa: PLC0415
+
+    text = json.dumps([examples, validation, epochs, batch_size, learning_rate, patience,
+                       recipe.as_dict()], ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def train(base: Any, tokenizer: Any, examples: list[tuple[str, str]], *, epochs: int,
           batch_size: int, learning_rate: float,
           max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
-          on_step: Callable[[StepResult], bool]) -> Any | None:
-    """Train a LoRA adapter; return the PEFT model, or None when on_step asked to stop."""
+          on_step: Callable[[StepResult], bool], recipe: Recipe = RECIPE,
+          validation: list[tuple[str, str]] | None = None, patience: int | None = None,
+          checkpoints: Checkpoints | None = None,
+          checkpoint_seconds: float = CHECKPOINT_SECONDS) -> TrainResult | None:
+    """Train a LoRA adapter; None when on_step (or a checkpoint) asked to stop.
+
+    With ``patience`` (early stopping; needs validation examples) training stops once the
+    validation loss has not improved for that many epochs, and the weights of the best epoch
+    are kept (also when it runs to its end)."""
     import torch  # noqa: PLC0415
 
-    model = lora_model(base)
+    validation = list(validation or [])
+    if patience is not None and not validation:
+        raise ValueError("early stopping needs validation examples")
+    model = lora_model(base, recipe)
     model.train()
-    device = next(model.parameters()).device
-    encoded = [encode_example(tokenizer, text_input, output) for text_input, output in examples]
+    device = str(next(model.parameters()).device)
+    precision = precision_for(recipe, device)
+    autocast = torch.autocast(device.split(":")[0], dtype=torch.bfloat16,
+                              enabled=precision == "bf16")
+    system = recipe.system_prompt
+    encoded = [encode_example(tokenizer, i, o, system) for i, o in examples]
+    held_out = [encode_example(tokenizer, i, o, system) for i, o in validation]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=learning_rate)
-    for step, (epoch, indices) in enumerate(batches(len(encoded), epochs, batch_size), start=1):
-        rows = [encoded[i] for i in indices]
-        targets = sum(target_count(labels) for _, labels in rows)
-        groups = micro_batches([len(ids) for ids, _ in rows], max_batch_tokens)
-        total = 0.0
-        for group in groups:
-            batch = collate([rows[i] for i in group], pad_id, str(device))
-            loss = summed_loss(model, batch) / max(targets, 1)
-            loss.backward()  # gradients add up across the micro-batches of this step
-            total += float(loss.detach())
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if not on_step(StepResult(step, epoch, total, len(groups))):
-            return None
+    params = _trainable(model)
+    decay = [p for n, p in params.items() if p.ndim >= 2]
+    no_decay = [p for n, p in params.items() if p.ndim < 2]  # DoRA magnitudes
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=learning_rate)
+    plan = list(batches(len(encoded), epochs, batch_size))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(recipe, len(plan)))
+    noise = torch.Generator().manual_seed(recipe.seed)
+    hook = _neftune(model, recipe.neftune, noise) if recipe.neftune else None
+    key = run_key(examples, validation, epochs, batch_size, learning_rate, patience, recipe)
+
+    history: list[tuple[int, int, float]] = []
+    best: dict[str, Any] | None = None  # {"epoch", "loss", "weights"}
+    bad_epochs, start, resumed_from = 0, 0, None
+    saved = checkpoints.load() if checkpoints is not None else None
+    if saved is not None and saved.get("key") == key and 0 < saved["step"] <= len(plan):
+        with torch.no_grad():
+            for name, value in saved["adapter"].items():
+                params[name].copy_(value)
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        torch.set_rng_state(saved["rng"]["torch"])
+        noise.set_state(saved["rng"]["noise"])
+        history = [tuple(v) for v in saved["validation"]]
+        best, bad_epochs = saved["best"], saved["bad_epochs"]
+        start = resumed_from = saved["step"]
+
+    def state(step: int) -> dict[str, Any]:
+        return {"format": 1, "key": key, "step": step,
+                "adapter": {n: p.detach().clone() for n, p in params.items()},
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "rng": {"torch": torch.get_rng_state(), "noise": noise.get_state()},
+                "validation": history, "best": best, "bad_epochs": bad_epochs}
+
+    last_saved = time.monotonic()
+    stop_reason = None
+    step = start
+    try:
+        for step, (epoch, indices) in enumerate(plan[start:], start=start + 1):
+            rows = [encoded[i] for i in indices]
+            targets = sum(target_count(labels) for _, labels in rows)
+            groups = micro_batches([len(ids) for ids, _ in rows], max_batch_tokens)
+            total = 0.0
+            for group in groups:
+                batch = collate([rows[i] for i in group], pad_id, device)
+                with autocast:
+                    loss = summed_loss(model, batch) / max(targets, 1)
+                loss.backward()  # gradients add up across the micro-batches of this step
+                total += float(loss.detach())
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+
+            done_epochs = completed_epochs(step, len(encoded), epochs, batch_size)
+            ended = done_epochs if done_epochs > completed_epochs(
+                step - 1, len(encoded), epochs, batch_size) else None
+            value = None
+            if ended is not None and held_out:
+                value = mean_loss(model, held_out, pad_id, device, max_batch_tokens, autocast)
+                history.append((step, ended, value))
+                if patience is not None:
+                    if best is None or value < best["loss"]:
+                        best = {"epoch": ended, "loss": value,
+                                "weights": {n: p.detach().clone() for n, p in params.items()}}
+                        bad_epochs = 0
+                    else:
+                        bad_epochs += 1
+            if not on_step(StepResult(step, epoch, total, len(groups), ended, value)):
+                raise Cancelled
+            if patience is not None and best is not None and bad_epochs >= patience \
+                    and step < len(plan):
+                stop_reason = (f"early stopping: the validation loss did not improve for "
+                               f"{bad_epochs} epoch{'s' if bad_epochs != 1 else ''} after epoch "
+                               f"{best['epoch']} (best {best['loss']:.4f}); stopped after epoch "
+                               f"{ended}, step {step} of {len(plan)}")
+                break
+            periodic = time.monotonic() - last_saved >= checkpoint_seconds
+            if checkpoints is not None and step < len(plan) and (ended is not None or periodic):
+                if not checkpoints.save(state(step)):
+                    raise Cancelled
+                last_saved = time.monotonic()
+    except Cancelled:
+        return None
+    finally:
+        if hook is not None:
+            hook.remove()
+    kept = None
+    if patience is not None and best is not None:
+        kept = best["epoch"]
+        with torch.no_grad():
+            for name, value in best["weights"].items():
+                params[name].copy_(value)
     model.eval()
-    return model
+    return TrainResult(model, step, tuple(history), kept, stop_reason, device, precision,
+                       resumed_from)
+
+
+def mean_loss(model: Any, encoded: list[tuple[list[int], list[int]]], pad_id: int, device: str,
+              max_batch_tokens: int, autocast: Any) -> float:
+    """Mean cross-entropy per target token over ``encoded`` (the validation examples)."""
+    import torch  # noqa: PLC0415
+
+    groups: list[list[int]] = []
+    for index in sorted(range(len(encoded)), key=lambda i: len(encoded[i][0])):
+        # Shortest first, so a group's last row is its longest: little padding.
+        if groups and (len(groups[-1]) + 1) * len(encoded[index][0]) <= max_batch_tokens:
+            groups[-1].append(index)
+        else:
+            groups.append([index])
+    total, count = 0.0, 0
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for group in groups:
+            rows = [encoded[i] for i in group]
+            with autocast:
+                total += float(summed_loss(model, collate(rows, pad_id, device)))
+            count += sum(target_count(labels) for _, labels in rows)
+    if was_training:
+        model.train()
+    return total / max(count, 1)
+
+
+def _neftune(model: Any, alpha: float, generator: Any) -> Any:
+    """NEFTune (Jain et al. 2023): uniform noise of scale alpha / sqrt(length × width) on the
+    input embeddings while training, from ``generator`` (checkpointed with the run)."""
+    import torch  # noqa: PLC0415
+
+    embeddings = model.get_input_embeddings()
+
+    def add_noise(module: Any, inputs: Any, output: Any) -> Any:
+        if not module.training:
+            return output
+        scale = alpha / math.sqrt(output.size(1) * output.size(2))
+        noise = torch.rand(output.shape, generator=generator, dtype=output.dtype)
+        return output + (noise.to(output.device) * 2 - 1) * scale
+
+    return embeddings.register_forward_hook(add_noise)
+
+
+def write_layout(folder: Path, recipe: Recipe) -> None:
+    """Record beside an adapter how its prompts were laid out, so that it is asked the same
+    way (adapters from before have no record: they were trained on the model's template)."""
+    (folder / LAYOUT_FILE).write_text(json.dumps({"system_prompt": recipe.system_prompt}))
+
+
+def read_layout(folder: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((folder / LAYOUT_FILE).read_text())
+    except (OSError, ValueError):
+        return None

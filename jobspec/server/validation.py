@@ -23,9 +23,12 @@ def in_range(where: str, value: float, low: float, high: float, *, low_open: boo
         raise ApiError("INVALID_ARGUMENT", f"{where} must be in {bound}, got {value:g}.")
 
 
-def training_examples(data: dict[str, Any]) -> list[tuple[str, str]]:
+VALIDATION_EXAMPLES = "tuned_model.tuning_task.validation_data.examples.examples"
+MAX_PATIENCE = 1000
+
+
+def training_examples(data: dict[str, Any], where: str = EXAMPLES) -> list[tuple[str, str]]:
     """(text_input, output) pairs, each present and within the character limits."""
-    where = EXAMPLES
     items = (data.get("examples") or {}).get("examples") or []
     if not items:
         raise ApiError("INVALID_ARGUMENT", f"{where} is required: at least one example.")
@@ -42,8 +45,23 @@ def training_examples(data: dict[str, Any]) -> list[tuple[str, str]]:
     return examples
 
 
+def early_stopping(task: dict[str, Any], validation: list[tuple[str, str]]) -> int | None:
+    """The patience (epochs without a lower validation loss) of early stopping, if asked."""
+    if "early_stopping" not in task:
+        return None
+    where = "tuned_model.tuning_task.early_stopping"
+    patience = task["early_stopping"].get("patience")
+    if patience is None:
+        raise ApiError("INVALID_ARGUMENT", f"{where}.patience is required.")
+    in_range(f"{where}.patience", patience, 1, MAX_PATIENCE)
+    if not validation:
+        raise ApiError("INVALID_ARGUMENT", f"{where} needs validation examples "
+                       "(tuned_model.tuning_task.validation_data): it stops on their loss.")
+    return patience
+
+
 def check_example_tokens(tokenizers: Tokenizers, model_id: str, examples: list[tuple[str, str]],
-                         context: int, max_batch_tokens: int) -> None:
+                         context: int, max_batch_tokens: int, where: str = EXAMPLES) -> None:
     """Refuse the first example the trainer could not take: longer than the model's context, or
     than one batch may hold. (The CLI reads the index from this message to point at the line of
     the user's data file.)"""
@@ -51,7 +69,7 @@ def check_example_tokens(tokenizers: Tokenizers, model_id: str, examples: list[t
     if found is None:
         return
     index, count = found
-    measured = (f"{EXAMPLES}[{index}] is {count:,} tokens long (input and output, in "
+    measured = (f"{where}[{index}] is {count:,} tokens long (input and output, in "
                 f"models/{model_id}'s tokenizer), over ")
     if count > context:
         raise ApiError("INVALID_ARGUMENT", f"{measured}the model's limit of {context:,} tokens.")

@@ -86,10 +86,19 @@ TUNING_EXAMPLE: Spec = {"text_input": "string", "output": "string"}
 HYPERPARAMETERS: Spec = {"learning_rate": "float", "learning_rate_multiplier": "float",
                          "epoch_count": "int32", "batch_size": "int32"}
 SNAPSHOT: Spec = {"step": "int32", "epoch": "int32", "mean_loss": "float", "compute_time": "string"}
+DATASET: Spec = {"examples": {"examples": [TUNING_EXAMPLE]}}
 TUNING_TASK: Spec = {
     "start_time": "string", "complete_time": "string", "snapshots": [SNAPSHOT],
-    "training_data": {"examples": {"examples": [TUNING_EXAMPLE]}},
+    "training_data": DATASET,
     "hyperparameters": HYPERPARAMETERS,
+    # The local service's additions, which Google's TuningTask does not have (a client that
+    # does not know them ignores them, as proto3 JSON parsers and Google's SDKs do): examples
+    # held out to measure validation loss on (a Dataset, like training_data), early stopping
+    # on that loss, and what training measured and decided (output only).
+    "validation_data": DATASET,
+    "early_stopping": {"patience": "int32"},
+    "validation_snapshots": [SNAPSHOT], "kept_epoch": "int32", "stop_reason": "string",
+    "device": "string",
 }
 TUNED_MODEL: Spec = {
     "name": "string", "display_name": "string", "description": "string", "base_model": "string",

@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import trainer
 from .adapters import discard_partial, partial_dir, publish, save_partial
+from .checkpoints import WorkerCheckpoints, remove_checkpoints
 from .store import ACTIVE, Snapshot, Store, TunedModelRecord
 from .trainer import DEFAULT_MAX_BATCH_TOKENS, StepResult, train
 
@@ -34,6 +36,7 @@ class WorkerConfig:
     alias_specs: tuple[str, ...]
     threads: int
     max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS
+    checkpoint_seconds: float = trainer.CHECKPOINT_SECONDS
 
 
 class Worker:
@@ -44,11 +47,13 @@ class Worker:
     """
 
     def __init__(self, state_dir: Path, registry: Any, *,
-                 max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS, pid: int | None = None) -> None:
+                 max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS, pid: int | None = None,
+                 checkpoint_seconds: float = trainer.CHECKPOINT_SECONDS) -> None:
         self.state_dir = state_dir
         self.store = Store(state_dir / "state.db")
         self.registry = registry
         self.max_batch_tokens = max_batch_tokens
+        self.checkpoint_seconds = checkpoint_seconds
         self.pid = pid if pid is not None else os.getpid()
         self.loaded: dict[str, tuple[Any, Any]] = {}
         self.parent_pid = os.getppid()
@@ -79,9 +84,39 @@ class Worker:
 
     def run(self, record: TunedModelRecord) -> None:
         name = f"tunedModels/{record.id}"
-        log(f"train {name}: started ({record.example_count} examples, {record.total_steps} steps)")
+        validation = self.store.validation_examples(record.id) if record.validation_count else []
+        held_out = f", {len(validation)} validation examples" if validation else ""
+        patience = record.early_stopping_patience
+        stopping = f", early stopping after {patience} epoch(s) without improvement" \
+            if patience else ""
         try:
             network, tokenizer = self.base(record.local_model)
+            device = str(next(network.parameters()).device)
+            recipe = trainer.RECIPE
+            trained_on = f"{device} ({trainer.precision_for(recipe, device)})"
+            checkpoints = WorkerCheckpoints(self.state_dir, self.store, record.id,
+                                            record.operation_id, self.pid)
+            saved = checkpoints.load()
+            key = trainer.run_key(self.store.examples(record.id), validation,
+                                  int(record.hyperparameters["epochCount"]),
+                                  int(record.hyperparameters["batchSize"]), record.effective_lr,
+                                  patience, recipe)
+            resume_at = saved["step"] if saved is not None and saved.get("key") == key else 0
+            if saved is not None and not resume_at:
+                log(f"train {name}: its checkpoint was made for another job or recipe; "
+                    "training from the start")
+            elif checkpoints.problem:
+                log(f"train {name}: its checkpoint cannot be read ({checkpoints.problem}); "
+                    "training from the start")
+            if not self.store.start_run(record.id, record.operation_id, self.pid, resume_at,
+                                        trained_on):
+                log(f"train {name}: not started: it was cancelled, deleted, or is no longer "
+                    "this worker's")
+                self._stopped(record, name)
+                return
+            where = f"resuming from its checkpoint at step {resume_at}" if resume_at else "started"
+            log(f"train {name}: {where} ({record.example_count} examples{held_out}, "
+                f"{record.total_steps} steps{stopping}) on {trained_on}")
             hp = record.hyperparameters
             started = time.time()
 
@@ -89,32 +124,50 @@ class Worker:
                 self.check_parent()
                 split = (f" ({result.micro_batches} micro-batches of at most "
                          f"{self.max_batch_tokens} tokens)" if result.micro_batches > 1 else "")
+                measured = (f"; validation loss {result.validation_loss:.4f} after epoch "
+                            f"{result.completed_epoch}" if result.validation_loss is not None
+                            else "")
                 log(f"train {name}: step {result.step}/{record.total_steps} "
-                    f"epoch {result.epoch} loss {result.loss:.4f}{split}")
+                    f"epoch {result.epoch} loss {result.loss:.4f}{split}{measured}")
+                now = time.time()
+                held = None if result.validation_loss is None else Snapshot(
+                    result.step, result.completed_epoch or result.epoch, result.validation_loss,
+                    now)
                 return self.store.record_step(record.id, record.operation_id, self.pid, Snapshot(
-                    result.step, result.epoch, result.loss, time.time()))
+                    result.step, result.epoch, result.loss, now), held)
 
-            model = train(network, tokenizer, self.store.examples(record.id),
-                          epochs=int(hp["epochCount"]), batch_size=int(hp["batchSize"]),
-                          learning_rate=record.effective_lr,
-                          max_batch_tokens=self.max_batch_tokens, on_step=on_step)
-            if model is None:  # cancelled, deleted, or no longer this worker's job
-                state = self.store.finish(record.id, record.operation_id, self.pid, error_code=1,
-                                          error_message="Operation cancelled.")
-                log(f"train {name}: " + ("cancelled" if state else "stopped: the job was deleted "
-                                         "or is no longer this worker's"))
+            result = train(network, tokenizer, self.store.examples(record.id),
+                           epochs=int(hp["epochCount"]), batch_size=int(hp["batchSize"]),
+                           learning_rate=record.effective_lr,
+                           max_batch_tokens=self.max_batch_tokens, on_step=on_step,
+                           recipe=recipe, validation=validation, patience=patience,
+                           checkpoints=checkpoints, checkpoint_seconds=self.checkpoint_seconds)
+            if result is None:  # cancelled, deleted, or no longer this worker's job
+                self._stopped(record, name)
                 return
             self.check_parent()
+            if result.stop_reason:
+                log(f"train {name}: {result.stop_reason}; keeping epoch {result.kept_epoch}")
+            elif result.kept_epoch is not None:
+                log(f"train {name}: keeping epoch {result.kept_epoch}, whose validation loss "
+                    "was the lowest")
             partial = partial_dir(self.state_dir, record.id, record.operation_id, self.pid)
             try:
-                save_partial(model, partial)
-                state = self.store.finish(record.id, record.operation_id, self.pid,
-                                          publish=lambda: publish(partial, self.state_dir,
-                                                                  record.id, record.operation_id))
+                save_partial(result.model, partial)
+                trainer.write_layout(partial, recipe)
+                state = self.store.finish(
+                    record.id, record.operation_id, self.pid,
+                    publish=lambda: publish(partial, self.state_dir, record.id,
+                                            record.operation_id),
+                    kept_epoch=result.kept_epoch, stop_reason=result.stop_reason,
+                    completed_steps=result.steps)
             finally:
                 discard_partial(partial)  # gone already when published
+            if state is not None:
+                remove_checkpoints(self.state_dir, record.id, record.operation_id)
             if state == ACTIVE:
-                log(f"train {name}: ACTIVE after {time.time() - started:.1f}s")
+                log(f"train {name}: ACTIVE after {time.time() - started:.1f}s on {trained_on}"
+                    + (f" ({checkpoints.saved} checkpoints)" if checkpoints.saved else ""))
             elif state is None:
                 log(f"train {name}: trained, but the job was deleted or is no longer this "
                     "worker's (the service restarted meanwhile); its adapter is discarded")
@@ -122,8 +175,18 @@ class Worker:
                 log(f"train {name}: cancelled after its last step")
         except Exception as exc:  # noqa: BLE001 - a bad job must not take the worker down
             traceback.print_exc(file=sys.stderr)
-            self.store.finish(record.id, record.operation_id, self.pid, error_code=13,
-                              error_message=f"Training failed: {type(exc).__name__}: {exc}")
+            state = self.store.finish(record.id, record.operation_id, self.pid, error_code=13,
+                                      error_message=f"Training failed: {type(exc).__name__}: {exc}")
+            if state is not None:
+                remove_checkpoints(self.state_dir, record.id, record.operation_id)
+
+    def _stopped(self, record: TunedModelRecord, name: str) -> None:
+        state = self.store.finish(record.id, record.operation_id, self.pid, error_code=1,
+                                  error_message="Operation cancelled.")
+        if state is not None:
+            remove_checkpoints(self.state_dir, record.id, record.operation_id)
+        log(f"train {name}: " + ("cancelled" if state else "stopped: the job was deleted "
+                                 "or is no longer this worker's"))
 
 
 def log(message: str) -> None:
@@ -142,6 +205,7 @@ def worker_main(config: WorkerConfig, ready: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(config.threads)
     registry = ModelRegistry.build(list(config.model_paths), list(config.alias_specs))
-    worker = Worker(Path(config.state_dir), registry, max_batch_tokens=config.max_batch_tokens)
+    worker = Worker(Path(config.state_dir), registry, max_batch_tokens=config.max_batch_tokens,
+                    checkpoint_seconds=config.checkpoint_seconds)
     ready.set()
     worker.run_forever()

@@ -65,8 +65,8 @@ class RestartAfterLastStep:
     def __getattr__(self, name: str):
         return getattr(self.store, name)
 
-    def record_step(self, model_id, operation_id, worker_pid, snapshot) -> bool:
-        recorded = self.store.record_step(model_id, operation_id, worker_pid, snapshot)
+    def record_step(self, model_id, operation_id, worker_pid, snapshot, validation=None) -> bool:
+        recorded = self.store.record_step(model_id, operation_id, worker_pid, snapshot, validation)
         if snapshot.step == STEPS:
             restart_and_reclaim(self.store)
         return recorded

@@ -1,0 +1,119 @@
+"""validation_data, validation_split and early_stopping in job files: what validate accepts and
+refuses (the Gemini API has none of them), what they do to the fingerprint, how a split is
+drawn, and a job that uses them applied through the CLI to the local service (tiny model), its
+report listing the validation curve, the kept epoch, why training stopped and the device."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from jobspec import data
+from jobspec.data import Example
+from tests.conftest import NUMBER_EXAMPLES
+from tests.test_identity import identity
+
+HELD_OUT = [("5", "6"), ("twelve", "thirteen"), ("-7", "-6")]
+
+
+def test_validation_fields_are_accepted_and_fingerprinted_only_when_given(repo, cli):
+    repo.job()
+    plain = identity(cli)
+    repo.write_jsonl("jobs/data/held-out.jsonl", HELD_OUT)
+    repo.job(extra="validation_data: data/held-out.jsonl\n")
+    given = identity(cli)
+    repo.write_jsonl("jobs/data/held-out.jsonl", HELD_OUT[:2])
+    fewer = identity(cli)
+    repo.job(extra="validation_data: data/held-out.jsonl\nearly_stopping: 2\n")
+    stopping = identity(cli)
+    repo.job(extra="validation_data: data/held-out.jsonl\nearly_stopping: {patience: 2}\n")
+    stopping_mapping = identity(cli)
+    repo.job(extra="validation_split: 0.2\n")
+    split = identity(cli)
+    repo.job(extra="validation_split: 0.3\n")
+    other_split = identity(cli)
+    assert len({plain, given, fewer, stopping, split, other_split}) == 6
+    assert stopping == stopping_mapping
+    repo.job()
+    assert identity(cli) == plain  # and without them, the fingerprint of before (test_identity)
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("validation_data: data/demo.jsonl\nvalidation_split: 0.2\n",
+     "jobs/demo.yaml:10:1: validation_split: give validation_data or validation_split, not both"),
+    ("early_stopping: 2\n",
+     "jobs/demo.yaml:9:1: early_stopping: early stopping watches the validation loss: give "
+     "validation_data or validation_split too"),
+    ("validation_split: 1\n", "jobs/demo.yaml:9:19: validation_split: "),
+    ("validation_data: data/missing.jsonl\n",
+     "jobs/demo.yaml:9:18: validation_data: data/missing.jsonl: training data file not found"),
+    ("validation_split: 0.2\nearly_stopping: {patience: 0}\n", "jobs/demo.yaml:10:"),
+])
+def test_validate_refuses_what_cannot_work(repo, cli, extra, message):
+    repo.job(extra=extra)
+    result = cli("validate", "jobs/demo.yaml")
+    assert result.code == 1
+    assert message in result.err + result.out
+
+
+@pytest.mark.parametrize("extra, key", [
+    ("validation_data: data/demo.jsonl\n", "validation_data"),
+    ("validation_split: 0.2\n", "validation_split"),
+    ("validation_split: 0.2\nearly_stopping: 2\n", "early_stopping"),
+])
+def test_the_gemini_api_takes_no_validation_data(repo, cli, extra, key):
+    repo.job(extra=extra)
+    result = cli("validate", "--backend", "gemini", "jobs/demo.yaml")
+    assert result.code == 1
+    text = result.err + result.out
+    assert f": {key}: the Gemini API " in text
+    assert cli("validate", "--backend", "local", "jobs/demo.yaml").code == 0
+
+
+def test_a_split_is_drawn_from_the_examples_themselves():
+    examples = [Example(i, o) for i, o in NUMBER_EXAMPLES]
+    training, held = data.split_examples(examples, 0.2)
+    assert len(held) == 3 and len(training) == 12
+    assert [e for e in examples if e not in held] == training  # order kept
+    again_training, again_held = data.split_examples(list(reversed(examples)), 0.2)
+    assert set(again_held) == set(held)  # whatever their order
+    assert data.split_examples(examples + [examples[0]], 0.2)[1].count(examples[0]) in (0, 2)
+    assert [data.split_count(n, 0.2) for n in (1, 2, 3, 10, 15)] == [0, 1, 1, 2, 3]
+    assert data.split_count(10, 0.99) == 9  # always one left to train on
+
+
+@pytest.fixture
+def clean_service(service, monkeypatch):
+    monkeypatch.setenv("JOBSPEC_LOCAL_URL", service.url)
+    monkeypatch.delenv("JOBSPEC_BACKEND", raising=False)
+    with httpx.Client(base_url=service.url) as http:
+        for model in http.get("/v1beta/tunedModels", params={"pageSize": 1000}).json().get(
+                "tunedModels", []):
+            http.delete(f"/v1beta/{model['name']}")
+    return service
+
+
+@pytest.mark.timeout(240)
+def test_apply_reports_validation_loss_kept_epoch_and_device(repo, cli, clean_service):
+    repo.job(extra="validation_split: 0.2\nearly_stopping: {patience: 1}\n",
+             hyperparameters="batch_size: 2\n  learning_rate: 0.001\n  epoch_count: 5")
+    plan = cli("plan")
+    assert plan.code == 0, plan.err
+    result = cli("apply", "--skip-eval", "jobs/")
+    assert result.code == 0, result.err
+    report = json.loads((repo.root / "reports/demo.json").read_text())
+    # 12 of the 15 examples train (3 held out), batch 2: epochs end at steps 6, 12, 18, 24, 30.
+    curve = report["validation_curve"]
+    assert [(p["step"], p["epoch"]) for p in curve][:2] == [(6, 1), (12, 2)]
+    assert all(p["mean_loss"] > 0 for p in curve)
+    losses = [p["mean_loss"] for p in curve]
+    assert report["kept_epoch"] == losses.index(min(losses)) + 1
+    if len(curve) < 5:  # stopped early: the report says why
+        assert report["stop_reason"].startswith("early stopping: the validation loss did not "
+                                                "improve for 1 epoch after epoch ")
+    else:
+        assert report["stop_reason"] is None
+    assert report["device"].startswith(("cpu", "cuda"))
+    assert len(report["loss_curve"]) == curve[-1]["step"]
