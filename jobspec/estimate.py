@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from . import data, timestamps
 from .backends.base import Backend, RemoteModel, TokenCount
 from .data import Example
-from .errors import ConfigError, JobSpecError, UsageError
+from .errors import ConfigError, JobSpecError, PermanentBackendError, UsageError
 from .spec import Job
 
 if TYPE_CHECKING:
@@ -42,7 +42,12 @@ def count(job: Job, backend: Backend) -> tuple[TokenCount, list[Example]]:
     """The job's examples in tokens: the backend's count, else an estimate from characters."""
     examples = list(data.iter_examples(job.training_data))
     counter = getattr(backend, "count_tokens", None)  # a backend written before it may lack it
-    counted = counter(job, examples) if counter is not None else None
+    try:
+        counted = counter(job, examples) if counter is not None else None
+    except PermanentBackendError as exc:
+        if exc.http_status not in (404, 501):  # a service from before the method: estimate
+            raise
+        counted = None
     if counted is None or len(counted.inputs) != len(examples):
         counted = by_characters(examples)
     return counted, examples

@@ -207,3 +207,20 @@ def test_count_tokens_speaks_the_gemini_wire(service, tiny_model):
     ((inputs, outputs),) = trainer_counts(tiny_model, [("1", "2")])
     assert batch == {"inputTokens": [inputs], "outputTokens": [outputs],
                      "totalTokens": inputs + outputs, "exampleTokenLimit": 512}
+
+
+def test_a_local_service_without_the_count_method_gets_an_estimate(repo, cli, monkeypatch):
+    """An older local service (still running after an upgrade) answers 404 to
+    countExampleTokens: the plan estimates instead of failing."""
+    for variable in ENVIRONMENT:
+        monkeypatch.delenv(variable, raising=False)
+    repo.write_jsonl("jobs/data/chars.jsonl", [("a" * 40, "b" * 8)])
+    repo.job(name="older", data="data/chars.jsonl")
+    with FakeGenerate() as older:
+        monkeypatch.setenv("JOBSPEC_LOCAL_URL", older.url)
+        plan = cli("plan")
+        asked = [r.path for r in older.requests if r.method == "POST"]
+    assert plan.code == 0, plan.err
+    assert asked == ["/v1beta/models/gemini-1.0-pro-001:countExampleTokens"]
+    assert "1 example: 12 tokens (10 input + 2 output; estimate: estimated at 4 characters" \
+        in plan.out

@@ -43,7 +43,9 @@ def _size(e: JobEstimate) -> str:
     tokens = e.tokens
     assert tokens is not None
     how = "exact" if tokens.exact else "estimate"
-    return (f"{len(tokens.inputs):,} examples: {tokens.total:,} tokens ({tokens.input_tokens:,} "
+    count = len(tokens.inputs)
+    return (f"{count:,} example{'s' if count != 1 else ''}: {tokens.total:,} tokens "
+            f"({tokens.input_tokens:,} "
             f"input + {tokens.output_tokens:,} output; {how}: {tokens.method})")
 
 
