@@ -61,3 +61,37 @@ def test_google_genai_polls_and_generates(service):
                                                     types.FinishReason.MAX_TOKENS)
     assert response.usage_metadata.total_token_count > 0
     assert "GET /v1/tunedModels/sdk-model-" in service.log
+
+
+def test_google_genai_parses_every_response_that_carries_validation_loss(service):
+    """The local service's additions (tuningTask.validationData, earlyStopping and
+    validationSnapshots, keptEpoch, stopReason, device; metadata.validationSnapshots) are fields
+    Google's messages lack: the SDK's own parsers must take every response that has them."""
+    client = make_client(service)
+    created = client._api_client.request("post", "tunedModels", {
+        "displayName": "sdk validation", "baseModel": "models/gemini-1.5-flash-001-tuning",
+        "tuningTask": {"hyperparameters": {"epochCount": 3, "batchSize": 4, "learningRate": 0.001},
+                       "trainingData": {"examples": {"examples": [
+                           {"textInput": i, "output": o} for i, o in NUMBER_EXAMPLES]}},
+                       "validationData": {"examples": {"examples": [
+                           {"textInput": "5", "output": "6"}]}},
+                       "earlyStopping": {"patience": 1}}})
+    name = json.loads(created.body)["metadata"]["tunedModel"]
+    deadline = time.monotonic() + 120
+    while True:
+        job = client.tunings.get(name=name)  # parses TunedModel with the additions, every poll
+        if job.state not in (types.JobState.JOB_STATE_QUEUED, types.JobState.JOB_STATE_RUNNING) \
+                or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert job.state == types.JobState.JOB_STATE_SUCCEEDED
+    raw = json.loads(client._api_client.request("get", name, {}).body)
+    assert raw["tuningTask"]["validationSnapshots"] and raw["tuningTask"]["keptEpoch"] >= 1
+    assert raw["tuningTask"]["device"]
+    model = client.models.get(model=name)  # the TunedModel as a Model
+    assert model.name == name
+    operation = json.loads(created.body)["name"]
+    polled = client._api_client.request("get", operation, {},
+                                        http_options=types.HttpOptions(api_version="v1"))
+    assert json.loads(polled.body)["metadata"]["validationSnapshots"]
+    assert any(m.name == name for m in client.models.list(config={"query_base": False}))
