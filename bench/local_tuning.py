@@ -6,8 +6,12 @@ Prints, from one run:
 - the trainer's step time against a bare PyTorch + PEFT loop on the same model, data and batches
   (goal: ratio at most 1.1);
 - generateContent latency p50/p95 for a short answer on the tuned model;
-- p99 of `GET tunedModels` while a training job runs (goal: under 50 ms).
-Usage: python bench/local_tuning.py
+- p99 of `GET tunedModels` while a training job runs (goal: under 50 ms);
+- achieved training FLOP/s on the shipped job (forward and backward FLOPs per step counted from
+  the model's shapes and the tokens of each batch; padding not counted) against the peak of a
+  torch matmul of the model's shapes at the same batch size on the same cores, measured in the
+  same run (goal: at least 0.4), and the share of computed tokens that are padding.
+Usage: python bench/local_tuning.py [--only service|steps|flops] [--recipe legacy]
 """
 
 from __future__ import annotations
@@ -81,7 +85,7 @@ def service_figures(state: Path) -> None:
 def step_figures(state: Path, steps: int = 30) -> None:
     """Trainer vs a bare loop, in this process, same model, data and batches."""
     import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
 
     from jobspec.server import trainer
     from jobspec.server.chat import encode_example
@@ -105,18 +109,20 @@ def step_figures(state: Path, steps: int = 30) -> None:
     trainer.train(base, tokenizer, examples, epochs=5, batch_size=2, learning_rate=1e-3,
                   on_step=on_step)
 
+    recipe = trainer.RECIPE  # the bare loop trains the same LoRA on the same layout
     torch.manual_seed(0)
-    model = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear",
-                                            lora_dropout=0.0, task_type="CAUSAL_LM"))
+    model = get_peft_model(base, trainer.lora_config(recipe))
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-    encoded = [encode_example(tokenizer, i, o) for i, o in examples]
+    bf16 = trainer.precision_for(recipe, "cpu") == "bf16"
+    encoded = [encode_example(tokenizer, i, o, recipe.system_prompt) for i, o in examples]
     batches = [trainer.collate([encoded[i] for i in idx], tokenizer.pad_token_id, "cpu")
                for _, idx in trainer.batches(len(encoded), 5, 2)][:steps]
     bare: list[float] = []
     for batch in batches:
         t0 = time.perf_counter()
-        loss = model(**batch).loss
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = model(**batch).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -127,11 +133,131 @@ def step_figures(state: Path, steps: int = 30) -> None:
           f"{theirs * 1000:.0f} ms; ratio {ours / theirs:.2f} (goal <= 1.1)")
 
 
+def linear_shapes(config) -> list[tuple[str, int, int]]:
+    """(name, in, out) of the linear layers of one decoder layer of a Llama-type model."""
+    h, f = config.hidden_size, config.intermediate_size
+    heads = config.num_attention_heads
+    kv = getattr(config, "num_key_value_heads", heads) * (h // heads)
+    return [("q_proj", h, h), ("k_proj", h, kv), ("v_proj", h, kv), ("o_proj", h, h),
+            ("gate_proj", h, f), ("up_proj", h, f), ("down_proj", f, h)]
+
+
+def step_flops(config, rows: list[tuple[list[int], list[int]]], rank: int,
+               lora_targets: set[str] | None) -> float:
+    """Forward + backward FLOPs of one training step of a LoRA on a frozen model, from its
+    shapes and the batch's real (unpadded) tokens: each linear layer costs 2·in·out per token
+    forward and as much backward for the gradient of its input (a frozen weight needs no
+    gradient of its own; layer 0's q/k/v need none for their input either, which comes from the
+    frozen embeddings); a LoRA pair costs 2·r·(in+out) forward and twice that backward;
+    attention 2·2·s²/2·width per layer forward (causal) and twice that backward; the output
+    layer (hidden × vocab) runs only where the loss is taken, forward and backward."""
+    from jobspec.server.trainer import target_count
+
+    shapes = linear_shapes(config)
+    layers = config.num_hidden_layers
+    tokens = sum(len(ids) for ids, _ in rows)
+    scored = sum(target_count(labels) for _, labels in rows)
+    base = sum(i * o for _, i, o in shapes)
+    no_input_grad = sum(i * o for n, i, o in shapes if n in ("q_proj", "k_proj", "v_proj"))
+    lora = sum(rank * (i + o) for n, i, o in shapes if lora_targets is None or n in lora_targets)
+    forward = 2 * tokens * layers * (base + lora)
+    backward = 2 * tokens * (layers * base - no_input_grad) + 2 * 2 * tokens * layers * lora
+    width = config.hidden_size
+    attention = sum(2 * 2 * (len(ids) ** 2 / 2) * width for ids, _ in rows) * layers
+    head = 2 * scored * config.hidden_size * config.vocab_size
+    return forward + backward + 3 * attention + 2 * head
+
+
+def matmul_peak(config, tokens: int, dtype, seconds: float = 1.5) -> tuple[float, str]:
+    """The best FLOP/s of torch.matmul on this model's linear shapes with ``tokens`` rows
+    (x @ Wᵀ, as nn.Linear does), on the threads torch uses here."""
+    import torch
+
+    best, which = 0.0, ""
+    for name, i, o in linear_shapes(config) + [("lm_head", config.hidden_size, config.vocab_size)]:
+        x = torch.randn(tokens, i, dtype=dtype)
+        w = torch.randn(o, i, dtype=dtype)
+        for _ in range(3):
+            x @ w.t()
+        runs, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds / 8:
+            x @ w.t()
+            runs += 1
+        rate = 2 * tokens * i * o * runs / (time.perf_counter() - started)
+        if rate > best:
+            best, which = rate, f"{name} ({tokens}×{i} @ {i}×{o})"
+    return best, which
+
+
+def flops_figures(state: Path, recipe_name: str) -> None:
+    """The trainer on the shipped job, in this process: achieved FLOP/s vs a matmul's peak."""
+    import os
+
+    import torch
+
+    from jobspec.server import trainer
+    from jobspec.server.chat import encode_example
+    from jobspec.server.models import ModelRegistry, load_base, quiet_libraries
+
+    quiet_libraries()
+    threads = os.cpu_count() or 2
+    torch.set_num_threads(threads)
+    base, tokenizer = load_base(ModelRegistry.build([], []).default, state / "models")
+    config = base.config
+    recipe = trainer.LEGACY_RECIPE if recipe_name == "legacy" else trainer.RECIPE
+    examples = [(e["text_input"], e["output"]) for e in EXAMPLES]
+    encoded = [encode_example(tokenizer, i, o, recipe.system_prompt) for i, o in examples]
+    plan = list(trainer.batches(len(encoded), 5, 2))
+    targets = None if recipe.targets == "all-linear" else set(recipe.targets.split(","))
+    flops = [step_flops(config, [encoded[i] for i in idx], recipe.rank, targets)
+             for _, idx in plan]
+    real = sum(len(encoded[i][0]) for _, idx in plan for i in idx)
+    computed = sum(len(idx) * max(len(encoded[i][0]) for i in idx) for _, idx in plan)
+
+    times: list[float] = []
+    last = [time.perf_counter()]
+
+    def on_step(_result) -> bool:
+        now = time.perf_counter()
+        times.append(now - last[0])
+        last[0] = now
+        return True
+
+    last[0] = time.perf_counter()
+    result = trainer.train(base, tokenizer, examples, epochs=5, batch_size=2,
+                           learning_rate=1e-3, on_step=on_step, recipe=recipe)
+    precision = result.precision
+    steady = slice(3, None)  # the first steps warm caches and allocators up
+    achieved = sum(flops[steady]) / sum(times[steady])
+    tokens = round(sum(len(idx) * max(len(encoded[i][0]) for i in idx)
+                       for _, idx in plan) / len(plan))
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    peak, shape = matmul_peak(config, tokens, dtype)
+    print(f"training FLOP/s ({recipe_name} recipe, {precision}, {threads} threads, load "
+          f"{os.getloadavg()[0]:.1f}): {len(plan)} steps in {sum(times):.1f}s (median step "
+          f"{sorted(times)[len(times) // 2] * 1000:.0f} ms); {sum(flops) / len(flops) / 1e9:.2f} "
+          f"GFLOP a step; achieved {achieved / 1e9:.1f} GFLOP/s")
+    print(f"matmul peak ({precision}, {tokens} rows, the batch's padded size, best shape "
+          f"{shape}): {peak / 1e9:.1f} GFLOP/s; ratio {achieved / peak:.2f} (goal >= 0.4)")
+    print(f"padding: {computed - real} of {computed} computed tokens "
+          f"({100 * (computed - real) / computed:.1f}%)")
+
+
 def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--only", choices=("service", "steps", "flops"), default=None)
+    parser.add_argument("--recipe", choices=("service", "legacy"), default="service")
+    args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         state = Path(scratch) / "state"
-        service_figures(state)
-        step_figures(state)
+        if args.only in (None, "service"):
+            service_figures(state)
+        if args.only in (None, "steps"):
+            step_figures(state)
+        if args.only in (None, "flops"):
+            flops_figures(state, args.recipe)
 
 
 if __name__ == "__main__":

@@ -38,8 +38,8 @@ def adapter_tensors(state, model_id):
 
 
 def job(validation: bool = False) -> dict:
-    # 15 examples, batch 1, 40 epochs: 600 steps; epochs end every 15 steps (a checkpoint each).
-    body = tutorial_body(batch_size=1, epochs=40)
+    # 15 examples, batch 1, 20 epochs: 300 steps; epochs end every 15 steps (a checkpoint each).
+    body = tutorial_body(batch_size=1, epochs=20)
     if validation:  # early stopping's state (the best epoch's weights) must survive too
         body["tuning_task"]["validation_data"] = {"examples": {"examples": [
             {"text_input": "5", "output": "6"}, {"text_input": "-7", "output": "-6"}]}}
@@ -73,9 +73,9 @@ def test_kill_minus_9_resumes_from_the_checkpoint_with_the_same_adapter(tiny_mod
         step = int(resumed[1])
         assert step >= 45 and step % 15 == 0 and step <= recorded
         assert finished["response"]["state"] == "ACTIVE"
-        assert finished["metadata"]["completedSteps"] == 600
+        assert finished["metadata"]["completedSteps"] == 300
         snapshots = finished["response"]["tuningTask"]["snapshots"]
-        assert [s["step"] for s in snapshots] == list(range(1, 601))  # one continuous series
+        assert [s["step"] for s in snapshots] == list(range(1, 301))  # one continuous series
         with second.client() as http:
             model = http.get("/v1beta/tunedModels/interrupted").json()
         # Steps up to the checkpoint are the first run's; the rest were trained again.
@@ -83,7 +83,7 @@ def test_kill_minus_9_resumes_from_the_checkpoint_with_the_same_adapter(tiny_mod
         assert times == sorted(times)
         if validation:
             series = model["tuningTask"]["validationSnapshots"]
-            assert [s["step"] for s in series] == list(range(15, 601, 15))
+            assert [s["step"] for s in series] == list(range(15, 301, 15))
 
         # The same job, never interrupted, in the same service: the same adapter, bit for bit.
         with second.client() as http:
@@ -116,9 +116,9 @@ def test_periodic_checkpoints_and_progress_forgive_interruptions(tiny_model, tmp
                            "0.2").start()
     try:
         with service.client() as http:
-            # One epoch of 600 steps: its only epoch end is its last step.
+            # One epoch of 400 steps: its only epoch end is its last step.
             body = tutorial_body(batch_size=1, epochs=1,
-                                 examples=[(str(n), str(n + 1)) for n in range(600)])
+                                 examples=[(str(n), str(n + 1)) for n in range(400)])
             running = create(http, body, "periodic").json()
         wait_for_step(service, running["name"], 40)
         with sqlite3.connect(state / "state.db") as db:
