@@ -38,9 +38,19 @@ def by_characters(examples: list[Example]) -> TokenCount:
                                           "(this backend does not count tuning examples)")
 
 
-def count(job: Job, backend: Backend) -> tuple[TokenCount, list[Example]]:
-    """The job's examples in tokens: the backend's count, else an estimate from characters."""
+def trained_examples(job: Job) -> list[Example]:
+    """The examples the job trains on: its training data, less a validation split."""
     examples = list(data.iter_examples(job.training_data))
+    split = getattr(job, "validation_split", None)
+    if split is not None and len(examples) >= 2:
+        examples, _ = data.split_examples(examples, split)
+    return examples
+
+
+def count(job: Job, backend: Backend) -> tuple[TokenCount, list[Example]]:
+    """The examples the job trains on, in tokens: the backend's count, else an estimate from
+    characters; and the examples, in the order counted."""
+    examples = trained_examples(job)
     counter = getattr(backend, "count_tokens", None)  # a backend written before it may lack it
     try:
         counted = counter(job, examples) if counter is not None else None
@@ -121,6 +131,10 @@ class JobEstimate:
     price: float | None = None
     error: str | None = None  # why the tokens could not be counted
     problems: tuple[ConfigError, ...] = field(default=())  # examples over the limit
+    places: tuple[str, ...] = field(default=())  # where each counted example is, for people
+
+    def place(self, index: int) -> str:
+        return self.places[index] if index < len(self.places) else f"example {index + 1}"
 
     @property
     def trained_tokens(self) -> int | None:
@@ -147,7 +161,7 @@ def _problems(job: Job, tokens: TokenCount, examples: list[Example]) -> tuple[Co
     for index in tokens.over_limit():
         where = examples[index].where or job.at("training_data")
         size = tokens.inputs[index] + tokens.outputs[index]
-        found.append(ConfigError(where, f"example {index + 1} is {size:,} tokens (input and "
+        found.append(ConfigError(where, f"this example is {size:,} tokens (input and "
                                  f"output, {tokens.method}), over the limit of "
                                  f"{tokens.limit:,} tokens for one example"))
     return tuple(found)
@@ -162,7 +176,10 @@ def estimate_job(job: Job, steps: int | None, backend: Backend, models: list[Rem
     except JobSpecError as exc:
         return JobEstimate(job, None, epochs, steps, rate, unit_price, error=str(exc))
     problems = _problems(job, tokens, examples) if tokens.exact else ()
-    return JobEstimate(job, tokens, epochs, steps, rate, unit_price, problems=problems)
+    places = tuple(str(e.where) if e.where is not None else f"example {n + 1}"
+                   for n, e in enumerate(examples))
+    return JobEstimate(job, tokens, epochs, steps, rate, unit_price, problems=problems,
+                       places=places)
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,8 @@ def test_plan_counts_tokens_exactly_with_the_trainers_encoding(local_repo, tiny_
         "exact: counted by the local service with models/gemini-1.0-pro-001's tokenizer)")
     assert lines[at + 2] == (
         f"      {(inputs + outputs) * 5:,} tokens trained (5 epochs) in 38 steps; longest "
-        f"example {sum(counts[longest])} tokens of the 512 allowed (example {longest + 1})")
+        f"example {sum(counts[longest])} tokens of the 512 allowed "
+        f"(jobs/data/demo.jsonl:{longest + 1})")
     assert lines[at + 3] == ("      time unknown (this backend has not trained "
                              "models/gemini-1.0-pro-001 before)")
     assert lines[-1] == "Plan: 1 to create, 0 unchanged, 0 in progress, 0 failed, 0 superseded."
@@ -112,7 +113,7 @@ def test_an_example_over_the_models_limit_is_an_error_at_its_line(local_repo, cl
     plan = cli("plan")
     assert plan.code == 1
     assert "1 example OVER THE LIMIT" in plan.out
-    assert re.search(r"^jobs/data/long\.jsonl:2: example 2 is [\d,]+ tokens \(input and "
+    assert re.search(r"^jobs/data/long\.jsonl:2: this example is [\d,]+ tokens \(input and "
                      r"output, counted by the local service with models/gemini-1\.0-pro-001's "
                      r"tokenizer\), over the limit of 512 tokens for one example$", plan.err, re.M), plan.err
     markdown = cli("plan", "--format", "markdown")
@@ -166,8 +167,8 @@ def test_a_backend_that_cannot_count_says_estimate(repo, cli, monkeypatch):
     # ceil(40/4) + ceil(10/4) = 13 input, ceil(8/4) + ceil(1/4) = 3 output; x 3 epochs = 48.
     assert ("2 examples: 16 tokens (13 input + 3 output; estimate: estimated at 4 characters "
             "per token (this backend does not count tuning examples))") in plan.out
-    assert "48 tokens trained (3 epochs) in 6 steps; longest example 12 tokens (example 1)" \
-        in plan.out
+    assert ("48 tokens trained (3 epochs) in 6 steps; longest example 12 tokens "
+            "(jobs/data/chars.jsonl:1)") in plan.out
     assert "cost ≈ 0.00019 at 4 per million tokens trained" in plan.out
     assert "Estimate for 1 job to create: 48 tokens trained (estimate)" in plan.out
     figures = as_json["jobs"][0]["estimate"]
@@ -224,3 +225,12 @@ def test_a_local_service_without_the_count_method_gets_an_estimate(repo, cli, mo
     assert asked == ["/v1beta/models/gemini-1.0-pro-001:countExampleTokens"]
     assert "1 example: 12 tokens (10 input + 2 output; estimate: estimated at 4 characters" \
         in plan.out
+
+
+def test_examples_held_out_for_validation_are_not_counted_as_trained(local_repo, cli):
+    local_repo.job(name="split", extra="validation_split: 0.2\n")  # 3 of the 15 held out
+    plan = cli("plan", "--format", "json")
+    assert plan.code == 0, plan.err
+    figures = plan.json()["jobs"][0]["estimate"]
+    assert figures["examples"] == 12 and figures["steps"] == 30  # ceil(12 x 5 / 2)
+    assert figures["tokens_trained"] == figures["tokens"] * 5

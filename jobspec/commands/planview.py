@@ -56,7 +56,7 @@ def _longest(e: JobEstimate) -> str:
     limit = "" if tokens.limit is None else f" of the {tokens.limit:,} allowed"
     over = len(tokens.over_limit())
     flag = f" — {over} example{'s' if over != 1 else ''} OVER THE LIMIT" if over else ""
-    return f"longest example {size:,} tokens{limit} (example {index + 1}){flag}"
+    return f"longest example {size:,} tokens{limit} ({e.place(index)}){flag}"
 
 
 def _time(e: JobEstimate) -> str:
@@ -129,9 +129,9 @@ def estimate_json(e: JobEstimate) -> dict[str, Any]:
         "output_tokens": tokens.output_tokens, "tokens": tokens.total,
         "exact": tokens.exact, "method": tokens.method, "epochs": e.epochs,
         "tokens_trained": e.trained_tokens, "steps": e.steps,
-        "longest_example": {"example": index + 1, "tokens": size},
+        "longest_example": {"where": e.place(index), "tokens": size},
         "example_token_limit": tokens.limit,
-        "over_limit": [i + 1 for i in tokens.over_limit()],
+        "over_limit": [e.place(i) for i in tokens.over_limit()],
         "seconds": None if e.seconds is None else round(e.seconds, 1),
         "seconds_per_example": None if e.rate is None else e.rate.seconds_per_example,
         "measured_runs": 0 if e.rate is None else e.rate.runs,
