@@ -26,16 +26,7 @@ if TYPE_CHECKING:
     from .reconcile import Plan
 
 PRICE_VARIABLE = "JOBSPEC_PRICE_PER_MILLION_TOKENS"
-# Google's rule of thumb for Gemini models: a token is about four characters.
-CHARS_PER_TOKEN = 4
 RUNS_MEASURED = 5  # the latest earlier runs of the base model that a rate is taken from
-
-
-def by_characters(examples: list[Example]) -> TokenCount:
-    return TokenCount(tuple(math.ceil(len(e.text_input) / CHARS_PER_TOKEN) for e in examples),
-                      tuple(math.ceil(len(e.output) / CHARS_PER_TOKEN) for e in examples),
-                      exact=False, method=f"estimated at {CHARS_PER_TOKEN} characters per token "
-                                          "(this backend does not count tuning examples)")
 
 
 def trained_examples(job: Job) -> list[Example]:
@@ -59,7 +50,7 @@ def count(job: Job, backend: Backend) -> tuple[TokenCount, list[Example]]:
             raise
         counted = None
     if counted is None or len(counted.inputs) != len(examples):
-        counted = by_characters(examples)
+        counted = TokenCount.estimated(examples)
     return counted, examples
 
 

@@ -207,7 +207,9 @@ def test_the_limit_is_the_backend_in_effects(repo, cli, monkeypatch):
     assert cli("show", "jobs/demo.yaml").err == gemini + "\n"
     assert cli("validate", "--backend", "local", "jobs/demo.yaml").code == 0
     assert cli("show", "--backend", "local", "jobs/demo.yaml").code == 0
-    assert cli("validate", "--backend", "vertex", "jobs/demo.yaml").code == 0  # a file upload
+    # Vertex uploads a file instead (and takes neither batch_size nor learning_rate).
+    repo.job(extra="backend: gemini\n", hyperparameters="epoch_count: 5")
+    assert cli("validate", "--backend", "vertex", "jobs/demo.yaml").code == 0
     repo.job(extra="backend: local\n")
     assert cli("validate", "jobs/demo.yaml").code == 0
     monkeypatch.setenv("JOBSPEC_BACKEND", "gemini")  # overrides the job, as it does for apply

@@ -11,6 +11,7 @@ knows a backend's name, resource naming, wire format or states.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -20,6 +21,7 @@ from ..spec import Job
 from ..workspace import Owner
 
 CREATING, ACTIVE, FAILED = "CREATING", "ACTIVE", "FAILED"
+CHARS_PER_TOKEN = 4
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,15 @@ class TokenCount:
     exact: bool  # counted with the base model's tokenizer, as training encodes the examples
     method: str  # how, for people: "the local service's tokenizer of models/x"
     limit: int | None = None  # the most tokens one example may have on this backend, if known
+
+    @classmethod
+    def estimated(cls, examples: list[Any], *, limit: int | None = None,
+                  why: str = "this backend does not count tuning examples") -> "TokenCount":
+        """Google's rule of thumb for Gemini models: a token is about four characters."""
+        return cls(tuple(math.ceil(len(e.text_input) / CHARS_PER_TOKEN) for e in examples),
+                   tuple(math.ceil(len(e.output) / CHARS_PER_TOKEN) for e in examples),
+                   exact=False, method=f"estimated at {CHARS_PER_TOKEN} characters per token "
+                                       f"({why})", limit=limit)
 
     @property
     def input_tokens(self) -> int:

@@ -34,7 +34,7 @@ from ..identity import Identity
 from ..spec import Job
 from ..workspace import Owner
 from . import generate
-from .base import CREATING, FAILED, PollDefaults, Progress, RemoteModel
+from .base import CREATING, FAILED, PollDefaults, Progress, RemoteModel, TokenCount
 from .endpoints import Endpoint, _checked_url, check_destination
 from .gcs import STORAGE_ENDPOINT, StagingBucket, Storage, rechunk
 from .registry import BackendOptions, BackendType, OpenRequest
@@ -45,6 +45,7 @@ from .tuningjobs import (JSONL_EXAMPLE_BYTES, LABEL_FINGERPRINT, LABEL_NAME, LAB
 POLL = PollDefaults(initial=30.0, maximum=300.0)  # Vertex tuning jobs take tens of minutes
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 DEFAULT_LOCATION = "us-central1"
+MAX_EXAMPLE_TOKENS = 131_072  # input and output of one example, Gemini 2.5 and later (§6)
 PROJECT_VARIABLE, LOCATION_VARIABLE = "GOOGLE_CLOUD_PROJECT", "JOBSPEC_VERTEX_LOCATION"
 BUCKET_VARIABLE = "JOBSPEC_STAGING_BUCKET"
 VERTEX_ENDPOINT_VARIABLE, STORAGE_ENDPOINT_VARIABLE = ("JOBSPEC_VERTEX_ENDPOINT",
@@ -341,10 +342,11 @@ class VertexBackend:
         return (f"{self.settings.parent}/publishers/google/models/"
                 f"{job.base_model.removeprefix('models/')}")
 
-    def count_tokens(self, job: Job, examples: list[Any]) -> None:
-        """None: the contract (shared/reference/vertex-tuning-api.md) states no token-counting
-        method, so jobspec estimates (Vertex's limit is 131,072 tokens an example, §6)."""
-        return None
+    def count_tokens(self, job: Job, examples: list[Any]) -> TokenCount:
+        """An estimate: the contract (shared/reference/vertex-tuning-api.md) states no method
+        that counts tuning examples; the limit is Vertex's 131,072 tokens an example (§6)."""
+        return TokenCount.estimated(examples, limit=MAX_EXAMPLE_TOKENS,
+                                    why="Vertex AI states no way to count tuning examples")
 
 
 def vertex_credentials() -> auth.Credentials:
