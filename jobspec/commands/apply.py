@@ -103,6 +103,9 @@ def resume_command(args: argparse.Namespace, plan: reconcile.Plan) -> str:
         words += ["--target", target]
     for option, value in (("--backend", args.backend), ("--endpoint", args.endpoint),
                           ("--owner", getattr(args, "owner", None)),
+                          ("--project", getattr(args, "project", None)),
+                          ("--location", getattr(args, "location", None)),
+                          ("--staging-bucket", getattr(args, "staging_bucket", None)),
                           ("--report-dir", args.report_dir)):
         if value:
             words += [option, value]
@@ -148,9 +151,13 @@ def _status(outcome: Outcome, args: argparse.Namespace) -> JobStatus:
     model = outcome.model
     if model is None and job_plan.action in (reconcile.FAILED_ACTION, reconcile.IN_PROGRESS):
         model = job_plan.current  # the model as planned: a FAILED one left alone, or training
+    # The name the service gave it (a backend that names its own runs does so at create).
+    name = (model.name if model else outcome.progress.model_name if outcome.progress
+            else job_plan.model_name)
     if outcome.state == ACTIVE:
-        return JobStatus(job_plan.job, job_plan.identity, ACTIVE, model,
-                         model_name=job_plan.model_name, expected_steps=job_plan.expected_steps)
+        return JobStatus(job_plan.job, job_plan.identity, ACTIVE, model, model_name=name,
+                         expected_steps=job_plan.expected_steps,
+                         hyperparameters=job_plan.hyperparameters)
     snapshots = outcome.progress.snapshots if outcome.progress else ()  # newer than the plan's
     reason = outcome.error
     if reason is None and outcome.state == CREATING:
@@ -158,8 +165,9 @@ def _status(outcome: Outcome, args: argparse.Namespace) -> JobStatus:
                   f"still training when --timeout {_seconds(args.timeout)}s ran out; training "
                   "goes on: apply again to keep waiting")
     return JobStatus(job_plan.job, job_plan.identity, outcome.state, model,
-                     reason or "not ACTIVE", snapshots, model_name=job_plan.model_name,
-                     expected_steps=job_plan.expected_steps)
+                     reason or "not ACTIVE", snapshots, model_name=name,
+                     expected_steps=job_plan.expected_steps,
+                     hyperparameters=job_plan.hyperparameters)
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
