@@ -22,7 +22,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +34,7 @@ from ..identity import Identity
 from ..spec import Job
 from ..workspace import Owner
 from . import generate
+from .gemini import training_and_validation
 from .base import CREATING, FAILED, PollDefaults, Progress, RemoteModel, TokenCount
 from .endpoints import Endpoint, _checked_url, check_destination
 from .gcs import STORAGE_ENDPOINT, StagingBucket, Storage, rechunk
@@ -52,6 +53,8 @@ VERTEX_ENDPOINT_VARIABLE, STORAGE_ENDPOINT_VARIABLE = ("JOBSPEC_VERTEX_ENDPOINT"
                                                        "JOBSPEC_STORAGE_ENDPOINT")
 API_KEY_VARIABLES = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
 TRAINING_OBJECT = "jobspec/training/{fingerprint}.jsonl"  # in the staging bucket (and prefix)
+VALIDATION_OBJECT = "jobspec/validation/{fingerprint}.jsonl"
+MAX_VALIDATION_EXAMPLES = 5_000  # §6
 
 # A region goes into the service's host name, a project into its paths: nothing else may pass.
 _LOCATION = re.compile(r"[a-z][a-z0-9-]{0,61}[a-z0-9]")
@@ -232,20 +235,42 @@ class VertexBackend:
 
     # Creating one.
 
-    def _training_lines(self, job: Job) -> Iterator[bytes]:
-        return rechunk(jsonl_line(e.text_input, e.output)
-                       for e in data.iter_examples(job.training_data))
+    @staticmethod
+    def _lines(examples: Iterable[data.Example]) -> Iterator[bytes]:
+        return rechunk(jsonl_line(e.text_input, e.output) for e in examples)
 
-    def _stage(self, job: Job, identity: Identity) -> str:
+    def _training_lines(self, job: Job) -> Iterator[bytes]:
+        if job.validation_split is not None:  # the split needs every example: held in memory
+            return self._lines(training_and_validation(job)[0])
+        return self._lines(data.iter_examples(job.training_data))
+
+    def _validation_lines(self, job: Job) -> Iterator[bytes]:
+        if job.validation_data is not None:
+            return self._lines(data.iter_examples(job.validation_data))
+        return self._lines(training_and_validation(job)[1])
+
+    def _stage(self, job: Job, identity: Identity) -> tuple[str, str | None]:
+        """The training (and validation) JSONL in Cloud Storage, uploaded unless there."""
         bucket = self.settings.bucket
         if bucket is None:
             raise UsageError("the vertex backend needs a staging bucket to create a tuning job: "
                              f"pass --staging-bucket, or set {BUCKET_VARIABLE}")
         name = bucket.object_name(TRAINING_OBJECT.format(fingerprint=identity.fingerprint))
         self.storage.stage(bucket, name, lambda: self._training_lines(job))
-        return bucket.uri(name)
+        if job.validation_data is None and job.validation_split is None:
+            return bucket.uri(name), None
+        held_out = (data.count_examples(job.validation_data) if job.validation_data is not None
+                    else len(training_and_validation(job)[1]))
+        if held_out > MAX_VALIDATION_EXAMPLES:
+            where = "validation_data" if job.validation_data is not None else "validation_split"
+            raise ConfigError(job.at(where), f"{held_out:,} validation examples; Vertex AI "
+                              f"takes at most {MAX_VALIDATION_EXAMPLES:,} (§6)")
+        checked = bucket.object_name(VALIDATION_OBJECT.format(fingerprint=identity.fingerprint))
+        self.storage.stage(bucket, checked, lambda: self._validation_lines(job))
+        return bucket.uri(name), bucket.uri(checked)
 
-    def create_body(self, job: Job, identity: Identity, training_uri: str) -> dict[str, Any]:
+    def create_body(self, job: Job, identity: Identity, training_uri: str,
+                    validation_uri: str | None = None) -> dict[str, Any]:
         hp = job.hyperparameters
         hyper = hyperparameters_to_wire(hp.epoch_count, hp.learning_rate_multiplier,
                                         hp.adapter_size)
@@ -256,6 +281,8 @@ class VertexBackend:
                                      "hyperParameters": hyper},
             "labels": {LABEL_NAME: job.name, LABEL_FINGERPRINT: identity.fingerprint,
                        LABEL_OWNER: self.owner.id}}
+        if validation_uri is not None:
+            body["supervisedTuningSpec"]["validationDatasetUri"] = validation_uri
         if job.description:
             body["description"] = job.description
         return body
@@ -269,7 +296,7 @@ class VertexBackend:
                   LABEL_FINGERPRINT: identity.fingerprint}
         policy, started = self.client.retry, time.monotonic()
         known: set[str] | None = None  # the jobs there before this create
-        training_uri, failed, attempt = None, None, 0
+        staged, failed, attempt = None, None, 0
         while True:
             found = self._of(self._list(**labels), job, identity)
             known = {m.name for m in found} if known is None else known
@@ -281,11 +308,11 @@ class VertexBackend:
                     f"{failed.message} (creating the tuning job: gave up after {attempt} "
                     f"attempt{'s' if attempt > 1 else ''}, and no job was made; apply again to "
                     "retry)", http_status=failed.http_status, status=failed.status)
-            training_uri = training_uri or self._stage(job, identity)
+            staged = staged or self._stage(job, identity)
             attempt += 1
             try:
                 created = self.client.request("POST", f"{self.settings.parent}/tuningJobs",
-                                              body=self.create_body(job, identity, training_uri),
+                                              body=self.create_body(job, identity, *staged),
                                               retry=False)
             except TransientBackendError as exc:
                 wait = self._retry_wait(exc, attempt, started)
@@ -414,6 +441,10 @@ def check_job(job: Job) -> list[ConfigError]:
     if "batch_size" in given:
         problems.append(ConfigError(job.at("hyperparameters", "batch_size"), (
             "Vertex AI takes no batch size (it chooses one); remove batch_size")))
+    if job.early_stopping is not None:
+        problems.append(ConfigError(job.at("early_stopping"), (
+            "Vertex AI has no early stopping (its validation loss is only measured); remove "
+            "early_stopping, or tune on the local backend")))
     for key, pattern in (("project", _PROJECT), ("location", _LOCATION)):
         value = getattr(job.backend, key, None) if job.backend is not None else None
         if value and not pattern.fullmatch(value):

@@ -417,3 +417,25 @@ def test_reports_of_vertex_jobs_follow_the_report_schema(vertex: Vertex, cli):
         jsonschema.validate(report, schema)
     summary = json.loads((vertex.repo.root / "reports" / "summary.json").read_text())
     jsonschema.validate(summary, {**schema["$defs"]["summary"], "$defs": schema["$defs"]})
+
+
+def test_validation_examples_are_staged_and_named_as_the_validation_dataset(vertex: Vertex, cli):
+    vertex.write_numbers(extra="validation_split: 0.2\n")
+    fp = fingerprint(cli)
+    result = apply(cli, "--skip-eval")
+    assert result.code == 0, result.err
+    spec = json.loads(vertex.creates()[0].body)["supervisedTuningSpec"]
+    assert spec["trainingDatasetUri"] == f"gs://my-bucket/jobspec/training/{fp}.jsonl"
+    assert spec["validationDatasetUri"] == f"gs://my-bucket/jobspec/validation/{fp}.jsonl"
+    training = vertex.fake.objects[("my-bucket", f"jobspec/training/{fp}.jsonl")].lines()
+    held_out = vertex.fake.objects[("my-bucket", f"jobspec/validation/{fp}.jsonl")].lines()
+    assert len(training) + len(held_out) == len(NUMBER_EXAMPLES) and len(held_out) == 3
+    assert not {json.dumps(line) for line in training} & {json.dumps(line) for line in held_out}
+
+
+def test_early_stopping_is_refused_for_vertex_before_anything_is_sent(vertex: Vertex, cli):
+    vertex.write_numbers(extra="validation_split: 0.2\nearly_stopping: 2\n")
+    result = cli("validate", "jobs/numbers.yaml")
+    assert result.code == 1
+    assert "early_stopping: Vertex AI has no early stopping" in result.err
+    assert vertex.fake.requests == []
