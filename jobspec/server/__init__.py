@@ -10,7 +10,9 @@ reaches Google, so nothing here imports the reconciler, the job-file loader or t
     validation.py what a create or generateContent request may ask for
     tokens.py     examples measured in tokens at create time (tokenizers only, no weights)
     store.py      SQLite state: tuned models, their operations and snapshots, who owns a job
-    trainer.py    LoRA fine-tuning of one job: batches, micro-batches, the training loop
+    trainer.py    LoRA fine-tuning of one job: the Recipe, batches, micro-batches, the training
+                  loop, validation loss, early stopping, checkpoint state
+    checkpoints.py training checkpoints on disk (atomic, owner-checked), so a run resumes mid-run
     worker.py     the training worker process: queued jobs, one after another
     supervisor.py keeping the worker processes alive; failing the queue when none can start
     adapters.py   tuned adapters on disk, one folder per operation
