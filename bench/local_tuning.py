@@ -189,7 +189,7 @@ def matmul_peak(config, tokens: int, dtype, seconds: float = 1.5) -> tuple[float
     return best, which
 
 
-def flops_figures(state: Path, recipe_name: str) -> None:
+def flops_figures(state: Path, recipe_name: str, full_logits: bool = False) -> None:
     """The trainer on the shipped job, in this process: achieved FLOP/s vs a matmul's peak."""
     import os
 
@@ -204,6 +204,8 @@ def flops_figures(state: Path, recipe_name: str) -> None:
     torch.set_num_threads(threads)
     base, tokenizer = load_base(ModelRegistry.build([], []).default, state / "models")
     config = base.config
+    if full_logits:
+        base._jobspec_no_split = True  # trainer._heads: logits at every position, as before
     recipe = trainer.LEGACY_RECIPE if recipe_name == "legacy" else trainer.RECIPE
     examples = [(e["text_input"], e["output"]) for e in EXAMPLES]
     encoded = [encode_example(tokenizer, i, o, recipe.system_prompt) for i, o in examples]
@@ -233,7 +235,8 @@ def flops_figures(state: Path, recipe_name: str) -> None:
                        for _, idx in plan) / len(plan))
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     peak, shape = matmul_peak(config, tokens, dtype)
-    print(f"training FLOP/s ({recipe_name} recipe, {precision}, {threads} threads, load "
+    print(f"training FLOP/s ({recipe_name} recipe, {precision}, "
+          f"{'logits everywhere' if full_logits else 'logits where scored'}, {threads} threads, load "
           f"{os.getloadavg()[0]:.1f}): {len(plan)} steps in {sum(times):.1f}s (median step "
           f"{sorted(times)[len(times) // 2] * 1000:.0f} ms); {sum(flops) / len(flops) / 1e9:.2f} "
           f"GFLOP a step; achieved {achieved / 1e9:.1f} GFLOP/s")
@@ -249,6 +252,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", choices=("service", "steps", "flops"), default=None)
     parser.add_argument("--recipe", choices=("service", "legacy"), default="service")
+    parser.add_argument("--full-logits", action="store_true",
+                        help="the output layer on every position, as before issue 10")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         state = Path(scratch) / "state"
@@ -257,7 +262,7 @@ def main() -> None:
         if args.only in (None, "steps"):
             step_figures(state)
         if args.only in (None, "flops"):
-            flops_figures(state, args.recipe)
+            flops_figures(state, args.recipe, args.full_logits)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ generation code (``jobspec.server.inference.Generator``, greedy, as generateCont
 prints the exact-match rate per notation and overall, tuned vs base, and the time taken.
 
     .venv/bin/python bench/tuning_quality.py                  # the service's recipe
-    .venv/bin/python bench/tuning_quality.py --recipe legacy  # the recipe before issue 10
+    .venv/bin/python bench/tuning_quality.py --recipe legacy --full-logits  # the trainer before
     .venv/bin/python bench/tuning_quality.py --set rank=16 --set schedule=constant --skip-base
     .venv/bin/python bench/tuning_quality.py --seeds 0,1,2    # spread over LoRA-init seeds
 
@@ -109,6 +109,9 @@ def main() -> None:
                         "(default: a scratch folder, so the GGUF is converted once per run)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: all)")
     parser.add_argument("--json", default=None, help="write every answer to this file")
+    parser.add_argument("--full-logits", action="store_true", help="run the output layer on "
+                        "every position, as the trainer did before issue 10 (with --recipe "
+                        "legacy: today's trainer before it, for its training time)")
     args = parser.parse_args()
 
     import os
@@ -136,6 +139,8 @@ def main() -> None:
           f"notations; {torch.get_num_threads()} threads")
     print(f"recipe: {base_recipe}")
     network, tokenizer = load_base(model, state / "models")
+    if args.full_logits:
+        network._jobspec_no_split = True  # trainer._heads: the whole model's logits
     generator = Generator(registry, state)
     report: dict = {"recipe": dataclasses.asdict(base_recipe), "runs": []}
 
