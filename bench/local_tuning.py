@@ -168,22 +168,26 @@ def step_flops(config, rows: list[tuple[list[int], list[int]]], rank: int,
     return forward + backward + 3 * attention + 2 * head
 
 
-def matmul_peak(config, tokens: int, dtype, seconds: float = 1.5) -> tuple[float, str]:
+def matmul_peak(config, tokens: int, dtype, seconds: float = 4.0) -> tuple[float, str]:
     """The best FLOP/s of torch.matmul on this model's linear shapes with ``tokens`` rows
-    (x @ Wᵀ, as nn.Linear does), on the threads torch uses here."""
+    (x @ Wᵀ, as nn.Linear does), on the threads torch uses here: per shape the median of many
+    timed calls (a machine shared with other work gives bursts; the median is what a matmul
+    sustains), then the best shape."""
     import torch
 
     best, which = 0.0, ""
-    for name, i, o in linear_shapes(config) + [("lm_head", config.hidden_size, config.vocab_size)]:
+    shapes = linear_shapes(config) + [("lm_head", config.hidden_size, config.vocab_size)]
+    for name, i, o in shapes:
         x = torch.randn(tokens, i, dtype=dtype)
         w = torch.randn(o, i, dtype=dtype)
         for _ in range(3):
             x @ w.t()
-        runs, started = 0, time.perf_counter()
-        while time.perf_counter() - started < seconds / 8:
+        timings, started = [], time.perf_counter()
+        while time.perf_counter() - started < seconds / len(shapes):
+            t0 = time.perf_counter()
             x @ w.t()
-            runs += 1
-        rate = 2 * tokens * i * o * runs / (time.perf_counter() - started)
+            timings.append(time.perf_counter() - t0)
+        rate = 2 * tokens * i * o / sorted(timings)[len(timings) // 2]
         if rate > best:
             best, which = rate, f"{name} ({tokens}×{i} @ {i}×{o})"
     return best, which
@@ -225,23 +229,29 @@ def flops_figures(state: Path, recipe_name: str, full_logits: bool = False) -> N
         last[0] = now
         return True
 
+    tokens = round(sum(len(idx) * max(len(encoded[i][0]) for i in idx)
+                       for _, idx in plan) / len(plan))
+    precision = trainer.precision_for(recipe, str(next(base.parameters()).device))
+    before, _ = matmul_peak(config, tokens,
+                            torch.bfloat16 if precision == "bf16" else torch.float32)
     last[0] = time.perf_counter()
     result = trainer.train(base, tokenizer, examples, epochs=5, batch_size=2,
                            learning_rate=1e-3, on_step=on_step, recipe=recipe)
     precision = result.precision
     steady = slice(3, None)  # the first steps warm caches and allocators up
     achieved = sum(flops[steady]) / sum(times[steady])
-    tokens = round(sum(len(idx) * max(len(encoded[i][0]) for i in idx)
-                       for _, idx in plan) / len(plan))
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    peak, shape = matmul_peak(config, tokens, dtype)
+    # Before and after would differ as the machine's other load does; the mean of the two.
+    after, shape = matmul_peak(config, tokens, dtype)
+    peak = (before + after) / 2
     print(f"training FLOP/s ({recipe_name} recipe, {precision}, "
           f"{'logits everywhere' if full_logits else 'logits where scored'}, {threads} threads, load "
           f"{os.getloadavg()[0]:.1f}): {len(plan)} steps in {sum(times):.1f}s (median step "
           f"{sorted(times)[len(times) // 2] * 1000:.0f} ms); {sum(flops) / len(flops) / 1e9:.2f} "
           f"GFLOP a step; achieved {achieved / 1e9:.1f} GFLOP/s")
     print(f"matmul peak ({precision}, {tokens} rows, the batch's padded size, best shape "
-          f"{shape}): {peak / 1e9:.1f} GFLOP/s; ratio {achieved / peak:.2f} (goal >= 0.4)")
+          f"{shape}; before training {before / 1e9:.1f}, after {after / 1e9:.1f}): "
+          f"{peak / 1e9:.1f} GFLOP/s; ratio {achieved / peak:.2f} (goal >= 0.4)")
     print(f"padding: {computed - real} of {computed} computed tokens "
           f"({100 * (computed - real) / computed:.1f}%)")
 

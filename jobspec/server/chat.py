@@ -20,11 +20,17 @@ def with_system(messages: list[dict[str, str]], system: str | None) -> list[dict
     return [{"role": "system", "content": system}, *messages]
 
 
+def templated(tokenizer: Any, chat: bool = True) -> bool:
+    """Whether prompts go through the model's chat template (``chat`` False: the plain layout
+    even for a model that has one)."""
+    return chat and bool(getattr(tokenizer, "chat_template", None))
+
+
 def prompt_ids(tokenizer: Any, messages: list[dict[str, str]],
-               system: str | None = None) -> list[int]:
+               system: str | None = None, chat: bool = True) -> list[int]:
     """Token ids of a conversation, ending where the model's answer should begin."""
     messages = with_system(messages, system)
-    if getattr(tokenizer, "chat_template", None):
+    if templated(tokenizer, chat):
         text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     else:
         text = "".join(f"{m['content']}\n" if m["role"] == "system" else
@@ -47,10 +53,10 @@ def _has_token(tokenizer: Any, token: str) -> bool:
 
 
 def encode_example(tokenizer: Any, text_input: str, output: str,
-                   system: str | None = None) -> tuple[list[int], list[int]]:
+                   system: str | None = None, chat: bool = True) -> tuple[list[int], list[int]]:
     """(input_ids, labels) for one example; labels hide the prompt from the loss."""
-    prompt = prompt_ids(tokenizer, [{"role": "user", "content": text_input}], system)
-    prefix = "" if getattr(tokenizer, "chat_template", None) else " "
+    prompt = prompt_ids(tokenizer, [{"role": "user", "content": text_input}], system, chat)
+    prefix = "" if templated(tokenizer, chat) else " "
     answer = tokenizer(prefix + output + end_of_turn(tokenizer),
                        add_special_tokens=False)["input_ids"]
     return prompt + answer, [IGNORE_INDEX] * len(prompt) + answer

@@ -108,7 +108,8 @@ class Generator:
         with self._lock:
             loaded = self._model(local_model)
             tokenizer = loaded.tokenizer
-            ids = prompt_ids(tokenizer, messages, (layout or {}).get("system_prompt"))
+            ids = prompt_ids(tokenizer, messages, (layout or {}).get("system_prompt"),
+                             (layout or {}).get("chat_template", True))
             window = self.context_length(local_model)
             # maxOutputTokens is a cap, not a reservation: the answer gets what the prompt
             # leaves of the context window, up to the cap.

@@ -44,7 +44,8 @@ class Tokenizers:
         tokenizer = self.get(model_id)
         with self._in_use[model_id]:
             for index, (text_input, output) in enumerate(examples):
-                ids, _ = encode_example(tokenizer, text_input, output, RECIPE.system_prompt)
+                ids, _ = encode_example(tokenizer, text_input, output, RECIPE.system_prompt,
+                                        RECIPE.chat_template)
                 if len(ids) > limit:
                     return index, len(ids)
         return None

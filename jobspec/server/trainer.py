@@ -56,6 +56,7 @@ class Recipe:
     # request gives none). None: the base model's chat template as it is (SmolLM2's inserts
     # "You are a helpful AI assistant named SmolLM, trained by Hugging Face").
     system_prompt: str | None = None
+    chat_template: bool = True  # False: the plain "Input: ... Output:" layout instead
     rank: int = 8
     alpha: float = 16.0
     targets: str = "all-linear"  # or comma-separated module names, e.g. "q_proj,v_proj"
@@ -74,7 +75,17 @@ class Recipe:
 
 
 LEGACY_RECIPE = Recipe()
-RECIPE = Recipe()
+# Measured by bench/tuning_quality.py on the shipped number-generator job (49 probes in 7
+# notations the examples never show; mean exact over LoRA seeds 0, 1, 2; base model 0/49):
+#   legacy (constant rate)            11.3/49 (23.1%)   cosine, no warm-up     13.0 (26.5%)
+#   cosine, 10% linear warm-up        17.0/49 (34.7%)   ... 20% warm-up        11.3 (23.1%)
+#   linear decay, 10% warm-up         16.7 (34.0%)      ... + alpha 8          11.0 (22.4%)
+#   ... + alpha 32                    15.3 (31.3%)      ... + MLP-only LoRA    13.0 (26.5%)
+#   ... + LoRA dropout 0.1            17.0 (34.7%), 1.4x the time
+#   ... + plain Input:/Output: layout 12.7 (25.9%)      ... + empty system turn 8 (seed 0)
+#   ... + rank 16, alpha 32           16 (seed 0)       ... + DoRA             16 (seed 0), slower
+#   legacy + rsLoRA 10, NEFTune 5: 9, bf16 autocast: 9 (seed 0; bf16 5x slower on this CPU)
+RECIPE = Recipe(schedule="cosine", warmup=0.1, precision="auto")
 
 
 def batches(example_count: int, epochs: int, batch_size: int,
@@ -271,6 +282,18 @@ def _schedule(recipe: Recipe, total: int) -> Callable[[int], float]:
     return factor
 
 
+def _adamw(groups: list[dict[str, Any]], learning_rate: float) -> Any:
+    """AdamW, fused where torch has it for these parameters (on the shipped job it took the
+    step from 439 to 415 ms, measured interleaved with the unfused one in one process: the
+    unfused one runs a dozen small ops per parameter tensor, 420 tensors a step)."""
+    import torch  # noqa: PLC0415
+
+    try:
+        return torch.optim.AdamW(groups, lr=learning_rate, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.AdamW(groups, lr=learning_rate)
+
+
 def _trainable(model: Any) -> dict[str, Any]:
     return {name: p for name, p in model.named_parameters() if p.requires_grad}
 
@@ -309,14 +332,15 @@ def train(base: Any, tokenizer: Any, examples: list[tuple[str, str]], *, epochs:
     autocast = torch.autocast(device.split(":")[0], dtype=torch.bfloat16,
                               enabled=precision == "bf16")
     system = recipe.system_prompt
-    encoded = [encode_example(tokenizer, i, o, system) for i, o in examples]
-    held_out = [encode_example(tokenizer, i, o, system) for i, o in validation]
+    chat = recipe.chat_template
+    encoded = [encode_example(tokenizer, i, o, system, chat) for i, o in examples]
+    held_out = [encode_example(tokenizer, i, o, system, chat) for i, o in validation]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     params = _trainable(model)
     decay = [p for n, p in params.items() if p.ndim >= 2]
     no_decay = [p for n, p in params.items() if p.ndim < 2]  # DoRA magnitudes
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=learning_rate)
+    optimizer = _adamw([{"params": decay, "weight_decay": recipe.weight_decay},
+                        {"params": no_decay, "weight_decay": 0.0}], learning_rate)
     plan = list(batches(len(encoded), epochs, batch_size))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(recipe, len(plan)))
     noise = torch.Generator().manual_seed(recipe.seed)
@@ -455,7 +479,8 @@ def _neftune(model: Any, alpha: float, generator: Any) -> Any:
 def write_layout(folder: Path, recipe: Recipe) -> None:
     """Record beside an adapter how its prompts were laid out, so that it is asked the same
     way (adapters from before have no record: they were trained on the model's template)."""
-    (folder / LAYOUT_FILE).write_text(json.dumps({"system_prompt": recipe.system_prompt}))
+    (folder / LAYOUT_FILE).write_text(json.dumps({"system_prompt": recipe.system_prompt,
+                                                  "chat_template": recipe.chat_template}))
 
 
 def read_layout(folder: Path) -> dict[str, Any] | None:
