@@ -87,6 +87,7 @@ def step_figures(state: Path, steps: int = 30) -> None:
     import torch
     from peft import get_peft_model
 
+    from jobspec.server import recipe as recipes
     from jobspec.server import trainer
     from jobspec.server.chat import encode_example
     from jobspec.server.models import ModelRegistry, load_base, quiet_libraries
@@ -109,12 +110,12 @@ def step_figures(state: Path, steps: int = 30) -> None:
     trainer.train(base, tokenizer, examples, epochs=5, batch_size=2, learning_rate=1e-3,
                   on_step=on_step)
 
-    recipe = trainer.RECIPE  # the bare loop trains the same LoRA on the same layout
+    recipe = recipes.RECIPE  # the bare loop trains the same LoRA on the same layout
     torch.manual_seed(0)
-    model = get_peft_model(base, trainer.lora_config(recipe))
+    model = get_peft_model(base, recipes.lora_config(recipe))
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-    bf16 = trainer.precision_for(recipe, "cpu") == "bf16"
+    bf16 = recipes.precision_for(recipe, "cpu") == "bf16"
     encoded = [encode_example(tokenizer, i, o, recipe.system_prompt) for i, o in examples]
     batches = [trainer.collate([encoded[i] for i in idx], tokenizer.pad_token_id, "cpu")
                for _, idx in trainer.batches(len(encoded), 5, 2)][:steps]
@@ -199,6 +200,7 @@ def flops_figures(state: Path, recipe_name: str, full_logits: bool = False) -> N
 
     import torch
 
+    from jobspec.server import recipe as recipes
     from jobspec.server import trainer
     from jobspec.server.chat import encode_example
     from jobspec.server.models import ModelRegistry, load_base, quiet_libraries
@@ -210,7 +212,7 @@ def flops_figures(state: Path, recipe_name: str, full_logits: bool = False) -> N
     config = base.config
     if full_logits:
         base._jobspec_no_split = True  # trainer._heads: logits at every position, as before
-    recipe = trainer.LEGACY_RECIPE if recipe_name == "legacy" else trainer.RECIPE
+    recipe = recipes.LEGACY_RECIPE if recipe_name == "legacy" else recipes.RECIPE
     examples = [(e["text_input"], e["output"]) for e in EXAMPLES]
     encoded = [encode_example(tokenizer, i, o, recipe.system_prompt) for i, o in examples]
     plan = list(trainer.batches(len(encoded), 5, 2))
@@ -231,7 +233,7 @@ def flops_figures(state: Path, recipe_name: str, full_logits: bool = False) -> N
 
     tokens = round(sum(len(idx) * max(len(encoded[i][0]) for i in idx)
                        for _, idx in plan) / len(plan))
-    precision = trainer.precision_for(recipe, str(next(base.parameters()).device))
+    precision = recipes.precision_for(recipe, str(next(base.parameters()).device))
     before, _ = matmul_peak(config, tokens,
                             torch.bfloat16 if precision == "bf16" else torch.float32)
     last[0] = time.perf_counter()

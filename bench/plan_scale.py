@@ -50,7 +50,7 @@ def seed_models(repo: Path, state: Path) -> None:
     for path in sorted((repo / "jobs").glob("*.yaml")):
         job = spec.load_job(str(path))
         identity = identify(job)
-        record = store.create(
+        store.create(
             model_id=identity.tuned_model_id, display_name=job.name,
             description=marker(job.name, identity.fingerprint, owner_id), base_model=job.base_model,
             local_model="tiny", temperature=None, top_p=None, top_k=None,

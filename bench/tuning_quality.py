@@ -13,7 +13,7 @@ prints the exact-match rate per notation and overall, tuned vs base, and the tim
     .venv/bin/python bench/tuning_quality.py --set rank=16 --set schedule=constant --skip-base
     .venv/bin/python bench/tuning_quality.py --seeds 0,1,2    # spread over LoRA-init seeds
 
-``--set NAME=VALUE`` changes one field of ``trainer.Recipe`` (what the service controls:
+``--set NAME=VALUE`` changes one field of ``jobspec.server.recipe.Recipe`` (what the service controls:
 layout, LoRA shape, schedule, precision, ...), for measuring one choice against another;
 ``--json FILE`` writes every answer. It is a benchmark, not a test: CI never runs it.
 """
@@ -64,13 +64,13 @@ def parse_value(text: str):
 
 
 def recipe_from(args: argparse.Namespace):
-    from jobspec.server import trainer
+    from jobspec.server import recipe as recipes
 
-    recipe = trainer.LEGACY_RECIPE if args.recipe == "legacy" else trainer.RECIPE
+    recipe = recipes.LEGACY_RECIPE if args.recipe == "legacy" else recipes.RECIPE
     for item in args.set:
         name, _, value = item.partition("=")
         if name not in {f.name for f in dataclasses.fields(recipe)}:
-            raise SystemExit(f"--set {item}: trainer.Recipe has no field {name!r}")
+            raise SystemExit(f"--set {item}: Recipe has no field {name!r}")
         recipe = dataclasses.replace(recipe, **{name: parse_value(value)})
     return recipe
 
@@ -118,6 +118,7 @@ def main() -> None:
 
     import torch
 
+    from jobspec.server import recipe as recipes
     from jobspec.server import trainer
     from jobspec.server.adapters import save_partial
     from jobspec.server.inference import Generator
@@ -161,10 +162,10 @@ def main() -> None:
         trained = time.perf_counter() - started
         folder = Path(scratch.name) / f"adapter-{seed}"
         save_partial(result.model, folder)
-        trainer.write_layout(folder, recipe)
+        recipes.write_layout(folder, recipe)
         started = time.perf_counter()
         answers = ask(generator, model.id, probes, (f"seed-{seed}", folder),
-                      trainer.read_layout(folder))
+                      recipes.read_layout(folder))
         asked = time.perf_counter() - started
         report["runs"].append({"seed": seed, "train_seconds": trained, "answers": answers,
                                "losses": losses})

@@ -6,7 +6,6 @@ real local service (tiny model) and fake_generate (the Gemini API, which counts 
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 

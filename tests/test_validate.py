@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from jobspec import data, wire
+from jobspec import wire
 from tests.conftest import ROOT
 
 

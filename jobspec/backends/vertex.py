@@ -294,7 +294,7 @@ class VertexBackend:
         the jobs are listed again, and one the lost create made is adopted."""
         labels = {LABEL_OWNER: self.owner.id, LABEL_NAME: job.name,
                   LABEL_FINGERPRINT: identity.fingerprint}
-        policy, started = self.client.retry, time.monotonic()
+        started = time.monotonic()
         known: set[str] | None = None  # the jobs there before this create
         staged, failed, attempt = None, None, 0
         while True:

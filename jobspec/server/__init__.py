@@ -9,9 +9,14 @@ reaches Google, so nothing here imports the reconciler, the job-file loader or t
     service.py    what each method does
     validation.py what a create or generateContent request may ask for
     tokens.py     examples measured in tokens at create time (tokenizers only, no weights)
+    counting.py   countTokens and countExampleTokens: counts as training and serving take them
+    chat.py       prompts and examples to token ids, the same way for training and serving
+    identity.py   proving to jobspec that this is the service it started (HMAC of a challenge)
     store.py      SQLite state: tuned models, their operations and snapshots, who owns a job
-    trainer.py    LoRA fine-tuning of one job: the Recipe, batches, micro-batches, the training
-                  loop, validation loss, early stopping, checkpoint state
+    recipe.py     what the service decides about training (layout, LoRA, schedule, precision),
+                  each choice measured by bench/tuning_quality.py
+    trainer.py    LoRA fine-tuning of one job: batches, micro-batches, the training loop,
+                  validation loss, early stopping, checkpoint state
     checkpoints.py training checkpoints on disk (atomic, owner-checked), so a run resumes mid-run
     worker.py     the training worker process: queued jobs, one after another
     supervisor.py keeping the worker processes alive; failing the queue when none can start

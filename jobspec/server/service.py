@@ -16,7 +16,8 @@ from .models import ModelNotFound, ModelRegistry, context_length
 from .store import ACTIVE, CREATING, AlreadyExists, Store, TunedModelRecord
 from .tokens import Tokenizers
 from ..wire import total_steps
-from .trainer import DEFAULT_MAX_BATCH_TOKENS, read_layout
+from .recipe import read_layout
+from .trainer import DEFAULT_MAX_BATCH_TOKENS
 from .wire import ApiError
 
 TUNED_MODEL_ID = re.compile(r"[a-z]([a-z0-9-]{0,38}[a-z0-9])?")

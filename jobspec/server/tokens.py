@@ -15,7 +15,7 @@ from typing import Any
 
 from .chat import encode_example
 from .models import ModelRegistry, load_tokenizer
-from .trainer import RECIPE  # the layout the trainer encodes examples in
+from .recipe import RECIPE  # the layout the trainer encodes examples in
 
 
 class Tokenizers:

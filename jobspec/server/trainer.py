@@ -12,10 +12,8 @@ optimiser step. Each micro-batch's loss is a sum over its target tokens divided 
 tokens of the whole batch, so the gradient, the step and the reported loss (the mean over all
 target tokens of the batch) are those of the unsplit batch, up to float rounding.
 
-Everything the service (not the job) decides about training is one ``Recipe``: the prompt
-layout, the LoRA shape, the learning-rate schedule, the precision. ``RECIPE`` is what the service
-trains with; each of its values was chosen by bench/tuning_quality.py (the figures are in the
-README). ``LEGACY_RECIPE`` is what the service did before, kept for that benchmark.
+Everything the service (not the job) decides about training is one ``Recipe`` (recipe.py):
+the prompt layout, the LoRA shape, the learning-rate schedule, the precision.
 
 A run can be checkpointed (``Checkpoints``) and resumed: the adapter, optimiser, scheduler, RNG
 state, early-stopping state and step are saved at every epoch's end and every few minutes, and a
@@ -26,66 +24,23 @@ run resumed from a checkpoint ends with the same adapter, bit for bit, as one ne
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import math
 import random
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .chat import IGNORE_INDEX, encode_example
+from .recipe import (RECIPE, SEED, Recipe, lora_config, parameter_groups, precision_for,
+                     schedule)
 
-SEED = 0
 # Tokens (rows × longest row) in one forward pass. Training SmolLM2-135M on a CPU takes about
 # 1.5 GB plus 2.8 MB per token of the pass (measured: 2,048 tokens peak at 7.0 GB, 4,096 at
 # 12.7 GB), so this keeps a worker near 7 GB: within a developer's laptop.
 DEFAULT_MAX_BATCH_TOKENS = 2048
 CHECKPOINT_SECONDS = 180.0  # besides every epoch's end
-LAYOUT_FILE = "jobspec_layout.json"  # written beside a published adapter
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """How the service trains, whatever the job: each field is measured by
-    bench/tuning_quality.py (``--set NAME=VALUE``)."""
-
-    # The system turn every example is trained under (and a tuned model is asked under, when a
-    # request gives none). None: the base model's chat template as it is (SmolLM2's inserts
-    # "You are a helpful AI assistant named SmolLM, trained by Hugging Face").
-    system_prompt: str | None = None
-    chat_template: bool = True  # False: the plain "Input: ... Output:" layout instead
-    rank: int = 8
-    alpha: float = 16.0
-    targets: str = "all-linear"  # or comma-separated module names, e.g. "q_proj,v_proj"
-    rslora: bool = False  # scale by alpha / sqrt(rank) instead of alpha / rank
-    dora: bool = False
-    dropout: float = 0.0
-    schedule: str = "constant"  # constant, linear or cosine (to zero at the last step)
-    warmup: float = 0.0  # fraction of the steps over which the rate rises linearly from zero
-    weight_decay: float = 0.01  # AdamW's default
-    precision: str = "fp32"  # fp32; bf16 (autocast, fp32 master weights); auto: bf16 where fast
-    neftune: float = 0.0  # NEFTune noise on the input embeddings while training (alpha; 0: off)
-    seed: int = SEED  # LoRA initialisation (and NEFTune noise)
-
-    def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-LEGACY_RECIPE = Recipe()
-# Measured by bench/tuning_quality.py on the shipped number-generator job (49 probes in 7
-# notations the examples never show; mean exact over LoRA seeds 0, 1, 2; base model 0/49):
-#   legacy (constant rate)            11.3/49 (23.1%)   cosine, no warm-up     13.0 (26.5%)
-#   cosine, 10% linear warm-up        17.0/49 (34.7%)   ... 20% warm-up        11.3 (23.1%)
-#   linear decay, 10% warm-up         16.7 (34.0%)      ... + alpha 8          11.0 (22.4%)
-#   ... + alpha 32                    15.3 (31.3%)      ... + MLP-only LoRA    13.0 (26.5%)
-#   ... + LoRA dropout 0.1            17.0 (34.7%), 1.4x the time
-#   ... + plain Input:/Output: layout 12.7 (25.9%)      ... + empty system turn 8 (seed 0)
-#   ... + rank 16, alpha 32           16 (seed 0)       ... + DoRA             16 (seed 0), slower
-#   legacy + rsLoRA 10, NEFTune 5: 9, bf16 autocast: 9 (seed 0; bf16 5x slower on this CPU)
-RECIPE = Recipe(schedule="cosine", warmup=0.1, precision="auto")
 
 
 def batches(example_count: int, epochs: int, batch_size: int,
@@ -123,16 +78,6 @@ def collate(encoded: list[tuple[list[int], list[int]]], pad_id: int, device: str
         mask.append([1] * len(ids) + [0] * padding)
     return {name: torch.tensor(value, device=device) for name, value in
             (("input_ids", input_ids), ("labels", labels), ("attention_mask", mask))}
-
-
-def lora_config(recipe: Recipe) -> Any:
-    from peft import LoraConfig  # noqa: PLC0415
-
-    targets: Any = recipe.targets if recipe.targets == "all-linear" else \
-        [t.strip() for t in recipe.targets.split(",") if t.strip()]
-    return LoraConfig(r=recipe.rank, lora_alpha=recipe.alpha, lora_dropout=recipe.dropout,
-                      target_modules=targets, use_rslora=recipe.rslora, use_dora=recipe.dora,
-                      task_type="CAUSAL_LM")
 
 
 def lora_model(base: Any, recipe: Recipe = RECIPE, precision: str = "fp32") -> Any:
@@ -183,7 +128,7 @@ def _heads(model: Any) -> tuple[Any, Any] | None:
     return body, head
 
 
-def summed_loss(model: Any, batch: dict[str, Any]) -> Any:
+def summed_loss(model: Any, batch: dict[str, Any], label_smoothing: float = 0.0) -> Any:
     """Cross-entropy summed over the batch's target tokens (each predicted from the tokens
     before it). Summed, not averaged, so micro-batches can be weighted by their share.
 
@@ -200,13 +145,14 @@ def summed_loss(model: Any, batch: dict[str, Any]) -> Any:
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         return torch.nn.functional.cross_entropy(
             logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
-            ignore_index=IGNORE_INDEX, reduction="sum")
+            ignore_index=IGNORE_INDEX, reduction="sum", label_smoothing=label_smoothing)
     body, head = heads
     hidden = body(input_ids=batch["input_ids"],
                   attention_mask=batch["attention_mask"]).last_hidden_state
     scored = targets != IGNORE_INDEX
     logits = head(hidden[scored])
-    return torch.nn.functional.cross_entropy(logits.float(), targets[scored], reduction="sum")
+    return torch.nn.functional.cross_entropy(logits.float(), targets[scored], reduction="sum",
+                                             label_smoothing=label_smoothing)
 
 
 @dataclass(frozen=True)
@@ -243,43 +189,6 @@ class Checkpoints(Protocol):
 
 class Cancelled(Exception):
     """on_step (or a checkpoint save) said to stop: cancelled, deleted, or no longer ours."""
-
-
-def _fast_bf16(device: str) -> bool:
-    import torch  # noqa: PLC0415
-
-    if device.startswith("cuda"):
-        return bool(torch.cuda.is_bf16_supported())
-    try:  # AVX-512 BF16 or AMX: oneDNN runs bf16 matmuls natively
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def precision_for(recipe: Recipe, device: str) -> str:
-    """``auto``: bf16 on a GPU that has it; fp32 on a CPU (measured on this project's 2-core
-    Xeon with AMX: bf16 autocast made the shipped job's steps slower, not faster)."""
-    if recipe.precision == "auto":
-        return "bf16" if device.startswith("cuda") and _fast_bf16(device) else "fp32"
-    return recipe.precision
-
-
-def _schedule(recipe: Recipe, total: int) -> Callable[[int], float]:
-    warmup = int(round(recipe.warmup * total))
-
-    def factor(done: int) -> float:  # ``done`` steps taken before this one
-        if done < warmup:
-            return (done + 1) / (warmup + 1)
-        if recipe.schedule == "constant" or total <= warmup:
-            return 1.0
-        progress = (done - warmup) / max(1, total - warmup)
-        if recipe.schedule == "linear":
-            return max(0.0, 1.0 - progress)
-        if recipe.schedule == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * progress))
-        raise ValueError(f"unknown schedule {recipe.schedule!r}")
-
-    return factor
 
 
 def _adamw(groups: list[dict[str, Any]], learning_rate: float) -> Any:
@@ -337,12 +246,9 @@ def train(base: Any, tokenizer: Any, examples: list[tuple[str, str]], *, epochs:
     held_out = [encode_example(tokenizer, i, o, system, chat) for i, o in validation]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     params = _trainable(model)
-    decay = [p for n, p in params.items() if p.ndim >= 2]
-    no_decay = [p for n, p in params.items() if p.ndim < 2]  # DoRA magnitudes
-    optimizer = _adamw([{"params": decay, "weight_decay": recipe.weight_decay},
-                        {"params": no_decay, "weight_decay": 0.0}], learning_rate)
+    optimizer = _adamw(parameter_groups(params, recipe, learning_rate), learning_rate)
     plan = list(batches(len(encoded), epochs, batch_size))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(recipe, len(plan)))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(recipe, len(plan)))
     noise = torch.Generator().manual_seed(recipe.seed)
     hook = _neftune(model, recipe.neftune, noise) if recipe.neftune else None
     key = run_key(examples, validation, epochs, batch_size, learning_rate, patience, recipe)
@@ -382,7 +288,7 @@ def train(base: Any, tokenizer: Any, examples: list[tuple[str, str]], *, epochs:
             for group in groups:
                 batch = collate([rows[i] for i in group], pad_id, device)
                 with autocast:
-                    loss = summed_loss(model, batch) / max(targets, 1)
+                    loss = summed_loss(model, batch, recipe.label_smoothing) / max(targets, 1)
                 loss.backward()  # gradients add up across the micro-batches of this step
                 total += float(loss.detach())
             optimizer.step()
@@ -474,17 +380,3 @@ def _neftune(model: Any, alpha: float, generator: Any) -> Any:
         return output + (noise.to(output.device) * 2 - 1) * scale
 
     return embeddings.register_forward_hook(add_noise)
-
-
-def write_layout(folder: Path, recipe: Recipe) -> None:
-    """Record beside an adapter how its prompts were laid out, so that it is asked the same
-    way (adapters from before have no record: they were trained on the model's template)."""
-    (folder / LAYOUT_FILE).write_text(json.dumps({"system_prompt": recipe.system_prompt,
-                                                  "chat_template": recipe.chat_template}))
-
-
-def read_layout(folder: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((folder / LAYOUT_FILE).read_text())
-    except (OSError, ValueError):
-        return None

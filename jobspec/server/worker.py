@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import recipe as recipes
 from . import trainer
 from .adapters import discard_partial, partial_dir, publish, save_partial
 from .checkpoints import WorkerCheckpoints, remove_checkpoints
@@ -92,8 +93,8 @@ class Worker:
         try:
             network, tokenizer = self.base(record.local_model)
             device = str(next(network.parameters()).device)
-            recipe = trainer.RECIPE
-            trained_on = f"{device} ({trainer.precision_for(recipe, device)})"
+            recipe = recipes.RECIPE
+            trained_on = f"{device} ({recipes.precision_for(recipe, device)})"
             checkpoints = WorkerCheckpoints(self.state_dir, self.store, record.id,
                                             record.operation_id, self.pid)
             saved = checkpoints.load()
@@ -154,7 +155,7 @@ class Worker:
             partial = partial_dir(self.state_dir, record.id, record.operation_id, self.pid)
             try:
                 save_partial(result.model, partial)
-                trainer.write_layout(partial, recipe)
+                recipes.write_layout(partial, recipe)
                 state = self.store.finish(
                     record.id, record.operation_id, self.pid,
                     publish=lambda: publish(partial, self.state_dir, record.id,
