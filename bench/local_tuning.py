@@ -12,6 +12,7 @@ Prints, from one run:
   torch matmul of the model's shapes at the same batch size on the same cores, measured in the
   same run (goal: at least 0.4), and the share of computed tokens that are padding.
 Usage: python bench/local_tuning.py [--only service|steps|flops] [--recipe legacy]
+       [--full-logits] [--set NAME=VALUE ...]
 """
 
 from __future__ import annotations
@@ -29,6 +30,25 @@ from bench._service import Service, percentile, wait_active  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = [json.loads(line) for line in (ROOT / "jobs/data/number-generator.jsonl").read_text().splitlines()]
+
+
+class StepTimer:
+    """An ``on_step`` for trainer.train that records each step's seconds (and stops it after
+    ``limit`` steps, when given)."""
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.times: list[float] = []
+        self.limit = limit
+        self.start()
+
+    def start(self) -> None:
+        self._last = time.perf_counter()
+
+    def __call__(self, _result) -> bool:
+        now = time.perf_counter()
+        self.times.append(now - self._last)
+        self._last = now
+        return self.limit is None or len(self.times) < self.limit
 
 
 def body(epochs: int = 5) -> dict:
@@ -97,16 +117,8 @@ def step_figures(state: Path, steps: int = 30) -> None:
     base, tokenizer = load_base(ModelRegistry.build([], []).default, state / "models")
     examples = [(e["text_input"], e["output"]) for e in EXAMPLES]
 
-    times: list[float] = []
-    last = [time.perf_counter()]
-
-    def on_step(_result) -> bool:
-        now = time.perf_counter()
-        times.append(now - last[0])
-        last[0] = now
-        return len(times) < steps
-
-    last[0] = time.perf_counter()
+    on_step = StepTimer(steps)
+    times = on_step.times
     trainer.train(base, tokenizer, examples, epochs=5, batch_size=2, learning_rate=1e-3,
                   on_step=on_step)
 
@@ -194,7 +206,8 @@ def matmul_peak(config, tokens: int, dtype, seconds: float = 4.0) -> tuple[float
     return best, which
 
 
-def flops_figures(state: Path, recipe_name: str, full_logits: bool = False) -> None:
+def flops_figures(state: Path, recipe_name: str, full_logits: bool = False,
+                  settings: list[str] | None = None) -> None:
     """The trainer on the shipped job, in this process: achieved FLOP/s vs a matmul's peak."""
     import os
 
@@ -213,6 +226,10 @@ def flops_figures(state: Path, recipe_name: str, full_logits: bool = False) -> N
     if full_logits:
         base._jobspec_no_split = True  # trainer._heads: logits at every position, as before
     recipe = recipes.LEGACY_RECIPE if recipe_name == "legacy" else recipes.RECIPE
+    try:
+        recipe = recipe.with_settings(settings or [])
+    except ValueError as error:
+        raise SystemExit(f"--set {error}") from None
     examples = [(e["text_input"], e["output"]) for e in EXAMPLES]
     encoded = [encode_example(tokenizer, i, o, recipe.system_prompt) for i, o in examples]
     plan = list(trainer.batches(len(encoded), 5, 2))
@@ -221,22 +238,14 @@ def flops_figures(state: Path, recipe_name: str, full_logits: bool = False) -> N
              for _, idx in plan]
     real = sum(len(encoded[i][0]) for _, idx in plan for i in idx)
     computed = sum(len(idx) * max(len(encoded[i][0]) for i in idx) for _, idx in plan)
-
-    times: list[float] = []
-    last = [time.perf_counter()]
-
-    def on_step(_result) -> bool:
-        now = time.perf_counter()
-        times.append(now - last[0])
-        last[0] = now
-        return True
-
+    on_step = StepTimer()
+    times = on_step.times
     tokens = round(sum(len(idx) * max(len(encoded[i][0]) for i in idx)
                        for _, idx in plan) / len(plan))
     precision = recipes.precision_for(recipe, str(next(base.parameters()).device))
     before, _ = matmul_peak(config, tokens,
                             torch.bfloat16 if precision == "bf16" else torch.float32)
-    last[0] = time.perf_counter()
+    on_step.start()
     result = trainer.train(base, tokenizer, examples, epochs=5, batch_size=2,
                            learning_rate=1e-3, on_step=on_step, recipe=recipe)
     precision = result.precision
@@ -246,7 +255,8 @@ def flops_figures(state: Path, recipe_name: str, full_logits: bool = False) -> N
     # Before and after would differ as the machine's other load does; the mean of the two.
     after, shape = matmul_peak(config, tokens, dtype)
     peak = (before + after) / 2
-    print(f"training FLOP/s ({recipe_name} recipe, {precision}, "
+    changed = f" with {', '.join(settings)}" if settings else ""
+    print(f"training FLOP/s ({recipe_name} recipe{changed}, {precision}, "
           f"{'logits everywhere' if full_logits else 'logits where scored'}, {threads} threads, load "
           f"{os.getloadavg()[0]:.1f}): {len(plan)} steps in {sum(times):.1f}s (median step "
           f"{sorted(times)[len(times) // 2] * 1000:.0f} ms); {sum(flops) / len(flops) / 1e9:.2f} "
@@ -266,6 +276,9 @@ def main() -> None:
     parser.add_argument("--recipe", choices=("service", "legacy"), default="service")
     parser.add_argument("--full-logits", action="store_true",
                         help="the output layer on every position, as before issue 10")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="change one field of the trainer's Recipe for the FLOP/s figures "
+                        "(e.g. targets=q_proj,v_proj)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         state = Path(scratch) / "state"
@@ -274,7 +287,7 @@ def main() -> None:
         if args.only in (None, "steps"):
             step_figures(state)
         if args.only in (None, "flops"):
-            flops_figures(state, args.recipe, args.full_logits)
+            flops_figures(state, args.recipe, args.full_logits, args.set)
 
 
 if __name__ == "__main__":

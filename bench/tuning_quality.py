@@ -54,25 +54,14 @@ def load_probes() -> list[tuple[str, str, tuple[str, ...]]]:
             for prompt, accepted in items]
 
 
-def parse_value(text: str):
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return {"true": True, "false": False, "none": None}.get(text.lower(), text)
-
-
 def recipe_from(args: argparse.Namespace):
     from jobspec.server import recipe as recipes
 
     recipe = recipes.LEGACY_RECIPE if args.recipe == "legacy" else recipes.RECIPE
-    for item in args.set:
-        name, _, value = item.partition("=")
-        if name not in {f.name for f in dataclasses.fields(recipe)}:
-            raise SystemExit(f"--set {item}: Recipe has no field {name!r}")
-        recipe = dataclasses.replace(recipe, **{name: parse_value(value)})
-    return recipe
+    try:
+        return recipe.with_settings(args.set)
+    except ValueError as error:
+        raise SystemExit(f"--set {error}") from None
 
 
 def ask(generator, model_id: str, probes, adapter, layout) -> list[str]:

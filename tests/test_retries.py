@@ -115,6 +115,7 @@ def run_until_waiting(fake, repo_root, requests: int):
     it and it waits to retry the last (the service asked for 50 s)."""
     env = {k: v for k, v in os.environ.items() if k not in ENVIRONMENT}
     env["JOBSPEC_LOCAL_URL"] = fake.url
+    env["PYTHONFAULTHANDLER"] = "1"  # SIGABRT then prints every thread's stack (see below)
     process = subprocess.Popen([sys.executable, "-m", "jobspec", "apply", "--skip-eval"],
                                cwd=repo_root, env=env, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
@@ -134,8 +135,14 @@ def test_ctrl_c_ends_a_retry_wait_at_once(job_repo, listing_works):
         try:
             _, err = process.communicate(timeout=5)
         except subprocess.TimeoutExpired:
-            process.kill()
-            pytest.fail(f"apply still ran 5 s after Ctrl-C: {process.communicate()[1]}")
+            process.send_signal(signal.SIGABRT)  # where it is stuck, from faulthandler
+            try:
+                stacks = process.communicate(timeout=10)[1]
+            except subprocess.TimeoutExpired:
+                process.kill()
+                stacks = process.communicate()[1]
+            pytest.fail(f"apply still ran 5 s after Ctrl-C ({len(fake.requests)} requests "
+                        f"reached the fake):\n{stacks}")
         took = time.monotonic() - interrupted
     assert process.returncode == 130, err
     assert took < 2, took

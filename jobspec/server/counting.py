@@ -1,5 +1,5 @@
 """Counting tokens as the local service trains and serves them, with the base model's own
-tokenizer (``tokens.Tokenizers``) and the trainer's encoding (``chat.encode_example``), so a
+tokenizer (``tokens.Tokenizers``) and the trainer's encoding (``tokens.encode_as_trained``), so a
 count is what training will take, not an approximation.
 
 Two methods:
@@ -17,12 +17,13 @@ Two methods:
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import AbstractContextManager
 from typing import Any
 
 from . import validation, wire
-from .chat import IGNORE_INDEX, encode_example, prompt_ids
+from .chat import IGNORE_INDEX, prompt_ids
 from .models import ModelNotFound, context_length
+from .tokens import encode_as_trained
 from .wire import ApiError
 
 COUNT_TOKENS_REQUEST: wire.Spec = {"contents": [wire.CONTENT],
@@ -30,19 +31,15 @@ COUNT_TOKENS_REQUEST: wire.Spec = {"contents": [wire.CONTENT],
 COUNT_EXAMPLE_TOKENS_REQUEST: wire.Spec = {"examples": [wire.TUNING_EXAMPLE]}
 
 
-def _tokenizer(service: Any, model: str) -> tuple[Any, Any, Any]:
-    """(local model, tokenizer, the lock that one caller at a time holds while using it)."""
+def _tokenizer(service: Any, model: str) -> tuple[Any, AbstractContextManager[Any]]:
+    """(local model, the tokenizer in use by this caller alone: a fast tokenizer must not be
+    called from two request threads at once)."""
     try:
         local = service.registry.resolve(f"models/{model}")
     except ModelNotFound:
         raise ApiError("NOT_FOUND", f"models/{model} is not found for API version v1beta, or is "
                        "not supported for countTokens.") from None
-    tokenizers = service.tokenizers
-    tokenizer = tokenizers.get(local.id)
-    # A fast tokenizer must not be used by two threads at once (tokens.Tokenizers keeps a lock
-    # per model for that); without one, this caller is the only user.
-    lock = getattr(tokenizers, "_in_use", {}).get(local.id) or nullcontext()
-    return local, tokenizer, lock
+    return local, service.tokenizers.using(local.id)
 
 
 def count_tokens(service: Any, model: str, body: Any) -> dict[str, Any]:
@@ -54,8 +51,8 @@ def count_tokens(service: Any, model: str, body: Any) -> dict[str, Any]:
         messages = validation.messages(request)
     else:
         raise ApiError("INVALID_ARGUMENT", "contents or generate_content_request is required.")
-    _, tokenizer, lock = _tokenizer(service, model)
-    with lock:
+    _, tokenizer_in_use = _tokenizer(service, model)
+    with tokenizer_in_use as tokenizer:
         return {"totalTokens": len(prompt_ids(tokenizer, messages))}
 
 
@@ -64,12 +61,12 @@ def count_example_tokens(service: Any, model: str, body: Any) -> dict[str, Any]:
     items = request.get("examples") or []
     if not items:
         raise ApiError("INVALID_ARGUMENT", "examples is required: at least one example.")
-    local, tokenizer, lock = _tokenizer(service, model)
+    local, tokenizer_in_use = _tokenizer(service, model)
     inputs, outputs = [], []
-    with lock:
+    with tokenizer_in_use as tokenizer:
         for item in items:
-            ids, labels = encode_example(tokenizer, item.get("text_input", ""),
-                                         item.get("output", ""))
+            ids, labels = encode_as_trained(tokenizer, item.get("text_input", ""),
+                                            item.get("output", ""))
             trained = sum(label != IGNORE_INDEX for label in labels)
             inputs.append(len(ids) - trained)
             outputs.append(trained)

@@ -49,6 +49,28 @@ class Recipe:
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def with_settings(self, settings: list[str]) -> Recipe:
+        """This recipe with ``NAME=VALUE`` settings applied (the benchmarks' ``--set``); a value
+        is read as an int, a float, true/false/none, or else a string."""
+        changes: dict[str, Any] = {}
+        names = {f.name for f in dataclasses.fields(self)}
+        for item in settings:
+            name, _, text = item.partition("=")
+            if name not in names:
+                raise ValueError(f"{item}: a Recipe has no field {name!r} (it has "
+                                 f"{', '.join(sorted(names))})")
+            changes[name] = _setting_value(text)
+        return dataclasses.replace(self, **changes)
+
+
+def _setting_value(text: str) -> Any:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False, "none": None}.get(text.lower(), text)
+
 
 LEGACY_RECIPE = Recipe()
 # Measured by bench/tuning_quality.py on the shipped number-generator job (49 probes in 7
@@ -65,6 +87,10 @@ LEGACY_RECIPE = Recipe()
 #   rank 4 alpha 8: 12, label smoothing 0.1: 15, weight decay 0.1: 16, LoRA on the upper 15
 #   layers only: 10, on the lower 15 only: 17, 18, 16 over seeds 0-2 (34.7%, no gain). Few-shot
 #   prompting of the base model with the 15 examples as earlier turns (no tuning): 2.
+#   Fewer adapters train faster (bench/local_tuning.py --only flops --set ...): LoRA on q, v only
+#   reaches 0.43 of the matmul peak (vs 0.33-0.36) but 13.0 of 49 (26.5%); attention + down_proj
+#   at rank 16, alpha 32: 17.0 (34.7%), 0.37 of the peak, but the example jobs' own eval prompts
+#   pass 13 of 19 instead of 16. Neither taken.
 RECIPE = Recipe(schedule="cosine", warmup=0.1, precision="auto")
 
 

@@ -111,7 +111,7 @@ class TuningService:
             "name": f"models/{model_id}", "baseModelId": model_id, "version": "001",
             "displayName": model_id, "description": description,
             "inputTokenLimit": limit, "outputTokenLimit": limit,
-            "supportedGenerationMethods": ["generateContent", "createTunedModel"],
+            "supportedGenerationMethods": ["generateContent", "countTokens", "createTunedModel"],
             "temperature": 0.0, "maxTemperature": 2.0, "topP": 1.0, "topK": 1,
         }
 

@@ -10,6 +10,8 @@ trainer encodes it (``chat.encode_example``).
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,14 +40,25 @@ class Tokenizers:
                 self._in_use[model_id] = threading.Lock()
             return self._loaded[model_id]
 
+    @contextmanager
+    def using(self, model_id: str) -> Iterator[Any]:
+        """The model's tokenizer, for this caller alone while the block runs."""
+        tokenizer = self.get(model_id)
+        with self._in_use[model_id]:
+            yield tokenizer
+
     def first_too_long(self, model_id: str, examples: list[tuple[str, str]],
                        limit: int) -> tuple[int, int] | None:
         """(index, token count) of the first example over ``limit`` tokens; None if none is."""
-        tokenizer = self.get(model_id)
-        with self._in_use[model_id]:
+        with self.using(model_id) as tokenizer:
             for index, (text_input, output) in enumerate(examples):
-                ids, _ = encode_example(tokenizer, text_input, output, RECIPE.system_prompt,
-                                        RECIPE.chat_template)
+                ids, _ = encode_as_trained(tokenizer, text_input, output)
                 if len(ids) > limit:
                     return index, len(ids)
         return None
+
+
+def encode_as_trained(tokenizer: Any, text_input: str, output: str) -> tuple[list[int], list[int]]:
+    """(token ids, labels) of an example, laid out as the trainer's recipe lays it out."""
+    return encode_example(tokenizer, text_input, output, RECIPE.system_prompt,
+                          RECIPE.chat_template)

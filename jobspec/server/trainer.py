@@ -142,13 +142,14 @@ def summed_loss(model: Any, batch: dict[str, Any], label_smoothing: float = 0.0)
     targets = torch.nn.functional.pad(batch["labels"], (0, 1), value=IGNORE_INDEX)[:, 1:]
     heads = _heads(model)
     if heads is None:
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                       use_cache=False).logits
         return torch.nn.functional.cross_entropy(
             logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
             ignore_index=IGNORE_INDEX, reduction="sum", label_smoothing=label_smoothing)
     body, head = heads
-    hidden = body(input_ids=batch["input_ids"],
-                  attention_mask=batch["attention_mask"]).last_hidden_state
+    hidden = body(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                  use_cache=False).last_hidden_state
     scored = targets != IGNORE_INDEX
     logits = head(hidden[scored])
     return torch.nn.functional.cross_entropy(logits.float(), targets[scored], reduction="sum",

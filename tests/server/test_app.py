@@ -48,7 +48,8 @@ def test_lists_local_models_and_gemini_aliases_as_tunable(service):
         assert set(models) >= {"models/tiny-smollm2", "models/gemini-1.0-pro-001",
                                "models/gemini-1.5-flash-001-tuning"}
         for model in models.values():
-            assert {"createTunedModel", "generateContent"} <= set(model["supportedGenerationMethods"])
+            assert {"createTunedModel", "generateContent", "countTokens"} <= \
+                set(model["supportedGenerationMethods"])
         assert http.get("/v1/models/tiny-smollm2").json()["inputTokenLimit"] == 512
         assert error_of(http.get("/v1beta/models/nope")) == (404, "NOT_FOUND", "Model models/nope is not found.")
 
