@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import signal
 import socket
 import subprocess
 import textwrap
@@ -39,6 +40,13 @@ NUMBER_EXAMPLES = [
 
 class OffMachineTraffic(AssertionError):
     pass
+
+
+def ctrl_c_works() -> None:
+    """``preexec_fn`` for a child that a test interrupts with SIGINT: a shell that started this
+    run in the background (``... &``) made every process it starts ignore SIGINT, and Python
+    keeps an ignored SIGINT ignored; a user's terminal would not."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _is_loopback_host(host: object) -> bool:

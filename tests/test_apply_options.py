@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from tests.conftest import ctrl_c_works
 from tests.fake_generate import ENVIRONMENT, FakeGenerate, serve_job
 
 
@@ -61,7 +62,8 @@ def training_for_ever(repo, monkeypatch):
 def interrupt_apply(fake, cwd, arguments: list[str], polls: int) -> tuple[int, str]:
     """Run apply until ``polls`` jobs are polled, press Ctrl-C; its exit code and stderr."""
     process = subprocess.Popen([sys.executable, "-m", "jobspec", "apply", *arguments], cwd=cwd,
-                               env=fake.env, stderr=subprocess.PIPE, text=True)
+                               env=fake.env, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=ctrl_c_works)
     deadline = time.monotonic() + 60
     while len(fake.polls) < polls and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.05)

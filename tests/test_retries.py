@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from tests.conftest import ctrl_c_works
 from tests.fake_generate import ENVIRONMENT
 from tests.fake_unavailable import FakeUnavailable
 
@@ -117,7 +118,8 @@ def run_until_waiting(fake, repo_root, requests: int):
     env["JOBSPEC_LOCAL_URL"] = fake.url
     env["PYTHONFAULTHANDLER"] = "1"  # SIGABRT then prints every thread's stack (see below)
     process = subprocess.Popen([sys.executable, "-m", "jobspec", "apply", "--skip-eval"],
-                               cwd=repo_root, env=env, stderr=subprocess.PIPE, text=True)
+                               cwd=repo_root, env=env, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=ctrl_c_works)
     deadline = time.monotonic() + 60
     while len(fake.requests) < requests and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.05)
