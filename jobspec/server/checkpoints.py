@@ -65,8 +65,16 @@ class WorkerCheckpoints:
         self.path = checkpoint_path(state_dir, model_id, operation_id)
         self.saved = 0  # checkpoints this run wrote
         self.problem: str | None = None  # why an existing checkpoint was not used
+        self._loaded: tuple[dict[str, Any] | None] | None = None
 
     def load(self) -> dict[str, Any] | None:
+        """The run's checkpoint as it was at start: read once (the worker decides from it
+        whether the run resumes, then the trainer restores it), tens of MB for SmolLM2."""
+        if self._loaded is None:
+            self._loaded = (self._read(),)
+        return self._loaded[0]
+
+    def _read(self) -> dict[str, Any] | None:
         import torch  # noqa: PLC0415
 
         if not self.path.is_file():
