@@ -256,8 +256,6 @@ def is_within(path: Path, root: Path) -> bool:
     return True
 
 
-
-
 def split_count(example_count: int, fraction: float) -> int:
     """How many of ``example_count`` examples a validation split of ``fraction`` holds out:
     the nearest whole number, at least one, and never all of them (0 when there are fewer than

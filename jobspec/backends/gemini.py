@@ -90,6 +90,12 @@ def tuned_model_from_wire(body: dict[str, Any]) -> RemoteModel:
         device=task.get("device"), **parse_marker(body.get("description")))
 
 
+def _dataset(examples: list[Example]) -> dict[str, Any]:
+    """A Dataset of the Gemini API, with the examples inline."""
+    return {"examples": {"examples": [{"textInput": e.text_input, "output": e.output}
+                                      for e in examples]}}
+
+
 def _model_path(name: str) -> str:
     """``tunedModels/x`` from a tuned model's name or bare id."""
     return name if name.startswith("tunedModels/") else f"tunedModels/{name}"
@@ -163,14 +169,12 @@ class GeminiBackend:
                            if snake in wanted}
         task: dict[str, Any] = {
             "hyperparameters": hyperparameters,
-            "trainingData": {"examples": {"examples": [
-                {"textInput": e.text_input, "output": e.output} for e in examples]}},
+            "trainingData": _dataset(examples),
         }
         # The local service's additions (check_job keeps them from the Gemini API, which has
         # neither): validation examples, as a Dataset like trainingData, and early stopping.
         if validation:
-            task["validationData"] = {"examples": {"examples": [
-                {"textInput": e.text_input, "output": e.output} for e in validation]}}
+            task["validationData"] = _dataset(validation)
         if job.early_stopping is not None:
             task["earlyStopping"] = {"patience": job.early_stopping}
         return {

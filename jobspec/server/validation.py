@@ -13,6 +13,8 @@ from .tokens import Tokenizers
 from .wire import ApiError
 
 EXAMPLES = contract.EXAMPLES_FIELD
+VALIDATION_EXAMPLES = "tuned_model.tuning_task.validation_data.examples.examples"
+MAX_PATIENCE = 1000  # epochs of early stopping's patience, as the job-file schema allows
 MAX_INPUT_CHARS, MAX_OUTPUT_CHARS = contract.MAX_INPUT_CHARS, contract.MAX_OUTPUT_CHARS
 DEFAULT_LEARNING_RATE = 0.001  # what a multiplier of 1.0 means here
 
@@ -21,10 +23,6 @@ def in_range(where: str, value: float, low: float, high: float, *, low_open: boo
     if value < low or value > high or (low_open and value == low):
         bound = f"({low}, {high}]" if low_open else f"[{low}, {high}]"
         raise ApiError("INVALID_ARGUMENT", f"{where} must be in {bound}, got {value:g}.")
-
-
-VALIDATION_EXAMPLES = "tuned_model.tuning_task.validation_data.examples.examples"
-MAX_PATIENCE = 1000
 
 
 def training_examples(data: dict[str, Any], where: str = EXAMPLES) -> list[tuple[str, str]]:
