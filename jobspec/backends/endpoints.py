@@ -53,7 +53,7 @@ def is_loopback_host(host: str | None) -> bool:
         return False
 
 
-def _checked_url(url: str, source: str) -> str:
+def checked_url(url: str, source: str) -> str:
     parts = urlsplit(url.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UsageError(f"{source} {url!r}: expected an http:// or https:// URL with a host")
@@ -66,9 +66,9 @@ def _checked_url(url: str, source: str) -> str:
 def operator_endpoint(flag: str | None) -> Endpoint | None:
     """The endpoint the operator named (``--endpoint``, then JOBSPEC_ENDPOINT), if any."""
     if flag:
-        return Endpoint(_checked_url(flag, "--endpoint"), "--endpoint", trusted=True)
+        return Endpoint(checked_url(flag, "--endpoint"), "--endpoint", trusted=True)
     if os.environ.get(ENDPOINT_VARIABLE):
-        return Endpoint(_checked_url(os.environ[ENDPOINT_VARIABLE], ENDPOINT_VARIABLE),
+        return Endpoint(checked_url(os.environ[ENDPOINT_VARIABLE], ENDPOINT_VARIABLE),
                         ENDPOINT_VARIABLE, trusted=True)
     return None
 

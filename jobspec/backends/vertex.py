@@ -36,7 +36,7 @@ from ..workspace import Owner
 from . import generate
 from .gemini import training_and_validation
 from .base import CREATING, FAILED, PollDefaults, Progress, RemoteModel, TokenCount
-from .endpoints import Endpoint, _checked_url, check_destination
+from .endpoints import Endpoint, checked_url, check_destination
 from .gcs import STORAGE_ENDPOINT, StagingBucket, Storage, rechunk
 from .registry import BackendOptions, BackendType, OpenRequest
 from .tuningjobs import (JSONL_EXAMPLE_BYTES, LABEL_FINGERPRINT, LABEL_NAME, LABEL_OWNER,
@@ -397,7 +397,7 @@ def vertex_credentials() -> auth.Credentials:
 def _operator_root(variable: str) -> Endpoint | None:
     if not os.environ.get(variable):
         return None
-    return Endpoint(_checked_url(os.environ[variable], variable), variable, trusted=True)
+    return Endpoint(checked_url(os.environ[variable], variable), variable, trusted=True)
 
 
 def _api_root(request: OpenRequest, location: str) -> Endpoint:
