@@ -239,34 +239,28 @@ class VertexBackend:
     def _lines(examples: Iterable[data.Example]) -> Iterator[bytes]:
         return rechunk(jsonl_line(e.text_input, e.output) for e in examples)
 
-    def _training_lines(self, job: Job) -> Iterator[bytes]:
-        if job.validation_split is not None:  # the split needs every example: held in memory
-            return self._lines(training_and_validation(job)[0])
-        return self._lines(data.iter_examples(job.training_data))
-
-    def _validation_lines(self, job: Job) -> Iterator[bytes]:
-        if job.validation_data is not None:
-            return self._lines(data.iter_examples(job.validation_data))
-        return self._lines(training_and_validation(job)[1])
-
     def _stage(self, job: Job, identity: Identity) -> tuple[str, str | None]:
-        """The training (and validation) JSONL in Cloud Storage, uploaded unless there."""
+        """The training (and validation) JSONL in Cloud Storage, uploaded unless there. Read
+        as a stream, except a validation split, which needs every example (held in memory,
+        split once)."""
         bucket = self.settings.bucket
         if bucket is None:
             raise UsageError("the vertex backend needs a staging bucket to create a tuning job: "
                              f"pass --staging-bucket, or set {BUCKET_VARIABLE}")
+        split = training_and_validation(job) if job.validation_split is not None else None
         name = bucket.object_name(TRAINING_OBJECT.format(fingerprint=identity.fingerprint))
-        self.storage.stage(bucket, name, lambda: self._training_lines(job))
-        if job.validation_data is None and job.validation_split is None:
+        self.storage.stage(bucket, name, lambda: self._lines(
+            split[0] if split else data.iter_examples(job.training_data)))
+        if job.validation_data is None and split is None:
             return bucket.uri(name), None
-        held_out = (data.count_examples(job.validation_data) if job.validation_data is not None
-                    else len(training_and_validation(job)[1]))
+        held_out = len(split[1]) if split else data.count_examples(job.validation_data)
         if held_out > MAX_VALIDATION_EXAMPLES:
             where = "validation_data" if job.validation_data is not None else "validation_split"
             raise ConfigError(job.at(where), f"{held_out:,} validation examples; Vertex AI "
                               f"takes at most {MAX_VALIDATION_EXAMPLES:,} (§6)")
         checked = bucket.object_name(VALIDATION_OBJECT.format(fingerprint=identity.fingerprint))
-        self.storage.stage(bucket, checked, lambda: self._validation_lines(job))
+        self.storage.stage(bucket, checked, lambda: self._lines(
+            split[1] if split else data.iter_examples(job.validation_data)))
         return bucket.uri(name), bucket.uri(checked)
 
     def create_body(self, job: Job, identity: Identity, training_uri: str,

@@ -322,15 +322,15 @@ def test_a_job_files_endpoint_gets_no_token_unless_the_operator_allows_it(vertex
 
 
 def test_data_that_changes_while_it_is_uploaded_is_not_stored(vertex, cli, monkeypatch):
-    real = vertex_backend.VertexBackend._training_lines
+    real = vertex_backend.VertexBackend._lines  # the JSONL of the job's examples
     calls = []
 
-    def growing(self, job):
+    def growing(examples):
         calls.append(1)
-        lines = list(real(self, job))
+        lines = list(real(examples))
         return iter(lines + [b'{"contents":[]}\n'] * (len(calls) > 1))  # longer when sent
 
-    monkeypatch.setattr(vertex_backend.VertexBackend, "_training_lines", growing)
+    monkeypatch.setattr(vertex_backend.VertexBackend, "_lines", staticmethod(growing))
     result = apply(cli)
     assert result.code == 1
     assert ("the training data changed while it was being uploaded; nothing was stored. Apply "
