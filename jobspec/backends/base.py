@@ -15,7 +15,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from .. import data
 from ..data import Example
+from ..errors import ConfigError
 from ..identity import Identity
 from ..spec import Job
 from ..workspace import Owner
@@ -231,3 +233,17 @@ class Backend(Protocol):
     def interrupt(self) -> None:
         """Cut every retry wait short (Ctrl-C)."""
     def close(self) -> None: ...
+
+
+def training_and_validation(job: Job) -> tuple[list[Example], list[Example]]:
+    """The examples a job trains on, and those it holds out for validation (its
+    validation_data, or its validation_split of the training examples)."""
+    examples = list(data.iter_examples(job.training_data))
+    if job.validation_data is not None:
+        return examples, list(data.iter_examples(job.validation_data))
+    if job.validation_split is not None:
+        if len(examples) < 2:
+            raise ConfigError(job.at("validation_split"), f"cannot split {len(examples)} "
+                              "example: a validation split needs at least two")
+        return data.split_examples(examples, job.validation_split)
+    return examples, []

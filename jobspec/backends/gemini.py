@@ -17,7 +17,7 @@ from ..spec import Job
 from ..workspace import Owner
 from . import generate
 from .base import (ACTIVE, CREATING, FAILED, PollDefaults, Progress, RemoteModel, Snapshot,
-                   TokenCount)
+                   TokenCount, training_and_validation)
 from .endpoints import Endpoint, check_destination
 from .registry import BackendType, OpenRequest
 
@@ -283,20 +283,6 @@ def _open(request: OpenRequest) -> GeminiBackend:
     check_destination(endpoint, credentials)
     return GeminiBackend("gemini", ApiClient(endpoint.url, credentials, retry=request.retry),
                          request.owner)
-
-
-def training_and_validation(job: Job) -> tuple[list[Example], list[Example]]:
-    """The examples a job trains on, and those it holds out for validation (its
-    validation_data, or its validation_split of the training examples)."""
-    examples = list(data.iter_examples(job.training_data))
-    if job.validation_data is not None:
-        return examples, list(data.iter_examples(job.validation_data))
-    if job.validation_split is not None:
-        if len(examples) < 2:
-            raise ConfigError(job.at("validation_split"), f"cannot split {len(examples)} "
-                              "example: a validation split needs at least two")
-        return data.split_examples(examples, job.validation_split)
-    return examples, []
 
 
 def refuse_validation(job: Job) -> list[ConfigError]:

@@ -34,8 +34,8 @@ from ..identity import Identity
 from ..spec import Job
 from ..workspace import Owner
 from . import generate
-from .gemini import training_and_validation
-from .base import CREATING, FAILED, PollDefaults, Progress, RemoteModel, TokenCount
+from .base import (CREATING, FAILED, PollDefaults, Progress, RemoteModel, TokenCount,
+                   training_and_validation)
 from .endpoints import Endpoint, checked_url, check_destination
 from .gcs import STORAGE_ENDPOINT, StagingBucket, Storage, rechunk
 from .registry import BackendOptions, BackendType, OpenRequest
