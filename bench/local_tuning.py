@@ -10,8 +10,10 @@ Prints, from one run:
 - achieved training FLOP/s on the shipped job (forward and backward FLOPs per step counted from
   the model's shapes and the tokens of each batch; padding not counted) against the peak of a
   torch matmul of the model's shapes at the same batch size on the same cores, measured in the
-  same run (goal: at least 0.4), and the share of computed tokens that are padding.
-Usage: python bench/local_tuning.py [--only service|steps|flops] [--recipe legacy]
+  same run (goal: at least 0.4), and the share of computed tokens that are padding;
+- with ``--only ceiling``: what the adapters cost, the trainer's model against the frozen model
+  with no adapters at all, both as shares of that peak, interleaved on the shipped job's batches.
+Usage: python bench/local_tuning.py [--only service|steps|flops|ceiling] [--recipe legacy]
        [--full-logits] [--set NAME=VALUE ...]
 """
 
@@ -268,11 +270,68 @@ def flops_figures(state: Path, recipe_name: str, full_logits: bool = False,
           f"({100 * (computed - real) / computed:.1f}%)")
 
 
+def ceiling_figures(state: Path, rounds: int = 3) -> None:
+    """Forward + backward of the trainer's LoRA model and of the frozen model without adapters
+    (its input gradients on, as a LoRA needs them through every layer), taking turns on each of
+    the shipped job's batches, each as a share of the matmul peak measured in the same run: the
+    second is what the trainer would reach if its adapters cost nothing."""
+    import copy
+    import os
+
+    import torch
+
+    from jobspec.server import recipe as recipes
+    from jobspec.server import trainer
+    from jobspec.server.chat import encode_example
+    from jobspec.server.models import ModelRegistry, load_base, quiet_libraries
+
+    quiet_libraries()
+    torch.set_num_threads(os.cpu_count() or 2)
+    base, tokenizer = load_base(ModelRegistry.build([], []).default, state / "models")
+    recipe = recipes.RECIPE
+    encoded = [encode_example(tokenizer, e["text_input"], e["output"], recipe.system_prompt)
+               for e in EXAMPLES]
+    plan = [indices for _, indices in trainer.batches(len(encoded), 5, 2)]
+    frozen = copy.deepcopy(base)
+    frozen.requires_grad_(False)
+    frozen.enable_input_require_grads()
+    models = {"the trainer's LoRA model": (trainer.lora_model(base, recipe), recipe.rank),
+              "the frozen model, no adapters": (frozen, 0)}
+    pad_id = tokenizer.pad_token_id or 0
+    tokens = round(sum(len(idx) * max(len(encoded[i][0]) for i in idx) for idx in plan)
+                   / len(plan))
+    before, _ = matmul_peak(base.config, tokens, torch.float32)
+    seconds = {name: [] for name in models}
+    flops = {name: 0.0 for name in models}
+    for _ in range(rounds):
+        for indices in plan:
+            rows = [encoded[i] for i in indices]
+            batch = trainer.collate(rows, pad_id, "cpu")
+            for name, (model, rank) in models.items():
+                model.train()
+                started = time.perf_counter()
+                trainer.summed_loss(model, batch).backward()
+                seconds[name].append(time.perf_counter() - started)
+                model.zero_grad(set_to_none=True)
+                flops[name] += step_flops(base.config, rows, rank, None)
+    after, _ = matmul_peak(base.config, tokens, torch.float32)
+    peak = (before + after) / 2
+    reference = None
+    for name, times in seconds.items():
+        median = sorted(times)[len(times) // 2]
+        reference = reference or median
+        rate = flops[name] / sum(times)
+        print(f"{name}: forward + backward median {median * 1000:.0f} ms ({median / reference:.2f}"
+              f" of the first), {rate / 1e9:.1f} GFLOP/s, {rate / peak:.2f} of the matmul peak "
+              f"({peak / 1e9:.1f} GFLOP/s)")
+
+
 def main() -> None:
     import argparse
 
     parser = argparse.ArgumentParser()
-    parser.add_argument("--only", choices=("service", "steps", "flops"), default=None)
+    parser.add_argument("--only", choices=("service", "steps", "flops", "ceiling"),
+                        default=None)
     parser.add_argument("--recipe", choices=("service", "legacy"), default="service")
     parser.add_argument("--full-logits", action="store_true",
                         help="the output layer on every position, as before issue 10")
@@ -288,6 +347,8 @@ def main() -> None:
             step_figures(state)
         if args.only in (None, "flops"):
             flops_figures(state, args.recipe, args.full_logits, args.set)
+        if args.only == "ceiling":
+            ceiling_figures(state)
 
 
 if __name__ == "__main__":

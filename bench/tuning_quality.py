@@ -12,10 +12,12 @@ prints the exact-match rate per notation and overall, tuned vs base, and the tim
     .venv/bin/python bench/tuning_quality.py --recipe legacy --full-logits  # the trainer before
     .venv/bin/python bench/tuning_quality.py --set rank=16 --set schedule=constant --skip-base
     .venv/bin/python bench/tuning_quality.py --seeds 0,1,2    # spread over LoRA-init seeds
+    .venv/bin/python bench/tuning_quality.py --base-system "Reply with ..."  # base, told the task
 
 ``--set NAME=VALUE`` changes one field of ``jobspec.server.recipe.Recipe`` (what the service controls:
 layout, LoRA shape, schedule, precision, ...), for measuring one choice against another;
-``--json FILE`` writes every answer. It is a benchmark, not a test: CI never runs it.
+``--base-system TEXT`` asks the base model under that system turn (the task in words, to see what
+it knows untuned); ``--json FILE`` writes every answer. It is a benchmark, not a test: CI never runs it.
 """
 
 from __future__ import annotations
@@ -76,6 +78,18 @@ def ask(generator, model_id: str, probes, adapter, layout) -> list[str]:
     return answers
 
 
+def contained(probes, answers) -> int:
+    """Answers that hold a right answer as a word of a longer reply ("The next one is X."): a
+    lenient count, for what a model knows even when it does not answer the way it was asked."""
+    import re
+
+    def holds(answer: str, accepted: tuple[str, ...]) -> bool:
+        return any(re.search(rf"(?<![\w,.'-]){re.escape(a)}(?![\w,'-]|[.]\w)", answer)
+                   for a in accepted)
+
+    return sum(holds(answer, accepted) for (_, _, accepted), answer in zip(probes, answers))
+
+
 def rates(probes, answers) -> dict[str, tuple[int, int]]:
     table: dict[str, list[int]] = {}
     for (notation, _, accepted), answer in zip(probes, answers):
@@ -92,6 +106,8 @@ def main() -> None:
     parser.add_argument("--seeds", default="", help="comma-separated LoRA seeds (default: the "
                         "recipe's)")
     parser.add_argument("--skip-base", action="store_true", help="do not ask the base model")
+    parser.add_argument("--base-system", default=None, metavar="TEXT", help="ask the base model "
+                        "under this system turn (default: its chat template's own)")
     parser.add_argument("--model", default=None, help="a base model (.gguf or HF folder); "
                         "default: the service's default")
     parser.add_argument("--state-dir", default=None, help="where the converted model is cached "
@@ -137,9 +153,11 @@ def main() -> None:
     base_answers = None
     if not args.skip_base:
         started = time.perf_counter()
-        base_answers = ask(generator, model.id, probes, None, None)
+        layout = None if args.base_system is None else {"system_prompt": args.base_system}
+        base_answers = ask(generator, model.id, probes, None, layout)
         report["base"] = base_answers
-        print(f"base model asked in {time.perf_counter() - started:.1f}s")
+        print(f"base model asked in {time.perf_counter() - started:.1f}s"
+              + (f", under the system turn {args.base_system!r}" if layout else ""))
 
     for seed in seeds:
         recipe = dataclasses.replace(base_recipe, seed=seed)
@@ -172,6 +190,9 @@ def main() -> None:
               f"{(f'{base_right}/{len(probes)}' if base else '-'):>7}   "
               f"tuned {100 * right / len(probes):.1f}% exact"
               + (f", base {100 * base_right / len(probes):.1f}%" if base else ""))
+        print(f"  {'answer contained':<26} {contained(probes, answers):>3}/{len(probes):<3} "
+              + (f"{contained(probes, base_answers):>3}/{len(probes)}" if base else "      -")
+              + "   (lenient: the right answer as a word of a longer reply)")
         wrong = [(p, a) for (_, p, acc), a in zip(probes, answers) if a.strip() not in acc]
         print("  wrong: " + "; ".join(f"{p!r}→{a!r}" for p, a in wrong[:60]))
     if len(seeds) > 1:
