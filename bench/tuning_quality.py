@@ -16,8 +16,9 @@ prints the exact-match rate per notation and overall, tuned vs base, and the tim
 
 ``--set NAME=VALUE`` changes one field of ``jobspec.server.recipe.Recipe`` (what the service controls:
 layout, LoRA shape, schedule, precision, ...), for measuring one choice against another;
-``--base-system TEXT`` asks the base model under that system turn (the task in words, to see what
-it knows untuned); ``--json FILE`` writes every answer. It is a benchmark, not a test: CI never runs it.
+``--base-system TEXT`` asks the base model under that system turn (the task in words, to see
+what it knows untuned); ``--json FILE`` writes every answer. It is a benchmark, not a test: CI
+never runs it.
 """
 
 from __future__ import annotations
