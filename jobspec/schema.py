@@ -84,12 +84,20 @@ def _unknown_fields(error: ValidationError, path: FieldPath, file: str,
     return found
 
 
+def _closest_branch(error: ValidationError) -> ValidationError:
+    """The error of the anyOf/oneOf branch that came closest. A branch of another type says
+    least (``{patience: 0}`` is "not an integer" only to the integer form): the user wrote the
+    form they meant, so its own error, "patience: 0 is less than the minimum of 1", is the one."""
+    same_form = [e for e in error.context if not (e.validator == "type" and not e.relative_path)]
+    return best_match(same_form or error.context)
+
+
 def schema_errors(data: Any, file: str, positions: Positions) -> list[ConfigError]:
     """Every schema violation in ``data``, each located at its YAML node, in file order."""
     found: list[ConfigError] = []
     for error in _validator().iter_errors(data):
         if error.context:  # anyOf/oneOf: the branch that came closest says the most
-            error = best_match(error.context)
+            error = _closest_branch(error)
         path: FieldPath = tuple(error.absolute_path)
         if error.validator == "additionalProperties":
             found.extend(_unknown_fields(error, path, file, positions))

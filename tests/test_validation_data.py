@@ -49,7 +49,12 @@ def test_validation_fields_are_accepted_and_fingerprinted_only_when_given(repo, 
     ("validation_split: 1\n", "jobs/demo.yaml:9:19: validation_split: "),
     ("validation_data: data/missing.jsonl\n",
      "jobs/demo.yaml:9:18: validation_data: data/missing.jsonl: training data file not found"),
-    ("validation_split: 0.2\nearly_stopping: {patience: 0}\n", "jobs/demo.yaml:10:"),
+    ("validation_split: 0.2\nearly_stopping: {patience: 0}\n",
+     "jobs/demo.yaml:10:28: early_stopping.patience: 0 is less than the minimum of 1"),
+    ("validation_split: 0.2\nearly_stopping: 0\n",
+     "jobs/demo.yaml:10:17: early_stopping: 0 is less than the minimum of 1"),
+    ("validation_split: 0.2\nearly_stopping: {patience: 2, wait: 1}\n",
+     "jobs/demo.yaml:10:31: early_stopping.wait: unknown field 'wait'"),
 ])
 def test_validate_refuses_what_cannot_work(repo, cli, extra, message):
     repo.job(extra=extra)
