@@ -87,7 +87,8 @@ LEGACY_RECIPE = Recipe()
 #   on RECIPE, seed 0 (RECIPE itself: 16): LoRA+ 4: 15, LoRA+ 16: 4, attention-only LoRA: 14,
 #   rank 4 alpha 8: 12, label smoothing 0.1: 15, weight decay 0.1: 16, LoRA on the upper 15
 #   layers only: 10, on the lower 15 only: 17, 18, 16 over seeds 0-2 (34.7%, no gain); IA3 in
-#   place of LoRA: 9; the loss on the whole sequence, prompt included: 7. Few-shot prompting of
+#   place of LoRA: 9; the loss on the whole sequence, prompt included: 7; PiSSA / OLoRA
+#   initialisation (adapters converted for the unchanged base): 12 / 4. Few-shot prompting of
 #   the base model with the 15 examples as earlier turns (no tuning): 2; the base model told the
 #   task in a system turn (--base-system): 0 exact, 2 holding the answer in a longer reply.
 #   Fewer adapters train faster (bench/local_tuning.py --only flops --set ...): LoRA on q, v only
