@@ -55,9 +55,10 @@ def _message(error: ValidationError) -> str:
     kind = error.validator
     if kind == "pattern" and "x-pattern-message" in error.schema:
         return f"{_describe(error.instance)} {error.schema['x-pattern-message']}"
-    if kind == "type":
-        wanted = error.validator_value
-        names = [wanted] if isinstance(wanted, str) else list(wanted)
+    if kind in ("type", "anyOf", "oneOf"):  # the last two: no form took a value of this type
+        wanted = [e.validator_value for e in error.context] if error.context else \
+            [error.validator_value]
+        names = [n for w in wanted for n in ([w] if isinstance(w, str) else w)]
         readable = " or ".join(_TYPE_NAMES.get(n, n) for n in names)
         return f"{_describe(error.instance)} is not {readable}"
     if kind == "const":
@@ -89,7 +90,9 @@ def _closest_branch(error: ValidationError) -> ValidationError:
     least (``{patience: 0}`` is "not an integer" only to the integer form): the user wrote the
     form they meant, so its own error, "patience: 0 is less than the minimum of 1", is the one."""
     same_form = [e for e in error.context if not (e.validator == "type" and not e.relative_path)]
-    return best_match(same_form or error.context)
+    if not same_form:
+        return error  # no form takes a value of this type: the message names every form's type
+    return best_match(same_form)
 
 
 def schema_errors(data: Any, file: str, positions: Positions) -> list[ConfigError]:

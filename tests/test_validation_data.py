@@ -55,6 +55,8 @@ def test_validation_fields_are_accepted_and_fingerprinted_only_when_given(repo, 
      "jobs/demo.yaml:10:17: early_stopping: 0 is less than the minimum of 1"),
     ("validation_split: 0.2\nearly_stopping: {patience: 2, wait: 1}\n",
      "jobs/demo.yaml:10:31: early_stopping.wait: unknown field 'wait'"),
+    ("validation_split: 0.2\nearly_stopping: yes\n",
+     "jobs/demo.yaml:10:17: early_stopping: true is not an integer or a mapping"),
 ])
 def test_validate_refuses_what_cannot_work(repo, cli, extra, message):
     repo.job(extra=extra)
