@@ -58,7 +58,7 @@ def _message(error: ValidationError) -> str:
     if kind in ("type", "anyOf", "oneOf"):  # the last two: no form took a value of this type
         wanted = [e.validator_value for e in error.context] if error.context else \
             [error.validator_value]
-        names = [n for w in wanted for n in ([w] if isinstance(w, str) else w)]
+        names = list(dict.fromkeys(n for w in wanted for n in ([w] if isinstance(w, str) else w)))
         readable = " or ".join(_TYPE_NAMES.get(n, n) for n in names)
         return f"{_describe(error.instance)} is not {readable}"
     if kind == "const":
