@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from collections.abc import Sequence
 from typing import NoReturn
 
-from . import __version__, errors
+from . import __version__, bugreport, errors
 from .commands import apply, files, models, results
 from .commands.common import add_backend_arguments, add_job_arguments
 from .errors import ConfigError, Interrupted, JobSpecError, UsageError
@@ -116,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(words)
     try:
         return args.handler(args)
     except UsageError as exc:
@@ -133,3 +135,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (KeyboardInterrupt, Interrupted):
         print("jobspec: interrupted", file=sys.stderr)
         return errors.EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - anything else is jobspec's bug, reported as one
+        return _report_bug(words, exc)
+
+
+def _report_bug(words: list[str], error: Exception) -> int:
+    written = bugreport.write(words, error)
+    where = (f"the traceback is in {written}" if written is not None
+             else "the traceback follows")
+    print(f"jobspec: internal error (a bug in jobspec {__version__}, not in your files): "
+          f"{type(error).__name__}: {error}; {where}; please report it", file=sys.stderr)
+    if written is None:
+        traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
+    return errors.EXIT_BUG

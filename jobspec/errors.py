@@ -11,7 +11,8 @@
 
     Interrupted                   not an error: the user pressed Ctrl-C     (exit 130)
 
-Anything else that reaches the top is a bug in jobspec.
+Anything else that reaches the top is a bug in jobspec: the command line says so in one line,
+writes the traceback to a file (bugreport.py) and exits with EXIT_BUG.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_CHANGES_PENDING = 2
 EXIT_USAGE = 64
+EXIT_BUG = 70  # sysexits' EX_SOFTWARE: an internal error
 EXIT_INTERRUPTED = 130
 
 
