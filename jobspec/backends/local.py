@@ -224,7 +224,7 @@ def _embedded(request: OpenRequest) -> Endpoint:
 def _open(request: OpenRequest) -> GeminiBackend:
     credentials = local_credentials()
     endpoint = request.chosen_endpoint or _embedded(request)
-    check_destination(endpoint, credentials)
+    check_destination(endpoint, credentials, "local")
     return GeminiBackend("local", ApiClient(endpoint.url, credentials, retry=request.retry),
                          request.owner, poll=POLL, counts_examples=True)
 
