@@ -97,7 +97,8 @@ def test_a_committed_state_database_is_never_opened_or_trained(fresh_repo, cli):
     assert result.code == 0, result.err
     state = workspace.state_dir(root)
     assert ("Ignored .jobspec/local/: git tracks .jobspec/local/state.db, so a branch can plant "
-            f"it. The local service keeps its state in {state} (outside the work tree)") in result.err
+            f"it. The local service keeps its state in {state} (outside the work tree)"
+            ) in result.err
     assert "+ demo" in result.out
     with httpx.Client(base_url=service_url(result)) as http:
         assert http.get(f"/v1beta/tunedModels/{PLANTED_ID}").status_code == 404

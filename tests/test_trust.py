@@ -154,7 +154,8 @@ def test_the_operators_endpoint_gets_no_credentials_for_a_backend_the_job_files_
         "too: --backend gemini or JOBSPEC_BACKEND=gemini")
     assert by_flag.code == 64 and "(--endpoint) names no backend type" in by_flag.err
     assert chosen.code == 0, chosen.err
-    assert local_service.requests and all(r["headers"]["x-goog-api-key"] == SECRET for r in local_service.requests)
+    assert local_service.requests and all(r["headers"]["x-goog-api-key"] == SECRET
+                                          for r in local_service.requests)
 
 
 def test_the_local_service_key_is_not_sent_to_a_job_file_endpoint(repo, cli, monkeypatch):

@@ -199,12 +199,15 @@ def local_credentials() -> auth.Credentials:
 
 
 def _embedded(request: OpenRequest) -> Endpoint:
-    if not os.environ.get(URL_VARIABLE):
-        moved = legacy_state.adopt()
-        if moved:
-            request.notify(moved)
     state_dir = workspace.state_dir()
-    service = find_or_start(state_dir)
+    try:
+        if not os.environ.get(URL_VARIABLE):
+            moved = legacy_state.adopt()
+            if moved:
+                request.notify(moved)
+        service = find_or_start(state_dir)
+    except OSError as exc:  # the private state directory: a link, another user's, disk full
+        raise BackendError(f"cannot start the local tuning service: {exc}") from None
     if service.started:
         request.notify(f"Started the local tuning service at {service.url} (pid {service.pid}; "
                        f"state and log in {state_dir}{os.sep}); it stays up for later commands "
