@@ -5,6 +5,15 @@ Everything is anchored at the repository root (the enclosing git work tree of th
 directory), never at the current directory itself: running jobspec from ``jobs/`` or from a CI
 step's working directory reaches the same local service, state and reports.
 
+The local service's state (its database, tuned adapters, log, lock and discovery record) lives
+outside the work tree, in this user's private state directory
+(``$XDG_STATE_HOME/jobspec/workspaces/<root name>-<digest of the root's path>/``, mode 0700):
+anything in the work tree can come from a branch, and a pull request that committed
+``.jobspec/local/`` (a database with a job queued in it, symbolic links where the service writes
+its log) would otherwise be trusted by the first ``jobspec plan`` on it. legacy_state.py moves
+the state an earlier jobspec kept in ``.jobspec/local/`` out of the work tree, once, when that is
+safe.
+
 The owner is what scopes prune and delete to this repository's models. By default it is derived
 from the repository's ``origin`` remote (so every clone and checkout of one repository shares
 ownership), or from the root's path when there is no remote; ``--owner`` or ``JOBSPEC_OWNER``
@@ -17,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +34,8 @@ from urllib.parse import urlsplit
 
 OWNER_VARIABLE = "JOBSPEC_OWNER"
 OWNER_ID_LENGTH = 16
-STATE_SUBDIR = Path(".jobspec") / "local"
+LEGACY_STATE_SUBDIR = Path(".jobspec") / "local"  # where jobspec kept it before; never used
+PRIVATE_MODE = 0o700
 REPORT_SUBDIR = Path("reports")
 JOBS_SUBDIR = Path("jobs")
 
@@ -45,8 +56,47 @@ def default_job_paths() -> list[str]:
     return [os.path.relpath(find_root() / JOBS_SUBDIR) + os.sep]
 
 
+def private_state_home() -> Path:
+    """This user's own state directory for jobspec, outside any repository."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "jobspec"
+
+
 def state_dir(root: Path | None = None) -> Path:
-    return (root or find_root()) / STATE_SUBDIR
+    """Where the local service of the repository at ``root`` keeps its state (not created)."""
+    root = (root or find_root()).resolve()
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", root.name).strip(".-")[:40] or "root"
+    digest = hashlib.sha256(str(root).encode("utf-8")).hexdigest()[:16]
+    return private_state_home() / "workspaces" / f"{name}-{digest}"
+
+
+def private_dir(path: Path) -> Path:
+    """``path`` as a directory only this user can enter: created with its missing parents mode
+    0700, and refused (OSError) if it is a symbolic link or another user's."""
+    missing = [p for p in (path, *path.parents) if not p.exists() and not p.is_symlink()]
+    for directory in reversed(missing):
+        directory.mkdir(mode=PRIVATE_MODE, exist_ok=True)
+    found = os.lstat(path)
+    if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.getuid():
+        raise NotADirectoryError(f"{path} is not a directory of this user's (a symbolic link, "
+                                 "a file, or another user's)")
+    if stat.S_IMODE(found.st_mode) & 0o077:
+        os.chmod(path, PRIVATE_MODE)
+    return path
+
+
+def tracked_files(path: Path, root: Path | None = None) -> list[str]:
+    """The files under ``path`` that git tracks in the repository at ``root`` (none when there
+    is no repository or no git): content a branch can plant there."""
+    root = root or find_root(path)
+    try:
+        found = subprocess.run(["git", "-C", str(root), "ls-files", "-z", "--", str(path)],
+                               capture_output=True, timeout=30, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    if found.returncode != 0:
+        return []
+    return [name for name in found.stdout.decode("utf-8", "replace").split("\0") if name]
 
 
 def report_dir(root: Path | None = None) -> Path:

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import jsonschema
@@ -28,9 +29,12 @@ def applied(tmp_path_factory):
     shutil.copytree(ROOT / "schemas", repo / "schemas")
     (repo / ".git").mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("JOBSPEC_LOCAL_URL", "JOBSPEC_BACKEND")}
+    # Its own private state directory: this fixture starts before the per-test one is set.
+    env["XDG_STATE_HOME"] = str(tmp_path_factory.mktemp("xdg-state"))
     command = [sys.executable, "-m", "jobspec", "apply", "jobs/"]
     first = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=900)
-    record = json.loads((repo / ".jobspec/local/service.json").read_text())
+    state = Path(env["XDG_STATE_HOME"]) / "jobspec" / "workspaces"
+    record = json.loads(next(state.glob("*/service.json")).read_text())
     try:
         yield repo, first, record["url"], command, env
     finally:

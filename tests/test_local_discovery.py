@@ -17,12 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from jobspec.backends.local import private_records_dir
+from jobspec import workspace
+from jobspec.backends.local import _record_key, private_records_dir
 from tests.fake_gemini import FakeGemini
 
 
 def stop_embedded(root: Path) -> None:
-    record = root / ".jobspec/local/service.json"
+    record = workspace.state_dir(root) / "service.json"
     if record.exists():
         try:
             os.killpg(json.loads(record.read_text())["pid"], signal.SIGTERM)
@@ -46,17 +47,21 @@ def backend_line(output: str) -> str:
 @pytest.mark.timeout(240)
 def test_a_committed_service_record_cannot_point_jobspec_elsewhere(fresh_repo, cli, monkeypatch):
     with FakeGemini() as impostor:
-        record = fresh_repo.write(".jobspec/local/service.json",
-                                  json.dumps({"url": impostor.url, "pid": 1}))
+        planted = json.dumps({"url": impostor.url, "pid": 1})
+        record = fresh_repo.write(".jobspec/local/service.json", planted)
         subprocess.run(["git", "-C", str(fresh_repo.root), "add", "-f", str(record)], check=True)
         first = cli("plan")
     assert first.code == 0, first.err
     assert impostor.requests == []
-    assert (f"Ignored .jobspec/local/service.json: it names {impostor.url}, which is not a "
-            "service this user's jobspec started.") in first.err
+    state = workspace.state_dir(fresh_repo.root)
+    assert (f"Ignored .jobspec/local/: git tracks .jobspec/local/service.json, so a branch can "
+            f"plant it. The local service keeps its state in {state} (outside the work tree) "
+            "and never reads that folder.") in first.err
     assert "Started the local tuning service at http://127.0.0.1:" in first.err
+    assert f"state and log in {state}{os.sep})" in first.err
     url = backend_line(first.out).split("(")[1].split(")")[0]
-    assert json.loads(record.read_text())["url"] == url  # rewritten for people to read
+    assert record.read_text() == planted  # never written either
+    assert json.loads((state / "service.json").read_text())["url"] == url  # for people to read
 
     # From a subdirectory, the same service and state: nothing is started again.
     monkeypatch.chdir(fresh_repo.root / "jobs")
@@ -75,9 +80,7 @@ def test_a_service_that_cannot_prove_its_identity_is_not_used(fresh_repo, cli):
         # had taken its port: the impostor cannot answer the challenge.
         records = private_records_dir()
         records.mkdir(parents=True)
-        from jobspec.backends.local import _record_key
-
-        state = (fresh_repo.root / ".jobspec/local").resolve()
+        state = workspace.state_dir(fresh_repo.root).resolve()
         (records / f"{_record_key(state)}.json").write_text(json.dumps(
             {"url": impostor.url, "pid": 1, "secret": "0" * 64, "state_dir": str(state)}))
         result = cli("plan")

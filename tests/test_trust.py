@@ -53,7 +53,8 @@ def test_a_job_file_endpoint_gets_no_credentials_without_the_operators_consent(c
     assert result.err.startswith(f"jobs/demo.yaml:9:35: backend.endpoint: {attacker.url} is "
                                  "named by a job file, which a pull request can change, so "
                                  "jobspec will not send it the API key from GEMINI_API_KEY.")
-    assert f"pass --endpoint {attacker.url}, or add it to JOBSPEC_ALLOWED_ENDPOINTS" in result.err
+    assert (f"pass --backend gemini --endpoint {attacker.url}, or add gemini={attacker.url} to "
+            "JOBSPEC_ALLOWED_ENDPOINTS (comma-separated TYPE=URL entries)") in result.err
     assert SECRET not in result.out + result.err
 
 
@@ -64,11 +65,97 @@ def test_the_operator_can_allow_a_job_file_endpoint(ci_env, cli, monkeypatch, co
         if consent == "flag":
             result = cli("plan", "--endpoint", chosen.url)
         else:
-            monkeypatch.setenv("JOBSPEC_ALLOWED_ENDPOINTS", f"https://other.example, {chosen.url}/")
+            monkeypatch.setenv("JOBSPEC_ALLOWED_ENDPOINTS",
+                               f"local=https://other.example, gemini={chosen.url}/")
             result = cli("plan")
     assert result.code == 0, result.err
     assert chosen.requests and all(r["headers"]["x-goog-api-key"] == SECRET
                                    for r in chosen.requests)
+
+
+@pytest.mark.parametrize("chosen_by", ["job file", "JOBSPEC_BACKEND"])
+def test_an_endpoint_allowed_for_the_local_service_gets_no_google_credentials(
+        ci_env, cli, monkeypatch, chosen_by):
+    """The allow-list names a backend type: a pull request that declares the endpoint the
+    operator allowed for the local service as `type: gemini` does not get GEMINI_API_KEY sent
+    there."""
+    if chosen_by == "job file":
+        monkeypatch.delenv("JOBSPEC_BACKEND")
+    with FakeGemini() as local_service:
+        monkeypatch.setenv("JOBSPEC_ALLOWED_ENDPOINTS", f"local={local_service.url}")
+        job_with_backend(ci_env, f"{{type: gemini, endpoint: {local_service.url}}}")
+        result = cli("plan")
+    assert result.code == 1
+    assert local_service.requests == []
+    assert result.err.startswith(f"jobs/demo.yaml:9:35: backend.endpoint: {local_service.url} is "
+                                 "named by a job file")
+    assert f"add gemini={local_service.url} to JOBSPEC_ALLOWED_ENDPOINTS" in result.err
+    assert SECRET not in result.out + result.err
+
+
+@pytest.mark.parametrize("entry", ["{url}", "{url}/v1beta?x=y", "https://a.example,{url}"])
+def test_an_allowed_endpoint_without_a_backend_type_is_refused(ci_env, cli, monkeypatch, entry):
+    """Before, a bare URL was allowed for every backend: one listed for the local service got the
+    Gemini API key. Now it is an error that shows the syntax, and nothing is sent."""
+    monkeypatch.delenv("JOBSPEC_BACKEND")
+    with FakeGemini() as local_service:
+        monkeypatch.setenv("JOBSPEC_ALLOWED_ENDPOINTS", entry.format(url=local_service.url))
+        job_with_backend(ci_env, f"{{type: gemini, endpoint: {local_service.url}}}")
+        result = cli("plan")
+    assert result.code == 64, result.err
+    assert local_service.requests == []
+    assert "JOBSPEC_ALLOWED_ENDPOINTS: '" in result.err
+    assert ("names no backend type; write TYPE=URL, e.g. gemini=" in result.err)
+    assert "with TYPE one of local, gemini, vertex" in result.err
+    assert SECRET not in result.out + result.err
+
+
+def test_an_allowed_endpoint_of_an_unknown_backend_type_is_refused(ci_env, cli, monkeypatch):
+    monkeypatch.setenv("JOBSPEC_ALLOWED_ENDPOINTS", "gemni=https://a.example")
+    job_with_backend(ci_env, "{type: gemini, endpoint: 'https://a.example'}")
+    result = cli("plan")
+    assert result.code == 64
+    assert ("JOBSPEC_ALLOWED_ENDPOINTS: 'gemni=https://a.example': 'gemni' is not a backend "
+            "type; expected one of local, gemini, vertex") in result.err
+
+
+def test_an_endpoint_allowed_for_the_local_service_serves_it(repo, cli, monkeypatch):
+    for variable in CREDENTIAL_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("JOBSPEC_LOCAL_API_KEY", "local-secret")
+    monkeypatch.setenv("GEMINI_API_KEY", SECRET)  # in the environment, and never sent
+    with FakeGemini() as local_service:
+        monkeypatch.setenv("JOBSPEC_ALLOWED_ENDPOINTS", f"local={local_service.url}")
+        job_with_backend(repo, f"{{type: local, endpoint: {local_service.url}}}")
+        result = cli("plan")
+    assert result.code == 0, result.err
+    assert local_service.requests and all(r["headers"]["x-goog-api-key"] == "local-secret"
+                                          for r in local_service.requests)
+    assert not saw_secret(local_service)
+
+
+def test_the_operators_endpoint_gets_no_credentials_for_a_backend_the_job_files_chose(
+        ci_env, cli, monkeypatch):
+    """JOBSPEC_ENDPOINT names no backend type: set for the local service, it must not receive
+    the Gemini API key because a pull request declared `type: gemini`."""
+    monkeypatch.delenv("JOBSPEC_BACKEND")
+    with FakeGemini() as local_service:
+        monkeypatch.setenv("JOBSPEC_ENDPOINT", local_service.url)
+        job_with_backend(ci_env, "gemini")
+        refused = cli("plan")
+        by_flag = cli("plan", "--endpoint", local_service.url)
+        assert local_service.requests == []
+        chosen = cli("plan", "--backend", "gemini")
+    assert refused.code == 64
+    assert refused.err.startswith(
+        f"jobspec: error: {local_service.url} (JOBSPEC_ENDPOINT) names no backend type, and "
+        "the gemini backend was chosen by the job files, which a pull request can change, so "
+        "jobspec will not send it the API key from GEMINI_API_KEY. Choose the backend yourself "
+        "too: --backend gemini or JOBSPEC_BACKEND=gemini")
+    assert by_flag.code == 64 and "(--endpoint) names no backend type" in by_flag.err
+    assert chosen.code == 0, chosen.err
+    assert local_service.requests and all(r["headers"]["x-goog-api-key"] == SECRET
+                                          for r in local_service.requests)
 
 
 def test_the_local_service_key_is_not_sent_to_a_job_file_endpoint(repo, cli, monkeypatch):

@@ -6,6 +6,14 @@ endpoint a job file names never receives credentials unless the operator opts in
 same URL with ``--endpoint`` / ``JOBSPEC_ENDPOINT``, or listing it in
 ``JOBSPEC_ALLOWED_ENDPOINTS``. And no credential ever crosses a network in clear text: plain
 HTTP is accepted with credentials only to this machine (loopback).
+
+Consent is given for one backend type, because the type is repository content too: an endpoint
+the operator allowed for the local service (which sends no Google credentials) must not receive
+``GEMINI_API_KEY`` when a pull request declares it ``type: gemini``. So each entry of
+``JOBSPEC_ALLOWED_ENDPOINTS`` names its type (``local=http://127.0.0.1:8080``), and the
+operator's own ``--endpoint`` / ``JOBSPEC_ENDPOINT``, which name none, receive credentials only
+for a backend the operator chose too (``--backend`` or ``JOBSPEC_BACKEND``), never for one the
+job files chose.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+from collections.abc import Collection
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -21,6 +30,7 @@ from ..errors import AuthError, ConfigError, Location, UsageError
 
 ENDPOINT_VARIABLE = "JOBSPEC_ENDPOINT"
 ALLOWED_VARIABLE = "JOBSPEC_ALLOWED_ENDPOINTS"
+BACKEND_VARIABLE = "JOBSPEC_BACKEND"  # the operator's choice of backend (registry.py reads it)
 
 
 @dataclass(frozen=True)
@@ -29,15 +39,39 @@ class Endpoint:
     source: str  # who named it, for messages: "--endpoint", "jobs/x.yaml: backend.endpoint", ...
     trusted: bool  # chosen by the operator (command line, environment), not repository content
     named_at: Location | None = None  # where a job file names it, when one does
+    # The operator named this endpoint without a backend type, and the backend it would serve
+    # was chosen by the job files (which a pull request can change): that backend's name.
+    backend_from_jobs: str | None = None
 
-    def allowed_by_operator(self) -> "Endpoint":
-        """This endpoint, trusted when the operator listed it in JOBSPEC_ALLOWED_ENDPOINTS."""
-        allowed = {normalise(u) for u in os.environ.get(ALLOWED_VARIABLE, "").split(",")
-                   if u.strip()}
-        if normalise(self.url) in allowed:
-            return dataclasses.replace(self, trusted=True,
-                                       source=f"{self.source}, allowed by {ALLOWED_VARIABLE}")
+    def allowed_by_operator(self, backend: str, known: Collection[str]) -> "Endpoint":
+        """This endpoint, trusted when the operator listed it in JOBSPEC_ALLOWED_ENDPOINTS for
+        ``backend`` (one of the ``known`` backend types)."""
+        if normalise(self.url) in allowed_endpoints(known).get(backend, set()):
+            return dataclasses.replace(
+                self, trusted=True,
+                source=f"{self.source}, allowed for {backend} by {ALLOWED_VARIABLE}")
         return self
+
+
+def allowed_endpoints(known: Collection[str]) -> dict[str, set[str]]:
+    """JOBSPEC_ALLOWED_ENDPOINTS: comma-separated ``TYPE=URL`` entries, read as backend type →
+    normalised URLs. An entry without a type is refused rather than guessed at: allowed for
+    every type, it would hand Google credentials to an endpoint meant for the local service."""
+    allowed: dict[str, set[str]] = {}
+    for entry in filter(None, (e.strip() for e in os.environ.get(ALLOWED_VARIABLE, "").split(","))):
+        kind, separator, url = entry.partition("=")
+        kind = kind.strip()
+        if not separator or "/" in kind or ":" in kind:
+            raise UsageError(
+                f"{ALLOWED_VARIABLE}: {entry!r} names no backend type; write TYPE=URL, e.g. "
+                f"gemini={entry}, with TYPE one of {', '.join(known)}: an endpoint is allowed "
+                "for one backend type, so that one allowed for the local service is never sent "
+                "Google credentials")
+        if kind not in known:
+            raise UsageError(f"{ALLOWED_VARIABLE}: {entry!r}: {kind!r} is not a backend type; "
+                             f"expected one of {', '.join(known)}")
+        allowed.setdefault(kind, set()).add(normalise(checked_url(url, ALLOWED_VARIABLE)))
+    return allowed
 
 
 def normalise(url: str) -> str:
@@ -63,19 +97,22 @@ def checked_url(url: str, source: str) -> str:
     return url.strip().rstrip("/")
 
 
-def operator_endpoint(flag: str | None) -> Endpoint | None:
-    """The endpoint the operator named (``--endpoint``, then JOBSPEC_ENDPOINT), if any."""
+def operator_endpoint(flag: str | None, backend_from_jobs: str | None = None) -> Endpoint | None:
+    """The endpoint the operator named (``--endpoint``, then JOBSPEC_ENDPOINT), if any.
+    ``backend_from_jobs``: the backend it would serve, when the job files chose that backend."""
     if flag:
-        return Endpoint(checked_url(flag, "--endpoint"), "--endpoint", trusted=True)
+        return Endpoint(checked_url(flag, "--endpoint"), "--endpoint", trusted=True,
+                        backend_from_jobs=backend_from_jobs)
     if os.environ.get(ENDPOINT_VARIABLE):
         return Endpoint(checked_url(os.environ[ENDPOINT_VARIABLE], ENDPOINT_VARIABLE),
-                        ENDPOINT_VARIABLE, trusted=True)
+                        ENDPOINT_VARIABLE, trusted=True, backend_from_jobs=backend_from_jobs)
     return None
 
 
-def check_destination(endpoint: Endpoint, credentials: Credentials) -> None:
-    """Refuse, before anything is sent, to hand ``credentials`` to an endpoint the operator did
-    not choose, or to send them over plain HTTP off this machine."""
+def check_destination(endpoint: Endpoint, credentials: Credentials, backend: str) -> None:
+    """Refuse, before anything is sent, to hand ``backend``'s ``credentials`` to an endpoint the
+    operator did not choose for that backend, or to send them over plain HTTP off this
+    machine."""
     if not credentials.has_secret:
         return
     if not endpoint.trusted:
@@ -83,7 +120,15 @@ def check_destination(endpoint: Endpoint, credentials: Credentials) -> None:
             endpoint.named_at or Location(endpoint.source, field="backend.endpoint"),
             f"{endpoint.url} is named by a job file, which a pull request can change, so jobspec "
             f"will not send it the {credentials.method}. If you trust it, name it yourself: pass "
-            f"--endpoint {endpoint.url}, or add it to {ALLOWED_VARIABLE} (comma-separated URLs)")
+            f"--backend {backend} --endpoint {endpoint.url}, or add {backend}={endpoint.url} to "
+            f"{ALLOWED_VARIABLE} (comma-separated TYPE=URL entries)")
+    if endpoint.backend_from_jobs:
+        raise UsageError(
+            f"{endpoint.url} ({endpoint.source}) names no backend type, and the "
+            f"{endpoint.backend_from_jobs} backend was chosen by the job files, which a pull "
+            f"request can change, so jobspec will not send it the {credentials.method}. Choose "
+            f"the backend yourself too: --backend {endpoint.backend_from_jobs} or "
+            f"{BACKEND_VARIABLE}={endpoint.backend_from_jobs}")
     parts = urlsplit(endpoint.url)
     if parts.scheme != "https" and not is_loopback_host(parts.hostname):
         raise AuthError(

@@ -280,7 +280,7 @@ def _open(request: OpenRequest) -> GeminiBackend:
     endpoint = request.chosen_endpoint or Endpoint(GOOGLE_ENDPOINT, "the gemini backend's "
                                                    "default", trusted=True)
     credentials = gemini_credentials()
-    check_destination(endpoint, credentials)
+    check_destination(endpoint, credentials, "gemini")
     return GeminiBackend("gemini", ApiClient(endpoint.url, credentials, retry=request.retry),
                          request.owner)
 

@@ -7,13 +7,15 @@ starts one: a separate background process on a free loopback port, as a user wou
 `jobspec serve`. It stays up for later commands (training continues if apply is interrupted) and
 exits by itself after a while with nothing to do.
 
-Which service jobspec started is recorded outside the repository, in this user's private state
-directory (``$XDG_STATE_HOME/jobspec/services/``, mode 0600), never in a file that a pull request
-could commit: ``.jobspec/local/service.json`` is written for people to read, and never trusted.
-The record holds a per-service secret that jobspec handed the service when it started it; before
-the first request, the service must prove it holds that secret (an HMAC of a fresh challenge), so
-a process that merely took over the port after the service exited is not mistaken for it. Two
-first-time applies take a lock, so they start one service, not two.
+The service's whole state (database, adapters, log, lock) lives in this user's private state
+directory, outside the work tree (workspace.state_dir), so nothing a branch commits is opened,
+trained or written through; an earlier jobspec's ``.jobspec/local/`` is moved there once, when
+it is the user's own (legacy_state.py). Which service jobspec started is recorded beside it
+(``$XDG_STATE_HOME/jobspec/services/``, mode 0600) with a per-service secret that jobspec handed
+the service when it started it; before the first request, the service must prove it holds that
+secret (an HMAC of a fresh challenge), so a process that merely took over the port after the
+service exited is not mistaken for it. Two first-time applies take a lock, so they start one
+service, not two.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from .. import auth, wire, workspace
+from .. import auth, legacy_state, wire, workspace
 from ..client import ApiClient
 from ..errors import BackendError
 # The identity handshake's two constants and its HMAC, shared with the service (an environment
@@ -61,8 +63,6 @@ class LocalService:
     url: str
     started: bool  # True when this call started it
     pid: int | None = None
-    # A service.json in the state directory that names another address: shown, never used.
-    ignored_record: str | None = None
 
 
 @dataclass(frozen=True)
@@ -75,8 +75,7 @@ class _Record:
 
 def private_records_dir() -> Path:
     """This user's own record of the services jobspec started (outside any repository)."""
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "jobspec" / "services"
+    return workspace.private_state_home() / "services"
 
 
 def _record_key(state_dir: Path) -> str:
@@ -111,11 +110,12 @@ def _read_record(path: Path) -> _Record | None:
         return None
 
 
-def _write_private(path: Path, record: _Record) -> None:
+def _write_private(path: Path, values: dict[str, object]) -> None:
+    """Atomically, mode 0600; a link at ``path`` is replaced, never written through."""
     partial = path.with_name(f".{path.name}.{os.getpid()}")
-    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     with os.fdopen(descriptor, "w", encoding="utf-8") as out:
-        json.dump(record.__dict__, out)
+        json.dump(values, out)
     os.replace(partial, path)
 
 
@@ -139,30 +139,18 @@ def _exclusive(lock_path: Path, timeout: float) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _public_record_url(state_dir: Path) -> str | None:
-    try:
-        return str(json.loads((state_dir / PUBLIC_RECORD).read_text(encoding="utf-8"))["url"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
 def find_or_start(state_dir: Path) -> LocalService:
     """The local service for ``state_dir``: the operator's, the one started before, or a new one."""
     if os.environ.get(URL_VARIABLE):
         return LocalService(os.environ[URL_VARIABLE].rstrip("/"), started=False)
     state_dir = state_dir.resolve()
-    records = private_records_dir()
-    records.mkdir(parents=True, exist_ok=True, mode=0o700)
+    records = workspace.private_dir(private_records_dir())
     key = _record_key(state_dir)
     with _exclusive(records / f"{key}.lock", START_TIMEOUT_SECONDS):
-        public_url = _public_record_url(state_dir)
         record = _read_record(records / f"{key}.json")
         if record is not None and verified(record.url, record.secret):
-            service = LocalService(record.url, started=False, pid=record.pid)
-        else:
-            service = _start(state_dir, records / f"{key}.json")
-    ignored = public_url if public_url not in (None, service.url) else None
-    return LocalService(service.url, service.started, service.pid, ignored_record=ignored)
+            return LocalService(record.url, started=False, pid=record.pid)
+        return _start(state_dir, records / f"{key}.json")
 
 
 def _free_port() -> int:
@@ -171,13 +159,17 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _open_log(path: Path) -> int:
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+
+
 def _start(state_dir: Path, private_record: Path) -> LocalService:
-    state_dir.mkdir(parents=True, exist_ok=True)
+    workspace.private_dir(state_dir)
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     secret = secrets.token_hex(32)
     log_path = state_dir / "service.log"
-    with open(log_path, "ab") as log:
+    with os.fdopen(_open_log(log_path), "ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "jobspec.server", "--host", "127.0.0.1", "--port", str(port),
              "--state-dir", str(state_dir), "--idle-exit", str(IDLE_EXIT_SECONDS)],
@@ -190,9 +182,10 @@ def _start(state_dir: Path, private_record: Path) -> LocalService:
             raise BackendError(f"the local tuning service exited at start ({process.returncode}); "
                                f"its log ({log_path}) ends with:\n{tail}")
         if verified(url, secret):
-            _write_private(private_record, _Record(url, process.pid, secret, str(state_dir)))
-            # For people (and `jobspec serve` users) to read; jobspec itself never trusts it.
-            (state_dir / PUBLIC_RECORD).write_text(json.dumps({"url": url, "pid": process.pid}))
+            _write_private(private_record,
+                           _Record(url, process.pid, secret, str(state_dir)).__dict__)
+            # For people to read, beside the log; jobspec itself reads the private record.
+            _write_private(state_dir / PUBLIC_RECORD, {"url": url, "pid": process.pid})
             return LocalService(url, started=True, pid=process.pid)
         time.sleep(0.2)
     process.terminate()
@@ -207,16 +200,18 @@ def local_credentials() -> auth.Credentials:
 
 def _embedded(request: OpenRequest) -> Endpoint:
     state_dir = workspace.state_dir()
-    service = find_or_start(state_dir)
-    where = os.path.relpath(state_dir)
-    if service.ignored_record:
-        request.notify(f"Ignored {os.path.join(where, PUBLIC_RECORD)}: it names "
-                       f"{service.ignored_record}, which is not a service this user's jobspec "
-                       "started.")
+    try:
+        if not os.environ.get(URL_VARIABLE):
+            moved = legacy_state.adopt()
+            if moved:
+                request.notify(moved)
+        service = find_or_start(state_dir)
+    except OSError as exc:  # the private state directory: a link, another user's, disk full
+        raise BackendError(f"cannot start the local tuning service: {exc}") from None
     if service.started:
         request.notify(f"Started the local tuning service at {service.url} (pid {service.pid}; "
-                       f"state and log in {where}{os.sep}); it stays up for later commands and "
-                       "exits after 30 minutes idle.")
+                       f"state and log in {state_dir}{os.sep}); it stays up for later commands "
+                       "and exits after 30 minutes idle.")
     source = URL_VARIABLE if os.environ.get(URL_VARIABLE) else "the local service"
     return Endpoint(service.url, source, trusted=True)
 
@@ -224,7 +219,7 @@ def _embedded(request: OpenRequest) -> Endpoint:
 def _open(request: OpenRequest) -> GeminiBackend:
     credentials = local_credentials()
     endpoint = request.chosen_endpoint or _embedded(request)
-    check_destination(endpoint, credentials)
+    check_destination(endpoint, credentials, "local")
     return GeminiBackend("local", ApiClient(endpoint.url, credentials, retry=request.retry),
                          request.owner, poll=POLL, counts_examples=True)
 

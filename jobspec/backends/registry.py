@@ -21,9 +21,8 @@ from ..errors import ConfigError, UsageError
 from ..spec import Job
 from ..workspace import Owner
 from .base import Backend, PollDefaults
-from .endpoints import Endpoint, operator_endpoint
+from .endpoints import BACKEND_VARIABLE, Endpoint, operator_endpoint
 
-BACKEND_VARIABLE = "JOBSPEC_BACKEND"
 RETRY_DEADLINE_VARIABLE = "JOBSPEC_RETRY_DEADLINE"
 DEFAULT = "local"
 
@@ -49,6 +48,7 @@ class OpenRequest:
     """Everything a backend needs to open: the operator's options, the jobs in scope, the
     endpoint the operator named (trusted) and the one the job files name (untrusted)."""
 
+    backend: str  # the type being opened
     options: BackendOptions
     jobs: list[Job]
     owner: Owner
@@ -60,9 +60,14 @@ class OpenRequest:
     @property
     def chosen_endpoint(self) -> Endpoint | None:
         """The operator's endpoint, else the job files' (trusted only if allowed)."""
-        if self.operator is not None:
-            return self.operator
-        return self.declared.allowed_by_operator() if self.declared is not None else None
+        return self.operator or self.allowed_declared
+
+    @property
+    def allowed_declared(self) -> Endpoint | None:
+        """The job files' endpoint, trusted if the operator allowed it for this backend type."""
+        if self.declared is None:
+            return None
+        return self.declared.allowed_by_operator(self.backend, names())
 
 
 @dataclass(frozen=True)
@@ -104,7 +109,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "`backend`, then local)")
     parser.add_argument("--endpoint", metavar="URL",
                         help="base URL of the service, instead of the backend's default "
-                             "(default: $JOBSPEC_ENDPOINT); credentials go to it")
+                             "(default: $JOBSPEC_ENDPOINT); credentials go to it for a backend "
+                             f"chosen by --backend or ${BACKEND_VARIABLE}, not by the job files")
     parser.add_argument("--owner", metavar="NAME",
                         help="the workspace that owns the models created, pruned and deleted "
                              f"(default: ${workspace.OWNER_VARIABLE}, else the repository's origin "
@@ -152,9 +158,15 @@ class Rules:
         return self._of(job.backend.type if job.backend else None).check_job(job)
 
 
+def chosen_by_operator(chosen: str | None) -> bool:
+    """Whether the operator named the backend (--backend, JOBSPEC_BACKEND), rather than the job
+    files (repository content) or the default."""
+    return bool(chosen or os.environ.get(BACKEND_VARIABLE))
+
+
 def choose(chosen: str | None, jobs: list[Job]) -> str:
     """The one backend for all ``jobs``."""
-    if chosen or os.environ.get(BACKEND_VARIABLE):
+    if chosen_by_operator(chosen):
         return in_effect(None, chosen)
     declared = {j.backend.type for j in jobs if j.backend is not None}
     if len(declared) > 1:
@@ -202,8 +214,12 @@ def open_backend(chosen: str | None, options: BackendOptions, jobs: list[Job],
     and credentials have passed the trust rules."""
     name = choose(chosen, jobs)
     kind = backend_type(name)
-    request = OpenRequest(options=options, jobs=jobs, owner=workspace.owner(options.owner),
-                          retry=retry_policy(), operator=operator_endpoint(options.endpoint),
+    # The operator's endpoint names no backend type: when the job files chose the type, it may
+    # not receive that backend's credentials (endpoints.check_destination).
+    from_jobs = any(j.backend is not None for j in jobs) and not chosen_by_operator(chosen)
+    request = OpenRequest(backend=name, options=options, jobs=jobs,
+                          owner=workspace.owner(options.owner), retry=retry_policy(),
+                          operator=operator_endpoint(options.endpoint, name if from_jobs else None),
                           declared=declared_endpoint(name, jobs), notify=notify)
     return kind.open(request)
 

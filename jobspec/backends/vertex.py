@@ -397,9 +397,8 @@ def _operator_root(variable: str) -> Endpoint | None:
 def _api_root(request: OpenRequest, location: str) -> Endpoint:
     """--endpoint / JOBSPEC_ENDPOINT, then JOBSPEC_VERTEX_ENDPOINT (the operator's), then a
     job file's backend.endpoint (trusted only if allowed), then the region's host."""
-    chosen = request.operator or _operator_root(VERTEX_ENDPOINT_VARIABLE)
-    if chosen is None and request.declared is not None:
-        chosen = request.declared.allowed_by_operator()
+    chosen = (request.operator or _operator_root(VERTEX_ENDPOINT_VARIABLE)
+              or request.allowed_declared)
     return chosen or Endpoint(f"https://{location}-aiplatform.googleapis.com",
                               "the vertex backend's default", trusted=True)
 
@@ -410,8 +409,8 @@ def _open(request: OpenRequest) -> VertexBackend:
     api = _api_root(request, chosen.location)
     storage = _operator_root(STORAGE_ENDPOINT_VARIABLE) or Endpoint(
         STORAGE_ENDPOINT, "Cloud Storage's default", trusted=True)
-    check_destination(api, credentials)
-    check_destination(storage, credentials)
+    check_destination(api, credentials, "vertex")
+    check_destination(storage, credentials, "vertex")
     return VertexBackend(chosen, ApiClient(api.url, credentials, retry=request.retry,
                                            api_version="v1"),
                          ApiClient(storage.url, credentials, retry=request.retry), request.owner)

@@ -41,21 +41,15 @@ def _query(request: Request, name: str) -> str | None:
     return request.query_params.get(name, request.query_params.get(wire.snake(name)))
 
 
-def _int_query(request: Request, name: str) -> int | None:
-    value = _query(request, name)
-    if value in (None, ""):
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise ApiError("INVALID_ARGUMENT", f"Invalid value for {name}: {value!r} is not an "
-                       "integer.") from None
+def _paging(request: Request) -> tuple[str | None, str | None]:
+    """The raw pageSize and pageToken of a list call (paging.py checks them)."""
+    return _query(request, "pageSize"), _query(request, "pageToken")
 
 
 # (method, path pattern, handler, whether it reads a body, whether it blocks: loads or
 # runs a model or a tokenizer, so it runs in the threadpool)
 ROUTES: list[tuple[str, str, Handler, bool, bool]] = [
-    ("GET", r"models", lambda s, r, m, b: s.list_models(), False, False),
+    ("GET", r"models", lambda s, r, m, b: s.list_models(*_paging(r)), False, False),
     ("GET", rf"models/{NAME}", lambda s, r, m, b: s.get_model(m[0]), False, False),
     ("POST", rf"models/{NAME}:generateContent",
      lambda s, r, m, b: s.generate(b, base=m[0]), True, True),
@@ -64,8 +58,7 @@ ROUTES: list[tuple[str, str, Handler, bool, bool]] = [
     # jobspec's own: every tuning example's tokens, for plans (counting.py)
     ("POST", rf"models/{NAME}:countExampleTokens",
      lambda s, r, m, b: counting.count_example_tokens(s, m[0], b), True, True),
-    ("GET", r"tunedModels", lambda s, r, m, b: s.list_tuned_models(
-        _int_query(r, "pageSize"), _query(r, "pageToken")), False, False),
+    ("GET", r"tunedModels", lambda s, r, m, b: s.list_tuned_models(*_paging(r)), False, False),
     # create tokenizes every example: in the threadpool, so other requests are not held up
     ("POST", r"tunedModels", lambda s, r, m, b: s.create(b, _query(r, "tunedModelId")),
      True, True),
@@ -75,8 +68,8 @@ ROUTES: list[tuple[str, str, Handler, bool, bool]] = [
     ("DELETE", rf"tunedModels/{NAME}", lambda s, r, m, b: s.delete(m[0]), False, False),
     ("POST", rf"tunedModels/{NAME}:generateContent",
      lambda s, r, m, b: s.generate(b, tuned=m[0]), True, True),
-    ("GET", rf"tunedModels/{NAME}/operations", lambda s, r, m, b: s.list_operations(m[0]),
-     False, False),
+    ("GET", rf"tunedModels/{NAME}/operations",
+     lambda s, r, m, b: s.list_operations(m[0], *_paging(r)), False, False),
     ("GET", rf"tunedModels/{NAME}/operations/{NAME}",
      lambda s, r, m, b: s.get_operation(m[0], m[1]), False, False),
     ("POST", rf"tunedModels/{NAME}/operations/{NAME}:cancel",

@@ -14,19 +14,27 @@ from pathlib import Path
 from collections.abc import Iterator
 from typing import Any
 
+from .. import legacy_state, workspace
+from ..errors import JobSpecError
 from .guard import ALLOWED_HOSTS_ENV, allowed_host_names, is_loopback
 from .identity import take_secret
 from .trainer import CHECKPOINT_SECONDS, DEFAULT_MAX_BATCH_TOKENS
 
 DEFAULT_PORT = 8765
-DEFAULT_STATE_DIR = ".jobspec/local"
+# Files of the state directory that the service opens by name: none may be a link (a committed
+# symbolic link would have the service truncate or write whatever it points at).
+_OWN_FILES = ("serve.lock", "state.db", "state.db-wal", "state.db-shm", "state.db-journal")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default: 8765)")
-    parser.add_argument("--state-dir", default=DEFAULT_STATE_DIR,
-                        help="where models, adapters and the database live (default: .jobspec/local)")
+    parser.add_argument("--state-dir", default=None,
+                        help="where models, adapters and the database live (default: this "
+                             "user's private state directory for the repository of the current "
+                             "directory, $XDG_STATE_HOME/jobspec/workspaces/NAME-DIGEST, the "
+                             "one jobspec's embedded service uses); refused if git tracks "
+                             "anything in it")
     parser.add_argument("--api-key", default=os.environ.get("JOBSPEC_SERVE_API_KEY"),
                         help="require this API key (x-goog-api-key, ?key= or a bearer token); "
                              "required when binding to a non-loopback address "
@@ -63,6 +71,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "created. Training memory grows with it, by about 2.8 MB a token "
                              "for SmolLM2-135M on a CPU "
                              f"(default: {DEFAULT_MAX_BATCH_TOKENS})")
+
+
+def choose_state_dir(given: str | None) -> Path:
+    """``--state-dir``, else the workspace's private one (with an earlier jobspec's
+    ``.jobspec/local/`` moved into it once, when that is safe). OSError or BackendError when it
+    cannot be used, with why."""
+    if given is None:
+        moved = legacy_state.adopt()
+        if moved:
+            print(f"jobspec serve: {moved}", file=sys.stderr)
+        return workspace.private_dir(workspace.state_dir())
+    state_dir = Path(given).resolve()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    tracked = workspace.tracked_files(state_dir)
+    if tracked:
+        raise PermissionError(f"git tracks {', '.join(tracked[:3])}"
+                              f"{' and more' if len(tracked) > 3 else ''} in {state_dir}: a "
+                              "branch can plant them, so the service will not use that folder; "
+                              "choose another --state-dir, or leave it out")
+    return state_dir
+
+
+def hold_lock(state_dir: Path) -> int | None:
+    """The serve lock of ``state_dir``, held for the life of this process (None: another
+    service holds it). Its own files are checked first: none may be a link."""
+    for name in _OWN_FILES:
+        if (state_dir / name).is_symlink():
+            raise PermissionError(f"{state_dir / name} is a symbolic link; the service opens "
+                                  "only its own files there, never through a link")
+    descriptor = os.open(state_dir / "serve.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        return None
+    return descriptor
 
 
 def remove_stale_files(state_dir: Path) -> None:
@@ -138,19 +182,21 @@ def serve(args: argparse.Namespace) -> int:
     if args.max_batch_tokens < 1:
         print("jobspec serve: --max-batch-tokens must be at least 1", file=sys.stderr)
         return 64
+    # Before the model: a state directory that cannot be used is said at once.
+    try:
+        state_dir = choose_state_dir(args.state_dir)
+        lock = hold_lock(state_dir)
+    except (OSError, JobSpecError) as exc:
+        print(f"jobspec serve: {exc}", file=sys.stderr)
+        return 1
+    if lock is None:
+        print(f"jobspec serve: another jobspec serve is already using {state_dir}",
+              file=sys.stderr)
+        return 1
     try:
         registry = ModelRegistry.build(args.model, args.alias)
     except ModelNotFound as exc:
         print(f"jobspec serve: {exc}", file=sys.stderr)
-        return 1
-    state_dir = Path(args.state_dir).resolve()
-    state_dir.mkdir(parents=True, exist_ok=True)
-    lock = open(state_dir / "serve.lock", "w")  # held for the life of this process
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        print(f"jobspec serve: another jobspec serve is already using {state_dir}",
-              file=sys.stderr)
         return 1
     remove_stale_files(state_dir)
     store = Store(state_dir / "state.db")

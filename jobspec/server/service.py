@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import base64
 import re
 import time
 from pathlib import Path
 from typing import Any
 
-from . import validation, wire
+from . import paging, validation, wire
 from .adapters import find_adapter, remove_model_adapters
 from .checkpoints import remove_checkpoints
 from .inference import GenerationSettings, Generator, PromptTooLong
@@ -23,7 +22,6 @@ from .wire import ApiError
 TUNED_MODEL_ID = re.compile(r"[a-z]([a-z0-9-]{0,38}[a-z0-9])?")
 MAX_TOTAL_STEPS = 100_000
 UPDATABLE = ("display_name", "description", "temperature", "top_p", "top_k")
-DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 10, 1000
 
 
 class TuningService:
@@ -125,7 +123,8 @@ class TuningService:
 
     # -- methods -------------------------------------------------------------------------------
 
-    def list_models(self) -> dict[str, Any]:
+    def list_models(self, page_size: str | None, page_token: str | None) -> dict[str, Any]:
+        paging.single_page(page_size, page_token)
         models = [self.base_model(m) for m in self.registry.models]
         models += [self.base_model(a, alias_of=t) for a, t in self.registry.aliases.items()]
         return {"models": models}
@@ -193,22 +192,14 @@ class TuningService:
                            "exists.") from None
         return self.operation(record)
 
-    def list_tuned_models(self, page_size: int | None, page_token: str | None) -> dict[str, Any]:
-        size = DEFAULT_PAGE_SIZE if not page_size else min(page_size, MAX_PAGE_SIZE)
-        if page_size is not None and page_size < 0:
-            raise ApiError("INVALID_ARGUMENT", "page_size must not be negative.")
-        after = 0
-        if page_token:
-            try:
-                after = int(base64.urlsafe_b64decode(page_token.encode()).decode().removeprefix("after:"))
-            except ValueError:
-                raise ApiError("INVALID_ARGUMENT", "Invalid page_token.") from None
-        records, next_seq = self.store.page(after, size)
+    def list_tuned_models(self, page_size: str | None, page_token: str | None) -> dict[str, Any]:
+        asked = paging.page(page_size, page_token)
+        records, next_seq = self.store.page(asked.after, asked.size)
         body: dict[str, Any] = {}
         if records:
             body["tunedModels"] = [self.tuned_model(r) for r in records]
         if next_seq is not None:
-            body["nextPageToken"] = base64.urlsafe_b64encode(f"after:{next_seq}".encode()).decode()
+            body["nextPageToken"] = paging.next_page_token(next_seq)
         return body
 
     def get_tuned_model(self, model_id: str) -> dict[str, Any]:
@@ -240,7 +231,9 @@ class TuningService:
         remove_checkpoints(self.state_dir, model_id)
         return {}
 
-    def list_operations(self, model_id: str) -> dict[str, Any]:
+    def list_operations(self, model_id: str, page_size: str | None,
+                        page_token: str | None) -> dict[str, Any]:
+        paging.single_page(page_size, page_token)
         return {"operations": [self.operation(self._record(model_id))]}
 
     def get_operation(self, model_id: str, operation_id: str) -> dict[str, Any]:

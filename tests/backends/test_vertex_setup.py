@@ -315,7 +315,9 @@ def test_a_job_files_endpoint_gets_no_token_unless_the_operator_allows_it(vertex
     assert (f"{url} is named by a job file, which a pull request can change, so jobspec will "
             "not send it the OAuth access token from GOOGLE_OAUTH_ACCESS_TOKEN") in refused.err
     assert vertex.fake.requests == []
-    monkeypatch.setenv("JOBSPEC_ALLOWED_ENDPOINTS", url)
+    monkeypatch.setenv("JOBSPEC_ALLOWED_ENDPOINTS", f"local={url}")  # for another backend
+    assert cli("plan", "jobs/").code == 1 and vertex.fake.requests == []
+    monkeypatch.setenv("JOBSPEC_ALLOWED_ENDPOINTS", f"vertex={url}")
     allowed = cli("plan", "jobs/")
     assert allowed.code == 0, allowed.err
     assert vertex.fake.requests and {r.path for r in vertex.fake.requests} == {JOBS_PATH}
