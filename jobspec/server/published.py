@@ -72,31 +72,39 @@ class Published:
         self._responses = {method["id"].partition(".")[2]:
                            method.get("response", {}).get("$ref", "Empty")
                            for method in methods(discovery["resources"])}
-        self._fields: dict[str, dict[str, Restrict | None]] = {}
+        # Per type: its field names, and how to cut the fields that hold messages.
+        self._compiled: dict[str, tuple[frozenset[str], dict[str, Restrict]]] = {}
 
     def response_type(self, method_id: str) -> str:
         return self._responses[method_id]
 
     def restrict(self, value: Any, type_name: str) -> Any:
         """``value`` (a message of ``type_name`` in JSON) without the fields the type lacks, at
-        every depth. Values are not checked, only cut."""
+        every depth. Values are not checked, only cut; a part with nothing to cut is returned
+        as it is, not copied."""
         if not isinstance(value, dict):
             return value
-        fields = self._fields.get(type_name)
-        if fields is None:
-            properties = self._schemas[type_name].get("properties", {})
-            fields = self._fields[type_name] = {name: self._kind(prop)
-                                                for name, prop in properties.items()}
-        kept = {}
-        for key, item in value.items():
-            if key in fields:
-                restrict = fields[key]
-                if restrict is not None:
-                    item = restrict(item)
-                    if item is _DROPPED:
-                        continue
-                kept[key] = item
+        compiled = self._compiled.get(type_name) or self._compile(type_name)
+        names, nested = compiled
+        if not nested and value.keys() <= names:
+            return value
+        kept = {key: item for key, item in value.items() if key in names}
+        for key, restrict in nested.items():
+            if key in kept:
+                item = restrict(kept[key])
+                if item is _DROPPED:
+                    del kept[key]
+                else:
+                    kept[key] = item
         return kept
+
+    def _compile(self, type_name: str) -> tuple[frozenset[str], dict[str, Restrict]]:
+        properties = self._schemas[type_name].get("properties", {})
+        kinds = {name: self._kind(prop) for name, prop in properties.items()}
+        compiled = (frozenset(properties),
+                    {name: kind for name, kind in kinds.items() if kind is not None})
+        self._compiled[type_name] = compiled
+        return compiled
 
     def _kind(self, prop: dict[str, Any]) -> Restrict | None:
         """How to cut a field's value; None: keep it whole (a scalar, or a free JSON value)."""
