@@ -64,6 +64,27 @@ def test_create_poll_get_generate(configured, service):
     assert "GET /v1beta/tunedModels/strict-sdk/operations/" in service.log
 
 
+def test_the_rest_of_the_model_service(configured, service):
+    """What else the SDK's users call on a tuned model and the base models, each parsed by
+    the SDK's own messages."""
+    operation = configured.create_tuned_model(
+        BASE, [(i, o) for i, o in NUMBER_EXAMPLES], id="strict-rest", epoch_count=1,
+        batch_size=8, learning_rate=0.001)
+    deadline = time.monotonic() + 120
+    while not operation.done():
+        assert time.monotonic() < deadline, service.log[-3000:]
+        time.sleep(0.2)
+    updated = configured.update_tuned_model("tunedModels/strict-rest",
+                                            {"description": "patched", "temperature": 0.5})
+    assert (updated.description, updated.temperature) == ("patched", 0.5)
+    assert configured.get_model(BASE).input_token_limit > 0
+    assert BASE in [m.name for m in configured.list_models()]
+    tokens = configured.GenerativeModel(BASE).count_tokens("LXIII")
+    assert tokens.total_tokens > 0
+    configured.delete_tuned_model("tunedModels/strict-rest")
+    assert "tunedModels/strict-rest" not in [m.name for m in configured.list_tuned_models()]
+
+
 @pytest.mark.timeout(240)
 def test_a_run_with_validation_and_early_stopping_parses_too(configured, service):
     """The same SDK polls a job made with jobspec's extensions (validation data, early stopping):
