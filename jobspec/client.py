@@ -145,11 +145,12 @@ class _Budget:
 
 
 class ApiClient:
-    """httpx with base URL, timeouts, a connection pool, auth headers and safe retries."""
+    """httpx with base URL, timeouts, a connection pool, auth headers and safe retries;
+    ``headers`` go with every request."""
 
     def __init__(self, base_url: str, credentials: Credentials, *,
                  retry: RetryPolicy = RetryPolicy(), timeout: float = 60.0,
-                 api_version: str = "v1beta") -> None:
+                 api_version: str = "v1beta", headers: dict[str, str] | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.credentials = credentials
         self.retry = retry
@@ -157,7 +158,7 @@ class ApiClient:
         self._http = httpx.Client(
             base_url=self.base_url, timeout=httpx.Timeout(timeout, connect=10.0),
             limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
-            headers={"User-Agent": f"jobspec/{__version__}"})
+            headers={"User-Agent": f"jobspec/{__version__}", **(headers or {})})
         self._count_lock = threading.Lock()
         self.request_count = 0
         self._interrupted = threading.Event()

@@ -24,6 +24,13 @@ MAX_OUTPUT_CHARS = 5_000
 # client maps the index back to the line of the user's data file).
 EXAMPLES_FIELD = "tuned_model.tuning_task.training_data.examples.examples"
 
+# The local service adds fields to Google's messages (validation loss, early stopping, the
+# device; later ones too). It sends them only to a caller that asks with this header set to
+# EXTENSIONS_ON, as jobspec's own client does: everyone else gets Google's published fields
+# only (server/published.py), since strict clients refuse a field they do not know.
+EXTENSIONS_HEADER = "X-Jobspec-Extensions"
+EXTENSIONS_ON = "1"
+
 # The largest request body the local service reads (its own limit; Google states none).
 LOCAL_MAX_BODY_BYTES = 32 * 1024 * 1024
 

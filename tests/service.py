@@ -13,6 +13,8 @@ from pathlib import Path
 
 import httpx
 
+from jobspec.wire import EXTENSIONS_HEADER, EXTENSIONS_ON
+
 
 class LocalService:
     """One `jobspec serve` process; its stderr is collected in ``log``."""
@@ -75,11 +77,14 @@ class LocalService:
             except ProcessLookupError:
                 pass
 
-    def client(self, **kwargs) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=60, **kwargs)
+    def client(self, *, extensions: bool = False, **kwargs) -> httpx.Client:
+        """An HTTP client of the service; ``extensions``: one that asks for jobspec's extension
+        fields, as jobspec's own client does (without, the Gemini API's published fields only)."""
+        headers = {EXTENSIONS_HEADER: EXTENSIONS_ON} if extensions else {}
+        return httpx.Client(base_url=self.url, timeout=60, headers=headers, **kwargs)
 
-    def wait_done(self, operation: str, timeout: float = 300) -> dict:
-        with self.client() as http:
+    def wait_done(self, operation: str, timeout: float = 300, *, extensions: bool = False) -> dict:
+        with self.client(extensions=extensions) as http:
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 body = http.get(f"/v1/{operation}").json()

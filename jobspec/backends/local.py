@@ -220,8 +220,11 @@ def _open(request: OpenRequest) -> GeminiBackend:
     credentials = local_credentials()
     endpoint = request.chosen_endpoint or _embedded(request)
     check_destination(endpoint, credentials, "local")
-    return GeminiBackend("local", ApiClient(endpoint.url, credentials, retry=request.retry),
-                         request.owner, poll=POLL, counts_examples=True)
+    # jobspec reads the service's additions (validation loss, kept epoch, device, ...), which it
+    # sends only to a caller that asks.
+    client = ApiClient(endpoint.url, credentials, retry=request.retry,
+                       headers={wire.EXTENSIONS_HEADER: wire.EXTENSIONS_ON})
+    return GeminiBackend("local", client, request.owner, poll=POLL, counts_examples=True)
 
 
 LOCAL = BackendType(

@@ -1,6 +1,8 @@
 """HTTP for the local service: the Gemini API's paths under /v1beta/ and /v1/, auth, logging.
 
-Every request first passes the guard (guard.py: Host, Origin, Content-Type), then auth.
+Every request first passes the guard (guard.py: Host, Origin, Content-Type), then auth. Every
+answer, errors included, is cut to the Gemini API's published fields unless the caller asked for
+jobspec's extensions (``wire.EXTENSIONS_HEADER``; published.py); jobspec's own methods are not.
 
 Google's paths put a method after a colon (``tunedModels/x:generateContent``), which routers'
 path templates do not express well, so one catch-all route dispatches on a small table of regular
@@ -16,7 +18,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -24,9 +26,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from ..wire import LOCAL_MAX_BODY_BYTES
+from ..wire import EXTENSIONS_HEADER, EXTENSIONS_ON, LOCAL_MAX_BODY_BYTES
 from . import counting, identity, wire
 from .guard import RequestGuard
+from .published import ERROR_TYPE, published
 from .service import TuningService
 from .wire import ApiError
 
@@ -46,37 +49,73 @@ def _paging(request: Request) -> tuple[str | None, str | None]:
     return _query(request, "pageSize"), _query(request, "pageToken")
 
 
-# (method, path pattern, handler, whether it reads a body, whether it blocks: loads or
-# runs a model or a tokenizer, so it runs in the threadpool)
-ROUTES: list[tuple[str, str, Handler, bool, bool]] = [
-    ("GET", r"models", lambda s, r, m, b: s.list_models(*_paging(r)), False, False),
-    ("GET", rf"models/{NAME}", lambda s, r, m, b: s.get_model(m[0]), False, False),
-    ("POST", rf"models/{NAME}:generateContent",
-     lambda s, r, m, b: s.generate(b, base=m[0]), True, True),
-    ("POST", rf"models/{NAME}:countTokens",
-     lambda s, r, m, b: counting.count_tokens(s, m[0], b), True, True),
+class Method(NamedTuple):
+    http_method: str
+    pattern: str
+    handler: Handler
+    has_body: bool
+    # Whether it loads or runs a model or a tokenizer, so it runs in the threadpool.
+    blocking: bool
+    # The discovery document's method id, whose response type a caller that did not ask for
+    # jobspec's extensions is answered in (published.py); None for jobspec's own methods.
+    published: str | None
+
+
+METHODS: list[Method] = [
+    Method("GET", r"models", lambda s, r, m, b: s.list_models(*_paging(r)), False, False,
+           "models.list"),
+    Method("GET", rf"models/{NAME}", lambda s, r, m, b: s.get_model(m[0]), False, False,
+           "models.get"),
+    Method("POST", rf"models/{NAME}:generateContent",
+           lambda s, r, m, b: s.generate(b, base=m[0]), True, True, "models.generateContent"),
+    Method("POST", rf"models/{NAME}:countTokens",
+           lambda s, r, m, b: counting.count_tokens(s, m[0], b), True, True, "models.countTokens"),
     # jobspec's own: every tuning example's tokens, for plans (counting.py)
-    ("POST", rf"models/{NAME}:countExampleTokens",
-     lambda s, r, m, b: counting.count_example_tokens(s, m[0], b), True, True),
-    ("GET", r"tunedModels", lambda s, r, m, b: s.list_tuned_models(*_paging(r)), False, False),
+    Method("POST", rf"models/{NAME}:countExampleTokens",
+           lambda s, r, m, b: counting.count_example_tokens(s, m[0], b), True, True, None),
+    Method("GET", r"tunedModels", lambda s, r, m, b: s.list_tuned_models(
+        *_paging(r)), False, False, "tunedModels.list"),
     # create tokenizes every example: in the threadpool, so other requests are not held up
-    ("POST", r"tunedModels", lambda s, r, m, b: s.create(b, _query(r, "tunedModelId")),
-     True, True),
-    ("GET", rf"tunedModels/{NAME}", lambda s, r, m, b: s.get_tuned_model(m[0]), False, False),
-    ("PATCH", rf"tunedModels/{NAME}", lambda s, r, m, b: s.patch(
-        m[0], b, _query(r, "updateMask")), True, False),
-    ("DELETE", rf"tunedModels/{NAME}", lambda s, r, m, b: s.delete(m[0]), False, False),
-    ("POST", rf"tunedModels/{NAME}:generateContent",
-     lambda s, r, m, b: s.generate(b, tuned=m[0]), True, True),
-    ("GET", rf"tunedModels/{NAME}/operations",
-     lambda s, r, m, b: s.list_operations(m[0], *_paging(r)), False, False),
-    ("GET", rf"tunedModels/{NAME}/operations/{NAME}",
-     lambda s, r, m, b: s.get_operation(m[0], m[1]), False, False),
-    ("POST", rf"tunedModels/{NAME}/operations/{NAME}:cancel",
-     lambda s, r, m, b: s.cancel_operation(m[0], m[1]), False, False),
+    Method("POST", r"tunedModels", lambda s, r, m, b: s.create(b, _query(r, "tunedModelId")),
+           True, True, "tunedModels.create"),
+    Method("GET", rf"tunedModels/{NAME}", lambda s, r, m, b: s.get_tuned_model(m[0]), False,
+           False, "tunedModels.get"),
+    Method("PATCH", rf"tunedModels/{NAME}", lambda s, r, m, b: s.patch(
+        m[0], b, _query(r, "updateMask")), True, False, "tunedModels.patch"),
+    Method("DELETE", rf"tunedModels/{NAME}", lambda s, r, m, b: s.delete(m[0]), False, False,
+           "tunedModels.delete"),
+    Method("POST", rf"tunedModels/{NAME}:generateContent",
+           lambda s, r, m, b: s.generate(b, tuned=m[0]), True, True,
+           "tunedModels.generateContent"),
+    Method("GET", rf"tunedModels/{NAME}/operations", lambda s, r, m, b: s.list_operations(
+        m[0], *_paging(r)), False, False, "tunedModels.operations.list"),
+    Method("GET", rf"tunedModels/{NAME}/operations/{NAME}",
+           lambda s, r, m, b: s.get_operation(m[0], m[1]), False, False,
+           "tunedModels.operations.get"),
+    Method("POST", rf"tunedModels/{NAME}/operations/{NAME}:cancel",
+           lambda s, r, m, b: s.cancel_operation(m[0], m[1]), False, False,
+           "tunedModels.operations.cancel"),
 ]
-_COMPILED = [(method, re.compile(pattern), handler, body, blocking)
-             for method, pattern, handler, body, blocking in ROUTES]
+_COMPILED = [(re.compile(method.pattern), method) for method in METHODS]
+
+
+def asks_for_extensions(request: Request) -> bool:
+    """Whether the caller asked for jobspec's extension fields (wire.EXTENSIONS_HEADER)."""
+    value = request.headers.get(EXTENSIONS_HEADER)
+    if value is None or value.strip() == "0":
+        return False
+    if value.strip() == EXTENSIONS_ON:
+        return True
+    raise ApiError("INVALID_ARGUMENT", f"{EXTENSIONS_HEADER}: {value[:40]!r} is not understood; "
+                   f"send {EXTENSIONS_ON} for jobspec's extension fields, or leave it out for "
+                   "the Gemini API's published fields only.")
+
+
+def _answer(body: Any, type_name: str | None, extensions: bool) -> Any:
+    """The body as sent: cut to its published type unless the caller asked for extensions."""
+    if extensions or type_name is None:
+        return body
+    return published().restrict(body, type_name)
 
 
 def _credentials(request: Request) -> tuple[str, str] | None:
@@ -131,10 +170,13 @@ def build_app(service: TuningService, api_key: str | None, guard: RequestGuard,
         started = time.perf_counter()
         service.last_activity = time.monotonic()
         path = request.path_params["path"]
+        extensions = False
         try:
-            response = JSONResponse(await _handle(request, path))
+            extensions = asks_for_extensions(request)
+            response = JSONResponse(_answer(*await _handle(request, path), extensions))
         except ApiError as exc:
-            response = JSONResponse(exc.body(), status_code=exc.http_status)
+            response = JSONResponse(_answer(exc.body(), ERROR_TYPE, extensions),
+                                    status_code=exc.http_status)
         except Exception:  # noqa: BLE001 - answer in Google's envelope, keep serving
             traceback.print_exc(file=sys.stderr)
             error = ApiError("INTERNAL", "Internal error in the local tuning service; see its log.")
@@ -144,24 +186,26 @@ def build_app(service: TuningService, api_key: str | None, guard: RequestGuard,
               f"{elapsed:.1f}ms", file=sys.stderr, flush=True)
         return response
 
-    async def _handle(request: Request, path: str) -> Any:
+    async def _handle(request: Request, path: str) -> tuple[Any, str | None]:
+        """The method's answer and its published response type (None: jobspec's own)."""
         guard.check(request.headers)
         check_auth(request, api_key)
         version, _, rest = path.partition("/")
         if version not in ("v1beta", "v1"):
             raise ApiError("NOT_FOUND", f"Unknown API version in /{path}; use /v1beta/ or /v1/.")
         allowed = []
-        for method, pattern, handler, has_body, blocking in _COMPILED:
+        for pattern, method in _COMPILED:
             match = pattern.fullmatch(rest)
             if not match:
                 continue
-            if method != request.method:
-                allowed.append(method)
+            if method.http_method != request.method:
+                allowed.append(method.http_method)
                 continue
-            body = await _read_body(request) if has_body else None
-            if blocking:
-                return await run_in_threadpool(handler, service, request, match.groups(), body)
-            return handler(service, request, match.groups(), body)
+            body = await _read_body(request) if method.has_body else None
+            call = (service, request, match.groups(), body)
+            answer = await run_in_threadpool(method.handler, *call) if method.blocking \
+                else method.handler(*call)
+            return answer, method.published and published().response_type(method.published)
         if allowed:
             raise ApiError("UNIMPLEMENTED", f"Method {request.method} is not allowed on /{path} "
                            f"(allowed: {', '.join(sorted(set(allowed)))}).")

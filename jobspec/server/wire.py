@@ -17,6 +17,7 @@ from typing import Any
 
 # The shared contract (jobspec/wire.py) names the type URLs.
 from ..wire import METADATA_TYPE, TUNED_MODEL_TYPE  # noqa: F401 - re-exported
+from ..wire import ACTIVE, CREATING, FAILED, STATE_UNSPECIFIED
 
 # google.rpc.Code: name → (number, HTTP status)
 CODES = {
@@ -79,8 +80,12 @@ def camel(name: str) -> str:
 
 
 # A message is described as {snake_name: kind}; a kind is "string", "int32", "int64", "float",
-# "bool", "any" (kept as given), a nested message dict, or a one-item list [kind] (repeated).
+# "bool", "any" (kept as given), a nested message dict, a one-item list [kind] (repeated), or a
+# tuple of an enum's value names in number order (proto3 JSON gives an enum by name or number:
+# google-generativeai sends numbers).
 Spec = dict[str, Any]
+
+TUNED_MODEL_STATES = (STATE_UNSPECIFIED, CREATING, ACTIVE, FAILED)
 
 TUNING_EXAMPLE: Spec = {"text_input": "string", "output": "string"}
 HYPERPARAMETERS: Spec = {"learning_rate": "float", "learning_rate_multiplier": "float",
@@ -103,7 +108,7 @@ TUNING_TASK: Spec = {
 TUNED_MODEL: Spec = {
     "name": "string", "display_name": "string", "description": "string", "base_model": "string",
     "tuned_model_source": {"tuned_model": "string", "base_model": "string"},
-    "temperature": "float", "top_p": "float", "top_k": "int32", "state": "string",
+    "temperature": "float", "top_p": "float", "top_k": "int32", "state": TUNED_MODEL_STATES,
     "create_time": "string", "update_time": "string", "tuning_task": TUNING_TASK,
     "reader_project_numbers": ["int64"],
 }
@@ -163,6 +168,11 @@ def _parse_kind(value: Any, kind: Any, where: str) -> Any:
         return [_parse_kind(item, kind[0], f"{where}[{i}]") for i, item in enumerate(value)]
     if kind == "any":
         return value
+    if isinstance(kind, tuple):
+        if value in kind or (type(value) is int and 0 <= value < len(kind)):
+            return value if isinstance(value, str) else kind[value]
+        raise ApiError("INVALID_ARGUMENT", f"Invalid value at '{where}' (TYPE_ENUM), "
+                       f"{json.dumps(value)[:60]}")
     parsed = _scalar(value, kind)
     if parsed is None:
         raise ApiError("INVALID_ARGUMENT", f"Invalid value at '{where}' ({_TYPE_LABELS[kind]}), "

@@ -199,6 +199,22 @@ def test_patch_and_delete(service):
             404, "NOT_FOUND", "Tuned model tunedModels/patch-me does not exist.")
 
 
+def test_an_enum_is_read_by_name_or_number(service):
+    """proto3 JSON: google-generativeai sends a TunedModel back in a patch with ``state: 2``."""
+    with service.client() as http:
+        create(http, tutorial_body(epochs=1), "enum-state")
+        for state in (2, "ACTIVE"):
+            answer = http.patch("/v1beta/tunedModels/enum-state",
+                                params={"updateMask": "description"},
+                                json={"description": f"state {state}", "state": state})
+            assert answer.status_code == 200, answer.text
+        assert error_of(http.patch("/v1beta/tunedModels/enum-state", json={"state": 9})) == (
+            400, "INVALID_ARGUMENT", "Invalid value at 'tuned_model.state' (TYPE_ENUM), 9")
+        assert error_of(http.patch("/v1beta/tunedModels/enum-state", json={"state": "DONE"})) \
+            == (400, "INVALID_ARGUMENT",
+                "Invalid value at 'tuned_model.state' (TYPE_ENUM), \"DONE\"")
+
+
 def test_generate_content_on_tuned_and_base_models(service):
     with service.client() as http:
         operation = create(http, tutorial_body(), "gen-1").json()

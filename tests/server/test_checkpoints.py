@@ -76,7 +76,7 @@ def test_kill_minus_9_resumes_from_the_checkpoint_with_the_same_adapter(tiny_mod
         assert finished["metadata"]["completedSteps"] == 300
         snapshots = finished["response"]["tuningTask"]["snapshots"]
         assert [s["step"] for s in snapshots] == list(range(1, 301))  # one continuous series
-        with second.client() as http:
+        with second.client(extensions=True) as http:
             model = http.get("/v1beta/tunedModels/interrupted").json()
         # Steps up to the checkpoint are the first run's; the rest were trained again.
         times = [s["computeTime"] for s in model["tuningTask"]["snapshots"]]
@@ -96,7 +96,7 @@ def test_kill_minus_9_resumes_from_the_checkpoint_with_the_same_adapter(tiny_mod
             assert resumed_weights[name].equal(tensor), name
         assert answers(second, "interrupted") == answers(second, "uninterrupted")
         if validation:
-            with second.client() as http:
+            with second.client(extensions=True) as http:
                 tasks = [http.get(f"/v1beta/tunedModels/{m}").json()["tuningTask"]
                          for m in ("interrupted", "uninterrupted")]
             assert [s["meanLoss"] for s in tasks[0]["validationSnapshots"]] == \
@@ -175,7 +175,7 @@ def test_a_state_directory_from_before_keeps_working(tiny_model, tmp_path):
     assert Store(state / "state.db").get("old") == record  # a second open adds nothing
     service = LocalService(state, "--model", str(tiny_model)).start()
     try:
-        with service.client() as http:
+        with service.client(extensions=True) as http:
             model = http.get("/v1beta/tunedModels/old").json()
             assert model["state"] == "ACTIVE"
             assert model["tuningTask"]["snapshots"] == [

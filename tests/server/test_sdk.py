@@ -17,11 +17,14 @@ import pytest
 from google import genai
 from google.genai import errors, types
 
+from jobspec.wire import EXTENSIONS_HEADER, EXTENSIONS_ON
 from tests.conftest import NUMBER_EXAMPLES
 
 
-def make_client(service) -> genai.Client:
-    return genai.Client(api_key="local", http_options=types.HttpOptions(base_url=service.url))
+def make_client(service, extensions: bool = False) -> genai.Client:
+    headers = {EXTENSIONS_HEADER: EXTENSIONS_ON} if extensions else None
+    return genai.Client(api_key="local", http_options=types.HttpOptions(base_url=service.url,
+                                                                        headers=headers))
 
 
 def test_sdk_tune_without_examples_gets_the_contract_error(service):
@@ -66,8 +69,10 @@ def test_google_genai_polls_and_generates(service):
 def test_google_genai_parses_every_response_that_carries_validation_loss(service):
     """The local service's additions (tuningTask.validationData, earlyStopping and
     validationSnapshots, keptEpoch, stopReason, device; metadata.validationSnapshots) are fields
-    Google's messages lack: the SDK's own parsers must take every response that has them."""
-    client = make_client(service)
+    Google's messages lack, sent to a caller that asks for them: google-genai's lenient parsers
+    take every response that has them (a strict client, test_sdk_generativeai.py, is never sent
+    them)."""
+    client = make_client(service, extensions=True)
     created = client._api_client.request("post", "tunedModels", {
         "displayName": "sdk validation", "baseModel": "models/gemini-1.5-flash-001-tuning",
         "tuningTask": {"hyperparameters": {"epochCount": 3, "batchSize": 4, "learningRate": 0.001},

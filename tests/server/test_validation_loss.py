@@ -1,7 +1,8 @@
 """Validation examples, validation loss and early stopping on the local service's HTTP API.
 
-On the wire (the local service's additions to Google's messages, which Google's own clients
-ignore, see test_sdk.py): ``tuningTask.validationData`` (a Dataset, like trainingData) and
+On the wire, for a caller that asks for jobspec's extensions (``X-Jobspec-Extensions: 1``; the
+local service's additions to Google's messages, which no one else is sent, see
+test_published_shapes.py): ``tuningTask.validationData`` (a Dataset, like trainingData) and
 ``tuningTask.earlyStopping {patience}`` in a create; ``tuningTask.validationSnapshots`` (one
 TuningSnapshot per epoch: the step that ended it, the epoch, the mean validation loss),
 ``keptEpoch``, ``stopReason`` and ``device`` in the TunedModel, and ``validationSnapshots`` in the
@@ -26,10 +27,10 @@ def with_validation(body: dict, examples=HELD_OUT, **extra) -> dict:
 
 
 def test_validation_loss_at_the_end_of_every_epoch(service):
-    with service.client() as http:
+    with service.client(extensions=True) as http:
         operation = create(http, with_validation(tutorial_body())).json()
         assert operation["metadata"]["totalSteps"] == 38  # validation examples are not trained on
-        done = service.wait_done(operation["name"])
+        done = service.wait_done(operation["name"], extensions=True)
         model = done["response"]
         task = model["tuningTask"]
         # 15 examples, batch 2: epoch e ends at the step whose batch holds its 15th example.
@@ -49,8 +50,9 @@ def test_validation_loss_at_the_end_of_every_epoch(service):
 
 
 def test_without_validation_data_nothing_is_added(service):
-    with service.client() as http:
-        done = service.wait_done(create(http, tutorial_body(epochs=1)).json()["name"])
+    with service.client(extensions=True) as http:
+        done = service.wait_done(create(http, tutorial_body(epochs=1)).json()["name"],
+                                 extensions=True)
         task = done["response"]["tuningTask"]
         assert set(task) == {"startTime", "completeTime", "snapshots", "hyperparameters",
                              "device"}
@@ -65,10 +67,10 @@ def test_early_stopping_keeps_the_best_epoch_and_says_why(service):
     body = with_validation(tutorial_body(batch_size=5, epochs=40), contradicting,
                            early_stopping={"patience": 2})
     body["tuning_task"]["hyperparameters"]["learning_rate"] = 0.05
-    with service.client() as http:
+    with service.client(extensions=True) as http:
         operation = create(http, body).json()
         assert operation["metadata"]["totalSteps"] == 120
-        done = service.wait_done(operation["name"])
+        done = service.wait_done(operation["name"], extensions=True)
         model = done["response"]
         task = model["tuningTask"]
         assert model["state"] == "ACTIVE"
