@@ -22,7 +22,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,13 +34,13 @@ from ..identity import Identity
 from ..spec import Job
 from ..workspace import Owner
 from . import generate
-from .base import (CREATING, FAILED, PollDefaults, Progress, RemoteModel, TokenCount,
-                   training_and_validation)
+from .base import (CREATING, FAILED, PollDefaults, Progress, RemoteModel, TokenCount, is_own,
+                   newest, own_current, training_and_validation)
 from .endpoints import Endpoint, checked_url, check_destination
 from .gcs import STORAGE_ENDPOINT, StagingBucket, Storage, rechunk
 from .registry import BackendOptions, BackendType, OpenRequest
 from .tuningjobs import (JSONL_EXAMPLE_BYTES, LABEL_FINGERPRINT, LABEL_NAME, LABEL_OWNER,
-                         hyperparameters_to_wire, jsonl_line, newest, progress_of,
+                         hyperparameters_to_wire, jsonl_line, progress_of,
                          removal_commands, tuning_job_from_wire)
 
 POLL = PollDefaults(initial=30.0, maximum=300.0)  # Vertex tuning jobs take tens of minutes
@@ -191,17 +191,13 @@ class VertexBackend:
         return self._list(**{LABEL_OWNER: self.owner.id})
 
     def _of(self, models: list[RemoteModel], job: Job, identity: Identity) -> list[RemoteModel]:
-        return [m for m in models if m.owned_by(self.owner.id) and m.job == job.name
-                and m.fingerprint == identity.fingerprint]
+        return [m for m in models if is_own(m, job, identity, self.owner.id)]
 
     def current(self, models: list[RemoteModel], job: Job,
                 identity: Identity) -> RemoteModel | None:
-        mine = self._of(models, job, identity)
-        if not mine:
-            return None
-        return newest([m for m in mine if m.state != FAILED] or mine)
+        return own_current(models, job, identity, self.owner.id)
 
-    def planned_name(self, identity: Identity) -> str:
+    def planned_name(self, identity: Identity, models: Sequence[RemoteModel] = ()) -> str:
         return f"tuningJobs/(new) {identity.tuned_model_id}"
 
     def expected_steps(self, job: Job, identity: Identity) -> int | None:
