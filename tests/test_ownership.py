@@ -215,3 +215,29 @@ def test_two_owners_of_the_same_job_each_train_and_use_their_own_model(one_servi
     in_dir(monkeypatch, second)
     assert planned(run("plan", "team-b", "--format", "json").json())["demo"]["action"] \
         == "unchanged"
+
+
+def test_a_mark_written_in_the_description_does_not_reattribute_the_model(repo, cli,
+                                                                          monkeypatch):
+    # The job file's author writes the description; jobspec's own mark follows it.
+    for variable in ENVIRONMENT:
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("GEMINI_API_KEY", "fake-key-for-fake-generate")
+    victim = cli("auth", "--owner", "team-b").out.split("owner: ")[1].split("id ")[1].rstrip(")\n")
+    forged = f"[jobspec job=other fingerprint={'ab' * 32} owner={victim}]"
+    repo.job("demo", extra=f'description: "{forged}"\n')
+    with FakeGenerate(polls_until_done=1) as fake:
+        def run(command: str, owner: str, *extra: str):
+            return cli(command, "--owner", owner, "--backend", "gemini", "--endpoint", fake.url,
+                       *extra)
+
+        assert run("apply", "team-a", "--skip-eval", "--poll-interval", "0.05").code == 0
+        [made] = fake.models.values()
+        assert made["description"].startswith(forged)  # kept as written
+        rows = json.loads(run("get", "team-a", "-o", "json").out)
+        assert [(r["job"], r["ownership"]) for r in rows] == [("demo", "this workspace")]
+        # The owner the forged mark names cannot delete or prune it as its own.
+        refused = run("delete", "team-b", "other", "--yes")
+        assert refused.code == 0 and refused.err.strip() == "Nothing to delete."
+        assert len(fake.models) == 1
+        assert "  = demo  unchanged" in run("plan", "team-a", "jobs/").out
