@@ -52,8 +52,9 @@ Simplifications: v1 only (no v1beta1, operations, rebaseTunedModel, streamGenera
 real fields the fake does not model (``preTunedModel``, ``preferenceOptimizationSpec``,
 ``encryptionSpec``, ``evaluationConfig``, non-text parts, tools, …) are refused with a 400 that
 says "fake_vertex does not model"; only lowerCamel JSON names are accepted (Google's parser
-also takes proto names); the list filter understands only ``labels.KEY="VALUE"`` (or unquoted)
-terms joined by `` AND `` and refuses the rest; ``epochCount`` has no range (none is published).
+also takes proto names); the list filter understands only ``labels.KEY="VALUE"`` terms (key
+and value bare or quoted; with a dash, quoted, as AIP-160 requires) joined by `` AND `` and
+refuses the rest; ``epochCount`` has no range (none is published).
 
 Every request is recorded in ``fake.requests`` (tests.loopback_http.Request: method, path,
 parsed query, headers as sent, body bytes), ``fake.requests_to(prefix)`` filters them. Hooks:
@@ -232,20 +233,27 @@ GENERATE_CONTENT_REQUEST = Message("GenerateContentRequest", {
 
 LABEL_KEY = re.compile(r"[a-z][a-z0-9_-]{0,63}")  # §3: ≤ 64 chars; a key starts with a letter
 LABEL_VALUE = re.compile(r"[a-z0-9_-]{0,64}")
-FILTER_TERM = re.compile(r'labels\.([a-z][a-z0-9_-]*)\s*=\s*(?:"([^"\\]*)"|([a-z0-9_-]+))')
+# §2's "standard list filter" is AIP-160's grammar, in which "-" is the negation operator and
+# never part of a bare word (TEXT): `labels.jobspec-owner="x"` reads as `labels.jobspec`, then
+# `-owner="x"`. A key or value with a dash in it must be a quoted STRING, as Vertex's list
+# methods quote a key with a space in it (`labels."a key"`).
+FILTER_TERM = re.compile(r'labels\.(?:([a-z][a-z0-9_]*)|"([a-z][a-z0-9_-]*)")'
+                         r'\s*=\s*(?:"([^"\\]*)"|([a-z0-9_]+))')
 
 
 def parse_filter(text: str) -> list[tuple[str, str]]:
-    """The list filters the fake understands: ``labels.KEY="VALUE"`` (or unquoted) terms joined
-    by `` AND ``. Anything else is refused, so a client cannot come to rely on filter syntax
+    """The list filters the fake understands: ``labels.KEY="VALUE"`` terms joined by
+    `` AND ``, the key and the value bare words or quoted (quoted when they hold a dash, see
+    FILTER_TERM). Anything else is refused, so a client cannot come to rely on filter syntax
     the reference does not show."""
     terms = []
     for term in text.split(" AND ") if text.strip() else []:
         match = FILTER_TERM.fullmatch(term.strip())
         if not match:
             raise ValueError(f"Unsupported filter {text!r}: fake_vertex accepts only "
-                             'labels.KEY="VALUE" terms joined by " AND "')
-        terms.append((match[1], match[2] if match[2] is not None else match[3]))
+                             'labels.KEY="VALUE" terms joined by " AND " (a key or value with '
+                             'a "-", the negation operator, quoted: labels."a-key"="a-value")')
+        terms.append((match[1] or match[2], match[3] if match[3] is not None else match[4]))
     return terms
 
 

@@ -166,8 +166,9 @@ class VertexBackend:
     # Finding jobs.
 
     def _list(self, **labels: str) -> list[RemoteModel]:
-        """The tuning jobs with these labels, following every page."""
-        query = {"filter": " AND ".join(f'labels.{key}="{value}"'
+        """The tuning jobs with these labels, following every page. The list filter is
+        AIP-160's, where a bare ``-`` is negation: the keys (``jobspec-owner``) are quoted."""
+        query = {"filter": " AND ".join(f'labels."{key}"="{value}"'
                                         for key, value in labels.items())}
         path = f"{self.settings.parent}/tuningJobs"
         found: list[RemoteModel] = []

@@ -49,10 +49,10 @@ def test_apply_stages_the_data_then_creates_one_labelled_job_and_evals_it(vertex
         ("POST", "/upload/storage/v1/b/my-bucket/o"),
         ("POST", JOBS_PATH)]
     listing, lookup = fake.requests[0], fake.requests[1]
-    assert listing.query == {"filter": [f'labels.jobspec-owner="{OWNER_ID}"']}
+    assert listing.query == {"filter": [f'labels."jobspec-owner"="{OWNER_ID}"']}
     assert lookup.query == {"filter": [
-        f'labels.jobspec-owner="{OWNER_ID}" AND labels.jobspec-name="numbers" AND '
-        f'labels.jobspec-fingerprint="{fp}"']}
+        f'labels."jobspec-owner"="{OWNER_ID}" AND labels."jobspec-name"="numbers" AND '
+        f'labels."jobspec-fingerprint"="{fp}"']}
 
     upload = fake.requests[3]
     assert upload.query == {"uploadType": ["media"], "name": [object_name],
