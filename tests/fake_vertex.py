@@ -59,7 +59,8 @@ refuses the rest; ``epochCount`` has no range (none is published).
 Every request is recorded in ``fake.requests`` (tests.loopback_http.Request: method, path,
 parsed query, headers as sent, body bytes), ``fake.requests_to(prefix)`` filters them. Hooks:
 ``fail_next_job``, ``expire_next_job``, ``end_job``, ``add_foreign_job``,
-``drop_next_create_answer``, ``fail_next_requests``, ``script``.
+``drop_next_create_answer``, ``lag_next_listing`` (the list, eventually consistent, leaves a new
+job out for a while), ``catch_up_listing``, ``fail_next_requests``, ``script``.
 """
 
 from __future__ import annotations
@@ -303,6 +304,7 @@ class Progress:
     observations: int = 0
     forced: bool = False  # end at the next observation
     cancelling_seen: bool = False  # a cancelled job shows CANCELLING to one observation
+    unlisted: int = 0  # list requests still to leave it out (the listing lags behind a create)
 
 
 class FakeVertex:
@@ -342,6 +344,7 @@ class FakeVertex:
         self._ids = itertools.count(1)
         self._next_endings: deque[tuple[str, dict | None]] = deque()
         self._creates_to_drop = 0
+        self._listing_lag = 0
         self._faults: deque[tuple[int, str | None]] = deque()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
@@ -397,6 +400,18 @@ class FakeVertex:
         """The next create is carried out, but the connection closes with no answer."""
         with self.lock:
             self._creates_to_drop += 1
+
+    def lag_next_listing(self, lists: int) -> None:
+        """The next job created is left out of the next ``lists`` list requests (gets find
+        it), as an eventually consistent listing lags behind a create."""
+        with self.lock:
+            self._listing_lag = lists
+
+    def catch_up_listing(self) -> None:
+        """Every job shows in listings again."""
+        with self.lock:
+            for progress in self.progress.values():
+                progress.unlisted = 0
 
     def fail_next_requests(self, n: int = 1, status_code: int = 503,
                            retry_after: str | None = None) -> None:
@@ -610,6 +625,7 @@ class FakeVertex:
             Progress(FAILED, {"code": 3, "message": problem})
         if self._next_endings:
             progress.ends_as, progress.error = self._next_endings.popleft()
+        progress.unlisted, self._listing_lag = self._listing_lag, 0
         created = self._store(job, progress)
         if self._creates_to_drop:
             self._creates_to_drop -= 1
@@ -680,9 +696,13 @@ class FakeVertex:
         def number(job: dict) -> int:
             return int(job["name"].rsplit("/", 1)[1])
 
+        lagging = {name for name, progress in self.progress.items() if progress.unlisted}
+        for name in lagging:
+            self.progress[name].unlisted -= 1
         matching = [job for job in sorted(self.jobs.values(), key=number, reverse=True)
                     if all(job.get("labels", {}).get(k) == v for k, v in wanted)
-                    and (older_than is None or number(job) < older_than)]
+                    and (older_than is None or number(job) < older_than)
+                    and job["name"] not in lagging]
         page, body = matching[:size], {}
         for job in page:
             self._observe(job["name"])
