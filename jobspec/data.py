@@ -275,14 +275,14 @@ def example_record(example: Example) -> bytes:
     return b"%d:%b%d:%b" % (len(text_input), text_input, len(output), output)
 
 
-def example_rank(example: Example) -> bytes:
-    """Where an example falls in a validation split: the SHA-256 of its record."""
-    return hashlib.sha256(example_record(example)).digest()
+def record_rank(record: bytes) -> bytes:
+    """Where an example falls in a validation split: the SHA-256 of its ``example_record``."""
+    return hashlib.sha256(record).digest()
 
 
 def held_out(ranks: Sequence[bytes], fraction: float) -> frozenset[int]:
     """The indices that a validation split of ``fraction`` holds out, given each example's
-    ``example_rank``: drawn from the examples themselves, so the same examples split the same
+    ``record_rank``: drawn from the examples themselves, so the same examples split the same
     way whatever their order or file format. Equal examples (equal ranks) form one group, and a
     group goes to one side whole, so no example is both trained on and measured. Groups are
     held out lowest rank first, as many as bring the count nearest ``split_count`` (the fewer
@@ -310,6 +310,6 @@ def split_examples(examples: list[Example],
                    fraction: float) -> tuple[list[Example], list[Example]]:
     """(training, validation) of a validation split of ``fraction`` (see ``held_out``), each
     in the examples' order; (examples, []) when they cannot be split."""
-    held = held_out([example_rank(e) for e in examples], fraction)
+    held = held_out([record_rank(example_record(e)) for e in examples], fraction)
     return ([e for i, e in enumerate(examples) if i not in held],
             [e for i, e in enumerate(examples) if i in held])

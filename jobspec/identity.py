@@ -15,7 +15,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .data import Example, example_record, held_out, iter_examples
+from .data import Example, example_record, held_out, iter_examples, record_rank
 from .spec import FORMAT_VERSION, Job
 
 FINGERPRINT_PREFIX_LENGTH = 8
@@ -47,13 +47,13 @@ def _header(job: Job) -> bytes:
 def _feed_examples(digest: "hashlib._Hash", examples: Iterable[Example],
                    ranks: list[bytes] | None = None) -> int:
     """Hash ``examples`` into ``digest``; with ``ranks``, also collect each one's rank in a
-    validation split (data.example_rank), from the same bytes."""
+    validation split (data.record_rank), from the same bytes."""
     count = 0
     for example in examples:
         record = example_record(example)
         digest.update(record)
         if ranks is not None:
-            ranks.append(hashlib.sha256(record).digest())
+            ranks.append(record_rank(record))
         count += 1
     return count
 

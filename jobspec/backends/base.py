@@ -12,8 +12,8 @@ knows a backend's name, resource naming, wire format or states.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .. import data

@@ -7,8 +7,8 @@ and ``jobspec-owner``) and finds its jobs by listing with a label filter, every 
 never repeated blindly: before it, jobspec lists the jobs of this owner, job and fingerprint and
 adopts one that is not FAILED; after a create whose answer was lost, it lists again, for as
 long as the listing may lag behind a create, before it would try again, and adopts what the lost
-create made. Another team's jobs (other labels, or none)
-are never listed as this workspace's, adopted or cancelled.
+create made. Another team's jobs (other labels, or none) are never listed as this workspace's,
+adopted or cancelled.
 
 The training data goes to Cloud Storage first (gcs.py) as Vertex's JSONL, one
 ``{"contents": [user turn, model turn]}`` per example (§6), named by the fingerprint. Vertex
