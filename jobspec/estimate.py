@@ -30,10 +30,11 @@ RUNS_MEASURED = 5  # the latest earlier runs of the base model that a rate is ta
 
 
 def trained_examples(job: Job) -> list[Example]:
-    """The examples the job trains on: its training data, less a validation split."""
+    """The examples the job trains on: its training data, less a validation split (drawn as
+    apply draws it, data.split_examples)."""
     examples = list(data.iter_examples(job.training_data))
     split = getattr(job, "validation_split", None)
-    if split is not None and len(examples) >= 2:
+    if split is not None:
         examples, _ = data.split_examples(examples, split)
     return examples
 

@@ -15,10 +15,11 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .data import Example, iter_examples
+from .data import Example, example_record, held_out, iter_examples, record_rank
 from .spec import FORMAT_VERSION, Job
 
 FINGERPRINT_PREFIX_LENGTH = 8
+MODEL_ID_CHOICES = 4  # ids a job's model may take on a service where ids are first come
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class Identity:
     fingerprint: str  # full hex SHA-256
     tuned_model_id: str
     example_count: int
+    held_out: int = 0  # how many examples its validation_split holds out (data.held_out)
 
 
 def _header(job: Job) -> bytes:
@@ -42,13 +44,16 @@ def _header(job: Job) -> bytes:
     return json.dumps(header, sort_keys=True, separators=(",", ":")).encode() + b"\n"
 
 
-def _feed_examples(digest: "hashlib._Hash", examples: Iterable[Example]) -> int:
+def _feed_examples(digest: "hashlib._Hash", examples: Iterable[Example],
+                   ranks: list[bytes] | None = None) -> int:
+    """Hash ``examples`` into ``digest``; with ``ranks``, also collect each one's rank in a
+    validation split (data.record_rank), from the same bytes."""
     count = 0
     for example in examples:
-        # Length-prefixed UTF-8: unambiguous, and cheaper than a JSON encoding per example.
-        text_input = example.text_input.encode("utf-8", "surrogatepass")
-        output = example.output.encode("utf-8", "surrogatepass")
-        digest.update(b"%d:%b%d:%b" % (len(text_input), text_input, len(output), output))
+        record = example_record(example)
+        digest.update(record)
+        if ranks is not None:
+            ranks.append(record_rank(record))
         count += 1
     return count
 
@@ -57,13 +62,33 @@ def tuned_model_id(name: str, fingerprint: str) -> str:
     return f"{name}-{fingerprint[:FINGERPRINT_PREFIX_LENGTH]}"
 
 
+def tuned_model_ids(identity: Identity, owner_id: str) -> list[str]:
+    """The ids a job's model may take where one namespace holds every owner's models (the
+    Gemini API, the local service), in the order to try them. First ``<name>-<8 hex of the
+    fingerprint>`` (``Identity.tuned_model_id``), the id every model had before owners were told
+    apart, so that a model an owner has keeps its id. Then, for an owner whose first id another
+    owner's model holds, the same name with 8 hex of the fingerprint mixed with its owner id:
+    the same on every run, and not another owner's. Every id has the first's length, so each
+    fits where it does. An owner finds its model by what is recorded on it (job, fingerprint,
+    owner), not by its id, so which of these it got does not matter later."""
+    name = identity.tuned_model_id[:-FINGERPRINT_PREFIX_LENGTH - 1]
+    ids = [identity.tuned_model_id]
+    for choice in range(1, MODEL_ID_CHOICES):
+        mixed = hashlib.sha256(f"{identity.fingerprint}:{owner_id}:{choice}".encode()).hexdigest()
+        ids.append(tuned_model_id(name, mixed))
+    return ids
+
+
 def identify(job: Job) -> Identity:
     """Read the job's examples (checking each) and return its identity."""
     digest = hashlib.sha256(_header(job))
-    count = _feed_examples(digest, iter_examples(job.training_data))
+    ranks: list[bytes] | None = [] if job.validation_split is not None else None
+    count = _feed_examples(digest, iter_examples(job.training_data), ranks)
     if job.validation_data is not None:
         # After a separator no example can produce: a length prefix is digits.
         digest.update(b"\nvalidation\n")
         _feed_examples(digest, iter_examples(job.validation_data))
     fingerprint = digest.hexdigest()
-    return Identity(fingerprint, tuned_model_id(job.name, fingerprint), count)
+    held = (len(held_out(ranks, job.validation_split))
+            if ranks is not None and job.validation_split is not None else 0)
+    return Identity(fingerprint, tuned_model_id(job.name, fingerprint), count, held)

@@ -1,9 +1,10 @@
 """Plan and apply: compare the job files with what the tuning service holds, and make it so.
 
 Every step is idempotent and resumable, in the manner of a Kubernetes operator's handlers: a
-backend finds a job's model by the job's fingerprint (in the model's id, or in its labels), so
-re-running apply adopts what an interrupted run created or polls what is still training, and
-never pays for a second model. Nothing here knows which backend it talks to.
+backend finds a job's model by what jobspec recorded on it (job, fingerprint and owner, in its
+description or labels), so re-running apply adopts what an interrupted run created or polls what
+is still training, and never pays for a second model; another owner's model is never taken for
+this workspace's. Nothing here knows which backend it talks to.
 """
 
 from __future__ import annotations
@@ -89,9 +90,10 @@ def plan(jobs: list[tuple[Job, Identity]], backend: Backend, *,
          recreate_failed: bool = False) -> Plan:
     """One paginated listing of the service's models, compared with every job.
 
-    Only models this workspace owns can be superseded (and so pruned); a model of the same job
-    name that another repository, checkout or older jobspec created is listed as foreign and
-    left alone.
+    A job's current model is this workspace's own (``Backend.current``): another owner's model
+    of the same job and examples is not used, even under the same id. Only models this
+    workspace owns can be superseded (and so pruned); a model of the same job name that another
+    repository, checkout or older jobspec created is listed as foreign and left alone.
     """
     models = backend.list_models()
     by_job: dict[str, list[RemoteModel]] = defaultdict(list)
@@ -101,11 +103,16 @@ def plan(jobs: list[tuple[Job, Identity]], backend: Backend, *,
     owner_id = backend.owner.id
     planned = []
     for job, identity in jobs:
+        # This owner's own model of the job's examples, never another's (whatever its id).
         current = backend.current(models, job, identity)
-        # Models of other fingerprints; one of the same fingerprint is a retry, not superseded.
-        others = [m for m in by_job[job.name] if m.fingerprint != identity.fingerprint]
-        superseded = tuple(m for m in others if m.owned_by(owner_id))
-        foreign = tuple(m for m in others if not m.owned_by(owner_id))
+        kept = current.name if current else None
+        # This owner's models of other fingerprints; one of the same fingerprint is a retry,
+        # not superseded. Every other model of the job (another owner's, whatever its
+        # fingerprint) is shown and left alone.
+        superseded = tuple(m for m in by_job[job.name] if m.owned_by(owner_id)
+                           and m.fingerprint != identity.fingerprint)
+        foreign = tuple(m for m in by_job[job.name] if not m.owned_by(owner_id)
+                        and m.name != kept)
         percent = None
         if current is None:
             action = CREATE
@@ -126,7 +133,7 @@ def plan(jobs: list[tuple[Job, Identity]], backend: Backend, *,
         if action == CREATE and superseded:
             newest = max(superseded, key=lambda m: m.create_time or "")
             reasons = _why(job, backend.hyperparameters(job), newest)
-        name = current.name if current else backend.planned_name(identity)
+        name = current.name if current else backend.planned_name(identity, models)
         planned.append(JobPlan(job, identity, action, name, current, superseded, foreign,
                                reasons, percent, backend.expected_steps(job, identity),
                                backend.hyperparameters(job)))

@@ -52,13 +52,15 @@ Simplifications: v1 only (no v1beta1, operations, rebaseTunedModel, streamGenera
 real fields the fake does not model (``preTunedModel``, ``preferenceOptimizationSpec``,
 ``encryptionSpec``, ``evaluationConfig``, non-text parts, tools, …) are refused with a 400 that
 says "fake_vertex does not model"; only lowerCamel JSON names are accepted (Google's parser
-also takes proto names); the list filter understands only ``labels.KEY="VALUE"`` (or unquoted)
-terms joined by `` AND `` and refuses the rest; ``epochCount`` has no range (none is published).
+also takes proto names); the list filter understands only ``labels.KEY="VALUE"`` terms (key
+and value bare or quoted; with a dash, quoted, as AIP-160 requires) joined by `` AND `` and
+refuses the rest; ``epochCount`` has no range (none is published).
 
 Every request is recorded in ``fake.requests`` (tests.loopback_http.Request: method, path,
 parsed query, headers as sent, body bytes), ``fake.requests_to(prefix)`` filters them. Hooks:
 ``fail_next_job``, ``expire_next_job``, ``end_job``, ``add_foreign_job``,
-``drop_next_create_answer``, ``fail_next_requests``, ``script``.
+``drop_next_create_answer``, ``lag_next_listing`` (the list, eventually consistent, leaves a new
+job out for a while), ``catch_up_listing``, ``fail_next_requests``, ``script``.
 """
 
 from __future__ import annotations
@@ -232,20 +234,27 @@ GENERATE_CONTENT_REQUEST = Message("GenerateContentRequest", {
 
 LABEL_KEY = re.compile(r"[a-z][a-z0-9_-]{0,63}")  # §3: ≤ 64 chars; a key starts with a letter
 LABEL_VALUE = re.compile(r"[a-z0-9_-]{0,64}")
-FILTER_TERM = re.compile(r'labels\.([a-z][a-z0-9_-]*)\s*=\s*(?:"([^"\\]*)"|([a-z0-9_-]+))')
+# §2's "standard list filter" is AIP-160's grammar, in which "-" is the negation operator and
+# never part of a bare word (TEXT): `labels.jobspec-owner="x"` reads as `labels.jobspec`, then
+# `-owner="x"`. A key or value with a dash in it must be a quoted STRING, as Vertex's list
+# methods quote a key with a space in it (`labels."a key"`).
+FILTER_TERM = re.compile(r'labels\.(?:([a-z][a-z0-9_]*)|"([a-z][a-z0-9_-]*)")'
+                         r'\s*=\s*(?:"([^"\\]*)"|([a-z0-9_]+))')
 
 
 def parse_filter(text: str) -> list[tuple[str, str]]:
-    """The list filters the fake understands: ``labels.KEY="VALUE"`` (or unquoted) terms joined
-    by `` AND ``. Anything else is refused, so a client cannot come to rely on filter syntax
+    """The list filters the fake understands: ``labels.KEY="VALUE"`` terms joined by
+    `` AND ``, the key and the value bare words or quoted (quoted when they hold a dash, see
+    FILTER_TERM). Anything else is refused, so a client cannot come to rely on filter syntax
     the reference does not show."""
     terms = []
     for term in text.split(" AND ") if text.strip() else []:
         match = FILTER_TERM.fullmatch(term.strip())
         if not match:
             raise ValueError(f"Unsupported filter {text!r}: fake_vertex accepts only "
-                             'labels.KEY="VALUE" terms joined by " AND "')
-        terms.append((match[1], match[2] if match[2] is not None else match[3]))
+                             'labels.KEY="VALUE" terms joined by " AND " (a key or value with '
+                             'a "-", the negation operator, quoted: labels."a-key"="a-value")')
+        terms.append((match[1] or match[2], match[3] if match[3] is not None else match[4]))
     return terms
 
 
@@ -295,6 +304,7 @@ class Progress:
     observations: int = 0
     forced: bool = False  # end at the next observation
     cancelling_seen: bool = False  # a cancelled job shows CANCELLING to one observation
+    unlisted: int = 0  # list requests still to leave it out (the listing lags behind a create)
 
 
 class FakeVertex:
@@ -334,6 +344,7 @@ class FakeVertex:
         self._ids = itertools.count(1)
         self._next_endings: deque[tuple[str, dict | None]] = deque()
         self._creates_to_drop = 0
+        self._listing_lag = 0
         self._faults: deque[tuple[int, str | None]] = deque()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
@@ -389,6 +400,18 @@ class FakeVertex:
         """The next create is carried out, but the connection closes with no answer."""
         with self.lock:
             self._creates_to_drop += 1
+
+    def lag_next_listing(self, lists: int) -> None:
+        """The next job created is left out of the next ``lists`` list requests (gets find
+        it), as an eventually consistent listing lags behind a create."""
+        with self.lock:
+            self._listing_lag = lists
+
+    def catch_up_listing(self) -> None:
+        """Every job shows in listings again."""
+        with self.lock:
+            for progress in self.progress.values():
+                progress.unlisted = 0
 
     def fail_next_requests(self, n: int = 1, status_code: int = 503,
                            retry_after: str | None = None) -> None:
@@ -602,6 +625,7 @@ class FakeVertex:
             Progress(FAILED, {"code": 3, "message": problem})
         if self._next_endings:
             progress.ends_as, progress.error = self._next_endings.popleft()
+        progress.unlisted, self._listing_lag = self._listing_lag, 0
         created = self._store(job, progress)
         if self._creates_to_drop:
             self._creates_to_drop -= 1
@@ -672,9 +696,13 @@ class FakeVertex:
         def number(job: dict) -> int:
             return int(job["name"].rsplit("/", 1)[1])
 
+        lagging = {name for name, progress in self.progress.items() if progress.unlisted}
+        for name in lagging:
+            self.progress[name].unlisted -= 1
         matching = [job for job in sorted(self.jobs.values(), key=number, reverse=True)
                     if all(job.get("labels", {}).get(k) == v for k, v in wanted)
-                    and (older_than is None or number(job) < older_than)]
+                    and (older_than is None or number(job) < older_than)
+                    and job["name"] not in lagging]
         page, body = matching[:size], {}
         for job in page:
             self._observe(job["name"])

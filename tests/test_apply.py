@@ -122,7 +122,7 @@ def test_get_and_delete(example_repo, service, cli):
 
 def occupy_with_failed_model(service, model_id: str, description: str) -> None:
     """Create ``model_id`` on the service with a job that is cancelled at once (FAILED)."""
-    with httpx.Client(base_url=service.url) as http:
+    with service.client() as http:
         operation = http.post("/v1beta/tunedModels", params={"tunedModelId": model_id},
                               json={"baseModel": "models/tiny-smollm2", "description": description,
                                     "tuningTask": {"hyperparameters": {"epochCount": 1000},
@@ -149,11 +149,17 @@ def test_failed_models_are_reported_and_recreated_on_request(example_repo, servi
 def test_recreate_failed_never_deletes_a_model_jobspec_did_not_make(example_repo, service, cli):
     show = cli("show", "jobs/antonyms.yaml", "--format", "json").json()
     occupy_with_failed_model(service, show["tuned_model_id"], "made by hand")
-    retried = cli("apply", "--skip-eval", "--target", "antonyms", "--recreate-failed")
-    assert retried.code == 1
-    assert ("antonyms: FAILED: the model's tuning failed; --recreate-failed leaves it: jobspec "
-            "did not create it (its description has no jobspec mark)") in retried.err
-    assert [m["state"] for m in models_on(service)] == ["FAILED"]
+    hand_made = f"tunedModels/{show['tuned_model_id']}"
+    # Not the job's model (it has no jobspec mark): the job's own takes another id.
+    plan = cli("plan", "--target", "antonyms", "--recreate-failed").out
+    assert "  + antonyms  create tunedModels/antonyms-" in plan and hand_made not in plan
+    retried = cli("apply", "--skip-eval", "--target", "antonyms", "--recreate-failed",
+                  "--no-wait")
+    assert retried.code == 0, retried.err
+    assert "antonyms: created tunedModels/antonyms-" in retried.err
+    assert "deleted" not in retried.err
+    states = {m["name"]: m["state"] for m in models_on(service)}
+    assert len(states) == 2 and states[hand_made] == "FAILED"
 
 
 def test_no_wait_submits_and_returns(example_repo, service, cli):

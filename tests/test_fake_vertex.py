@@ -345,6 +345,8 @@ def test_list_pages_newest_first_and_filters_on_labels(fake, client):
     assert names_of(quoted) == [made[3], made[2], made[0]]
     unquoted = list_all(client, filter="labels.owner=a AND labels.tool=jobspec")
     assert names_of(unquoted) == names_of(quoted)
+    keys_quoted = list_all(client, filter='labels."owner"="a" AND labels."tool"="jobspec"')
+    assert names_of(keys_quoted) == names_of(quoted)
     assert names_of([client.get(JOBS, params={"pageSize": 10}).json()]) == made[::-1]
     assert client.get(JOBS, params={"filter": 'labels.owner="nobody"'}).json() == {}
 
@@ -365,10 +367,18 @@ def test_listing_a_job_observes_it(fake, client):
     assert fake.progress[name].observations == 2
 
 
+def test_a_key_with_a_dash_is_filtered_on_quoted(client):
+    mine = create(client, labels={"jobspec-owner": "team-a"}).json()["name"]
+    create(client, labels={"jobspec-owner": "team-b"})
+    assert names_of(list_all(client, filter='labels."jobspec-owner"="team-a"')) == [mine]
+
+
 @pytest.mark.parametrize("text", [
     'labels.owner="a" OR labels.owner="b"', 'labels.owner="a" and labels.tool="x"',
     'labels.owner!="a"', 'state="JOB_STATE_RUNNING"', 'labels.Owner="a"', "labels.owner:a",
-    'labels.owner="a" AND', "NOT labels.owner=a"])
+    'labels.owner="a" AND', "NOT labels.owner=a",
+    # AIP-160: "-" is negation, so a key or value holding one must be quoted.
+    'labels.jobspec-owner="a"', "labels.owner=team-a"])
 def test_filter_syntax_the_fake_does_not_promise_is_refused(client, text):
     message = error_of(client.get(JOBS, params={"filter": text}), 400, "INVALID_ARGUMENT")
     assert "Unsupported filter" in message

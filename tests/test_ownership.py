@@ -1,19 +1,23 @@
 """Ownership is scoped: prune and delete touch only the models this workspace created.
 
 Two workspaces (two repositories, or two checkouts without a shared remote) share one tuning
-service and a job name, as teams on one Google project do: each prunes and deletes only its own.
+service and a job name, as teams on one Google project do: each prunes and deletes only its own,
+and each trains and uses its own model even when their jobs are the same.
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.conftest import NUMBER_EXAMPLES, Repo
+from tests.fake_generate import ENVIRONMENT, FakeGenerate
 from tests.test_apply import models_on
 
 FAST = "batch_size: 4\n  learning_rate: 0.001\n  epoch_count: 1"
@@ -132,3 +136,108 @@ def test_owner_can_be_named_for_checkouts_without_a_shared_remote(shared_service
     assert pruned.code == 0, pruned.err
     assert "demo: deleted superseded tunedModels/demo-" in pruned.err
     assert len(names(shared_service)) == 1
+
+
+
+ANY_ANSWER = "eval:\n  prompts:\n    - input: one\n      expect: {regex: \"^\"}\n"
+
+
+@dataclass
+class Shared:
+    """One tuning service that two workspaces use: how to reach it, and what it holds."""
+
+    options: list[str]
+    names: Callable[[], list[str]]
+    answers: Callable[[str], None]  # make a tuned model answer the eval prompt
+
+
+@pytest.fixture(params=["local", "gemini"])
+def one_service(request, monkeypatch):
+    if request.param == "local":
+        service = request.getfixturevalue("shared_service")
+        yield Shared([], lambda: names(service), lambda model: None)
+        return
+    for variable in ENVIRONMENT:
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("GEMINI_API_KEY", "fake-key-for-fake-generate")
+    with FakeGenerate(polls_until_done=1) as fake:
+        yield Shared(["--backend", "gemini", "--endpoint", fake.url],
+                     lambda: sorted(f"tunedModels/{m}" for m in fake.models),
+                     lambda model: fake.script(model, "one", "an answer"))
+
+
+def planned(plan_json: dict) -> dict:
+    return {j["name"]: j for j in plan_json["jobs"]}
+
+
+def test_two_owners_of_the_same_job_each_train_and_use_their_own_model(one_service, tmp_path,
+                                                                       cli, monkeypatch):
+    def run(command: str, owner: str, *extra: str):
+        polls = ["--poll-interval", "0.05"] if command == "apply" else []
+        return cli(command, "--owner", owner, *one_service.options, *polls, *extra)
+
+    # Two repositories, one job, the same examples: one fingerprint, one first-choice id.
+    first, second = workspace(tmp_path, "team-a"), workspace(tmp_path, "team-b")
+    for repo in (first, second):
+        repo.job("demo", hyperparameters=FAST, extra=ANY_ANSWER)
+    in_dir(monkeypatch, first)
+    assert run("apply", "team-a", "--skip-eval").code == 0
+    [theirs] = one_service.names()
+
+    in_dir(monkeypatch, second)
+    shown = run("plan", "team-b", "--format", "json")
+    assert shown.code == 0, shown.err
+    demo = planned(shown.json())["demo"]
+    assert demo["action"] == "create" and demo["tuned_model"] != theirs
+    assert demo["tuned_model"].startswith("tunedModels/demo-")
+    assert [m["name"] for m in demo["foreign"]] == [theirs]
+    text = run("plan", "team-b").out
+    assert f"  + demo  create {demo['tuned_model']}" in text
+    assert f"  · demo  {theirs} belongs to another workspace (owner " in text
+
+    one_service.answers(demo["tuned_model"])
+    applied = run("apply", "team-b")
+    assert applied.code == 0, applied.err
+    assert f"demo: created {demo['tuned_model']}" in applied.err
+    assert one_service.names() == sorted([theirs, demo["tuned_model"]])
+    report = json.loads((second.root / "reports/demo.json").read_text())
+    assert report["tuned_model"] == demo["tuned_model"]  # B's eval asked B's model
+    again = planned(run("plan", "team-b", "--format", "json").json())["demo"]
+    assert (again["action"], again["tuned_model"]) == ("unchanged", demo["tuned_model"])
+
+    # A retrains the job and prunes its old model: B's stays, and stays B's.
+    in_dir(monkeypatch, first)
+    first.write_jsonl("jobs/data/demo.jsonl", NUMBER_EXAMPLES[:-1])
+    pruned = run("apply", "team-a", "--skip-eval", "--prune", "--yes")
+    assert pruned.code == 0, pruned.err
+    assert f"demo: deleted superseded {theirs}" in pruned.err
+    assert demo["tuned_model"] in one_service.names() and theirs not in one_service.names()
+    in_dir(monkeypatch, second)
+    assert planned(run("plan", "team-b", "--format", "json").json())["demo"]["action"] \
+        == "unchanged"
+
+
+def test_a_mark_written_in_the_description_does_not_reattribute_the_model(repo, cli,
+                                                                          monkeypatch):
+    # The job file's author writes the description; jobspec's own mark follows it.
+    for variable in ENVIRONMENT:
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("GEMINI_API_KEY", "fake-key-for-fake-generate")
+    victim = cli("auth", "--owner", "team-b").out.split("owner: ")[1].split("id ")[1].rstrip(")\n")
+    forged = f"[jobspec job=other fingerprint={'ab' * 32} owner={victim}]"
+    repo.job("demo", extra=f'description: "{forged}"\n')
+    with FakeGenerate(polls_until_done=1) as fake:
+        def run(command: str, owner: str, *extra: str):
+            return cli(command, "--owner", owner, "--backend", "gemini", "--endpoint", fake.url,
+                       *extra)
+
+        assert run("apply", "team-a", "--skip-eval", "--poll-interval", "0.05").code == 0
+        [made] = fake.models.values()
+        assert made["description"].startswith(forged)  # kept as written
+        rows = json.loads(run("get", "team-a", "-o", "json").out)
+        assert [(r["job"], r["ownership"]) for r in rows] == [("demo", "this workspace")]
+        # The owner the forged mark names cannot delete or prune it as its own.
+        refused = run("delete", "team-b", "other", "--yes")
+        assert refused.code == 0 and refused.err.strip() == "Nothing to delete."
+        assert len(fake.models) == 1
+        assert "  = demo  unchanged" in run("plan", "team-a", "jobs/").out

@@ -9,9 +9,12 @@ import json
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from jobspec import data
 from jobspec.data import Example
+from jobspec.server.store import Store
 from tests.conftest import NUMBER_EXAMPLES
 from tests.test_identity import identity
 
@@ -91,6 +94,47 @@ def test_a_split_is_drawn_from_the_examples_themselves():
     assert data.split_count(10, 0.99) == 9  # always one left to train on
 
 
+@st.composite
+def examples_with_repeats(draw) -> list[Example]:
+    """Examples drawn from a few different ones, so that equal examples are common."""
+    pool = draw(st.lists(st.tuples(st.text(max_size=4), st.text(max_size=4)), min_size=1,
+                         max_size=5, unique=True))
+    return [Example(*pair) for pair in draw(st.lists(st.sampled_from(pool), max_size=30))]
+
+
+@given(examples_with_repeats(), st.floats(min_value=0.01, max_value=0.99))
+def test_a_split_puts_equal_examples_on_one_side_and_something_on_each(examples, fraction):
+    training, validation = data.split_examples(examples, fraction)
+    assert not set(training) & set(validation)  # no example both trained on and measured
+    held = set(validation)
+    assert training == [e for e in examples if e not in held]  # a partition, order kept
+    assert validation == [e for e in examples if e in held]
+    if len(set(examples)) >= 2:
+        assert training and validation
+    else:
+        assert validation == []  # nothing to split: the job is refused (see below)
+    if len(set(examples)) == len(examples):  # all different: exactly the count asked for
+        assert len(validation) == data.split_count(len(examples), fraction)
+    assert data.split_examples(examples, fraction) == (training, validation)  # deterministic
+    assert set(data.split_examples(examples[::-1], fraction)[1]) == held  # whatever the order
+
+
+# The issue's [a, a, b, c] at 0.25: the two a's rank first, and used to be cut apart.
+REPEATED = [("a", "1"), ("a", "1"), ("b", "2"), ("c", "3")]
+SPLIT_JOB = """
+    version: 1
+    name: split
+    base_model: models/gemini-1.0-pro-001
+    hyperparameters:
+      batch_size: 1
+      learning_rate: 0.001
+      epoch_count: 1
+    training_data: data/repeated.jsonl
+    validation_split: 0.25
+    """
+SPLIT_FINGERPRINT = "eeecdf93de09c0ac22ed1d3fd41ef00a14a25acd14b430c4e7fb598be9697087"  # pinned
+
+
 @pytest.fixture
 def clean_service(service, monkeypatch):
     monkeypatch.setenv("JOBSPEC_LOCAL_URL", service.url)
@@ -124,3 +168,31 @@ def test_apply_reports_validation_loss_kept_epoch_and_device(repo, cli, clean_se
         assert report["stop_reason"] is None
     assert report["device"].startswith(("cpu", "cuda"))
     assert len(report["loss_curve"]) == curve[-1]["step"]
+
+
+def test_equal_examples_are_held_out_together_in_show_plan_and_training(repo, cli,
+                                                                       clean_service):
+    repo.write_jsonl("jobs/data/repeated.jsonl", REPEATED)
+    repo.write("jobs/split.yaml", SPLIT_JOB)
+    shown = cli("show", "jobs/split.yaml", "--format", "json").json()
+    assert shown["fingerprint"] == SPLIT_FINGERPRINT  # as before equal examples stayed together
+    assert (shown["training_data"]["example_count"], shown["training_data"]["held_out"]) == (4, 2)
+    plan = cli("plan", "--format", "json")
+    assert plan.code == 0, plan.err
+    [job] = plan.json()["jobs"]
+    assert (job["estimate"]["examples"], job["estimate"]["steps"]) == (2, 2)
+    applied = cli("apply", "--skip-eval", "--no-wait")
+    assert applied.code == 0, applied.err
+    model_id = job["tuned_model"].removeprefix("tunedModels/")
+    store = Store(clean_service.state_dir / "state.db")  # what the service was sent
+    assert [tuple(e) for e in store.examples(model_id)] == [("b", "2"), ("c", "3")]
+    assert [tuple(e) for e in store.validation_examples(model_id)] == [("a", "1"), ("a", "1")]
+
+
+def test_a_split_of_examples_that_are_all_the_same_is_refused(repo, cli, clean_service):
+    repo.write_jsonl("jobs/data/repeated.jsonl", REPEATED[:2])
+    repo.write("jobs/split.yaml", SPLIT_JOB)
+    applied = cli("apply", "--skip-eval", "--no-wait")
+    assert applied.code == 1
+    assert ("jobs/split.yaml:9:19: validation_split: cannot split 2 examples that are all the "
+            "same: a validation split needs at least two different examples") in applied.err

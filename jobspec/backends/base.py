@@ -12,6 +12,7 @@ knows a backend's name, resource naming, wire format or states.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -205,9 +206,10 @@ class Backend(Protocol):
     def current(self, models: list[RemoteModel], job: Job,
                 identity: Identity) -> RemoteModel | None:
         """Of ``models``, the one that is (or is becoming) ``identity``'s tuned model."""
-    def planned_name(self, identity: Identity) -> str:
-        """What the model will be called, for plans (a backend that chooses its own ids says
-        so)."""
+    def planned_name(self, identity: Identity, models: Sequence[RemoteModel] = ()) -> str:
+        """What the model will be called, for plans, given the service's ``models`` (an id
+        another owner's model holds is not this job's; a backend that chooses its own ids
+        says so)."""
     def expected_steps(self, job: Job, identity: Identity) -> int | None:
         """How many steps the service will train, when that is known before it starts."""
     def hyperparameters(self, job: Job) -> dict[str, Any]:
@@ -235,6 +237,36 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
+def is_own(model: RemoteModel, job: Job, identity: Identity, owner_id: str,
+           legacy_name: str | None = None) -> bool:
+    """Whether ``model`` is this owner's model of ``job`` with ``identity``'s examples: what
+    jobspec recorded on it names the job, the fingerprint and this owner. A model recorded
+    with no owner (made by a jobspec from before owners were recorded) counts only under
+    ``legacy_name``, the one id such a model could have: it is kept, not trained again, and
+    never pruned (see ``RemoteModel.owned_by``)."""
+    if model.job != job.name or model.fingerprint != identity.fingerprint:
+        return False
+    if model.owner is None:
+        return legacy_name is not None and model.name == legacy_name
+    return model.owner == owner_id
+
+
+def newest(models: Sequence[RemoteModel]) -> RemoteModel:
+    """The latest created of ``models`` (RFC 3339 times in UTC sort as strings)."""
+    return max(models, key=lambda m: (m.create_time or "", m.name))
+
+
+def own_current(models: Sequence[RemoteModel], job: Job, identity: Identity, owner_id: str,
+                legacy_name: str | None = None) -> RemoteModel | None:
+    """Of ``models``, this owner's model of the job and its examples (``is_own``): the newest
+    that has not failed, else the newest. Another owner's model is never current, whatever
+    its id or its state."""
+    mine = [m for m in models if is_own(m, job, identity, owner_id, legacy_name)]
+    if not mine:
+        return None
+    return newest([m for m in mine if m.state != FAILED] or mine)
+
+
 def training_and_validation(job: Job) -> tuple[list[Example], list[Example]]:
     """The examples a job trains on, and those it holds out for validation (its
     validation_data, or its validation_split of the training examples)."""
@@ -245,5 +277,10 @@ def training_and_validation(job: Job) -> tuple[list[Example], list[Example]]:
         if len(examples) < 2:
             raise ConfigError(job.at("validation_split"), f"cannot split {len(examples)} "
                               "example: a validation split needs at least two")
-        return data.split_examples(examples, job.validation_split)
+        training, validation = data.split_examples(examples, job.validation_split)
+        if not validation:
+            raise ConfigError(job.at("validation_split"), f"cannot split {len(examples)} "
+                              "examples that are all the same: a validation split needs at "
+                              "least two different examples")
+        return training, validation
     return examples, []

@@ -6,18 +6,19 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from .. import auth, data, wire
 from ..client import ApiClient
 from ..data import Example
 from ..errors import ConfigError, JobSpecError, PermanentBackendError
-from ..identity import Identity
+from ..identity import Identity, tuned_model_ids
 from ..spec import Job
 from ..workspace import Owner
 from . import generate
 from .base import (ACTIVE, CREATING, FAILED, PollDefaults, Progress, RemoteModel, Snapshot,
-                   TokenCount, training_and_validation)
+                   TokenCount, is_own, own_current, training_and_validation)
 from .endpoints import Endpoint, check_destination
 from .registry import BackendType, OpenRequest
 
@@ -28,10 +29,14 @@ SCOPES = ("https://www.googleapis.com/auth/cloud-platform",
           "https://www.googleapis.com/auth/generative-language.tuning")
 
 # A tuned model of the Gemini API has no labels, so jobspec marks the models it creates in their
-# description: `[jobspec job=... fingerprint=... owner=...]`. Models created before owners were
-# recorded carry no `owner=`; they parse with owner None, and are never pruned.
-_MARKER = re.compile(r"\[jobspec job=(?P<job>[a-z][a-z0-9-]*) fingerprint=(?P<fp>[0-9a-f]{64})"
-                     r"(?: owner=(?P<owner>[0-9a-f]{8,64}))?\]")
+# description: `[jobspec job=... fingerprint=... owner=...]`, always as its last paragraph, after
+# the job's own description. Only a mark in that place is read: the job file's author writes the
+# description, and a mark written there (another job's, another owner's) is followed by
+# jobspec's own, so it is never taken for it. Models created before owners were recorded carry
+# no `owner=`; they parse with owner None, and are never pruned.
+_MARKER = re.compile(r"(?:\A|\n\n)\[jobspec job=(?P<job>[a-z][a-z0-9-]*) "
+                     r"fingerprint=(?P<fp>[0-9a-f]{64})(?: owner=(?P<owner>[0-9a-f]{8,64}))?\]"
+                     r"\s*\Z")
 # How the Gemini API (and the local service) name one example in an INVALID_ARGUMENT message.
 _EXAMPLE_INDEX = re.compile(re.escape(wire.EXAMPLES_FIELD) + r"\[(\d+)\]")
 _STATES = {wire.CREATING: CREATING, wire.ACTIVE: ACTIVE, wire.FAILED: FAILED}
@@ -60,7 +65,8 @@ def marker(job_name: str, fingerprint: str, owner_id: str) -> str:
 
 
 def parse_marker(description: str | None) -> dict[str, str | None]:
-    """{"job", "fingerprint", "owner"} as RemoteModel fields; all None without a marker."""
+    """{"job", "fingerprint", "owner"} as RemoteModel fields, from jobspec's mark at the end
+    of ``description``; all None without one there."""
     found = _MARKER.search(description or "")
     if not found:
         return {"job": None, "fingerprint": None, "owner": None}
@@ -103,8 +109,11 @@ def _model_path(name: str) -> str:
 
 class GeminiBackend:
     """tunedModels, their operations and generateContent, over one ApiClient. The tuned model's
-    id is jobspec's (``Identity.tuned_model_id``), so a repeated create meets ALREADY_EXISTS and
-    adopts what an earlier, interrupted create made."""
+    id is jobspec's (``identity.tuned_model_ids``: one namespace holds every owner's models), so
+    a repeated create meets ALREADY_EXISTS and adopts what an earlier, interrupted create of
+    this owner made; a model of another owner under that id is left alone, and the next id is
+    taken. A job's model is found by its mark (job, fingerprint, owner), never by its id
+    alone."""
 
     def __init__(self, name: str, client: ApiClient, owner: Owner,
                  poll: PollDefaults = POLL, *, counts_examples: bool = False) -> None:
@@ -135,17 +144,20 @@ class GeminiBackend:
 
     def current(self, models: list[RemoteModel], job: Job,
                 identity: Identity) -> RemoteModel | None:
-        name = self.planned_name(identity)
-        return next((m for m in models if m.name == name), None)
+        return own_current(models, job, identity, self.owner.id,
+                           legacy_name=_model_path(identity.tuned_model_id))
 
-    def planned_name(self, identity: Identity) -> str:
-        return f"tunedModels/{identity.tuned_model_id}"
+    def planned_name(self, identity: Identity, models: Sequence[RemoteModel] = ()) -> str:
+        """The first of the job's ids (``tuned_model_ids``) that no model holds: the id create
+        will take, unless another owner's create takes it first."""
+        taken = {m.name for m in models}
+        free = (name for name in map(_model_path, tuned_model_ids(identity, self.owner.id))
+                if name not in taken)
+        return next(free, _model_path(identity.tuned_model_id))
 
     def expected_steps(self, job: Job, identity: Identity) -> int | None:
         hp = job.hyperparameters
-        held_out = data.split_count(identity.example_count, job.validation_split) \
-            if job.validation_split is not None else 0
-        return wire.total_steps(identity.example_count - held_out, hp.epoch_count,
+        return wire.total_steps(identity.example_count - identity.held_out, hp.epoch_count,
                                 hp.batch_size)
 
     def hyperparameters(self, job: Job) -> dict[str, Any]:
@@ -185,19 +197,31 @@ class GeminiBackend:
         }
 
     def create(self, job: Job, identity: Identity) -> Progress:
-        """Create the job's model under its own id; if it exists already (a retried or resumed
-        create), adopt it instead of creating another. The Gemini API takes the examples inline,
-        in the request, whose size validate has checked against the backend's limit."""
+        """Create the job's model under the first of its ids (``tuned_model_ids``). An id that
+        exists already (ALREADY_EXISTS) holds either this owner's model of the job, which a
+        retried or resumed create made, and is adopted instead of creating another, or a model
+        that is not this owner's, which is left alone while the next id is tried. The Gemini
+        API takes the examples inline, in the request, whose size validate has checked against
+        the backend's limit."""
         examples, validation = training_and_validation(job)
         body = self.create_body(job, identity, examples, validation)
-        try:
-            operation = self.client.request("POST", "tunedModels", body=body,
-                                            params={"tunedModelId": identity.tuned_model_id})
-        except PermanentBackendError as exc:
-            if exc.status != "ALREADY_EXISTS" and exc.http_status != 409:
-                raise self._located(exc, examples) from None
-            return dataclasses.replace(self.progress(self.planned_name(identity)), adopted=True)
-        return self._progress_from_operation(operation)
+        ids = tuned_model_ids(identity, self.owner.id)
+        for model_id in ids:
+            try:
+                operation = self.client.request("POST", "tunedModels", body=body,
+                                                params={"tunedModelId": model_id})
+            except PermanentBackendError as exc:
+                if exc.status != "ALREADY_EXISTS" and exc.http_status != 409:
+                    raise self._located(exc, examples) from None
+                there = self.get_model(model_id)
+                if there is not None and is_own(there, job, identity, self.owner.id,
+                                                legacy_name=_model_path(ids[0])):
+                    return dataclasses.replace(self.progress(there.name), adopted=True)
+                continue
+            return self._progress_from_operation(operation)
+        raise PermanentBackendError(
+            f"every id this job's model may take ({', '.join(ids)}) is held by a model that is "
+            "not this workspace's (see `jobspec get`)", http_status=409, status="ALREADY_EXISTS")
 
     def _located(self, error: PermanentBackendError, examples: list[Example]) -> JobSpecError:
         """A refusal that names ``examples[i]``, shown against the line of the user's data file

@@ -133,8 +133,3 @@ def removal_commands(tuned: dict[str, str]) -> list[str]:
         commands.append(f"gcloud ai models delete {where.get('models', '').split('@')[0]} "
                         f"{scope}")
     return commands
-
-
-def newest(models: list[RemoteModel]) -> RemoteModel:
-    """The latest created of ``models`` (RFC 3339 times in UTC sort as strings)."""
-    return max(models, key=lambda m: (m.create_time or "", m.name))

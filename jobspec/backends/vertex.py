@@ -5,9 +5,10 @@ Vertex chooses a tuning job's id, so jobspec records who made a job, and for whi
 fingerprint, in the job's ``labels`` (``jobspec-name``, ``jobspec-fingerprint``, the full 64 hex,
 and ``jobspec-owner``) and finds its jobs by listing with a label filter, every page. A create is
 never repeated blindly: before it, jobspec lists the jobs of this owner, job and fingerprint and
-adopts one that is not FAILED; after a create whose answer was lost, it lists again before
-trying again, and adopts what the lost create made. Another team's jobs (other labels, or none)
-are never listed as this workspace's, adopted or cancelled.
+adopts one that is not FAILED; after a create whose answer was lost, it lists again, for as
+long as the listing may lag behind a create, before it would try again, and adopts what the lost
+create made. Another team's jobs (other labels, or none) are never listed as this workspace's,
+adopted or cancelled.
 
 The training data goes to Cloud Storage first (gcs.py) as Vertex's JSONL, one
 ``{"contents": [user turn, model turn]}`` per example (§6), named by the fingerprint. Vertex
@@ -22,7 +23,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,13 +35,13 @@ from ..identity import Identity
 from ..spec import Job
 from ..workspace import Owner
 from . import generate
-from .base import (CREATING, FAILED, PollDefaults, Progress, RemoteModel, TokenCount,
-                   training_and_validation)
+from .base import (CREATING, FAILED, PollDefaults, Progress, RemoteModel, TokenCount, is_own,
+                   newest, own_current, training_and_validation)
 from .endpoints import Endpoint, checked_url, check_destination
 from .gcs import STORAGE_ENDPOINT, StagingBucket, Storage, rechunk
 from .registry import BackendOptions, BackendType, OpenRequest
 from .tuningjobs import (JSONL_EXAMPLE_BYTES, LABEL_FINGERPRINT, LABEL_NAME, LABEL_OWNER,
-                         hyperparameters_to_wire, jsonl_line, newest, progress_of,
+                         hyperparameters_to_wire, jsonl_line, progress_of,
                          removal_commands, tuning_job_from_wire)
 
 POLL = PollDefaults(initial=30.0, maximum=300.0)  # Vertex tuning jobs take tens of minutes
@@ -55,6 +56,12 @@ API_KEY_VARIABLES = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
 TRAINING_OBJECT = "jobspec/training/{fingerprint}.jsonl"  # in the staging bucket (and prefix)
 VALIDATION_OBJECT = "jobspec/validation/{fingerprint}.jsonl"
 MAX_VALIDATION_EXAMPLES = 5_000  # §6
+# A create answered 429 or 503 was refused before anything was made (RESOURCE_EXHAUSTED,
+# UNAVAILABLE); any other failure (no answer, 500, 502, 504) may have followed the job's making.
+REFUSED_CREATE = (429, 503)
+# How long Vertex AI's listing is given to show a job a create made. The list is the only way
+# to find a job whose create answer was lost, and it may lag behind the create.
+LISTING_SETTLE_SECONDS = 60.0
 
 # A region goes into the service's host name, a project into its paths: nothing else may pass.
 _LOCATION = re.compile(r"[a-z][a-z0-9-]{0,61}[a-z0-9]")
@@ -166,8 +173,9 @@ class VertexBackend:
     # Finding jobs.
 
     def _list(self, **labels: str) -> list[RemoteModel]:
-        """The tuning jobs with these labels, following every page."""
-        query = {"filter": " AND ".join(f'labels.{key}="{value}"'
+        """The tuning jobs with these labels, following every page. The list filter is
+        AIP-160's, where a bare ``-`` is negation: the keys (``jobspec-owner``) are quoted."""
+        query = {"filter": " AND ".join(f'labels."{key}"="{value}"'
                                         for key, value in labels.items())}
         path = f"{self.settings.parent}/tuningJobs"
         found: list[RemoteModel] = []
@@ -191,17 +199,13 @@ class VertexBackend:
         return self._list(**{LABEL_OWNER: self.owner.id})
 
     def _of(self, models: list[RemoteModel], job: Job, identity: Identity) -> list[RemoteModel]:
-        return [m for m in models if m.owned_by(self.owner.id) and m.job == job.name
-                and m.fingerprint == identity.fingerprint]
+        return [m for m in models if is_own(m, job, identity, self.owner.id)]
 
     def current(self, models: list[RemoteModel], job: Job,
                 identity: Identity) -> RemoteModel | None:
-        mine = self._of(models, job, identity)
-        if not mine:
-            return None
-        return newest([m for m in mine if m.state != FAILED] or mine)
+        return own_current(models, job, identity, self.owner.id)
 
-    def planned_name(self, identity: Identity) -> str:
+    def planned_name(self, identity: Identity, models: Sequence[RemoteModel] = ()) -> str:
         return f"tuningJobs/(new) {identity.tuned_model_id}"
 
     def expected_steps(self, job: Job, identity: Identity) -> int | None:
@@ -284,8 +288,10 @@ class VertexBackend:
     def create(self, job: Job, identity: Identity) -> Progress:
         """Adopt this owner's job of the same name and fingerprint if one is not FAILED; else
         stage the data and create one. The create is sent once per attempt, never retried
-        blindly: after a transient failure (its answer may be lost while the job was made),
-        the jobs are listed again, and one the lost create made is adopted."""
+        blindly. After one the service refused (429, 503) the jobs are listed again before the
+        next attempt. After one whose outcome is unknown (no answer, or an error that may
+        follow the job's making), no create is sent until the listing has had time to show
+        what it made (``_after_unknown_create``), which is then adopted."""
         labels = {LABEL_OWNER: self.owner.id, LABEL_NAME: job.name,
                   LABEL_FINGERPRINT: identity.fingerprint}
         started = time.monotonic()
@@ -309,6 +315,10 @@ class VertexBackend:
                                               body=self.create_body(job, identity, *staged),
                                               retry=False)
             except TransientBackendError as exc:
+                if exc.http_status not in REFUSED_CREATE:
+                    made = self._after_unknown_create(exc, labels, job, identity, known, started)
+                    if made:
+                        return progress_of(newest(made), adopted=True)
                 wait = self._retry_wait(exc, attempt, started)
                 if wait is None:
                     failed = exc  # list once more: a lost answer may have made the job
@@ -317,6 +327,36 @@ class VertexBackend:
                                       "tuning job") from None
                 continue
             return progress_of(tuning_job_from_wire(created))
+
+    def _after_unknown_create(self, error: TransientBackendError, labels: dict[str, str],
+                              job: Job, identity: Identity, known: set[str],
+                              started: float) -> list[RemoteModel]:
+        """The jobs a create whose outcome is unknown made, once the listing shows them; []
+        once ``LISTING_SETTLE_SECONDS`` have passed with none (it made nothing). Vertex AI
+        takes no request id and chooses the job's name, so the listing is the only way to
+        find the job, and it may lag behind the create: until it has had that long, jobspec
+        lists again and never creates again. If the retry deadline ends first, it stops with
+        nothing created a second time."""
+        policy, sent = self.client.retry, time.monotonic()
+        wait = policy.initial_wait
+        while True:
+            found = self._of(self._list(**labels), job, identity)
+            made = [m for m in found if m.state != FAILED or m.name not in known]
+            waited = time.monotonic() - sent
+            if made or waited >= LISTING_SETTLE_SECONDS:
+                return made
+            left = policy.deadline_seconds - (time.monotonic() - started)
+            if left <= 0:
+                raise TransientBackendError(
+                    f"{error.message} (creating the tuning job: whether that create made a "
+                    f"job is unknown, and after {waited:.0f}s Vertex AI's listing, which can lag "
+                    "behind a create, shows none; jobspec did not create another. Apply again "
+                    "in a minute: it adopts the job if the create made one, or creates it)",
+                    http_status=error.http_status, status=error.status)
+            if self._stop.wait(min(wait, left, LISTING_SETTLE_SECONDS - waited)):
+                raise Interrupted("interrupted while waiting for Vertex AI to list the tuning "
+                                  "job a create may have made") from None
+            wait = min(2 * wait, policy.max_wait)
 
     def _retry_wait(self, error: TransientBackendError, attempt: int,
                     started: float) -> float | None:

@@ -62,6 +62,8 @@ def resolved_job(job: spec.Job, chosen_backend: str | None = None) -> dict[str, 
         training = {"path": source.display_path, "format": source.format.lstrip("."),
                     "input_field": source.input_field, "output_field": source.output_field}
     training["example_count"] = identity.example_count
+    if job.validation_split is not None:  # equal examples stay on one side (data.held_out)
+        training["held_out"] = identity.held_out
     resolved: dict[str, Any] = {
         "name": job.name,
         "file": job.path,

@@ -49,10 +49,10 @@ def test_apply_stages_the_data_then_creates_one_labelled_job_and_evals_it(vertex
         ("POST", "/upload/storage/v1/b/my-bucket/o"),
         ("POST", JOBS_PATH)]
     listing, lookup = fake.requests[0], fake.requests[1]
-    assert listing.query == {"filter": [f'labels.jobspec-owner="{OWNER_ID}"']}
+    assert listing.query == {"filter": [f'labels."jobspec-owner"="{OWNER_ID}"']}
     assert lookup.query == {"filter": [
-        f'labels.jobspec-owner="{OWNER_ID}" AND labels.jobspec-name="numbers" AND '
-        f'labels.jobspec-fingerprint="{fp}"']}
+        f'labels."jobspec-owner"="{OWNER_ID}" AND labels."jobspec-name"="numbers" AND '
+        f'labels."jobspec-fingerprint"="{fp}"']}
 
     upload = fake.requests[3]
     assert upload.query == {"uploadType": ["media"], "name": [object_name],
@@ -140,6 +140,33 @@ def test_a_lost_create_answer_is_found_by_listing_and_adopted_not_duplicated(ver
     assert sent[create + 1] == ("GET", JOBS_PATH)  # listed again, and found what it made
     again = apply(cli, "--skip-eval")
     assert again.code == 0 and len(vertex.creates()) == 1 and len(vertex.fake.jobs) == 1
+
+
+def test_a_lost_create_answer_is_waited_for_while_the_listing_lags(vertex: Vertex, cli):
+    vertex.fake.drop_next_create_answer()
+    vertex.fake.lag_next_listing(3)  # the job it made stays out of the next three listings
+    result = apply(cli, "--skip-eval")
+    assert result.code == 0, result.err
+    assert len(vertex.creates()) == 1 and len(vertex.fake.jobs) == 1  # never a second job
+    assert f"numbers: adopted {vertex.job_of('numbers')['name']}" in result.err
+
+
+def test_a_lost_create_answer_is_not_repeated_while_the_listing_lags_past_the_deadline(
+        vertex: Vertex, cli, monkeypatch):
+    monkeypatch.setenv("JOBSPEC_RETRY_DEADLINE", "1.5")
+    vertex.fake.drop_next_create_answer()
+    vertex.fake.lag_next_listing(1000)
+    result = apply(cli, "--skip-eval")
+    assert result.code == 1
+    assert ("whether that create made a job is unknown, and after 1s Vertex AI's listing, which "
+            "can lag behind a create, shows none; jobspec did not create another. Apply again "
+            "in a minute: it adopts the job if the create made one, or creates it)") \
+        in result.err
+    assert len(vertex.creates()) == 1 and len(vertex.fake.jobs) == 1
+    vertex.fake.catch_up_listing()
+    again = apply(cli, "--skip-eval")  # plan finds the job the lost create made
+    assert again.code == 0, again.err
+    assert len(vertex.creates()) == 1 and len(vertex.fake.jobs) == 1
 
 
 def test_a_create_answered_503_lists_again_then_creates_once(vertex: Vertex, cli):
