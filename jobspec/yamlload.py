@@ -9,14 +9,16 @@ file fails fast while a long plain list (a data file of many examples) is read w
 capped, so that no file can exhaust the stack. Strings holding a UTF-16 surrogate (a ``"\\ud83d"``
 escape), which cannot be sent as UTF-8, are refused at their node.
 
-Job files are read with PyYAML's pure-Python parser, whose messages jobspec's tests and users
-know; data files, which may be large, with libyaml when it is there and limits nesting (about
-eight times faster).
+Files are read with libyaml when it is there and limits nesting (about eight times faster than
+PyYAML's pure-Python parser). A job file libyaml refuses, or one the builder refuses, is read
+again with the pure-Python parser, whose messages and positions jobspec's tests and users know;
+data files keep libyaml's. Without libyaml, the pure-Python parser reads everything.
 """
 
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +28,7 @@ from .errors import ConfigError, Location
 from .utf8 import escape_problem, surrogate_problem
 
 FieldPath = tuple[str | int, ...]
+_Pair = tuple[str, yaml.Node, yaml.Node]  # a mapping's key, its node, and its value's node
 
 # Nodes built a second (or later) time because an alias leads to them. Plain nodes are bounded by
 # the file's size; what aliases expand to is not: a "billion laughs" file of a few hundred bytes
@@ -44,6 +47,7 @@ _SCALAR_TAGS = {
 # Dates become the text the user wrote: a job file has no use for datetime objects.
 _TEXT_TAGS = {"tag:yaml.org,2002:timestamp"}
 _MAP_TAG = "tag:yaml.org,2002:map"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 _SEQ_TAG = "tag:yaml.org,2002:seq"
 
 
@@ -111,11 +115,20 @@ def _error_from_yaml(file: str, text: str, exc: yaml.YAMLError,
     if "maximum nesting depth" in problem:  # libyaml's own cap (1,000 levels)
         return _too_deep(file, mark.line + 1, mark.column + 1)
     if problem == "found invalid Unicode character escape code":  # libyaml: \ud83d and the like
-        escape = _escape_at(text, mark.line, mark.column)
-        if escape is not None:  # libyaml marks the digits; show the escape's backslash
-            return ConfigError(Location(file, mark.line + 1, mark.column - 1),
-                               f"invalid YAML: {escape_problem(escape)}")
+        bad_escape = _bad_escape(file, text, mark)
+        if bad_escape is not None:
+            return bad_escape
     return ConfigError(Location(file, mark.line + 1, mark.column + 1), message)
+
+
+def _bad_escape(file: str, text: str, mark: yaml.Mark) -> ConfigError | None:
+    """The escape whose digits start at ``mark`` (where both parsers stop), shown at its
+    backslash; None if no \\u or \\U escape is there."""
+    escape = _escape_at(text, mark.line, mark.column)
+    if escape is None:
+        return None
+    return ConfigError(Location(file, mark.line + 1, mark.column - 1),
+                       f"invalid YAML: {escape_problem(escape)}")
 
 
 def _escape_at(text: str, line: int, column: int) -> int | None:
@@ -163,6 +176,19 @@ class _DepthLimitedLoader(yaml.SafeLoader):
             self.depth -= 1
 
 
+# Text that libyaml and PyYAML's pure-Python parser read differently (tabs, a byte-order mark
+# inside the text, the Unicode line breaks, a carriage return not followed by a line feed, a
+# comment right after a block scalar's indicator): a job file holding one is read by the
+# pure-Python parser alone. tests/test_yaml_paths.py looks for more.
+_LIBYAML_MAY_DIFFER = re.compile("[\t\ufeff\x85\u2028\u2029]|\r(?!\n)|[|>][-+0-9]*#")
+
+
+class _Unsure(Exception):
+    """libyaml read a node that PyYAML's pure-Python parser may read otherwise or place elsewhere:
+    an empty scalar (each puts it at another mark), or a plain one holding "?" inside [...] or
+    {...} (which the pure-Python parser refuses)."""
+
+
 class _TooDeep(Exception):
     def __init__(self, line: int, column: int) -> None:
         super().__init__(line, column)
@@ -186,12 +212,16 @@ def _libyaml_caps_nesting() -> bool:
 
 
 class _Builder:
-    def __init__(self, file: str, loader: yaml.SafeLoader) -> None:
+    def __init__(self, file: str, loader: yaml.SafeLoader, *, exact: bool = False) -> None:
         self.file = file
         self.loader = loader
+        self.exact = exact  # refuse (_Unsure) what the pure-Python parser may read otherwise
+        self.flow_depth = 0  # how many [...] or {...} hold the node being built
         self.positions = Positions()
         self.seen: set[int] = set()  # ids of nodes built once: building one again is an alias
         self.alias_nodes = 0
+        # id of a merged mapping -> its pairs, and how many it holds with its merges written out
+        self.resolved: dict[int, tuple[list[_Pair], int]] = {}
 
     def error(self, node: yaml.Node, path: FieldPath, message: str) -> ConfigError:
         line, column = _mark(node)
@@ -209,15 +239,23 @@ class _Builder:
         if len(path) > MAX_DEPTH:
             raise _too_deep(self.file, *_mark(node))
         self.positions.values.setdefault(path, _mark(node))
-        if isinstance(node, yaml.MappingNode):
-            return self._mapping(node, path)
-        if isinstance(node, yaml.SequenceNode):
+        if isinstance(node, yaml.ScalarNode):
+            return self._scalar(node, path)
+        flow = self.exact and node.flow_style
+        self.flow_depth += flow
+        try:
+            if isinstance(node, yaml.MappingNode):
+                return self._mapping(node, path)
             if node.tag != _SEQ_TAG:
                 raise self.error(node, path, f"unsupported YAML tag {_short_tag(node.tag)}")
             return [self.build(child, path + (i,)) for i, child in enumerate(node.value)]
-        return self._scalar(node, path)
+        finally:
+            self.flow_depth -= flow
 
     def _scalar(self, node: yaml.ScalarNode, path: FieldPath) -> Any:
+        if self.exact and (not node.value or self.flow_depth and not node.style
+                           and "?" in node.value):
+            raise _Unsure
         if node.tag in _TEXT_TAGS:
             return node.value
         if node.tag not in _SCALAR_TAGS:
@@ -227,52 +265,142 @@ class _Builder:
             value = self.loader.construct_object(node, deep=True)
         except ValueError as exc:  # e.g. an integer past Python's 4,300-digit limit
             raise self.error(node, path, f"cannot read this value: {exc}") from None
+        except (IndexError, KeyError):  # PyYAML's own: `!!int` with no digits, `!!bool maybe`
+            raise self.error(node, path, f"cannot read this value: {node.value!r} is not "
+                             f"{_short_tag(node.tag)}") from None
         if isinstance(value, str):
             problem = surrogate_problem(value)
             if problem is not None:
                 raise self.error(node, path, problem)
         return value
 
+    def _key(self, key_node: yaml.Node, path: FieldPath) -> str:
+        if not isinstance(key_node, yaml.ScalarNode):
+            raise self.error(key_node, path, "a mapping key must be plain text")
+        key = self._scalar(key_node, path)
+        if not isinstance(key, str):
+            key = str(key).lower() if isinstance(key, bool) else str(key)
+        return key
+
     def _mapping(self, node: yaml.MappingNode, path: FieldPath) -> dict:
         if node.tag != _MAP_TAG:
             raise self.error(node, path, f"unsupported YAML tag {_short_tag(node.tag)}")
-        # Resolve merge keys (<<) the way PyYAML does, so anchors used for sharing work: the
-        # merged pairs come first, a key of the mapping's own overrides them, and of two merged
-        # ones the first wins. Only two of the mapping's own keys are a duplicate.
-        own = {id(key_node) for key_node, _ in node.value}
-        self.loader.flatten_mapping(node)
+        # Merge keys (<<), so that anchors used for sharing work: the merged pairs come first, a
+        # key of the mapping's own overrides them, and of two merged ones the first wins. Only two
+        # of the mapping's own keys are a duplicate.
         result: dict = {}
         merged: set[str] = set()
-        for key_node, value_node in node.value:
-            if not isinstance(key_node, yaml.ScalarNode):
-                raise self.error(key_node, path, "a mapping key must be plain text")
-            key = self._scalar(key_node, path)
-            if not isinstance(key, str):
-                key = str(key).lower() if isinstance(key, bool) else str(key)
+        for key, key_node, value_node in self._merged(node, path, 0)[0]:
             child = path + (key,)
-            from_merge = id(key_node) not in own
+            merged.add(key)
+            self.positions.keys[child] = _mark(key_node)
+            result[key] = self.build(value_node, child)
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG:
+                continue
+            key = self._key(key_node, path)
+            child = path + (key,)
             if key in result:
-                if from_merge:
-                    continue
                 if key not in merged:
                     first = self.positions.keys[child]
                     raise self.error(key_node, child, f"duplicate key {key!r} (first defined "
                                      f"at line {first[0]}); YAML would keep only the last")
                 merged.discard(key)
                 self.positions.values.pop(child, None)
-            elif from_merge:
-                merged.add(key)
             self.positions.keys[child] = _mark(key_node)
             result[key] = self.build(value_node, child)
         return result
+
+    def _merged(self, node: yaml.MappingNode, path: FieldPath,
+                depth: int) -> tuple[list[_Pair], int]:
+        """The pairs that ``node``'s merge keys bring in (the first of each key, in order), and
+        how many pairs the merges hold before duplicates are dropped.
+
+        Resolved here rather than by PyYAML, whose flatten_mapping copies every merged pair
+        before anything counts them (nested ``<<: [*a, *a, ...]`` grows exponentially up to
+        PyYAML 6.0.3, a chain of merges quadratically after). Each mapping's pairs are worked out
+        once, and what the merges expand to, counted as if each were written out, is charged to
+        the alias budget: the count is arithmetic, so a bomb is refused before it grows."""
+        found: list[_Pair] = []
+        keys: set[str] = set()
+        expanded = 0
+        for key_node, value_node in node.value:
+            if key_node.tag != _MERGE_TAG:
+                continue
+            sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else \
+                [value_node]
+            for source in sources:
+                if not isinstance(source, yaml.MappingNode):  # PyYAML's own words
+                    expected = "a mapping" if source is not value_node else \
+                        "a mapping or list of mappings"
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping", node.start_mark,
+                        f"expected {expected} for merging, but found {source.id}",
+                        source.start_mark)
+                pairs, source_expanded = self._pairs(source, path, depth + 1)
+                expanded += source_expanded
+                self.alias_nodes += source_expanded
+                if self.alias_nodes > MAX_ALIAS_NODES:
+                    raise self.error(value_node, path, f"merge keys (<<) and aliases expand to "
+                                     f"more than {MAX_ALIAS_NODES:,} YAML nodes; jobspec stops "
+                                     "there, as against a merge-key bomb (write the repeated "
+                                     "values out)")
+                for pair in pairs:
+                    if pair[0] not in keys:
+                        keys.add(pair[0])
+                        found.append(pair)
+        return found, expanded
+
+    def _pairs(self, node: yaml.MappingNode, path: FieldPath,
+               depth: int) -> tuple[list[_Pair], int]:
+        """The pairs of a mapping merged into another, as the mapping itself reads (its merged
+        pairs, overridden by its own keys; of two own ones the first), and how many pairs it
+        holds with its merges written out."""
+        if id(node) in self.resolved:
+            return self.resolved[id(node)]
+        if depth > MAX_DEPTH:  # a mapping that merges itself, or a chain of merges as long
+            raise _too_deep(self.file, *_mark(node))
+        pairs, expanded = self._merged(node, path, depth)
+        at = {pair[0]: index for index, pair in enumerate(pairs)}
+        own: set[str] = set()
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG:
+                continue
+            expanded += 1
+            key = self._key(key_node, path)
+            if key in own:
+                continue
+            own.add(key)
+            if key in at:
+                pairs[at[key]] = (key, key_node, value_node)
+            else:
+                at[key] = len(pairs)
+                pairs.append((key, key_node, value_node))
+        self.resolved[id(node)] = pairs, expanded
+        return pairs, expanded
 
 
 def load_yaml(text: str, file: str, *, data_file: bool = False) -> LoadedYaml:
     """Parse one YAML document from ``text``; ``file`` is only used in error messages.
     ``data_file``: the text is a list of training examples (possibly large), not a job file."""
+    if not _libyaml_caps_nesting():
+        return _load(text, file, data_file, fast=False)
+    if data_file:
+        return _load(text, file, data_file, fast=True)
+    if _LIBYAML_MAY_DIFFER.search(text):
+        return _load(text, file, data_file, fast=False)
+    try:
+        return _load(text, file, data_file, fast=True)
+    except (ConfigError, _Unsure):
+        # A job file libyaml cannot read (or one the builder refuses) is read again by the
+        # pure-Python parser, for the message and position users and tests know: libyaml's
+        # wording differs, and it finds some problems at another place.
+        return _load(text, file, data_file, fast=False)
+
+
+def _load(text: str, file: str, data_file: bool, fast: bool) -> LoadedYaml:
     what = "a data file" if data_file else "a job file"
     several = f"several YAML documents in one file; {what} holds exactly one"
-    fast = data_file and _libyaml_caps_nesting()
     try:
         loader = yaml.CSafeLoader(text) if fast else _DepthLimitedLoader(text)
     except yaml.reader.ReaderError as exc:  # the pure-Python reader checks the text up front
@@ -286,10 +414,15 @@ def load_yaml(text: str, file: str, *, data_file: bool = False) -> LoadedYaml:
             raise _error_from_yaml(file, text, exc, several) from None
         except _TooDeep as exc:
             raise _too_deep(file, exc.line, exc.column) from None
+        except (ValueError, OverflowError):  # the pure-Python scanner's chr() of "\U0bad0000"
+            bad_escape = _bad_escape(file, text, loader.get_mark())
+            if bad_escape is None:
+                raise
+            raise bad_escape from None
         if node is None:
             expected = "a list of examples" if data_file else "a job mapping"
             raise ConfigError(Location(file, 1, 1), f"the file is empty; expected {expected}")
-        builder = _Builder(file, loader)
+        builder = _Builder(file, loader, exact=fast and not data_file)
         try:
             data = builder.build(node, ())
         except yaml.YAMLError as exc:
