@@ -37,6 +37,7 @@ MAX_ALIAS_NODES = 100_000
 # Levels of nesting (the top-level value is level 0). A job file needs 5, an example 1 or 2.
 MAX_DEPTH = 100
 
+_STR_TAG = "tag:yaml.org,2002:str"
 _SCALAR_TAGS = {
     "tag:yaml.org,2002:null",
     "tag:yaml.org,2002:bool",
@@ -238,7 +239,8 @@ class _Builder:
             self.seen.add(id(node))
         if len(path) > MAX_DEPTH:
             raise _too_deep(self.file, *_mark(node))
-        self.positions.values.setdefault(path, _mark(node))
+        if path not in self.positions.values:
+            self.positions.values[path] = _mark(node)
         if isinstance(node, yaml.ScalarNode):
             return self._scalar(node, path)
         flow = self.exact and node.flow_style
@@ -253,26 +255,33 @@ class _Builder:
             self.flow_depth -= flow
 
     def _scalar(self, node: yaml.ScalarNode, path: FieldPath) -> Any:
-        if self.exact and (not node.value or self.flow_depth and not node.style
-                           and "?" in node.value):
+        value, tag = node.value, node.tag
+        if self.exact and (not value or self.flow_depth and not node.style and "?" in value):
             raise _Unsure
-        if node.tag in _TEXT_TAGS:
-            return node.value
-        if node.tag not in _SCALAR_TAGS:
-            raise self.error(node, path, f"unsupported YAML tag {_short_tag(node.tag)}; "
+        if tag == _STR_TAG:  # most values: the text is the value, as SafeConstructor makes it
+            pass
+        elif tag in _TEXT_TAGS:
+            return value
+        elif tag not in _SCALAR_TAGS:
+            raise self.error(node, path, f"unsupported YAML tag {_short_tag(tag)}; "
                              "only plain values (text, numbers, true/false, null) are allowed")
-        try:
-            value = self.loader.construct_object(node, deep=True)
-        except ValueError as exc:  # e.g. an integer past Python's 4,300-digit limit
-            raise self.error(node, path, f"cannot read this value: {exc}") from None
-        except (IndexError, KeyError):  # PyYAML's own: `!!int` with no digits, `!!bool maybe`
-            raise self.error(node, path, f"cannot read this value: {node.value!r} is not "
-                             f"{_short_tag(node.tag)}") from None
+        else:
+            value = self._construct(node, path)
         if isinstance(value, str):
             problem = surrogate_problem(value)
             if problem is not None:
                 raise self.error(node, path, problem)
         return value
+
+    def _construct(self, node: yaml.ScalarNode, path: FieldPath) -> Any:
+        """A null, boolean or number, by SafeConstructor's own function for its tag."""
+        try:
+            return self.loader.yaml_constructors[node.tag](self.loader, node)
+        except ValueError as exc:  # e.g. an integer past Python's 4,300-digit limit
+            raise self.error(node, path, f"cannot read this value: {exc}") from None
+        except (IndexError, KeyError):  # PyYAML's own: `!!int` with no digits, `!!bool maybe`
+            raise self.error(node, path, f"cannot read this value: {node.value!r} is not "
+                             f"{_short_tag(node.tag)}") from None
 
     def _key(self, key_node: yaml.Node, path: FieldPath) -> str:
         if not isinstance(key_node, yaml.ScalarNode):
