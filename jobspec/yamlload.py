@@ -9,23 +9,22 @@ file fails fast while a long plain list (a data file of many examples) is read w
 capped, so that no file can exhaust the stack. Strings holding a UTF-16 surrogate (a ``"\\ud83d"``
 escape), which cannot be sent as UTF-8, are refused at their node.
 
-Files are read with libyaml when it is there and limits nesting (about eight times faster than
-PyYAML's pure-Python parser). A job file libyaml refuses, or one the builder refuses, is read
-again with the pure-Python parser, whose messages and positions jobspec's tests and users know;
-data files keep libyaml's. Without libyaml, the pure-Python parser reads everything.
+yamlparse reads the text into nodes (libyaml where it reads the file as PyYAML's pure-Python
+parser would); merge keys (``<<``) are resolved here, each mapping once, and what they expand
+to counts against the alias budget too.
 """
 
 from __future__ import annotations
 
-import functools
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
 from .errors import ConfigError, Location
-from .utf8 import escape_problem, surrogate_problem
+from .utf8 import surrogate_problem
+from .yamlparse import (MAP_TAG, MAX_DEPTH, MERGE_TAG, SCALAR_TAGS, SEQ_TAG, STR_TAG, TEXT_TAGS,
+                        compose, too_deep)
 
 FieldPath = tuple[str | int, ...]
 _Pair = tuple[str, yaml.Node, yaml.Node]  # a mapping's key, its node, and its value's node
@@ -34,22 +33,8 @@ _Pair = tuple[str, yaml.Node, yaml.Node]  # a mapping's key, its node, and its v
 # the file's size; what aliases expand to is not: a "billion laughs" file of a few hundred bytes
 # reaches this budget in a fraction of a second, and no real job or data file comes near it.
 MAX_ALIAS_NODES = 100_000
-# Levels of nesting (the top-level value is level 0). A job file needs 5, an example 1 or 2.
-MAX_DEPTH = 100
-
-_STR_TAG = "tag:yaml.org,2002:str"
-_SCALAR_TAGS = {
-    "tag:yaml.org,2002:null",
-    "tag:yaml.org,2002:bool",
-    "tag:yaml.org,2002:int",
-    "tag:yaml.org,2002:float",
-    "tag:yaml.org,2002:str",
-}
-# Dates become the text the user wrote: a job file has no use for datetime objects.
-_TEXT_TAGS = {"tag:yaml.org,2002:timestamp"}
-_MAP_TAG = "tag:yaml.org,2002:map"
-_MERGE_TAG = "tag:yaml.org,2002:merge"
-_SEQ_TAG = "tag:yaml.org,2002:seq"
+# Makes nulls, booleans and numbers from their text, as yaml.safe_load would (it keeps no state).
+_CONSTRUCTOR = yaml.constructor.SafeConstructor()
 
 
 def _short_tag(tag: str) -> str:
@@ -95,129 +80,9 @@ def _mark(node: yaml.Node) -> tuple[int, int]:
     return node.start_mark.line + 1, node.start_mark.column + 1
 
 
-def _too_deep(file: str, line: int, column: int) -> ConfigError:
-    return ConfigError(Location(file, line, column),
-                       f"nested more than {MAX_DEPTH} levels deep; no job or data file needs "
-                       "that many")
-
-
-def _error_from_yaml(file: str, text: str, exc: yaml.YAMLError,
-                     several_documents: str) -> ConfigError:
-    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-    problem = getattr(exc, "problem", None) or str(exc)
-    context = getattr(exc, "context", None)
-    message = f"invalid YAML: {problem}"
-    if context and "expected a single document" not in context:
-        message = f"invalid YAML: {context}, {problem}"
-    if context and "expected a single document" in context:
-        message = several_documents
-    if mark is None:
-        return ConfigError(Location(file), message)
-    if "maximum nesting depth" in problem:  # libyaml's own cap (1,000 levels)
-        return _too_deep(file, mark.line + 1, mark.column + 1)
-    if problem == "found invalid Unicode character escape code":  # libyaml: \ud83d and the like
-        bad_escape = _bad_escape(file, text, mark)
-        if bad_escape is not None:
-            return bad_escape
-    return ConfigError(Location(file, mark.line + 1, mark.column + 1), message)
-
-
-def _bad_escape(file: str, text: str, mark: yaml.Mark) -> ConfigError | None:
-    """The escape whose digits start at ``mark`` (where both parsers stop), shown at its
-    backslash; None if no \\u or \\U escape is there."""
-    escape = _escape_at(text, mark.line, mark.column)
-    if escape is None:
-        return None
-    return ConfigError(Location(file, mark.line + 1, mark.column - 1),
-                       f"invalid YAML: {escape_problem(escape)}")
-
-
-def _escape_at(text: str, line: int, column: int) -> int | None:
-    """The code point of the \\u or \\U escape whose digits start at (0-based) line, column."""
-    start = 0
-    for _ in range(line):
-        start = text.find("\n", start) + 1
-        if start == 0:
-            return None
-    letter = text[start + column - 1:start + column]
-    digits = text[start + column:start + column + (4 if letter == "u" else 8)]
-    if letter not in ("u", "U") or not all(c in "0123456789abcdefABCDEF" for c in digits):
-        return None
-    return int(digits, 16) if digits else None
-
-
-def _reader_error(file: str, text: str, exc: yaml.reader.ReaderError,
-                  offsets_in_bytes: bool) -> ConfigError:
-    position = exc.position
-    if offsets_in_bytes:  # libyaml counts bytes of the UTF-8 text
-        position = len(text.encode("utf-8", "surrogatepass")[:position].decode("utf-8", "ignore"))
-    before = text[:position]
-    line, column = before.count("\n") + 1, position - (before.rfind("\n") + 1) + 1
-    character = exc.character if isinstance(exc.character, int) else ord(exc.character or "?")
-    return ConfigError(Location(file, line, column), f"invalid YAML: unacceptable character "
-                       f"#x{character:04x}: {exc.reason}")
-
-
-class _DepthLimitedLoader(yaml.SafeLoader):
-    """PyYAML's pure-Python composer recurses once per level: stop it at MAX_DEPTH, at the node,
-    before Python's recursion limit does."""
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self.depth = 0
-
-    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
-        if self.depth > MAX_DEPTH:
-            mark = self.peek_event().start_mark
-            raise _TooDeep(mark.line + 1, mark.column + 1)
-        self.depth += 1
-        try:
-            return super().compose_node(parent, index)
-        finally:
-            self.depth -= 1
-
-
-# Text that libyaml and PyYAML's pure-Python parser read differently (tabs, a byte-order mark
-# inside the text, the Unicode line breaks, a carriage return not followed by a line feed, a
-# comment right after a block scalar's indicator): a job file holding one is read by the
-# pure-Python parser alone. tests/test_yaml_paths.py looks for more.
-_LIBYAML_MAY_DIFFER = re.compile("[\t\ufeff\x85\u2028\u2029]|\r(?!\n)|[|>][-+0-9]*#")
-
-
-class _Unsure(Exception):
-    """libyaml read a node that PyYAML's pure-Python parser may read otherwise or place elsewhere:
-    an empty scalar (each puts it at another mark), or a plain one holding "?" inside [...] or
-    {...} (which the pure-Python parser refuses)."""
-
-
-class _TooDeep(Exception):
-    def __init__(self, line: int, column: int) -> None:
-        super().__init__(line, column)
-        self.line, self.column = line, column
-
-
-@functools.cache
-def _libyaml_caps_nesting() -> bool:
-    """Whether libyaml is there and refuses deep nesting itself (libyaml 0.2.5 and later):
-    its composer recurses in C, where no RecursionError would stop a deep file."""
-    if not getattr(yaml, "__with_libyaml__", False):
-        return False
-    probe = yaml.CSafeLoader("[" * 1001 + "]" * 1001)
-    try:
-        probe.get_single_node()
-    except yaml.YAMLError as exc:
-        return "maximum nesting depth" in str(exc)
-    finally:
-        probe.dispose()
-    return False
-
-
 class _Builder:
-    def __init__(self, file: str, loader: yaml.SafeLoader, *, exact: bool = False) -> None:
+    def __init__(self, file: str) -> None:
         self.file = file
-        self.loader = loader
-        self.exact = exact  # refuse (_Unsure) what the pure-Python parser may read otherwise
-        self.flow_depth = 0  # how many [...] or {...} hold the node being built
         self.positions = Positions()
         self.seen: set[int] = set()  # ids of nodes built once: building one again is an alias
         self.alias_nodes = 0
@@ -238,31 +103,24 @@ class _Builder:
         else:
             self.seen.add(id(node))
         if len(path) > MAX_DEPTH:
-            raise _too_deep(self.file, *_mark(node))
+            raise too_deep(self.file, *_mark(node))
         if path not in self.positions.values:
             self.positions.values[path] = _mark(node)
         if isinstance(node, yaml.ScalarNode):
             return self._scalar(node, path)
-        flow = self.exact and node.flow_style
-        self.flow_depth += flow
-        try:
-            if isinstance(node, yaml.MappingNode):
-                return self._mapping(node, path)
-            if node.tag != _SEQ_TAG:
-                raise self.error(node, path, f"unsupported YAML tag {_short_tag(node.tag)}")
-            return [self.build(child, path + (i,)) for i, child in enumerate(node.value)]
-        finally:
-            self.flow_depth -= flow
+        if isinstance(node, yaml.MappingNode):
+            return self._mapping(node, path)
+        if node.tag != SEQ_TAG:
+            raise self.error(node, path, f"unsupported YAML tag {_short_tag(node.tag)}")
+        return [self.build(child, path + (i,)) for i, child in enumerate(node.value)]
 
     def _scalar(self, node: yaml.ScalarNode, path: FieldPath) -> Any:
         value, tag = node.value, node.tag
-        if self.exact and (not value or self.flow_depth and not node.style and "?" in value):
-            raise _Unsure
-        if tag == _STR_TAG:  # most values: the text is the value, as SafeConstructor makes it
+        if tag == STR_TAG:  # most values: the text is the value, as SafeConstructor makes it
             pass
-        elif tag in _TEXT_TAGS:
+        elif tag in TEXT_TAGS:
             return value
-        elif tag not in _SCALAR_TAGS:
+        elif tag not in SCALAR_TAGS:
             raise self.error(node, path, f"unsupported YAML tag {_short_tag(tag)}; "
                              "only plain values (text, numbers, true/false, null) are allowed")
         else:
@@ -276,7 +134,7 @@ class _Builder:
     def _construct(self, node: yaml.ScalarNode, path: FieldPath) -> Any:
         """A null, boolean or number, by SafeConstructor's own function for its tag."""
         try:
-            return self.loader.yaml_constructors[node.tag](self.loader, node)
+            return _CONSTRUCTOR.yaml_constructors[node.tag](_CONSTRUCTOR, node)
         except ValueError as exc:  # e.g. an integer past Python's 4,300-digit limit
             raise self.error(node, path, f"cannot read this value: {exc}") from None
         except (IndexError, KeyError):  # PyYAML's own: `!!int` with no digits, `!!bool maybe`
@@ -292,7 +150,7 @@ class _Builder:
         return key
 
     def _mapping(self, node: yaml.MappingNode, path: FieldPath) -> dict:
-        if node.tag != _MAP_TAG:
+        if node.tag != MAP_TAG:
             raise self.error(node, path, f"unsupported YAML tag {_short_tag(node.tag)}")
         # Merge keys (<<), so that anchors used for sharing work: the merged pairs come first, a
         # key of the mapping's own overrides them, and of two merged ones the first wins. Only two
@@ -305,7 +163,7 @@ class _Builder:
             self.positions.keys[child] = _mark(key_node)
             result[key] = self.build(value_node, child)
         for key_node, value_node in node.value:
-            if key_node.tag == _MERGE_TAG:
+            if key_node.tag == MERGE_TAG:
                 continue
             key = self._key(key_node, path)
             child = path + (key,)
@@ -334,7 +192,7 @@ class _Builder:
         keys: set[str] = set()
         expanded = 0
         for key_node, value_node in node.value:
-            if key_node.tag != _MERGE_TAG:
+            if key_node.tag != MERGE_TAG:
                 continue
             sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else \
                 [value_node]
@@ -342,10 +200,10 @@ class _Builder:
                 if not isinstance(source, yaml.MappingNode):  # PyYAML's own words
                     expected = "a mapping" if source is not value_node else \
                         "a mapping or list of mappings"
-                    raise yaml.constructor.ConstructorError(
-                        "while constructing a mapping", node.start_mark,
-                        f"expected {expected} for merging, but found {source.id}",
-                        source.start_mark)
+                    line, column = _mark(source)
+                    raise ConfigError(Location(self.file, line, column), "invalid YAML: while "
+                                      f"constructing a mapping, expected {expected} for "
+                                      f"merging, but found {source.id}")
                 pairs, source_expanded = self._pairs(source, path, depth + 1)
                 expanded += source_expanded
                 self.alias_nodes += source_expanded
@@ -368,12 +226,12 @@ class _Builder:
         if id(node) in self.resolved:
             return self.resolved[id(node)]
         if depth > MAX_DEPTH:  # a mapping that merges itself, or a chain of merges as long
-            raise _too_deep(self.file, *_mark(node))
+            raise too_deep(self.file, *_mark(node))
         pairs, expanded = self._merged(node, path, depth)
         at = {pair[0]: index for index, pair in enumerate(pairs)}
         own: set[str] = set()
         for key_node, value_node in node.value:
-            if key_node.tag == _MERGE_TAG:
+            if key_node.tag == MERGE_TAG:
                 continue
             expanded += 1
             key = self._key(key_node, path)
@@ -392,50 +250,9 @@ class _Builder:
 def load_yaml(text: str, file: str, *, data_file: bool = False) -> LoadedYaml:
     """Parse one YAML document from ``text``; ``file`` is only used in error messages.
     ``data_file``: the text is a list of training examples (possibly large), not a job file."""
-    if not _libyaml_caps_nesting():
-        return _load(text, file, data_file, fast=False)
-    if data_file:
-        return _load(text, file, data_file, fast=True)
-    if _LIBYAML_MAY_DIFFER.search(text):
-        return _load(text, file, data_file, fast=False)
-    try:
-        return _load(text, file, data_file, fast=True)
-    except (ConfigError, _Unsure):
-        # A job file libyaml cannot read (or one the builder refuses) is read again by the
-        # pure-Python parser, for the message and position users and tests know: libyaml's
-        # wording differs, and it finds some problems at another place.
-        return _load(text, file, data_file, fast=False)
-
-
-def _load(text: str, file: str, data_file: bool, fast: bool) -> LoadedYaml:
-    what = "a data file" if data_file else "a job file"
-    several = f"several YAML documents in one file; {what} holds exactly one"
-    try:
-        loader = yaml.CSafeLoader(text) if fast else _DepthLimitedLoader(text)
-    except yaml.reader.ReaderError as exc:  # the pure-Python reader checks the text up front
-        raise _reader_error(file, text, exc, offsets_in_bytes=False) from None
-    try:
-        try:
-            node = loader.get_single_node()
-        except yaml.reader.ReaderError as exc:  # libyaml finds bad characters as it parses
-            raise _reader_error(file, text, exc, offsets_in_bytes=True) from None
-        except yaml.YAMLError as exc:
-            raise _error_from_yaml(file, text, exc, several) from None
-        except _TooDeep as exc:
-            raise _too_deep(file, exc.line, exc.column) from None
-        except (ValueError, OverflowError):  # the pure-Python scanner's chr() of "\U0bad0000"
-            bad_escape = _bad_escape(file, text, loader.get_mark())
-            if bad_escape is None:
-                raise
-            raise bad_escape from None
-        if node is None:
-            expected = "a list of examples" if data_file else "a job mapping"
-            raise ConfigError(Location(file, 1, 1), f"the file is empty; expected {expected}")
-        builder = _Builder(file, loader, exact=fast and not data_file)
-        try:
-            data = builder.build(node, ())
-        except yaml.YAMLError as exc:
-            raise _error_from_yaml(file, text, exc, several) from None
-        return LoadedYaml(data, builder.positions)
-    finally:
-        loader.dispose()
+    node = compose(text, file, data_file=data_file)
+    if node is None:
+        expected = "a list of examples" if data_file else "a job mapping"
+        raise ConfigError(Location(file, 1, 1), f"the file is empty; expected {expected}")
+    builder = _Builder(file)
+    return LoadedYaml(builder.build(node, ()), builder.positions)
