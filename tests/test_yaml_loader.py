@@ -25,7 +25,7 @@ needs_libyaml = pytest.mark.skipif(not getattr(yaml, "__with_libyaml__", False),
                                    reason="libyaml is not installed: one parser reads all")
 
 
-# --- libyaml and the pure-Python parser ---------------------------------------------------------
+# --- libyaml and the pure-Python parser ----------------------------------------------------------
 
 def reading(text: str) -> tuple:
     """What load_yaml makes of a job file's text: its values and positions, or its error."""
@@ -86,7 +86,7 @@ def load_yaml_pure(path: Path):
         return load_yaml(path.read_text(encoding="utf-8"), str(path))
 
 
-# --- merge keys --------------------------------------------------------------------------------
+# --- merge keys ----------------------------------------------------------------------------------
 
 def nested_merges(levels: int, indent: str = "") -> str:
     """Each level merges the one before nine times: written out, 9**levels mappings."""
@@ -206,7 +206,7 @@ def test_a_job_file_libyaml_reads_otherwise_keeps_its_message(repo):
     assert str(refused.value).startswith("jobs/demo.yaml:9:18: invalid YAML:")
 
 
-# --- a data file many jobs share -------------------------------------------------------------------
+# --- a data file many jobs share -----------------------------------------------------------------
 
 def test_a_shared_data_file_is_checked_against_each_jobs_backend(repo, cli):
     """validate reads a data file that jobs share once, but each job against its own backend's
