@@ -53,33 +53,33 @@ def compose(text: str, file: str, *, data_file: bool) -> yaml.Node | None:
 
 def _compose_with(parser: type[yaml.SafeLoader], text: str, file: str, data_file: bool,
                   exact: bool) -> yaml.Node | None:
-    """``exact``: a job file by libyaml: _Unsure unless both parsers read it alike."""
+    """The node tree by ``parser``. ``exact`` (a job file read by libyaml): _Unsure, for the
+    pure-Python parser to read the file, unless both parsers read it alike."""
     what = "a data file" if data_file else "a job file"
     several = f"several YAML documents in one file; {what} holds exactly one"
     try:
-        loader = parser(text)
-    except yaml.reader.ReaderError as exc:  # the pure-Python reader checks the text up front
-        raise _reader_error(file, text, exc, offsets_in_bytes=False) from None
-    try:
-        node = _compose(loader, text, file, several)
+        node = _compose(parser, text, file, several)
     except ConfigError:
         if exact:
             raise _Unsure from None
         raise
-    finally:
-        loader.dispose()
     if exact and not _composed_alike(node):
         raise _Unsure
     return node
 
 
-def _compose(loader: yaml.SafeLoader, text: str, file: str, several: str) -> yaml.Node | None:
+def _compose(parser: type[yaml.SafeLoader], text: str, file: str,
+             several: str) -> yaml.Node | None:
+    try:
+        loader = parser(text)
+    except yaml.reader.ReaderError as exc:  # the pure-Python reader checks the text up front
+        raise _reader_error(file, text, exc, offsets_in_bytes=False) from None
     try:
         return loader.get_single_node()
     except yaml.reader.ReaderError as exc:  # libyaml finds bad characters as it parses
         raise _reader_error(file, text, exc, offsets_in_bytes=True) from None
     except yaml.YAMLError as exc:
-        raise error_from_yaml(file, text, exc, several) from None
+        raise _error_from_yaml(file, text, exc, several) from None
     except _TooDeep as exc:
         raise too_deep(file, exc.line, exc.column) from None
     except (ValueError, OverflowError):  # the pure-Python scanner's chr() of "\U0bad0000"
@@ -87,6 +87,8 @@ def _compose(loader: yaml.SafeLoader, text: str, file: str, several: str) -> yam
         if bad_escape is None:
             raise
         raise bad_escape from None
+    finally:
+        loader.dispose()
 
 
 def _composed_alike(root: yaml.Node | None) -> bool:
@@ -124,7 +126,7 @@ def too_deep(file: str, line: int, column: int) -> ConfigError:
                        "that many")
 
 
-def error_from_yaml(file: str, text: str, exc: yaml.YAMLError,
+def _error_from_yaml(file: str, text: str, exc: yaml.YAMLError,
                      several_documents: str) -> ConfigError:
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
     problem = getattr(exc, "problem", None) or str(exc)
