@@ -151,13 +151,14 @@ def expand_paths(arguments: Iterable[str]) -> list[str]:
 def read_job_text(path: str) -> str:
     where = Location(path)
     try:
-        size = os.stat(path).st_size
-        if os.path.isdir(path):
-            raise ConfigError(where, "is a directory, not a job file")
-        if size > MAX_JOB_FILE_BYTES:
-            raise ConfigError(where, f"job file is {size:,} bytes, over the limit of "
-                              f"{MAX_JOB_FILE_BYTES:,} bytes")
-        raw = Path(path).read_bytes()
+        with open(path, "rb") as handle:  # one open and one fstat: validate reads thousands
+            size = os.fstat(handle.fileno()).st_size
+            if size > MAX_JOB_FILE_BYTES:
+                raise ConfigError(where, f"job file is {size:,} bytes, over the limit of "
+                                  f"{MAX_JOB_FILE_BYTES:,} bytes")
+            raw = handle.read()
+    except IsADirectoryError:
+        raise ConfigError(where, "is a directory, not a job file") from None
     except FileNotFoundError:
         raise ConfigError(where, "no such job file") from None
     except PermissionError:
@@ -169,13 +170,14 @@ def read_job_text(path: str) -> str:
 
 
 class _Places:
-    """Repository roots, and whether a data file lies inside one, each worked out once for the
-    jobs loaded together (a thousand job files in one directory share a root and, often, a
-    data file)."""
+    """Repository roots, whether a data file lies inside one and whether it can be read, each
+    worked out once for the jobs loaded together (a thousand job files in one directory share a
+    root and, often, a data file)."""
 
     def __init__(self) -> None:
         self._roots: dict[Path, Path] = {}
         self._within: dict[tuple[Path, Path], bool] = {}
+        self._readable: set[tuple[Path, str]] = set()
 
     def root(self, directory: Path) -> Path:
         if directory not in self._roots:
@@ -186,6 +188,13 @@ class _Places:
         if (path, root) not in self._within:
             self._within[path, root] = data.is_within(path, root)
         return self._within[path, root]
+
+    def check_file(self, source: data.DataSource) -> None:
+        """data.check_file, once for each file it passes."""
+        assert source.path is not None
+        if (source.path, source.format) not in self._readable:
+            data.check_file(source)
+            self._readable.add((source.path, source.format))
 
 
 class _JobBuilder:
@@ -259,7 +268,7 @@ class _JobBuilder:
                        "pass --allow-outside-paths to allow it")
             return source
         try:
-            data.check_file(source)
+            self.places.check_file(source)
         except ConfigError as exc:
             self.error(field_path, f"{spec['path']}: {exc.message}")
         return source

@@ -96,28 +96,38 @@ def _composed_alike(root: yaml.Node | None) -> bool:
     _LIBYAML_MAY_DIFFER passed (tests/test_yaml_loader.py compares the two on generated text):
     only the tags jobspec reads, no empty scalar (each parser puts one at another mark), no
     plain scalar holding "?" inside [...] or {...} (which the pure-Python parser refuses),
-    nothing nested deeper than its composer allows. Walked in document order, each node once
-    (an alias is not expanded)."""
+    nothing nested deeper than its composer allows. Collections are walked in document order,
+    each once (an alias is not expanded), so that each is seen where it is written."""
+    if root is None:
+        return True
+    if isinstance(root, yaml.ScalarNode):
+        return _scalar_alike(root, False)
     seen: set[int] = set()
-    stack: list[tuple[yaml.Node, int, bool]] = [(root, 0, False)] if root is not None else []
+    stack: list[tuple[yaml.Node, int, bool]] = [(root, 0, False)]
     while stack:
         node, depth, in_flow = stack.pop()
-        if depth > MAX_DEPTH:
-            return False
         if id(node) in seen:
             continue
         seen.add(id(node))
-        if node.tag not in _KNOWN_TAGS:  # the parsers read odd tags apart (libyaml: `!&!int`)
+        if node.tag not in _KNOWN_TAGS:
             return False
-        if isinstance(node, yaml.ScalarNode):
-            if not node.value or in_flow and not node.style and "?" in node.value:
-                return False
-            continue
         in_flow = in_flow or bool(node.flow_style)
         children = [child for pair in node.value for child in pair] \
             if isinstance(node, yaml.MappingNode) else node.value
-        stack.extend((child, depth + 1, in_flow) for child in reversed(children))
+        if children and depth + 1 > MAX_DEPTH:
+            return False
+        for child in reversed(children):
+            if isinstance(child, yaml.ScalarNode):
+                if not _scalar_alike(child, in_flow):
+                    return False
+            else:
+                stack.append((child, depth + 1, in_flow))
     return True
+
+
+def _scalar_alike(node: yaml.ScalarNode, in_flow: bool) -> bool:
+    return bool(node.value) and node.tag in _KNOWN_TAGS and not (
+        in_flow and not node.style and "?" in node.value)
 
 
 def too_deep(file: str, line: int, column: int) -> ConfigError:

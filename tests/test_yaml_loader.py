@@ -221,3 +221,12 @@ def test_a_shared_data_file_is_checked_against_each_jobs_backend(repo, cli):
         "jobs/remote.yaml:8:16: training_data: the examples make a create request of 5.1 MB; the "
         "gemini backend accepts at most 4 MB (the Gemini API's published limit for tuning data); "
         "use fewer or shorter examples"]
+
+
+# --- job files as read from disk -----------------------------------------------------------------
+
+def test_a_job_file_that_is_a_directory_or_missing_is_said_so(repo, cli):
+    (repo.root / "jobs/folder.yaml").mkdir(parents=True)
+    assert errors_of(cli("show", "jobs/folder.yaml")) == [
+        "jobs/folder.yaml: is a directory, not a job file"]
+    assert errors_of(cli("show", "jobs/none.yaml")) == ["jobs/none.yaml: no such job file"]
