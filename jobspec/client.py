@@ -24,15 +24,19 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timezone
-from typing import Any
-
-import httpx
-import tenacity
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .auth import Credentials
 from .errors import (AuthError, BackendError, Interrupted, PermanentBackendError,
                      TransientBackendError)
+
+# httpx and tenacity are imported where a request is made, not here: validate, show and schema
+# import this module through the backends' rules but send nothing, and httpx imports its own
+# command line (click, rich) when they are installed, a third of validate's start-up.
+if TYPE_CHECKING:
+    import httpx
+    import tenacity
 
 RETRYABLE_STATUS = {429, 500, 502, 503, 504}
 _RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
@@ -139,6 +143,8 @@ class _Budget:
         error = state.outcome.exception() if state.outcome else None
         asked = getattr(error, "retry_after", None)
         if asked is None:
+            import tenacity  # noqa: PLC0415 - see the imports above
+
             asked = tenacity.wait_exponential_jitter(initial=self.policy.initial_wait,
                                                      max=self.policy.max_wait)(state)
         return max(0.0, min(asked, self.policy.max_wait, self.left()))
@@ -155,6 +161,8 @@ class ApiClient:
         self.credentials = credentials
         self.retry = retry
         self.api_version = api_version
+        import httpx  # noqa: PLC0415 - see the imports above
+
         self._http = httpx.Client(
             base_url=self.base_url, timeout=httpx.Timeout(timeout, connect=10.0),
             limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
@@ -183,6 +191,8 @@ class ApiClient:
     def _send_once(self, method: str, path: str, params: dict[str, Any] | None,
                    body: Any, content: Iterable[bytes] | None = None,
                    headers: dict[str, str] | None = None) -> dict[str, Any]:
+        import httpx  # noqa: PLC0415 - see the imports above
+
         with self._count_lock:
             self.request_count += 1
         try:
@@ -230,6 +240,8 @@ class ApiClient:
                                                      content=content(), headers=headers))
 
     def _retried(self, send: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        import tenacity  # noqa: PLC0415 - see the imports above
+
         budget = _Budget(self.retry)
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(TransientBackendError),

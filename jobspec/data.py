@@ -248,6 +248,35 @@ def count_examples(source: DataSource) -> int:
     return sum(1 for _ in iter_examples(source))
 
 
+class ExampleCounts:
+    """count_examples for the jobs checked together (one validate or plan): a data file that
+    many jobs share is read once for all of them, as long as it is the same file, unchanged,
+    read with the same fields and limits. Only a file's success is kept: a file with problems is
+    read again for each job, whose messages name that job's file and line."""
+
+    def __init__(self) -> None:
+        self._counts: dict[tuple[object, ...], int] = {}
+
+    def count(self, source: DataSource) -> int:
+        key = self._key(source)
+        if key is None:
+            return count_examples(source)
+        if key not in self._counts:
+            self._counts[key] = count_examples(source)
+        return self._counts[key]
+
+    @staticmethod
+    def _key(source: DataSource) -> tuple[object, ...] | None:
+        if source.path is None:
+            return None
+        try:
+            found = os.stat(source.path)
+        except OSError:
+            return None  # count_examples says what is wrong
+        return (found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns, source.format,
+                source.input_field, source.output_field, source.limits)
+
+
 def is_within(path: Path, root: Path) -> bool:
     """True when ``path`` (symlinks resolved) lies inside ``root``."""
     try:

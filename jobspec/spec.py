@@ -151,13 +151,14 @@ def expand_paths(arguments: Iterable[str]) -> list[str]:
 def read_job_text(path: str) -> str:
     where = Location(path)
     try:
-        size = os.stat(path).st_size
-        if os.path.isdir(path):
-            raise ConfigError(where, "is a directory, not a job file")
-        if size > MAX_JOB_FILE_BYTES:
-            raise ConfigError(where, f"job file is {size:,} bytes, over the limit of "
-                              f"{MAX_JOB_FILE_BYTES:,} bytes")
-        raw = Path(path).read_bytes()
+        with open(path, "rb") as handle:  # one open and one fstat: validate reads thousands
+            size = os.fstat(handle.fileno()).st_size
+            if size > MAX_JOB_FILE_BYTES:
+                raise ConfigError(where, f"job file is {size:,} bytes, over the limit of "
+                                  f"{MAX_JOB_FILE_BYTES:,} bytes")
+            raw = handle.read()
+    except IsADirectoryError:
+        raise ConfigError(where, "is a directory, not a job file") from None
     except FileNotFoundError:
         raise ConfigError(where, "no such job file") from None
     except PermissionError:
@@ -168,12 +169,42 @@ def read_job_text(path: str) -> str:
         raise ConfigError(where, f"not valid UTF-8 (byte {exc.start})") from None
 
 
+class _Places:
+    """Repository roots, whether a data file lies inside one and whether it can be read, each
+    worked out once for the jobs loaded together (a thousand job files in one directory share a
+    root and, often, a data file)."""
+
+    def __init__(self) -> None:
+        self._roots: dict[Path, Path] = {}
+        self._within: dict[tuple[Path, Path], bool] = {}
+        self._readable: set[tuple[Path, str]] = set()
+
+    def root(self, directory: Path) -> Path:
+        if directory not in self._roots:
+            self._roots[directory] = find_root(directory)
+        return self._roots[directory]
+
+    def is_within(self, path: Path, root: Path) -> bool:
+        if (path, root) not in self._within:
+            self._within[path, root] = data.is_within(path, root)
+        return self._within[path, root]
+
+    def check_file(self, source: data.DataSource) -> None:
+        """data.check_file, once for each file it passes."""
+        assert source.path is not None
+        if (source.path, source.format) not in self._readable:
+            data.check_file(source)
+            self._readable.add((source.path, source.format))
+
+
 class _JobBuilder:
     """Cross-field rules the schema cannot express, then the ``Job`` value."""
 
     def __init__(self, path: str, raw: dict[str, Any], positions: Positions,
-                 allow_outside_paths: bool, rules: BackendRules | None) -> None:
+                 allow_outside_paths: bool, rules: BackendRules | None,
+                 places: _Places | None = None) -> None:
         self.path = path
+        self.places = places or _Places()
         self.raw = raw
         self.positions = positions
         self.allow_outside_paths = allow_outside_paths
@@ -231,13 +262,13 @@ class _JobBuilder:
             input_field=spec.get("input_field", data.DEFAULT_INPUT_FIELD),
             output_field=spec.get("output_field", data.DEFAULT_OUTPUT_FIELD),
             limits=self.limits, declared_at=declared_at)
-        root = find_root(job_dir)
-        if not self.allow_outside_paths and not data.is_within(resolved, root):
+        root = self.places.root(job_dir)
+        if not self.allow_outside_paths and not self.places.is_within(resolved, root):
             self.error(field_path, f"{spec['path']!r} resolves outside the repository ({root}); "
                        "pass --allow-outside-paths to allow it")
             return source
         try:
-            data.check_file(source)
+            self.places.check_file(source)
         except ConfigError as exc:
             self.error(field_path, f"{spec['path']}: {exc.message}")
         return source
@@ -345,11 +376,12 @@ class _JobBuilder:
 
 
 def load_job(path: str, *, allow_outside_paths: bool = False,
-             rules: BackendRules | None = None) -> Job:
+             rules: BackendRules | None = None, places: _Places | None = None) -> Job:
     """Load and check one job file (not its examples); raise ConfigErrors listing every problem.
 
     With ``rules`` (those of the backend the job goes to) the job is checked against them too,
-    and reading its examples later checks them against the backend's limits.
+    and reading its examples later checks them against the backend's limits. ``places``: what
+    the jobs loaded with this one have already found out about directories (load_jobs).
     """
     try:
         loaded = load_yaml(read_job_text(path), path)
@@ -359,7 +391,8 @@ def load_job(path: str, *, allow_outside_paths: bool = False,
         raise ConfigError(Location(path, 1, 1), "a job file must be a YAML mapping "
                           f"(name, base_model, ...), not {type(loaded.data).__name__}")
     problems = schema_errors(loaded.data, path, loaded.positions)
-    builder = _JobBuilder(path, loaded.data, loaded.positions, allow_outside_paths, rules)
+    builder = _JobBuilder(path, loaded.data, loaded.positions, allow_outside_paths, rules,
+                          places)
     return builder.build(problems)
 
 
@@ -376,15 +409,17 @@ def load_jobs(paths: Iterable[str], *, allow_outside_paths: bool = False,
     """
     jobs: list[Job] = []
     errors: list[ConfigError] = []
+    places, counts = _Places(), data.ExampleCounts()
     for path in paths:
         try:
-            job = load_job(path, allow_outside_paths=allow_outside_paths, rules=rules)
+            job = load_job(path, allow_outside_paths=allow_outside_paths, rules=rules,
+                           places=places)
         except ConfigError as exc:
             errors.extend(_flatten(exc))
             continue
         if check_examples:
             try:
-                data.count_examples(job.training_data)
+                counts.count(job.training_data)
             except ConfigError as exc:
                 errors.extend(_flatten(exc))
                 continue

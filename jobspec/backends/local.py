@@ -36,8 +36,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import httpx
-
 from .. import auth, legacy_state, wire, workspace
 from ..client import ApiClient
 from ..errors import BackendError
@@ -91,6 +89,8 @@ def verified(url: str, secret: str, timeout: float = 2.0) -> bool:
     """Whether the service at ``url`` (loopback only) proves it holds ``secret``."""
     if not _is_loopback_http(url):
         return False
+    import httpx  # noqa: PLC0415 - only when a request is made (see jobspec/client.py)
+
     challenge = secrets.token_hex(16)
     try:
         answer = httpx.get(f"{url}{IDENTITY_PATH}", params={"challenge": challenge},
