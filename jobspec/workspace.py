@@ -53,6 +53,13 @@ def report_dir(root: Path | None = None) -> Path:
     return (root or find_root()) / REPORT_SUBDIR
 
 
+def private_state_dir() -> Path:
+    """This user's own state, outside every repository (so nothing a branch carries is read as
+    jobspec's): ``$XDG_STATE_HOME/jobspec``, by default ``~/.local/state/jobspec``."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "jobspec"
+
+
 def _origin_url(root: Path) -> str | None:
     try:
         found = subprocess.run(["git", "-C", str(root), "config", "--get", "remote.origin.url"],

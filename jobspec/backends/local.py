@@ -75,8 +75,7 @@ class _Record:
 
 def private_records_dir() -> Path:
     """This user's own record of the services jobspec started (outside any repository)."""
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "jobspec" / "services"
+    return workspace.private_state_dir() / "services"
 
 
 def _record_key(state_dir: Path) -> str:

@@ -56,7 +56,8 @@ def _int_query(request: Request, name: str) -> int | None:
 # runs a model or a tokenizer, so it runs in the threadpool)
 ROUTES: list[tuple[str, str, Handler, bool, bool]] = [
     ("GET", r"models", lambda s, r, m, b: s.list_models(), False, False),
-    ("GET", rf"models/{NAME}", lambda s, r, m, b: s.get_model(m[0]), False, False),
+    # models.get loads the model's tokenizer (once) to say how it counts
+    ("GET", rf"models/{NAME}", lambda s, r, m, b: s.get_model(m[0]), False, True),
     ("POST", rf"models/{NAME}:generateContent",
      lambda s, r, m, b: s.generate(b, base=m[0]), True, True),
     ("POST", rf"models/{NAME}:countTokens",
