@@ -6,12 +6,12 @@ its state as a previous apply would have left them), then:
   `jobspec validate` of the same files (loading and checking them alone) — goal ratio <= 1.5;
 - with the token counts on: 1,000 copies of the shipped job (distinct names, one data file),
   none of them trained yet, so plan counts every job's examples. Its requests (goal: the list
-  pages, what the service says of the base model, and one count: one base model, one content)
-  and wall time against validate of the same files — goal ratio <= 1.5; then the same plan
-  again, which finds every count in its cache (goal: no count request);
+  pages, models.get of the base model for its countingDigest, and one count: one base model,
+  one set of examples) and wall time against validate of the same files — goal ratio <= 1.5;
+  then the same plan again, which finds every count in its cache (goal: no count request);
 - apply of 10 new jobs: requests per second while they train (goal: bounded by the polling
   policy, no busy loop), with the same figure the policy allows printed beside it.
-Usage: python bench/plan_scale.py [--jobs 1000] [--skip-apply]
+Usage: python bench/plan_scale.py [--jobs 1000] [--repeats 3] [--skip-apply]
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 from bench._service import Service, tiny_model  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 JOBSPEC = [sys.executable, "-m", "jobspec"]
 SHIPPED_JOB = ROOT / "jobs/number-generator.yaml"
 
