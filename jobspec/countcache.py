@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import secrets
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -56,14 +57,16 @@ class CountCache:
     def get(self, count_key: str, examples: int) -> TokenCount | None:
         """The count kept under ``count_key`` for ``examples`` examples; None when there is
         none that can be trusted."""
-        try:
-            descriptor = os.open(self._path(count_key), os.O_RDONLY | os.O_NOFOLLOW)
+        try:  # not through a link, and not waiting on a pipe
+            descriptor = os.open(self._path(count_key),
+                                 os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError:
             return None
         try:
             with os.fdopen(descriptor, "rb") as kept:
-                if os.fstat(kept.fileno()).st_size > (_MAX_OTHER_BYTES
-                                                      + _MAX_BYTES_PER_EXAMPLE * examples):
+                found = os.fstat(kept.fileno())
+                if not stat.S_ISREG(found.st_mode) or found.st_size > (
+                        _MAX_OTHER_BYTES + _MAX_BYTES_PER_EXAMPLE * examples):
                     return None
                 values = json.loads(kept.read())
         except (OSError, ValueError, RecursionError):

@@ -53,6 +53,7 @@ class _Content:
     base_model: str
     examples: list[Example]
     digest: str
+    key: str | None = None  # where its count is kept, when the backend says what it depends on
     tokens: TokenCount | None = None
     error: JobSpecError | None = None
 
@@ -123,14 +124,12 @@ def count_jobs(jobs: list[Job], backend: Backend,
 def _count_group(base_model: str, group: list[_Content], backend: Backend,
                  cache: CountCache) -> None:
     """Set the tokens (or the error) of every set of examples of ``base_model``."""
-    keys: dict[int, str] = {}
     try:
         digest = backend.counting_digest(base_model)
         if digest is not None:
             for content in group:
-                keys[id(content)] = countcache.key(backend.name, base_model, digest,
-                                                   content.digest)
-                content.tokens = cache.get(keys[id(content)], len(content.examples))
+                content.key = countcache.key(backend.name, base_model, digest, content.digest)
+                content.tokens = cache.get(content.key, len(content.examples))
         asked = [content for content in group if content.tokens is None]
         counted = _asked(backend, base_model, [c.examples for c in asked]) if asked else []
     except JobSpecError as exc:
@@ -141,8 +140,8 @@ def _count_group(base_model: str, group: list[_Content], backend: Backend,
     for content, tokens in zip(asked, counted):
         if tokens is None or len(tokens.inputs) != len(content.examples):
             tokens = TokenCount.estimated(content.examples)
-        elif tokens.exact and id(content) in keys:
-            cache.put(keys[id(content)], tokens)
+        elif tokens.exact and content.key is not None:
+            cache.put(content.key, tokens)
         content.tokens = tokens
 
 
@@ -348,7 +347,10 @@ def for_plan(plan: "Plan", backend: Backend, unit_price: float | None) -> list[J
     for job_plan, result in zip(changing, counted):
         shared = None
         if not isinstance(result, JobSpecError):
-            shared = places.setdefault(id(result[1]), example_places(result[1]))
+            examples = result[1]
+            if id(examples) not in places:
+                places[id(examples)] = example_places(examples)
+            shared = places[id(examples)]
         estimates.append(estimate_job(job_plan.job, job_plan.expected_steps, result,
                                       rates[job_plan.job.base_model], unit_price, shared))
     return estimates

@@ -152,7 +152,7 @@ def test_a_service_that_counts_otherwise_is_asked_again(repo, relay, cli, tiny_m
 
 @pytest.mark.parametrize("damage", [
     "not json", "wrong key", "a count that is not a number", "a negative count",
-    "one count too few", "true for a count", "a link", "a directory"])
+    "one count too few", "true for a count", "a link", "a directory", "a pipe"])
 def test_a_damaged_cache_file_is_ignored_and_replaced(repo, relay, cli, tmp_path, damage):
     repo.job(name="counted")
     first = cli("plan")
@@ -183,6 +183,8 @@ def test_a_damaged_cache_file_is_ignored_and_replaced(repo, relay, cli, tmp_path
         os.symlink(elsewhere, path)
     elif damage == "a directory":
         os.mkdir(path)
+    elif damage == "a pipe":  # read, it would wait for a writer for ever
+        os.mkfifo(path)
     else:
         with open(path, "wb") as out:
             out.write(written)
