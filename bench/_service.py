@@ -33,8 +33,12 @@ class Service:
             if self.process.poll() is not None:
                 raise SystemExit("".join(self.lines))
 
-    def requests_logged(self) -> int:
-        return sum(1 for line in self.lines if re.match(r"jobspec serve: (GET|POST|PATCH|DELETE) ", line))
+    def requests_logged(self, method: str = "") -> int:
+        """Requests the service logged; only those of ``method`` (``:countExampleTokens``) when
+        given."""
+        return sum(1 for line in self.lines
+                   if re.match(r"jobspec serve: (GET|POST|PATCH|DELETE) \S*" + re.escape(method)
+                               + r" ", line))
 
     def stop(self) -> None:
         self.process.send_signal(signal.SIGTERM)

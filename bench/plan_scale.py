@@ -4,9 +4,14 @@
 its state as a previous apply would have left them), then:
 - plan's request count (goal: the list pages only, ceil(1000 / 1000) = 1) and wall time, against
   `jobspec validate` of the same files (loading and checking them alone) — goal ratio <= 1.5;
+- with the token counts on: 1,000 copies of the shipped job (distinct names, one data file),
+  none of them trained yet, so plan counts every job's examples. Its requests (goal: the list
+  pages, models.get of the base model for its countingDigest, and one count: one base model,
+  one set of examples) and wall time against validate of the same files — goal ratio <= 1.5;
+  then the same plan again, which finds every count in its cache (goal: no count request);
 - apply of 10 new jobs: requests per second while they train (goal: bounded by the polling
   policy, no busy loop), with the same figure the policy allows printed beside it.
-Usage: python bench/plan_scale.py [--jobs 1000]
+Usage: python bench/plan_scale.py [--jobs 1000] [--repeats 3] [--skip-apply]
 """
 
 from __future__ import annotations
@@ -14,16 +19,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 from bench._service import Service, tiny_model  # noqa: E402
 
 JOBSPEC = [sys.executable, "-m", "jobspec"]
+SHIPPED_JOB = ROOT / "jobs/number-generator.yaml"
 
 
 def write_jobs(repo: Path, count: int, prefix: str, epochs: int = 1) -> None:
@@ -35,6 +43,19 @@ def write_jobs(repo: Path, count: int, prefix: str, epochs: int = 1) -> None:
             f"version: 1\nname: {prefix}{index:04d}\nbase_model: models/gemini-1.0-pro-001\n"
             f"hyperparameters: {{batch_size: 4, epoch_count: {epochs}}}\n"
             "training_data: data/ex.jsonl\n")
+
+
+def write_shipped_copies(repo: Path, count: int) -> None:
+    """``count`` copies of the shipped job, each under its own name, sharing its data file."""
+    (repo / "jobs/data").mkdir(parents=True, exist_ok=True)
+    data = "data/number-generator.jsonl"
+    (repo / "jobs" / data).write_bytes((SHIPPED_JOB.parent / data).read_bytes())
+    shipped = SHIPPED_JOB.read_text(encoding="utf-8")
+    assert "\nname: number-generator\n" in shipped
+    for index in range(count):
+        (repo / f"jobs/copy-{index:04d}.yaml").write_text(
+            shipped.replace("\nname: number-generator\n", f"\nname: copy-{index:04d}\n"),
+            encoding="utf-8")
 
 
 def seed_models(repo: Path, state: Path) -> None:
@@ -68,10 +89,40 @@ def run(command: list[str], cwd: Path, env: dict) -> tuple[float, str]:
     return time.perf_counter() - started, done.stderr
 
 
-def main() -> None:
+def plan_with_counts(service: Service, root: Path, env: dict, jobs: int, repeats: int) -> None:
+    """validate, plan with an empty count cache, and plan again, ``repeats`` times in turn; the
+    median of each."""
+    repo = root / "copies"
+    (repo / ".git").mkdir(parents=True)
+    write_shipped_copies(repo, jobs)
+    timings: dict[str, list[float]] = {"validate": [], "cold": [], "warm": []}
+    requests: dict[str, list[tuple[int, int]]] = {"cold": [], "warm": []}
+    for attempt in range(repeats):
+        run_env = {**env, "XDG_STATE_HOME": str(root / f"xdg-{attempt}")}  # an empty cache
+        timings["validate"].append(run(JOBSPEC + ["validate", "jobs/"], repo, run_env)[0])
+        for kind in ("cold", "warm"):
+            before = (service.requests_logged(), service.requests_logged(":countExampleTokens"))
+            timings[kind].append(run(JOBSPEC + ["plan", "jobs/"], repo, run_env)[0])
+            requests[kind].append((service.requests_logged() - before[0],
+                                   service.requests_logged(":countExampleTokens") - before[1]))
+    validate = statistics.median(timings["validate"])
+    print(f"{jobs} copies of {SHIPPED_JOB.name} (one data file), none trained: plan counts "
+          f"tokens (median of {repeats})")
+    for kind, label in (("cold", "plan, empty count cache"), ("warm", "plan again, same files")):
+        total, counts = max(requests[kind])
+        seconds = statistics.median(timings[kind])
+        print(f"{label}: {total} requests, {counts} of them countExampleTokens "
+              f"(goal: {'1' if kind == 'cold' else '0'}), {seconds:.2f} s; validate alone "
+              f"{validate:.2f} s; ratio {seconds / validate:.2f} (goal <= 1.5)")
 
+
+def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="times each command of the token-count comparison runs")
+    parser.add_argument("--skip-apply", action="store_true",
+                        help="leave out the apply of 10 training jobs")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
@@ -81,7 +132,9 @@ def main() -> None:
         model = tiny_model(root / "tiny")
         seed_models(repo, state)
         service = Service(state, "--model", str(model), "--alias", "gemini-1.0-pro-001=tiny")
-        env = {**os.environ, "JOBSPEC_LOCAL_URL": service.url}
+        # This run's own private state (where plan caches token counts), not the user's.
+        env = {**os.environ, "JOBSPEC_LOCAL_URL": service.url,
+               "XDG_STATE_HOME": str(root / "xdg")}
         try:
             validate_seconds, _ = run(JOBSPEC + ["validate", "jobs/"], repo, env)
             before = service.requests_logged()
@@ -92,6 +145,9 @@ def main() -> None:
                   f"{plan_seconds:.2f} s; validate alone {validate_seconds:.2f} s; "
                   f"ratio {plan_seconds / validate_seconds:.2f} (goal <= 1.5)")
 
+            plan_with_counts(service, root, env, args.jobs, args.repeats)
+            if args.skip_apply:
+                return
             fresh = root / "fresh"
             (fresh / ".git").mkdir(parents=True)
             write_jobs(fresh, 10, "train-", epochs=150)

@@ -17,14 +17,13 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__
+from . import __version__, workspace
 
 DIRECTORY_NAME = "bug-reports"
 
 
 def reports_dir() -> Path:
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "jobspec" / DIRECTORY_NAME
+    return workspace.private_state_home() / DIRECTORY_NAME
 
 
 def write(argv: Sequence[str], error: BaseException) -> Path | None:

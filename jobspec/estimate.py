@@ -5,7 +5,9 @@ model, and a cost at the price the operator gives (jobspec holds no price list).
 
 Tokens are counted by the backend where it can (the local service: exactly, with the base
 model's tokenizer, as its trainer encodes them); elsewhere they are estimated from characters,
-and every figure says which.
+and every figure says which. Each distinct set of examples of a base model is counted once, the
+sets in one batched request, and the counts are kept (countcache.py) so that an unchanged plan
+asks for none again.
 """
 
 from __future__ import annotations
@@ -13,12 +15,15 @@ from __future__ import annotations
 import math
 import os
 import statistics
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from . import data, timestamps
+from . import countcache, data, timestamps
 from .backends.base import Backend, RemoteModel, TokenCount
+from .countcache import CountCache
 from .data import Example
+from .identity import examples_digest
 from .errors import ConfigError, JobSpecError, PermanentBackendError, UsageError
 from .spec import Job
 
@@ -39,20 +44,128 @@ def trained_examples(job: Job) -> list[Example]:
     return examples
 
 
-def count(job: Job, backend: Backend) -> tuple[TokenCount, list[Example]]:
-    """The examples the job trains on, in tokens: the backend's count, else an estimate from
-    characters; and the examples, in the order counted."""
-    examples = trained_examples(job)
-    counter = getattr(backend, "count_tokens", None)  # a backend written before it may lack it
+Counted = tuple[TokenCount, list[Example]]  # a job's examples in tokens, and the examples
+
+
+@dataclass
+class _Content:
+    """One base model's set of examples, however many jobs train on it."""
+
+    base_model: str
+    examples: list[Example]
+    digest: str
+    key: str | None = None  # where its count is kept, when the backend says what it depends on
+    tokens: TokenCount | None = None
+    error: JobSpecError | None = None
+
+
+class _TrainedExamples:
+    """Jobs' trained examples, read once per data source and split: a thousand jobs of one data
+    file read it once."""
+
+    def __init__(self) -> None:
+        self._read: dict[tuple[object, float | None], tuple[list[Example], str]] = {}
+
+    def of(self, job: Job) -> tuple[list[Example], str]:
+        """(examples, their digest)."""
+        source = (job.training_data, getattr(job, "validation_split", None))
+        try:
+            found = self._read.get(source)
+        except TypeError:  # examples written in the job file: read for this job alone
+            examples = trained_examples(job)
+            return examples, examples_digest(examples)
+        if found is None:
+            examples = trained_examples(job)
+            found = self._read[source] = (examples, examples_digest(examples))
+        return found
+
+
+def count_jobs(jobs: list[Job], backend: Backend,
+               cache: CountCache | None = None) -> list[Counted | JobSpecError]:
+    """Each job's trained examples in tokens (the backend's count, else an estimate from
+    characters) and the examples in the order counted, or why they could not be counted.
+
+    Jobs of one base model and the same examples are counted once; what the cache does not hold
+    is asked in one batched request per base model (the backend splits it where it must); what
+    the backend counted exactly under a digest it reports is kept for the next command."""
+    cache = cache if cache is not None else CountCache()
+    reader = _TrainedExamples()
+    contents: dict[tuple[str, str], _Content] = {}
+    # Each job keeps its own examples: equal ones from another file are counted once, but
+    # are at that file's lines.
+    of_job: list[tuple[_Content, list[Example]] | JobSpecError] = []
+    for job in jobs:
+        try:
+            examples, digest = reader.of(job)
+        except JobSpecError as exc:
+            of_job.append(exc)
+            continue
+        content = contents.setdefault((job.base_model, digest),
+                                      _Content(job.base_model, examples, digest))
+        of_job.append((content, examples))
+    by_model: dict[str, list[_Content]] = defaultdict(list)
+    for content in contents.values():
+        by_model[content.base_model].append(content)
+    for base_model, group in by_model.items():
+        _count_group(base_model, group, backend, cache)
+    results: list[Counted | JobSpecError] = []
+    for item in of_job:
+        if isinstance(item, JobSpecError):
+            results.append(item)
+        else:
+            content, examples = item
+            if content.error is not None:
+                results.append(content.error)
+            else:
+                assert content.tokens is not None
+                results.append((content.tokens, examples))
+    return results
+
+
+def _count_group(base_model: str, group: list[_Content], backend: Backend,
+                 cache: CountCache) -> None:
+    """Set the tokens (or the error) of every set of examples of ``base_model``."""
     try:
-        counted = counter(job, examples) if counter is not None else None
+        digest = backend.counting_digest(base_model)
+        if digest is not None:
+            for content in group:
+                content.key = countcache.key(backend.name, base_model, digest, content.digest)
+                content.tokens = cache.get(content.key, len(content.examples))
+        asked = [content for content in group if content.tokens is None]
+        counted = _asked(backend, base_model, [c.examples for c in asked]) if asked else []
+    except JobSpecError as exc:
+        for content in group:
+            if content.tokens is None:
+                content.error = exc
+        return
+    for content, tokens in zip(asked, counted):
+        if tokens is None or len(tokens.inputs) != len(content.examples):
+            tokens = TokenCount.estimated(content.examples)
+        elif tokens.exact and content.key is not None:
+            cache.put(content.key, tokens)
+        content.tokens = tokens
+
+
+def _asked(backend: Backend, base_model: str,
+           example_sets: list[list[Example]]) -> list[TokenCount | None]:
+    """The backend's counts of ``example_sets``; None for each it cannot count."""
+    try:
+        counted = backend.count_tokens(base_model, example_sets)
     except PermanentBackendError as exc:
         if exc.http_status not in (404, 501):  # a service from before the method: estimate
             raise
         counted = None
-    if counted is None or len(counted.inputs) != len(examples):
-        counted = TokenCount.estimated(examples)
-    return counted, examples
+    if counted is None or len(counted) != len(example_sets):
+        return [None] * len(example_sets)
+    return list(counted)
+
+
+def count(job: Job, backend: Backend) -> Counted:
+    """The examples the job trains on, in tokens (as ``count_jobs``); raises why it cannot."""
+    (counted,) = count_jobs([job], backend)
+    if isinstance(counted, JobSpecError):
+        raise counted
+    return counted
 
 
 def price(given: float | None) -> float | None:
@@ -159,19 +272,25 @@ def _problems(job: Job, tokens: TokenCount, examples: list[Example]) -> tuple[Co
     return tuple(found)
 
 
-def estimate_job(job: Job, steps: int | None, backend: Backend, models: list[RemoteModel],
-                 unit_price: float | None) -> JobEstimate:
+def estimate_job(job: Job, steps: int | None, counted: Counted | JobSpecError,
+                 rate: Rate | None, unit_price: float | None,
+                 places: tuple[str, ...] | None = None) -> JobEstimate:
+    """``places``: where each counted example is, when already worked out for the same
+    examples."""
     epochs = job.hyperparameters.epoch_count
-    rate = measured_rate(models, job.base_model)
-    try:
-        tokens, examples = count(job, backend)
-    except JobSpecError as exc:
-        return JobEstimate(job, None, epochs, steps, rate, unit_price, error=str(exc))
+    if isinstance(counted, JobSpecError):
+        return JobEstimate(job, None, epochs, steps, rate, unit_price, error=str(counted))
+    tokens, examples = counted
     problems = _problems(job, tokens, examples) if tokens.exact else ()
-    places = tuple(str(e.where) if e.where is not None else f"example {n + 1}"
-                   for n, e in enumerate(examples))
+    if places is None:
+        places = example_places(examples)
     return JobEstimate(job, tokens, epochs, steps, rate, unit_price, problems=problems,
                        places=places)
+
+
+def example_places(examples: list[Example]) -> tuple[str, ...]:
+    return tuple(str(e.where) if e.where is not None else f"example {n + 1}"
+                 for n, e in enumerate(examples))
 
 
 @dataclass(frozen=True)
@@ -216,9 +335,23 @@ def cost_text(cost: float) -> str:
 
 
 def for_plan(plan: "Plan", backend: Backend, unit_price: float | None) -> list[JobEstimate]:
-    """An estimate for every job the plan creates, from one listing of the backend's models."""
+    """An estimate for every job the plan creates, from the plan's listing of the backend's
+    models, each distinct set of examples counted once."""
     changing = [j for j in plan.jobs if j.changes]
     if not changing:
         return []
-    models = backend.list_models()
-    return [estimate_job(j.job, j.expected_steps, backend, models, unit_price) for j in changing]
+    counted = count_jobs([j.job for j in changing], backend)
+    rates = {base: measured_rate(list(plan.models), base)
+             for base in {j.job.base_model for j in changing}}
+    places: dict[int, tuple[str, ...]] = {}  # by the examples' list, shared by jobs of one set
+    estimates = []
+    for job_plan, result in zip(changing, counted):
+        shared = None
+        if not isinstance(result, JobSpecError):
+            examples = result[1]
+            if id(examples) not in places:
+                places[id(examples)] = example_places(examples)
+            shared = places[id(examples)]
+        estimates.append(estimate_job(job_plan.job, job_plan.expected_steps, result,
+                                      rates[job_plan.job.base_model], unit_price, shared))
+    return estimates

@@ -58,6 +58,14 @@ def _feed_examples(digest: "hashlib._Hash", examples: Iterable[Example],
     return count
 
 
+def examples_digest(examples: Iterable[Example]) -> str:
+    """SHA-256 of examples alone, in order, in the fingerprint's canonical form: what a count of
+    their tokens depends on besides the tokenizer (plans key the counts they keep by it)."""
+    digest = hashlib.sha256(b"examples\n")
+    _feed_examples(digest, examples)
+    return digest.hexdigest()
+
+
 def tuned_model_id(name: str, fingerprint: str) -> str:
     return f"{name}-{fingerprint[:FINGERPRINT_PREFIX_LENGTH]}"
 

@@ -54,6 +54,7 @@ class Plan:
     endpoint: str
     owner: Owner
     jobs: tuple[JobPlan, ...]
+    models: tuple[RemoteModel, ...] = ()  # the listing the plan was made from
 
     def count(self, action: str) -> int:
         return sum(1 for j in self.jobs if j.action == action)
@@ -137,7 +138,7 @@ def plan(jobs: list[tuple[Job, Identity]], backend: Backend, *,
         planned.append(JobPlan(job, identity, action, name, current, superseded, foreign,
                                reasons, percent, backend.expected_steps(job, identity),
                                backend.hyperparameters(job)))
-    return Plan(backend.name, backend.endpoint, backend.owner, tuple(planned))
+    return Plan(backend.name, backend.endpoint, backend.owner, tuple(planned), tuple(models))
 
 
 @dataclass(frozen=True)

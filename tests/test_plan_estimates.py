@@ -93,9 +93,10 @@ def test_training_time_comes_from_the_rate_the_service_measured(local_repo, cli)
     job.write_text(job.read_text().replace("epoch_count: 4", "epoch_count: 8"))
     plan = cli("plan", "--price-per-million-tokens", "0.5")
     assert plan.code == 0, plan.err
-    found = re.search(r"time ≈ (\S+) \(at the (\S+) s per example trained measured in 1 earlier "
-                      r"run of models/gemini-1\.0-pro-001 here\); cost ≈ (\S+) at 0\.5 per "
-                      r"million tokens trained", plan.out)
+    # The time is "45s", or "1m 25s" on a busy machine.
+    found = re.search(r"time ≈ (\d+[smh](?: \d+[sm])?) \(at the (\S+) s per example trained "
+                      r"measured in 1 earlier run of models/gemini-1\.0-pro-001 here\); cost ≈ "
+                      r"(\S+) at 0\.5 per million tokens trained", plan.out)
     assert found, plan.out
     figures = cli("plan", "--format", "json").json()["jobs"][0]["estimate"]
     assert figures["measured_runs"] == 1 and figures["seconds"] > 0

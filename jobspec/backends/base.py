@@ -227,10 +227,16 @@ class Backend(Protocol):
         """Ask ``target`` (a model's ``generation_target``, or ``base_target``) one prompt;
         ``config`` is the job's generation config, snake_case."""
     def base_target(self, job: Job) -> str: ...
-    def count_tokens(self, job: Job, examples: list[Example]) -> TokenCount | None:
-        """``examples`` (the job's, in order) in the base model's tokens as this service will
-        train on them, with its limit on one example; None when the backend cannot count them
-        (jobspec then estimates from their characters, and plans say so)."""
+    def counting_digest(self, base_model: str) -> str | None:
+        """What identifies how this service counts ``base_model``'s examples (a digest that
+        changes whenever a count of the same examples could); None when it does not say, and
+        then its counts are not kept between commands."""
+    def count_tokens(self, base_model: str,
+                     example_sets: list[list[Example]]) -> list[TokenCount] | None:
+        """Each set of examples (a job's, in order) in ``base_model``'s tokens as this service
+        will train on them, with its limit on one example, in as few requests as the service
+        allows; None when the backend cannot count them (jobspec then estimates from their
+        characters, and plans say so)."""
     def request_count(self) -> int: ...
     def interrupt(self) -> None:
         """Cut every retry wait short (Ctrl-C)."""

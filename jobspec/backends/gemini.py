@@ -16,7 +16,7 @@ from ..errors import ConfigError, JobSpecError, PermanentBackendError
 from ..identity import Identity, tuned_model_ids
 from ..spec import Job
 from ..workspace import Owner
-from . import generate
+from . import generate, tokencount
 from .base import (ACTIVE, CREATING, FAILED, PollDefaults, Progress, RemoteModel, Snapshot,
                    TokenCount, is_own, own_current, training_and_validation)
 from .endpoints import Endpoint, check_destination
@@ -119,6 +119,7 @@ class GeminiBackend:
                  poll: PollDefaults = POLL, *, counts_examples: bool = False) -> None:
         self.name = name
         self.counts_examples = counts_examples  # the service has models.countExampleTokens
+        self._counting_digests: dict[str, str | None] = {}
         self.client = client
         self.endpoint = client.base_url
         self.owner = owner
@@ -280,19 +281,28 @@ class GeminiBackend:
     def base_target(self, job: Job) -> str:
         return job.base_model
 
-    def count_tokens(self, job: Job, examples: list[Example]) -> TokenCount | None:
-        """The local service counts every example as its trainer encodes it
-        (models.countExampleTokens, one request); the Gemini API has no such method (its
-        countTokens counts one prompt, not a tuning example), so for it jobspec estimates."""
+    def counting_digest(self, base_model: str) -> str | None:
+        """The local service reports one per base model (asked once per command); the Gemini
+        API counts no tuning examples."""
         if not self.counts_examples:
             return None
-        answer = self.client.request("POST", f"{job.base_model}:countExampleTokens", body={
-            "examples": [{"textInput": e.text_input, "output": e.output} for e in examples]})
-        return TokenCount(tuple(answer.get("inputTokens", ())),
-                          tuple(answer.get("outputTokens", ())), exact=True,
-                          method=f"counted by the {self.name} service with {job.base_model}'s "
-                                 "tokenizer",
-                          limit=answer.get("exampleTokenLimit"))
+        if base_model not in self._counting_digests:
+            self._counting_digests[base_model] = tokencount.counting_digest(self.client,
+                                                                            base_model)
+        return self._counting_digests[base_model]
+
+    def count_tokens(self, base_model: str,
+                     example_sets: list[list[Example]]) -> list[TokenCount] | None:
+        """The local service counts every example as its trainer encodes it
+        (models.countExampleTokens, every set in one batched request where they fit); the Gemini
+        API has no such method (its countTokens counts one prompt, not a tuning example), so
+        for it jobspec estimates."""
+        if not self.counts_examples:
+            return None
+        method = f"counted by the {self.name} service with {base_model}'s tokenizer"
+        return tokencount.count_example_sets(
+            self.client, base_model, example_sets, method,
+            batched=self.counting_digest(base_model) is not None)
 
 
 def gemini_credentials() -> auth.Credentials:

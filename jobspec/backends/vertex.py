@@ -403,11 +403,15 @@ class VertexBackend:
         return (f"{self.settings.parent}/publishers/google/models/"
                 f"{job.base_model.removeprefix('models/')}")
 
-    def count_tokens(self, job: Job, examples: list[Any]) -> TokenCount:
-        """An estimate: the contract (shared/reference/vertex-tuning-api.md) states no method
+    def counting_digest(self, base_model: str) -> None:
+        return None  # estimates are made here, never asked for
+
+    def count_tokens(self, base_model: str, example_sets: list[list[Any]]) -> list[TokenCount]:
+        """Estimates: the contract (shared/reference/vertex-tuning-api.md) states no method
         that counts tuning examples; the limit is Vertex's 131,072 tokens an example (§6)."""
-        return TokenCount.estimated(examples, limit=MAX_EXAMPLE_TOKENS,
-                                    why="Vertex AI states no way to count tuning examples")
+        return [TokenCount.estimated(examples, limit=MAX_EXAMPLE_TOKENS,
+                                     why="Vertex AI states no way to count tuning examples")
+                for examples in example_sets]
 
 
 def vertex_credentials() -> auth.Credentials:

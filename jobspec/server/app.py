@@ -64,7 +64,8 @@ class Method(NamedTuple):
 METHODS: list[Method] = [
     Method("GET", r"models", lambda s, r, m, b: s.list_models(*_paging(r)), False, False,
            "models.list"),
-    Method("GET", rf"models/{NAME}", lambda s, r, m, b: s.get_model(m[0]), False, False,
+    # models.get loads the model's tokenizer (once) to say how it counts
+    Method("GET", rf"models/{NAME}", lambda s, r, m, b: s.get_model(m[0]), False, True,
            "models.get"),
     Method("POST", rf"models/{NAME}:generateContent",
            lambda s, r, m, b: s.generate(b, base=m[0]), True, True, "models.generateContent"),

@@ -12,23 +12,36 @@ Two methods:
   order (``inputTokens``, ``outputTokens``: the prompt turn and the trained answer turn, which
   add up to what the trainer feeds the model) with ``exampleTokenLimit``, the longest example
   this service trains (the model's context, or one batch's token cap if lower; create refuses
-  a longer one).
+  a longer one). Batched, several sets of examples in one request:
+  ``{"requests": [{"examples": [...]}, ...]}``, answered ``{"responses": [...]}``, one answer
+  as above per set, in order.
+
+A count depends on the examples and on ``counting_digest``, which ``models.get`` reports for
+each base model (``countingDigest``, jobspec's extension of the Model): a client that keeps
+counts keys them by it, and a service with another tokenizer, layout or limit never gets a count
+made with the old one.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from contextlib import AbstractContextManager
 from typing import Any
 
 from . import validation, wire
 from .chat import IGNORE_INDEX, prompt_ids
-from .models import ModelNotFound, context_length
+from .models import BaseModel, ModelNotFound, context_length
 from .tokens import encode_as_trained
 from .wire import ApiError
 
 COUNT_TOKENS_REQUEST: wire.Spec = {"contents": [wire.CONTENT],
                                    "generate_content_request": wire.GENERATE_CONTENT_REQUEST}
-COUNT_EXAMPLE_TOKENS_REQUEST: wire.Spec = {"examples": [wire.TUNING_EXAMPLE]}
+COUNT_EXAMPLE_TOKENS_REQUEST: wire.Spec = {"examples": [wire.TUNING_EXAMPLE],
+                                           "requests": [{"examples": [wire.TUNING_EXAMPLE]}]}
+# What an answer of countExampleTokens means: raise it when counting changes in a way that the
+# digest's other parts (tokenizer, layout, limit) would not show.
+COUNTING_SCHEME = 1
 
 
 def _tokenizer(service: Any, model: str) -> tuple[Any, AbstractContextManager[Any]]:
@@ -56,20 +69,48 @@ def count_tokens(service: Any, model: str, body: Any) -> dict[str, Any]:
         return {"totalTokens": len(prompt_ids(tokenizer, messages))}
 
 
+def example_token_limit(service: Any, local: BaseModel) -> int:
+    """The longest example the service trains on ``local``: its context, or one batch's token
+    cap if lower."""
+    return min(context_length(local), service.max_batch_tokens)
+
+
+def counting_digest(service: Any, local: BaseModel) -> str:
+    """SHA-256 of everything a countExampleTokens answer depends on besides the examples."""
+    described = {"scheme": COUNTING_SCHEME, "encoding": service.tokenizers.digest(local.id),
+                 "example_token_limit": example_token_limit(service, local)}
+    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
+
+
 def count_example_tokens(service: Any, model: str, body: Any) -> dict[str, Any]:
     request = wire.parse(body, COUNT_EXAMPLE_TOKENS_REQUEST, "count_example_tokens_request")
-    items = request.get("examples") or []
-    if not items:
-        raise ApiError("INVALID_ARGUMENT", "examples is required: at least one example.")
+    if "requests" in request:
+        if "examples" in request:
+            raise ApiError("INVALID_ARGUMENT", "Give examples (one set) or requests (several), "
+                           "not both.")
+        if not request["requests"]:
+            raise ApiError("INVALID_ARGUMENT", "requests is required: at least one set of "
+                           "examples.")
+        sets = [entry.get("examples") or [] for entry in request["requests"]]
+        where = [f"requests[{n}].examples" for n in range(len(sets))]
+    else:
+        sets, where = [request.get("examples") or []], ["examples"]
+    for items, name in zip(sets, where):
+        if not items:
+            raise ApiError("INVALID_ARGUMENT", f"{name} is required: at least one example.")
     local, tokenizer_in_use = _tokenizer(service, model)
-    inputs, outputs = [], []
+    limit = example_token_limit(service, local)
+    answers = []
     with tokenizer_in_use as tokenizer:
-        for item in items:
-            ids, labels = encode_as_trained(tokenizer, item.get("text_input", ""),
-                                            item.get("output", ""))
-            trained = sum(label != IGNORE_INDEX for label in labels)
-            inputs.append(len(ids) - trained)
-            outputs.append(trained)
-    limit = min(context_length(local), service.max_batch_tokens)
-    return {"inputTokens": inputs, "outputTokens": outputs,
-            "totalTokens": sum(inputs) + sum(outputs), "exampleTokenLimit": limit}
+        for items in sets:
+            inputs, outputs = [], []
+            for item in items:
+                ids, labels = encode_as_trained(tokenizer, item.get("text_input", ""),
+                                                item.get("output", ""))
+                trained = sum(label != IGNORE_INDEX for label in labels)
+                inputs.append(len(ids) - trained)
+                outputs.append(trained)
+            answers.append({"inputTokens": inputs, "outputTokens": outputs,
+                            "totalTokens": sum(inputs) + sum(outputs),
+                            "exampleTokenLimit": limit})
+    return {"responses": answers} if "requests" in request else answers[0]

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import paging, validation, wire
+from . import counting, paging, validation, wire
 from .adapters import find_adapter, remove_model_adapters
 from .checkpoints import remove_checkpoints
 from .inference import GenerationSettings, Generator, PromptTooLong
@@ -131,10 +131,15 @@ class TuningService:
 
     def get_model(self, model_id: str) -> dict[str, Any]:
         if model_id in self.registry.models:
-            return self.base_model(model_id)
-        if model_id in self.registry.aliases:
-            return self.base_model(model_id, alias_of=self.registry.aliases[model_id])
-        raise ApiError("NOT_FOUND", f"Model models/{model_id} is not found.")
+            body = self.base_model(model_id)
+        elif model_id in self.registry.aliases:
+            body = self.base_model(model_id, alias_of=self.registry.aliases[model_id])
+        else:
+            raise ApiError("NOT_FOUND", f"Model models/{model_id} is not found.")
+        # jobspec's extension of the Model: what this service's countExampleTokens answers for
+        # it depend on besides the examples, so that a client may keep counts (counting.py).
+        body["countingDigest"] = counting.counting_digest(self, self.registry.resolve(model_id))
+        return body
 
     def create(self, body: Any, tuned_model_id: str | None) -> dict[str, Any]:
         request = wire.parse(body, wire.TUNED_MODEL, "tuned_model")

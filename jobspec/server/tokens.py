@@ -9,6 +9,8 @@ trainer encodes it (``chat.encode_example``).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,6 +33,7 @@ class Tokenizers:
         # A fast tokenizer is not safe to call from two threads at once ("Already borrowed"):
         # requests run in a threadpool, so each measurement holds its tokenizer's lock.
         self._in_use: dict[str, threading.Lock] = {}
+        self._digests: dict[str, str] = {}
 
     def get(self, model_id: str) -> Any:
         with self._loading:
@@ -47,6 +50,14 @@ class Tokenizers:
         with self._in_use[model_id]:
             yield tokenizer
 
+    def digest(self, model_id: str) -> str:
+        """What decides how the model's examples are encoded for training (its tokenizer, and
+        the layout the trainer puts examples in), as a SHA-256: equal digests, equal counts."""
+        with self.using(model_id) as tokenizer:
+            if model_id not in self._digests:
+                self._digests[model_id] = _encoding_digest(tokenizer)
+            return self._digests[model_id]
+
     def first_too_long(self, model_id: str, examples: list[tuple[str, str]],
                        limit: int) -> tuple[int, int] | None:
         """(index, token count) of the first example over ``limit`` tokens; None if none is."""
@@ -62,3 +73,24 @@ def encode_as_trained(tokenizer: Any, text_input: str, output: str) -> tuple[lis
     """(token ids, labels) of an example, laid out as the trainer's recipe lays it out."""
     return encode_example(tokenizer, text_input, output, RECIPE.system_prompt,
                           RECIPE.chat_template)
+
+
+def _encoding_digest(tokenizer: Any) -> str:
+    import tokenizers  # noqa: PLC0415 - loaded with the tokenizer already
+    import transformers  # noqa: PLC0415
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    # A fast tokenizer serialises its whole pipeline (normaliser, vocabulary, merges, added
+    # tokens); a slow one is described by its vocabulary.
+    pipeline = backend.to_str() if backend is not None else json.dumps(
+        sorted(tokenizer.get_vocab().items()))
+    described = {
+        "pipeline": hashlib.sha256(pipeline.encode("utf-8")).hexdigest(),
+        "class": type(tokenizer).__name__,
+        "chat_template": getattr(tokenizer, "chat_template", None),
+        "special_tokens": tokenizer.special_tokens_map,
+        "layout": {"system_prompt": RECIPE.system_prompt, "chat_template": RECIPE.chat_template},
+        "libraries": [transformers.__version__, tokenizers.__version__],
+    }
+    text = json.dumps(described, sort_keys=True, default=str, ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
