@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_job_arguments(do)
     add_backend_arguments(do)
     apply.add_apply_arguments(do)
-    do.set_defaults(handler=apply.cmd_apply)
+    do.set_defaults(handler=apply.cmd_apply, parser=do)  # the resume command is derived from it
 
     evaluate = commands.add_parser("eval", help="re-run eval prompts of ACTIVE models, no training")
     add_job_arguments(evaluate)

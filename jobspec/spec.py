@@ -32,7 +32,7 @@ class Hyperparameters:
     epoch_count: int
     learning_rate: float | None = None
     learning_rate_multiplier: float | None = None
-    adapter_size: int | None = None  # Vertex AI's LoRA adapter size; unset: the service chooses
+    adapter_size: int | None = None  # LoRA adapter size, where taken; unset: the service chooses
     # Which of them the job file wrote (the rest are defaults), for backends that accept only some.
     given: frozenset[str] = field(default=frozenset(), compare=False)
 
@@ -48,9 +48,12 @@ class Hyperparameters:
 
 
 class BackendRules(Protocol):
-    """What the backend a job goes to asks of it beyond the schema (backends.registry.rules
-    gives them): limits on its examples, and rules on its fields."""
+    """What the backends ask of a job beyond the schema (backends.registry.Rules gives them):
+    which type takes each of the ``backend`` section's settings, and what the backend the job
+    goes to asks: limits on its examples, and rules on its fields."""
 
+    def types_taking(self, setting: str) -> tuple[str, ...]:
+        """The backend types that take ``backend.<setting>``, when only some do (empty: all)."""
     def limits(self, declared_type: str | None) -> data.DataLimits | None: ...
     def check(self, job: "Job") -> list[ConfigError]: ...
 
@@ -343,11 +346,11 @@ class _JobBuilder:
             return None
         if isinstance(spec, str):
             return BackendSpec(type=spec)
-        if spec["type"] != "vertex":
-            for option in ("project", "location", "staging_bucket"):
-                if option in spec:
-                    self.error(("backend", option), f"applies only to the vertex backend, "
-                               f"not {spec['type']}", at_key=True)
+        for setting in spec:
+            types = self.rules.types_taking(setting) if self.rules else ()
+            if types and spec["type"] not in types:
+                self.error(("backend", setting), f"applies only to the {' or '.join(types)} "
+                           f"backend, not {spec['type']}", at_key=True)
         endpoint_at = self._location(("backend", "endpoint")) if "endpoint" in spec else None
         return BackendSpec(**spec, endpoint_at=endpoint_at)
 

@@ -12,16 +12,19 @@ knows a backend's name, resource naming, wire format or states.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .. import data
-from ..data import Example
+from ..auth import Credentials
+from ..client import RetryPolicy
+from ..data import DataLimits, Example
 from ..errors import ConfigError
 from ..identity import Identity
 from ..spec import Job
 from ..workspace import Owner
+from .endpoints import Endpoint
 
 CREATING, ACTIVE, FAILED = "CREATING", "ACTIVE", "FAILED"
 CHARS_PER_TOKEN = 4
@@ -241,6 +244,67 @@ class Backend(Protocol):
     def interrupt(self) -> None:
         """Cut every retry wait short (Ctrl-C)."""
     def close(self) -> None: ...
+
+
+# -- a kind of backend, and opening one (registry.py knows them by name) ----------------------
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    """What the operator chose for the backend, on the command line (None: not given)."""
+
+    endpoint: str | None = None
+    owner: str | None = None
+    project: str | None = None
+    location: str | None = None
+    staging_bucket: str | None = None
+
+
+@dataclass(frozen=True)
+class OpenRequest:
+    """Everything a backend needs to open: the operator's options, the jobs in scope, the
+    endpoint the operator named (trusted) and the one the job files name (untrusted)."""
+
+    backend: str  # the type being opened
+    options: BackendOptions
+    jobs: list[Job]
+    owner: Owner
+    retry: RetryPolicy
+    operator: Endpoint | None
+    declared: Endpoint | None
+    notify: Callable[[str], None]  # the CLI's, for what a user should know (a service started)
+    known_types: tuple[str, ...]  # every backend type, which JOBSPEC_ALLOWED_ENDPOINTS may name
+
+    @property
+    def chosen_endpoint(self) -> Endpoint | None:
+        """The operator's endpoint, else the job files' (trusted only if allowed)."""
+        return self.operator or self.allowed_declared
+
+    @property
+    def allowed_declared(self) -> Endpoint | None:
+        """The job files' endpoint, trusted if the operator allowed it for this backend type."""
+        if self.declared is None:
+            return None
+        return self.declared.allowed_by_operator(self.backend, self.known_types)
+
+
+@dataclass(frozen=True)
+class BackendType:
+    """A kind of backend, as its module describes itself to the registry."""
+
+    name: str
+    summary: str  # one line, for --help
+    limits: DataLimits  # what one job's data may be, checked by validate and plan
+    open: Callable[[OpenRequest], Backend]
+    poll: PollDefaults
+    credentials: Callable[[], Credentials]  # what `jobspec auth` shows
+    default_endpoint: Callable[[BackendOptions, list[Job]], str]
+    # Rules of the backend that the job-file schema cannot state (checked before anything is
+    # sent): each a ConfigError at the job file's line.
+    check_job: Callable[[Job], list[ConfigError]] = field(default=lambda job: [])
+    # The job file's `backend` settings that only this type takes (beyond type and endpoint):
+    # another type's job that gives one is refused at its line.
+    job_settings: tuple[str, ...] = ()
 
 
 def is_own(model: RemoteModel, job: Job, identity: Identity, owner_id: str,

@@ -17,10 +17,10 @@ from ..identity import Identity, tuned_model_ids
 from ..spec import Job
 from ..workspace import Owner
 from . import generate, tokencount
-from .base import (ACTIVE, CREATING, FAILED, PollDefaults, Progress, RemoteModel, Snapshot,
-                   TokenCount, is_own, own_current, training_and_validation)
+from .base import (ACTIVE, CREATING, FAILED, BackendType, OpenRequest, PollDefaults, Progress,
+                   RemoteModel, Snapshot, TokenCount, is_own, own_current,
+                   training_and_validation)
 from .endpoints import Endpoint, check_destination
-from .registry import BackendType, OpenRequest
 
 GOOGLE_ENDPOINT = "https://generativelanguage.googleapis.com"
 POLL = PollDefaults(initial=5.0, maximum=60.0)  # Google's tuning runs take minutes to hours

@@ -43,10 +43,9 @@ from ..errors import BackendError
 # variable carries the secret, so that it never shows in the process list).
 from ..server.identity import PATH as IDENTITY_PATH
 from ..server.identity import SECRET_VARIABLE, proof
-from .base import PollDefaults
+from .base import BackendType, OpenRequest, PollDefaults
 from .endpoints import Endpoint, check_destination, is_loopback_host
 from .gemini import GeminiBackend, inline_limits, refuse_adapter_size
-from .registry import BackendType, OpenRequest
 
 URL_VARIABLE = "JOBSPEC_LOCAL_URL"
 KEY_VARIABLE = "JOBSPEC_LOCAL_API_KEY"

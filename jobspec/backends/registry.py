@@ -1,92 +1,33 @@
 """The one place that knows the backends by name: which one a command uses, where its requests
 go (and whether credentials may go there), and building it.
 
-Each backend module describes itself with a ``BackendType``; this module chooses one (``--backend``,
-then JOBSPEC_BACKEND, then the job files' ``backend``, then local), resolves its endpoint under
-the rules of ``endpoints.py``, and opens it for this workspace's owner.
+Each backend module describes itself with a ``BackendType`` (``base.py``); this module chooses
+one (``--backend``, then JOBSPEC_BACKEND, then the job files' ``backend``, then local), resolves
+its endpoint under the rules of ``endpoints.py``, and opens it for this workspace's owner. The
+command line's options are defined by the commands (``commands/common.py``), not here.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .. import workspace
-from ..auth import Credentials
 from ..client import RetryPolicy
 from ..data import DataLimits
 from ..errors import ConfigError, UsageError
 from ..spec import Job
-from ..workspace import Owner
-from .base import Backend, PollDefaults
+from . import gemini, local, vertex
+from .base import Backend, BackendOptions, BackendType, OpenRequest
 from .endpoints import BACKEND_VARIABLE, Endpoint, operator_endpoint
 
 RETRY_DEADLINE_VARIABLE = "JOBSPEC_RETRY_DEADLINE"
 DEFAULT = "local"
 
 
-@dataclass(frozen=True)
-class BackendOptions:
-    """What the operator chose on the command line (None: not given)."""
-
-    endpoint: str | None = None
-    owner: str | None = None
-    project: str | None = None
-    location: str | None = None
-    staging_bucket: str | None = None
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "BackendOptions":
-        return cls(**{name: getattr(args, name, None) for name in
-                      ("endpoint", "owner", "project", "location", "staging_bucket")})
-
-
-@dataclass(frozen=True)
-class OpenRequest:
-    """Everything a backend needs to open: the operator's options, the jobs in scope, the
-    endpoint the operator named (trusted) and the one the job files name (untrusted)."""
-
-    backend: str  # the type being opened
-    options: BackendOptions
-    jobs: list[Job]
-    owner: Owner
-    retry: RetryPolicy
-    operator: Endpoint | None
-    declared: Endpoint | None
-    notify: Callable[[str], None]  # the CLI's, for what a user should know (a service started)
-
-    @property
-    def chosen_endpoint(self) -> Endpoint | None:
-        """The operator's endpoint, else the job files' (trusted only if allowed)."""
-        return self.operator or self.allowed_declared
-
-    @property
-    def allowed_declared(self) -> Endpoint | None:
-        """The job files' endpoint, trusted if the operator allowed it for this backend type."""
-        if self.declared is None:
-            return None
-        return self.declared.allowed_by_operator(self.backend, names())
-
-
-@dataclass(frozen=True)
-class BackendType:
-    name: str
-    summary: str  # one line, for --help
-    limits: DataLimits  # what one job's data may be, checked by validate and plan
-    open: Callable[[OpenRequest], Backend]
-    poll: PollDefaults
-    credentials: Callable[[], Credentials]  # what `jobspec auth` shows
-    default_endpoint: Callable[[BackendOptions, list[Job]], str]
-    # Rules of the backend that the job-file schema cannot state (checked before anything is
-    # sent): each a ConfigError at the job file's line.
-    check_job: Callable[[Job], list[ConfigError]] = field(default=lambda job: [])
-
-
 def _types() -> dict[str, BackendType]:
-    from . import gemini, local, vertex  # noqa: PLC0415 - they import this module's types
-
+    # Read from the modules at each call: a test may put a backend type with other limits there.
     return {t.name: t for t in (local.LOCAL, gemini.GEMINI, vertex.VERTEX)}
 
 
@@ -100,31 +41,6 @@ def backend_type(name: str) -> BackendType:
 
 def poll_summary() -> str:
     return ", ".join(f"{t.poll.initial:g}s {t.name}" for t in _types().values())
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options every command that talks to a backend takes."""
-    parser.add_argument("--backend", choices=names(),
-                        help=f"where to tune (default: ${BACKEND_VARIABLE}, then the job files' "
-                             "`backend`, then local)")
-    parser.add_argument("--endpoint", metavar="URL",
-                        help="base URL of the service, instead of the backend's default "
-                             "(default: $JOBSPEC_ENDPOINT); credentials go to it for a backend "
-                             f"chosen by --backend or ${BACKEND_VARIABLE}, not by the job files")
-    parser.add_argument("--owner", metavar="NAME",
-                        help="the workspace that owns the models created, pruned and deleted "
-                             f"(default: ${workspace.OWNER_VARIABLE}, else the repository's origin "
-                             "remote, else its path)")
-    vertex = parser.add_argument_group("vertex backend")
-    vertex.add_argument("--project", metavar="ID",
-                        help="Google Cloud project (default: the job files' backend.project, "
-                             "then $GOOGLE_CLOUD_PROJECT)")
-    vertex.add_argument("--location", metavar="REGION",
-                        help="Vertex AI region (default: the job files' backend.location, then "
-                             "$JOBSPEC_VERTEX_LOCATION, then us-central1)")
-    vertex.add_argument("--staging-bucket", metavar="gs://BUCKET",
-                        help="Cloud Storage bucket for training data (default: the job files' "
-                             "backend.staging_bucket, then $JOBSPEC_STAGING_BUCKET)")
 
 
 def in_effect(declared_type: str | None, chosen: str | None = None) -> str:
@@ -142,8 +58,30 @@ def in_effect(declared_type: str | None, chosen: str | None = None) -> str:
     return declared_type if declared_type in names() else DEFAULT
 
 
+def types_taking(setting: str) -> tuple[str, ...]:
+    """The backend types that take the job file's ``backend.<setting>``, when only some do
+    (empty: every type takes it, as ``type`` and ``endpoint``)."""
+    return tuple(t.name for t in _types().values() if setting in t.job_settings)
+
+
 @dataclass(frozen=True)
-class Rules:
+class FileRules:
+    """What a job file's ``backend`` section must be for its own type, and nothing of the
+    backend it is sent to (spec.BackendRules): for a command that reads no examples and sends
+    no job (delete by file)."""
+
+    def types_taking(self, setting: str) -> tuple[str, ...]:
+        return types_taking(setting)
+
+    def limits(self, declared_type: str | None) -> DataLimits | None:
+        return None
+
+    def check(self, job: Job) -> list[ConfigError]:
+        return []
+
+
+@dataclass(frozen=True)
+class Rules(FileRules):
     """The rules of the backend each job goes to, for the job loader (spec.BackendRules)."""
 
     chosen: str | None  # --backend, if given
@@ -220,7 +158,8 @@ def open_backend(chosen: str | None, options: BackendOptions, jobs: list[Job],
     request = OpenRequest(backend=name, options=options, jobs=jobs,
                           owner=workspace.owner(options.owner), retry=retry_policy(),
                           operator=operator_endpoint(options.endpoint, name if from_jobs else None),
-                          declared=declared_endpoint(name, jobs), notify=notify)
+                          declared=declared_endpoint(name, jobs), notify=notify,
+                          known_types=names())
     return kind.open(request)
 
 

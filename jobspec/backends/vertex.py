@@ -35,11 +35,11 @@ from ..identity import Identity
 from ..spec import Job
 from ..workspace import Owner
 from . import generate
-from .base import (CREATING, FAILED, PollDefaults, Progress, RemoteModel, TokenCount, is_own,
-                   newest, own_current, training_and_validation)
+from .base import (CREATING, FAILED, BackendOptions, BackendType, OpenRequest, PollDefaults,
+                   Progress, RemoteModel, TokenCount, is_own, newest, own_current,
+                   training_and_validation)
 from .endpoints import Endpoint, checked_url, check_destination
 from .gcs import STORAGE_ENDPOINT, StagingBucket, Storage, rechunk
-from .registry import BackendOptions, BackendType, OpenRequest
 from .tuningjobs import (JSONL_EXAMPLE_BYTES, LABEL_FINGERPRINT, LABEL_NAME, LABEL_OWNER,
                          hyperparameters_to_wire, jsonl_line, progress_of,
                          removal_commands, tuning_job_from_wire)
@@ -494,4 +494,5 @@ VERTEX = BackendType(
     name="vertex", summary="Vertex AI supervised tuning (tuningJobs, {location}-aiplatform."
                            "googleapis.com), data staged in Cloud Storage",
     limits=LIMITS, open=_open, poll=POLL, credentials=vertex_credentials,
-    default_endpoint=_default_endpoint, check_job=check_job)
+    default_endpoint=_default_endpoint, check_job=check_job,
+    job_settings=("project", "location", "staging_bucket"))

@@ -20,7 +20,7 @@ from ..backends.base import ACTIVE, CREATING, Backend
 from ..errors import Interrupted, UsageError
 from ..reconcile import ApplyOptions, Outcome, PollPolicy
 from ..report import JobStatus
-from . import planview
+from . import planview, replay
 from .common import load_jobs, open_backend
 from .progress import printer_for
 from .results import EvalMode, add_report_arguments, evaluate_and_report, report_directory
@@ -94,35 +94,18 @@ def _seconds(value: float) -> str:
     return f"{value:g}"
 
 
-def resume_command(args: argparse.Namespace, plan: reconcile.Plan) -> str:
-    """The apply command that carries on where this one stopped: every option that changes
-    what it does or where it writes, shell-quoted. --recreate-failed only while the plan had a
-    failed model to recreate; --yes only with --prune, the one thing it confirms."""
-    words = ["jobspec", "apply", *args.paths]
-    for target in args.target:
-        words += ["--target", target]
-    for option, value in (("--backend", args.backend), ("--endpoint", args.endpoint),
-                          ("--owner", getattr(args, "owner", None)),
-                          ("--project", getattr(args, "project", None)),
-                          ("--location", getattr(args, "location", None)),
-                          ("--staging-bucket", getattr(args, "staging_bucket", None)),
-                          ("--report-dir", args.report_dir)):
-        if value:
-            words += [option, value]
-    if args.timeout != DEFAULT_TIMEOUT_SECONDS:
-        words += ["--timeout", _seconds(args.timeout)]
-    if args.poll_interval is not None:
-        words += ["--poll-interval", _seconds(args.poll_interval)]
-    if args.parallel != DEFAULT_PARALLEL:
-        words += ["--parallel", str(args.parallel)]
-    flags = [("--allow-outside-paths", args.allow_outside_paths),
-             ("--skip-eval", args.skip_eval), ("--no-wait", args.no_wait),
-             ("--recreate-failed", args.recreate_failed
-              and any(j.action == reconcile.RECREATE for j in plan.jobs)),
-             ("--prune", args.prune), ("--yes", args.prune and args.yes),
-             ("--quiet", args.quiet)]
-    words += [flag for flag, given in flags if given]
-    return shlex.join(words)
+def resume_command(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                   plan: reconcile.Plan) -> str:
+    """The apply command that carries on where this one stopped, shell-quoted: every option
+    given (replay.words, from apply's parser) but two that no longer matter: --recreate-failed
+    once the plan has no failed model to recreate, --yes without --prune, the one thing it
+    confirms."""
+    leave_out = set()
+    if not any(j.action == reconcile.RECREATE for j in plan.jobs):
+        leave_out.add("recreate_failed")
+    if not args.prune:
+        leave_out.add("yes")
+    return shlex.join(replay.words(parser, args, leave_out=leave_out))
 
 
 @contextlib.contextmanager
@@ -203,7 +186,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
             applier.stop.set()
             backend.interrupt()
             print(f"\nInterrupted: training goes on in the service. Resume with:\n  "
-                  f"{resume_command(args, plan)}", file=sys.stderr)
+                  f"{resume_command(args.parser, args, plan)}", file=sys.stderr)
             return errors.EXIT_INTERRUPTED
     finally:
         backend.close()
@@ -246,26 +229,28 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_apply_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--parallel", type=parallelism, default=DEFAULT_PARALLEL, metavar="N",
-                        help=f"create up to N models at once, 1..{MAX_PARALLEL} "
-                             f"(default: {DEFAULT_PARALLEL})")
-    parser.add_argument("--no-wait", action="store_true", help="submit, then return")
+    """apply's own options, in the order the resume command repeats them (replay.words:
+    options with a value, then flags): where it writes, how long it waits, then what it does."""
+    add_report_arguments(parser)
     parser.add_argument("--timeout", type=duration, default=DEFAULT_TIMEOUT_SECONDS,
                         metavar="DURATION",
                         help="stop waiting for training after this long, in seconds or with a "
                              "unit (90s, 30m, 24h); training goes on in the service, and apply "
                              "exits 1 (default: 24h)")
-    parser.add_argument("--recreate-failed", action="store_true",
-                        help="train FAILED models again (deleting the failed one where the "
-                             "backend needs its name back)")
     parser.add_argument("--poll-interval", type=duration, default=None, metavar="SECONDS",
                         help="first wait between polls, growing 1.5x up to 12x it; positive "
                              f"(default: the backend's: {registry.poll_summary()})")
+    parser.add_argument("--parallel", type=parallelism, default=DEFAULT_PARALLEL, metavar="N",
+                        help=f"create up to N models at once, 1..{MAX_PARALLEL} "
+                             f"(default: {DEFAULT_PARALLEL})")
+    parser.add_argument("--skip-eval", action="store_true",
+                        help="do not run eval prompts: reports hold no eval results and no "
+                             "gate is judged")
+    parser.add_argument("--no-wait", action="store_true", help="submit, then return")
+    parser.add_argument("--recreate-failed", action="store_true",
+                        help="train FAILED models again (deleting the failed one where the "
+                             "backend needs its name back)")
     parser.add_argument("--prune", action="store_true",
                         help="delete superseded models of the jobs in scope")
     parser.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
-    parser.add_argument("--skip-eval", action="store_true",
-                        help="do not run eval prompts: reports hold no eval results and no "
-                             "gate is judged")
-    add_report_arguments(parser)

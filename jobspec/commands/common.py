@@ -1,16 +1,49 @@
-"""What several commands share: loading the jobs in scope and opening their backend."""
+"""What several commands share: their job and backend options, loading the jobs in scope and
+opening their backend."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 from .. import spec, workspace
 from ..backends import registry
-from ..backends.base import Backend
+from ..backends.base import Backend, BackendOptions
+from ..backends.endpoints import BACKEND_VARIABLE
 from ..errors import UsageError
 
-add_backend_arguments = registry.add_arguments
+
+def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every command that talks to a backend takes (``backend_options`` reads
+    them: each dest is a field of BackendOptions)."""
+    parser.add_argument("--backend", choices=registry.names(),
+                        help=f"where to tune (default: ${BACKEND_VARIABLE}, then the job files' "
+                             "`backend`, then local)")
+    parser.add_argument("--endpoint", metavar="URL",
+                        help="base URL of the service, instead of the backend's default "
+                             "(default: $JOBSPEC_ENDPOINT); credentials go to it for a backend "
+                             f"chosen by --backend or ${BACKEND_VARIABLE}, not by the job files")
+    parser.add_argument("--owner", metavar="NAME",
+                        help="the workspace that owns the models created, pruned and deleted "
+                             f"(default: ${workspace.OWNER_VARIABLE}, else the repository's origin "
+                             "remote, else its path)")
+    vertex = parser.add_argument_group("vertex backend")
+    vertex.add_argument("--project", metavar="ID",
+                        help="Google Cloud project (default: the job files' backend.project, "
+                             "then $GOOGLE_CLOUD_PROJECT)")
+    vertex.add_argument("--location", metavar="REGION",
+                        help="Vertex AI region (default: the job files' backend.location, then "
+                             "$JOBSPEC_VERTEX_LOCATION, then us-central1)")
+    vertex.add_argument("--staging-bucket", metavar="gs://BUCKET",
+                        help="Cloud Storage bucket for training data (default: the job files' "
+                             "backend.staging_bucket, then $JOBSPEC_STAGING_BUCKET)")
+
+
+def backend_options(args: argparse.Namespace) -> BackendOptions:
+    """What the operator chose for the backend on the command line."""
+    return BackendOptions(**{f.name: getattr(args, f.name, None)
+                             for f in dataclasses.fields(BackendOptions)})
 
 
 def add_job_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,7 +79,7 @@ def notify(message: str) -> None:
 
 def open_backend(args: argparse.Namespace, jobs: list[spec.Job]) -> Backend:
     return registry.open_backend(getattr(args, "backend", None),
-                                 registry.BackendOptions.from_args(args), jobs, notify)
+                                 backend_options(args), jobs, notify)
 
 
 def describe(backend: Backend) -> str:

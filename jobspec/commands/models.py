@@ -11,7 +11,7 @@ from .. import errors, spec
 from ..backends import registry
 from ..backends.base import RemoteModel
 from ..errors import UsageError
-from .common import describe, open_backend
+from .common import backend_options, describe, open_backend
 
 
 def _ownership(model: RemoteModel, owner_id: str) -> str:
@@ -87,7 +87,8 @@ def cmd_delete(args: argparse.Namespace) -> int:
     job_files = []  # their backend settings (a Vertex project, say) apply to the deletion
     for target in args.targets:
         if os.path.isfile(target):
-            job_files.append(spec.load_job(target))
+            # Its own `backend` section is checked, not the rules of where it would be sent.
+            job_files.append(spec.load_job(target, rules=registry.FileRules()))
             job_names.add(job_files[-1].name)
         elif _is_model_name(target):
             model_names.add(target)
@@ -133,6 +134,6 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 
 def cmd_auth(args: argparse.Namespace) -> int:
-    for line in registry.describe(args.backend, registry.BackendOptions.from_args(args)):
+    for line in registry.describe(args.backend, backend_options(args)):
         print(line)
     return errors.EXIT_OK
