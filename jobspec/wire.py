@@ -1,11 +1,14 @@
 """The Gemini API's tuning contract, as both of jobspec's sides speak it: the client backend
 (``backends/gemini.py``) and the local service (``server/``), which imports nothing else from
 the client side. Everything here is stated by shared/reference/gemini-tuning-api.md (the
-section is named beside each value) or is the local service's own published limit.
+section is named beside each value) or is the local service's own: its published limit, its
+extensions, and the handshake by which it proves it is the service jobspec started.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import math
 
 # Tuned model states (§4 TunedModel.state).
@@ -33,6 +36,17 @@ EXTENSIONS_ON = "1"
 
 # The largest request body the local service reads (its own limit; Google states none).
 LOCAL_MAX_BODY_BYTES = 32 * 1024 * 1024
+
+# The local service proves it is the one jobspec started (backends/local.py, server/handshake.py):
+# jobspec hands it a secret in this environment variable (never on the command line, where the
+# process list would show it), then asks IDENTITY_PATH?challenge=HEX for identity_proof's HMAC.
+IDENTITY_SECRET_VARIABLE = "JOBSPEC_SERVE_IDENTITY_SECRET"
+IDENTITY_PATH = "/jobspec/identity"
+
+
+def identity_proof(secret: str, challenge: str) -> str:
+    return hmac.new(secret.encode(), challenge.encode(), hashlib.sha256).hexdigest()
+
 
 # TuningTask.hyperparameters on the wire (§4) ↔ the job file's names.
 HYPERPARAMETERS = {"batchSize": "batch_size", "epochCount": "epoch_count",

@@ -39,10 +39,7 @@ from urllib.parse import urlsplit
 from .. import auth, legacy_state, wire, workspace
 from ..client import ApiClient
 from ..errors import BackendError
-# The identity handshake's two constants and its HMAC, shared with the service (an environment
-# variable carries the secret, so that it never shows in the process list).
-from ..server.identity import PATH as IDENTITY_PATH
-from ..server.identity import SECRET_VARIABLE, proof
+from ..wire import IDENTITY_PATH, IDENTITY_SECRET_VARIABLE, identity_proof
 from .base import BackendType, OpenRequest, PollDefaults
 from .endpoints import Endpoint, check_destination, is_loopback_host
 from .gemini import GeminiBackend, inline_limits, refuse_adapter_size
@@ -97,7 +94,7 @@ def verified(url: str, secret: str, timeout: float = 2.0) -> bool:
         given = answer.json().get("proof", "") if answer.status_code == 200 else ""
     except (httpx.HTTPError, ValueError, AttributeError):
         return False
-    return isinstance(given, str) and hmac.compare_digest(given, proof(secret, challenge))
+    return isinstance(given, str) and hmac.compare_digest(given, identity_proof(secret, challenge))
 
 
 def _read_record(path: Path) -> _Record | None:
@@ -173,7 +170,7 @@ def _start(state_dir: Path, private_record: Path) -> LocalService:
             [sys.executable, "-m", "jobspec.server", "--host", "127.0.0.1", "--port", str(port),
              "--state-dir", str(state_dir), "--idle-exit", str(IDLE_EXIT_SECONDS)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
-            env={**os.environ, SECRET_VARIABLE: secret})
+            env={**os.environ, IDENTITY_SECRET_VARIABLE: secret})
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:

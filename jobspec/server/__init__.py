@@ -5,13 +5,15 @@ reaches Google, so nothing here imports the reconciler, the job-file loader or t
 
     app.py        HTTP routes, auth, request logging (Starlette)
     guard.py      which requests are answered: Host, Origin, Content-Type (web pages kept out)
-    wire.py       the Gemini API's JSON: parsing requests, rendering resources, error envelope
+    protojson.py  the Gemini API's JSON (proto3 JSON): parsing requests, rendering resources,
+                  error envelope
     service.py    what each method does
     validation.py what a create or generateContent request may ask for
     tokens.py     examples measured in tokens at create time (tokenizers only, no weights)
     counting.py   countTokens and countExampleTokens: counts as training and serving take them
     chat.py       prompts and examples to token ids, the same way for training and serving
-    identity.py   proving to jobspec that this is the service it started (HMAC of a challenge)
+    handshake.py  proving to jobspec that this is the service it started (HMAC of a challenge;
+                  the handshake itself is jobspec/wire.py's)
     store.py      SQLite state: tuned models, their operations and snapshots, who owns a job
     recipe.py     what the service decides about training (layout, LoRA, schedule, precision),
                   each choice measured by bench/tuning_quality.py

@@ -26,12 +26,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from ..wire import EXTENSIONS_HEADER, EXTENSIONS_ON, LOCAL_MAX_BODY_BYTES
-from . import counting, identity, wire
+from ..wire import (EXTENSIONS_HEADER, EXTENSIONS_ON, IDENTITY_PATH, LOCAL_MAX_BODY_BYTES,
+                    identity_proof)
+from . import counting, handshake, protojson
 from .guard import RequestGuard
 from .published import ERROR_TYPE, published
 from .service import TuningService
-from .wire import ApiError
+from .protojson import ApiError
 
 MAX_BODY_BYTES = LOCAL_MAX_BODY_BYTES
 NAME = r"([a-z0-9][a-z0-9.-]*)"
@@ -41,7 +42,7 @@ Handler = Callable[[TuningService, Request, tuple[str, ...], Any], Any]
 
 def _query(request: Request, name: str) -> str | None:
     """A query parameter, by its camelCase or snake_case name."""
-    return request.query_params.get(name, request.query_params.get(wire.snake(name)))
+    return request.query_params.get(name, request.query_params.get(protojson.snake(name)))
 
 
 def _paging(request: Request) -> tuple[str | None, str | None]:
@@ -162,7 +163,7 @@ async def _read_body(request: Request) -> Any:
     raw = b"".join(chunks)
     if not raw.strip():
         return {}
-    return wire.loads_lenient(raw)
+    return protojson.loads_lenient(raw)
 
 
 def build_app(service: TuningService, api_key: str | None, guard: RequestGuard,
@@ -213,19 +214,19 @@ def build_app(service: TuningService, api_key: str | None, guard: RequestGuard,
         raise ApiError("NOT_FOUND", f"No such method: {request.method} /{path}.")
 
     async def prove_identity(request: Request) -> JSONResponse:
-        """jobspec's check that this is the service it started (identity.py)."""
+        """jobspec's check that this is the service it started (handshake.py)."""
         try:
             guard.check(request.headers)
             challenge = request.query_params.get("challenge")
             if identity_secret is None:
                 raise ApiError("NOT_FOUND", "This service was not started by jobspec (it holds "
                                "no identity secret).")
-            if not identity.valid_challenge(challenge):
+            if not handshake.valid_challenge(challenge):
                 raise ApiError("INVALID_ARGUMENT", "challenge must be 16 to 128 hex digits.")
         except ApiError as exc:
             return JSONResponse(exc.body(), status_code=exc.http_status)
-        return JSONResponse({"proof": identity.proof(identity_secret, challenge)})
+        return JSONResponse({"proof": identity_proof(identity_secret, challenge)})
 
     methods = ["GET", "POST", "PATCH", "DELETE", "PUT"]
-    return Starlette(routes=[Route(identity.PATH, prove_identity, methods=["GET"]),
+    return Starlette(routes=[Route(IDENTITY_PATH, prove_identity, methods=["GET"]),
                              Route("/{path:path}", dispatch, methods=methods)])

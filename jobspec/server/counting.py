@@ -29,16 +29,16 @@ import json
 from contextlib import AbstractContextManager
 from typing import Any
 
-from . import validation, wire
+from . import protojson, validation
 from .chat import IGNORE_INDEX, prompt_ids
 from .models import BaseModel, ModelNotFound, context_length
 from .tokens import encode_as_trained
-from .wire import ApiError
+from .protojson import ApiError
 
-COUNT_TOKENS_REQUEST: wire.Spec = {"contents": [wire.CONTENT],
-                                   "generate_content_request": wire.GENERATE_CONTENT_REQUEST}
-COUNT_EXAMPLE_TOKENS_REQUEST: wire.Spec = {"examples": [wire.TUNING_EXAMPLE],
-                                           "requests": [{"examples": [wire.TUNING_EXAMPLE]}]}
+COUNT_TOKENS_REQUEST: protojson.Spec = {"contents": [protojson.CONTENT],
+                                   "generate_content_request": protojson.GENERATE_CONTENT_REQUEST}
+COUNT_EXAMPLE_TOKENS_REQUEST: protojson.Spec = {"examples": [protojson.TUNING_EXAMPLE],
+                                           "requests": [{"examples": [protojson.TUNING_EXAMPLE]}]}
 # What an answer of countExampleTokens means: raise it when counting changes in a way that the
 # digest's other parts (tokenizer, layout, limit) would not show.
 COUNTING_SCHEME = 1
@@ -56,7 +56,7 @@ def _tokenizer(service: Any, model: str) -> tuple[Any, AbstractContextManager[An
 
 
 def count_tokens(service: Any, model: str, body: Any) -> dict[str, Any]:
-    request = wire.parse(body, COUNT_TOKENS_REQUEST, "count_tokens_request")
+    request = protojson.parse(body, COUNT_TOKENS_REQUEST, "count_tokens_request")
     if "generate_content_request" in request:
         inner = request["generate_content_request"]
         messages = validation.messages(inner)
@@ -83,7 +83,7 @@ def counting_digest(service: Any, local: BaseModel) -> str:
 
 
 def count_example_tokens(service: Any, model: str, body: Any) -> dict[str, Any]:
-    request = wire.parse(body, COUNT_EXAMPLE_TOKENS_REQUEST, "count_example_tokens_request")
+    request = protojson.parse(body, COUNT_EXAMPLE_TOKENS_REQUEST, "count_example_tokens_request")
     if "requests" in request:
         if "examples" in request:
             raise ApiError("INVALID_ARGUMENT", "Give examples (one set) or requests (several), "

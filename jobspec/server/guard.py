@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping
 from email.message import Message
 from urllib.parse import urlsplit
 
-from .wire import ApiError
+from .protojson import ApiError
 
 ALLOWED_HOSTS_ENV = "JOBSPEC_SERVE_ALLOWED_HOSTS"
 HOW_TO_ALLOW = f"start the service with --allow-host NAME (or set {ALLOWED_HOSTS_ENV}=NAME,...)"

@@ -17,7 +17,7 @@ from typing import Any
 from .. import legacy_state, workspace
 from ..errors import JobSpecError
 from .guard import ALLOWED_HOSTS_ENV, allowed_host_names, is_loopback
-from .identity import take_secret
+from .handshake import take_secret
 from .trainer import CHECKPOINT_SECONDS, DEFAULT_MAX_BATCH_TOKENS
 
 DEFAULT_PORT = 8765

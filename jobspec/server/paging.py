@@ -15,7 +15,7 @@ import binascii
 import re
 from dataclasses import dataclass
 
-from .wire import ApiError
+from .protojson import ApiError
 
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 10, 1000
 _INT32_MAX = 2**31 - 1  # pageSize is an int32 in Google's API

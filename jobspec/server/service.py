@@ -7,17 +7,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import counting, paging, validation, wire
+from . import counting, paging, protojson, validation
 from .adapters import find_adapter, remove_model_adapters
 from .checkpoints import remove_checkpoints
 from .inference import GenerationSettings, Generator, PromptTooLong
 from .models import ModelNotFound, ModelRegistry, context_length
 from .store import ACTIVE, CREATING, AlreadyExists, Store, TunedModelRecord
 from .tokens import Tokenizers
-from ..wire import total_steps
+from ..wire import METADATA_TYPE, TUNED_MODEL_TYPE, total_steps
 from .recipe import read_layout
 from .trainer import DEFAULT_MAX_BATCH_TOKENS
-from .wire import ApiError
+from .protojson import ApiError
 
 TUNED_MODEL_ID = re.compile(r"[a-z]([a-z0-9-]{0,38}[a-z0-9])?")
 MAX_TOTAL_STEPS = 100_000
@@ -39,7 +39,7 @@ class TuningService:
     # -- rendering -----------------------------------------------------------------------------
 
     def tuned_model(self, record: TunedModelRecord) -> dict[str, Any]:
-        return wire.compact({
+        return protojson.compact({
             "name": f"tunedModels/{record.id}",
             "baseModel": record.base_model,
             "displayName": record.display_name,
@@ -48,14 +48,14 @@ class TuningService:
             "topP": record.top_p,
             "topK": record.top_k,
             "state": record.state,
-            "createTime": wire.timestamp(record.create_time),
-            "updateTime": wire.timestamp(record.update_time),
+            "createTime": protojson.timestamp(record.create_time),
+            "updateTime": protojson.timestamp(record.update_time),
             "tuningTask": {
-                "startTime": wire.timestamp(record.start_time),
-                "completeTime": wire.timestamp(record.complete_time),
+                "startTime": protojson.timestamp(record.start_time),
+                "completeTime": protojson.timestamp(record.complete_time),
                 "snapshots": self._snapshots(record),
                 "hyperparameters": record.hyperparameters,
-                # The local service's additions to TuningTask (see wire.TUNING_TASK).
+                # The local service's additions to TuningTask (see protojson.TUNING_TASK).
                 "validationSnapshots": self._snapshots(record, validation=True),
                 "earlyStopping": ({"patience": record.early_stopping_patience}
                                   if record.early_stopping_patience else None),
@@ -69,7 +69,7 @@ class TuningService:
     def _snapshots(record: TunedModelRecord, validation: bool = False) -> list[dict[str, Any]]:
         series = record.validation_snapshots if validation else record.snapshots
         return [{"step": s.step, "epoch": s.epoch, "meanLoss": s.mean_loss,
-                 "computeTime": wire.timestamp(s.compute_time)} for s in series]
+                 "computeTime": protojson.timestamp(s.compute_time)} for s in series]
 
     def operation(self, record: TunedModelRecord) -> dict[str, Any]:
         done = record.state != CREATING
@@ -77,7 +77,7 @@ class TuningService:
         completed = record.total_steps if record.state == ACTIVE and not record.stop_reason \
             else record.completed_steps
         percent = 100.0 if record.state == ACTIVE else 100.0 * completed / record.total_steps
-        metadata = wire.compact({
+        metadata = protojson.compact({
             "tunedModel": f"tunedModels/{record.id}",
             "totalSteps": record.total_steps,
             "completedSteps": completed,
@@ -88,12 +88,12 @@ class TuningService:
         })
         body: dict[str, Any] = {
             "name": f"tunedModels/{record.id}/operations/{record.operation_id}",
-            "metadata": {"@type": wire.METADATA_TYPE, **metadata},
+            "metadata": {"@type": METADATA_TYPE, **metadata},
         }
         if done:
             body["done"] = True
             if record.state == ACTIVE:
-                body["response"] = {"@type": wire.TUNED_MODEL_TYPE, **self.tuned_model(record)}
+                body["response"] = {"@type": TUNED_MODEL_TYPE, **self.tuned_model(record)}
             else:
                 body["error"] = {"code": record.error_code or 13,
                                  "message": record.error_message or "Tuning failed."}
@@ -142,14 +142,14 @@ class TuningService:
         return body
 
     def create(self, body: Any, tuned_model_id: str | None) -> dict[str, Any]:
-        request = wire.parse(body, wire.TUNED_MODEL, "tuned_model")
+        request = protojson.parse(body, protojson.TUNED_MODEL, "tuned_model")
         if tuned_model_id is not None and not TUNED_MODEL_ID.fullmatch(tuned_model_id):
             raise ApiError("INVALID_ARGUMENT", f"tunedModelId {tuned_model_id!r} is invalid: it "
                            "must match [a-z]([a-z0-9-]{0,38}[a-z0-9])?.")
         if "tuned_model_source" in request:
             raise ApiError("INVALID_ARGUMENT", "tuned_model.tuned_model_source is not supported "
                            "by the local service; give tuned_model.base_model.")
-        base_name = wire.require(request, "base_model", "tuned_model")
+        base_name = protojson.require(request, "base_model", "tuned_model")
         try:
             local = self.registry.resolve(base_name)
         except ModelNotFound:
@@ -157,8 +157,8 @@ class TuningService:
         if len(request.get("display_name", "")) > 40:
             raise ApiError("INVALID_ARGUMENT", "tuned_model.display_name must be at most 40 "
                            "characters.")
-        task = wire.require(request, "tuning_task", "tuned_model")
-        data = wire.require(task, "training_data", "tuned_model.tuning_task")
+        task = protojson.require(request, "tuning_task", "tuned_model")
+        data = protojson.require(task, "training_data", "tuned_model.tuning_task")
         examples = validation.training_examples(data)
         held_out = validation.training_examples(task["validation_data"],
                                                 validation.VALIDATION_EXAMPLES) \
@@ -212,14 +212,14 @@ class TuningService:
 
     def patch(self, model_id: str, body: Any, update_mask: str | None) -> dict[str, Any]:
         self._record(model_id)
-        request = wire.parse(body, wire.TUNED_MODEL, "tuned_model")
+        request = protojson.parse(body, protojson.TUNED_MODEL, "tuned_model")
         if update_mask:
-            fields = [wire.snake(f.strip()) for f in update_mask.split(",") if f.strip()]
+            fields = [protojson.snake(f.strip()) for f in update_mask.split(",") if f.strip()]
             for name in fields:
                 if name not in UPDATABLE:
-                    raise ApiError("INVALID_ARGUMENT", f"update_mask: {wire.camel(name)} cannot "
-                                   f"be updated; updatable: "
-                                   f"{', '.join(wire.camel(u) for u in UPDATABLE)}.")
+                    raise ApiError("INVALID_ARGUMENT", f"update_mask: {protojson.camel(name)} "
+                                   f"cannot be updated; updatable: "
+                                   f"{', '.join(protojson.camel(u) for u in UPDATABLE)}.")
         else:
             fields = [name for name in UPDATABLE if name in request]
         validation.sampling_defaults(request)
@@ -257,7 +257,8 @@ class TuningService:
 
     def generate(self, body: Any, *, base: str | None = None,
                  tuned: str | None = None) -> dict[str, Any]:
-        request = wire.parse(body, wire.GENERATE_CONTENT_REQUEST, "generate_content_request")
+        request = protojson.parse(body, protojson.GENERATE_CONTENT_REQUEST,
+                                  "generate_content_request")
         adapter = None
         if tuned is not None:
             record = self._record(tuned)

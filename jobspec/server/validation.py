@@ -6,16 +6,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import wire as contract
-from . import wire
+from .. import wire
+from . import protojson
 from .inference import GenerationSettings
 from .tokens import Tokenizers
-from .wire import ApiError
+from .protojson import ApiError
 
-EXAMPLES = contract.EXAMPLES_FIELD
+EXAMPLES = wire.EXAMPLES_FIELD
 VALIDATION_EXAMPLES = "tuned_model.tuning_task.validation_data.examples.examples"
 MAX_PATIENCE = 1000  # epochs of early stopping's patience, as the job-file schema allows
-MAX_INPUT_CHARS, MAX_OUTPUT_CHARS = contract.MAX_INPUT_CHARS, contract.MAX_OUTPUT_CHARS
+MAX_INPUT_CHARS, MAX_OUTPUT_CHARS = wire.MAX_INPUT_CHARS, wire.MAX_OUTPUT_CHARS
 DEFAULT_LEARNING_RATE = 0.001  # what a multiplier of 1.0 means here
 
 
@@ -108,7 +108,7 @@ def sampling_defaults(request: dict[str, Any]) -> None:
 def _text_of(content: dict[str, Any], where: str) -> str:
     texts = []
     for index, part in enumerate(content.get("parts", [])):
-        others = [wire.camel(k) for k in part if k != "text"]
+        others = [protojson.camel(k) for k in part if k != "text"]
         if others:
             raise ApiError("INVALID_ARGUMENT", f"{where}.parts[{index}]: only text parts are "
                            f"supported by the local service (got {', '.join(others)}).")

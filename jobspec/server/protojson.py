@@ -15,8 +15,6 @@ import re
 from datetime import datetime, timezone
 from typing import Any
 
-# The shared contract (jobspec/wire.py) names the type URLs.
-from ..wire import METADATA_TYPE, TUNED_MODEL_TYPE  # noqa: F401 - re-exported
 from ..wire import ACTIVE, CREATING, FAILED, STATE_UNSPECIFIED
 
 # google.rpc.Code: name → (number, HTTP status)
