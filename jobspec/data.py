@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from json.encoder import encode_basestring
 from pathlib import Path
 
-from .datareaders import READERS, FieldPositions, Records
+from .datareaders import READERS, DataFile, FieldPositions, Records
 from .errors import ConfigError, ConfigErrors, Location
 from .utf8 import surrogate_problem
 
@@ -202,7 +202,9 @@ def iter_examples(source: DataSource) -> Iterator[Example]:
                             for where, record, fields in source.inline)
     else:
         check_file(source)
-        records = READERS[source.format](source)
+        assert source.path is not None  # not inline
+        records = READERS[source.format](DataFile(source.path, source.display_path,
+                                                  source.input_field, source.output_field))
     for where, record, may_need_escapes, fields in records:
         if isinstance(record, ConfigError):
             errors.append(record)

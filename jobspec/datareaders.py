@@ -17,13 +17,11 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from json.decoder import WHITESPACE
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 from .errors import ConfigError, Location
-
-if TYPE_CHECKING:
-    from .data import DataSource
 
 FieldPositions = dict[str, tuple[int, int]]  # field name -> (line, column)
 # (where, the record or a ConfigError, may its strings need escapes, where its fields are)
@@ -34,6 +32,17 @@ _DECODER = json.JSONDecoder()
 
 
 Failure = tuple[Location, ConfigError, bool, None]
+
+
+@dataclass(frozen=True)
+class DataFile:
+    """A training-data file to read (data.DataSource names it for a job): where it is, how
+    messages show it, and the two fields an example has."""
+
+    path: Path
+    display_path: str
+    input_field: str
+    output_field: str
 
 
 def _failed(error: ConfigError) -> Failure:
@@ -50,9 +59,8 @@ def _not_utf8(display: str, number: int, raw: bytes, exc: UnicodeDecodeError) ->
                        f"not valid UTF-8: {exc.reason} (byte 0x{raw[exc.start]:02x})")
 
 
-def _utf8_error(source: DataSource) -> ConfigError:
+def _utf8_error(source: DataFile) -> ConfigError:
     """Where the file first stops being UTF-8 (read again, line by line: only on this error)."""
-    assert source.path is not None
     with open(source.path, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
             try:
@@ -62,8 +70,7 @@ def _utf8_error(source: DataSource) -> ConfigError:
     return ConfigError(Location(source.display_path), "not valid UTF-8")
 
 
-def _jsonl_records(source: DataSource) -> Records:
-    assert source.path is not None
+def _jsonl_records(source: DataFile) -> Records:
     display = source.display_path
     with open(source.path, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
@@ -87,8 +94,7 @@ def _jsonl_records(source: DataSource) -> Records:
             yield Location(display, number), record, b"\\" in raw, None
 
 
-def _csv_records(source: DataSource) -> Records:
-    assert source.path is not None
+def _csv_records(source: DataFile) -> Records:
     display = source.display_path
     with open(source.path, newline="", encoding="utf-8-sig", errors="strict") as handle:
         reader = csv.DictReader(handle)
@@ -112,10 +118,9 @@ def _csv_records(source: DataSource) -> Records:
             yield _error(Location(display, reader.line_num or 1), f"invalid CSV: {exc}")
 
 
-def _json_records(source: DataSource) -> Records:
+def _json_records(source: DataFile) -> Records:
     """The elements of the file's top-level array, one at a time, each with its line and column
     (the file is read whole, but each example is decoded on its own)."""
-    assert source.path is not None
     display = source.display_path
     raw = source.path.read_bytes()
     try:
@@ -170,10 +175,9 @@ def _json_records(source: DataSource) -> Records:
         yield fail(index, "invalid JSON: Extra data")
 
 
-def _yaml_records(source: DataSource) -> Records:
+def _yaml_records(source: DataFile) -> Records:
     from .yamlload import load_yaml  # noqa: PLC0415 - only YAML data needs it
 
-    assert source.path is not None
     display = source.display_path
     try:
         text = source.path.read_text(encoding="utf-8")
@@ -200,6 +204,6 @@ def _yaml_records(source: DataSource) -> Records:
         yield Location(display, line, column), record, True, fields
 
 
-READERS: dict[str, Callable[[DataSource], Records]] = {
+READERS: dict[str, Callable[[DataFile], Records]] = {
     ".jsonl": _jsonl_records, ".csv": _csv_records, ".json": _json_records,
     ".yaml": _yaml_records, ".yml": _yaml_records}
