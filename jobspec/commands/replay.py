@@ -21,7 +21,7 @@ def words(parser: argparse.ArgumentParser, args: argparse.Namespace, *,
     options: list[str] = []
     flags: list[str] = []
     for action in parser._actions:  # noqa: SLF001 - argparse exposes its actions no other way
-        if action.dest == argparse.SUPPRESS or action.dest in leave_out:
+        if argparse.SUPPRESS in (action.dest, action.default) or action.dest in leave_out:
             continue  # --help, --version
         value = getattr(args, action.dest, action.default)
         if value == action.default or value is None or value == []:
