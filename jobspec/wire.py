@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import math
 
 # Tuned model states (§4 TunedModel.state).
@@ -36,6 +37,45 @@ EXTENSIONS_ON = "1"
 
 # The largest request body the local service reads (its own limit; Google states none).
 LOCAL_MAX_BODY_BYTES = 32 * 1024 * 1024
+
+# Examples uploaded apart from the create (the local service's extension; Google's media upload,
+# ``media.upload`` at /upload/v1beta/files, takes files up to the same 2 GiB), so that a data
+# set of hundreds of MB is streamed once, never held whole by either side, and never sent again:
+#   GET  /v1beta/uploads/{sha256}          the upload's metadata (UploadInfo), or 404
+#   PUT  /upload/v1beta/uploads/{sha256}   the body, Content-Type UPLOAD_CONTENT_TYPE: one
+#        example a line, {"textInput": ..., "output": ...} (upload_line); the service keeps it
+#        only when the body's SHA-256 is the one named (and its size the Content-Length)
+# A create (or countExampleTokens) then names it in a Dataset, {"upload": "uploads/{sha256}"},
+# in place of the inline examples. An upload is named by its content, so one made before is
+# found (GET) and not sent again; the service keeps uploads in its state directory.
+UPLOADS = "uploads"  # the collection: an upload's name is uploads/{sha256}
+UPLOAD_PREFIX = "upload"  # media paths: /upload/v1beta/...
+UPLOAD_CONTENT_TYPE = "application/jsonl"
+UPLOAD_MAX_BYTES = 2 * 1024**3
+UPLOAD_FIELD = "upload"  # of a Dataset (trainingData, validationData)
+# Where an INVALID_ARGUMENT about line i+1 of an uploaded training set points (as EXAMPLES_FIELD
+# does for inline examples; the client maps it back to the line of the user's data file).
+UPLOADED_EXAMPLES_FIELD = "tuned_model.tuning_task.training_data.upload"
+_SHA256_HEX = frozenset("0123456789abcdef")
+
+
+def upload_name(sha256: str) -> str:
+    return f"{UPLOADS}/{sha256}"
+
+
+def is_sha256(text: str) -> bool:
+    return len(text) == 64 and set(text) <= _SHA256_HEX
+
+
+def upload_line(text_input: str, output: str) -> bytes:
+    """One example as a line of an upload: compact JSON, UTF-8, newline-terminated."""
+    return (json.dumps({"textInput": text_input, "output": output}, ensure_ascii=False,
+                       separators=(",", ":")) + "\n").encode("utf-8")
+
+
+# What a line adds around its two JSON strings (the client's limits count each string with its
+# quotes).
+UPLOAD_LINE_BYTES = len(upload_line("", "")) - 4
 
 # The local service proves it is the one jobspec started (backends/local.py, server/handshake.py):
 # jobspec hands it a secret in this environment variable (never on the command line, where the

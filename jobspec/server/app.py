@@ -6,8 +6,10 @@ jobspec's extensions (``wire.EXTENSIONS_HEADER``; published.py); jobspec's own m
 
 Google's paths put a method after a colon (``tunedModels/x:generateContent``), which routers'
 path templates do not express well, so one catch-all route dispatches on a small table of regular
-expressions. A request is logged as one line with its path but never its query string, which may
-carry an API key.
+expressions. Uploads of examples (jobspec's own media path, ``PUT /upload/v1beta/uploads/
+{sha256}``, described in jobspec/wire.py) have a route of their own: their body is streamed to
+disk (uploads.py) rather than read whole as JSON. A request is logged as one line with its path
+but never its query string, which may carry an API key.
 """
 
 from __future__ import annotations
@@ -17,17 +19,17 @@ import re
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from ..wire import (EXTENSIONS_HEADER, EXTENSIONS_ON, IDENTITY_PATH, LOCAL_MAX_BODY_BYTES,
-                    identity_proof)
+                    UPLOAD_CONTENT_TYPE, UPLOAD_PREFIX, UPLOADS, identity_proof)
 from . import counting, handshake, protojson
 from .guard import RequestGuard
 from .published import ERROR_TYPE, published
@@ -97,6 +99,9 @@ METHODS: list[Method] = [
     Method("POST", rf"tunedModels/{NAME}/operations/{NAME}:cancel",
            lambda s, r, m, b: s.cancel_operation(m[0], m[1]), False, False,
            "tunedModels.operations.cancel"),
+    # jobspec's own: whether an upload of examples is here (its PUT is on the media path, below)
+    Method("GET", rf"{UPLOADS}/([^/:]+)", lambda s, r, m, b: s.upload_info(m[0]), False, False,
+           None),
 ]
 _COMPILED = [(re.compile(method.pattern), method) for method in METHODS]
 
@@ -168,14 +173,17 @@ async def _read_body(request: Request) -> Any:
 
 def build_app(service: TuningService, api_key: str | None, guard: RequestGuard,
               identity_secret: str | None = None) -> Starlette:
-    async def dispatch(request: Request) -> JSONResponse:
+    async def answered(request: Request,
+                       handle: Callable[[Request], Awaitable[tuple[Any, str | None]]]
+                       ) -> JSONResponse:
+        """``handle``'s answer, cut to its published type unless the caller asked for more,
+        or the error in Google's envelope; logged as one line."""
         started = time.perf_counter()
         service.last_activity = time.monotonic()
-        path = request.path_params["path"]
         extensions = False
         try:
             extensions = asks_for_extensions(request)
-            response = JSONResponse(_answer(*await _handle(request, path), extensions))
+            response = JSONResponse(_answer(*await handle(request), extensions))
         except ApiError as exc:
             response = JSONResponse(_answer(exc.body(), ERROR_TYPE, extensions),
                                     status_code=exc.http_status)
@@ -187,6 +195,12 @@ def build_app(service: TuningService, api_key: str | None, guard: RequestGuard,
         print(f"jobspec serve: {request.method} {request.url.path} {response.status_code} "
               f"{elapsed:.1f}ms", file=sys.stderr, flush=True)
         return response
+
+    async def dispatch(request: Request) -> JSONResponse:
+        return await answered(request, lambda r: _handle(r, r.path_params["path"]))
+
+    async def upload(request: Request) -> JSONResponse:
+        return await answered(request, _upload)
 
     async def _handle(request: Request, path: str) -> tuple[Any, str | None]:
         """The method's answer and its published response type (None: jobspec's own)."""
@@ -213,6 +227,25 @@ def build_app(service: TuningService, api_key: str | None, guard: RequestGuard,
                            f"(allowed: {', '.join(sorted(set(allowed)))}).")
         raise ApiError("NOT_FOUND", f"No such method: {request.method} /{path}.")
 
+    async def _upload(request: Request) -> tuple[Any, None]:
+        """PUT /upload/v1beta/uploads/{sha256}: examples streamed into the service's state
+        directory (uploads.py), measured as they arrive, never held whole."""
+        guard.check(request.headers, UPLOAD_CONTENT_TYPE)
+        check_auth(request, api_key)
+        declared = request.headers.get("content-length", "").strip()
+
+        def active() -> None:  # a long upload is activity: the service must not idle out
+            service.last_activity = time.monotonic()
+
+        try:
+            info = await service.uploads.receive(request.path_params["sha256"],
+                                                 int(declared) if declared.isdigit() else None,
+                                                 request.stream(), active)
+        except ClientDisconnect:
+            raise ApiError("CANCELLED", "The client went away before the upload ended; nothing "
+                           "was kept.") from None
+        return info, None
+
     async def prove_identity(request: Request) -> JSONResponse:
         """jobspec's check that this is the service it started (handshake.py)."""
         try:
@@ -229,4 +262,6 @@ def build_app(service: TuningService, api_key: str | None, guard: RequestGuard,
 
     methods = ["GET", "POST", "PATCH", "DELETE", "PUT"]
     return Starlette(routes=[Route(IDENTITY_PATH, prove_identity, methods=["GET"]),
+                             Route(f"/{UPLOAD_PREFIX}/v1beta/{UPLOADS}/{{sha256}}", upload,
+                                   methods=["PUT"]),
                              Route("/{path:path}", dispatch, methods=methods)])

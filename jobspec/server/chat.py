@@ -7,7 +7,8 @@ template fall back to a plain "Input:/Output:" layout.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, overload
 
 IGNORE_INDEX = -100  # the label value PyTorch's cross-entropy skips
 
@@ -60,3 +61,29 @@ def encode_example(tokenizer: Any, text_input: str, output: str,
     answer = tokenizer(prefix + output + end_of_turn(tokenizer),
                        add_special_tokens=False)["input_ids"]
     return prompt + answer, [IGNORE_INDEX] * len(prompt) + answer
+
+
+Encoded = tuple[list[int], list[int]]
+
+
+class EncodedExamples(Sequence[Encoded]):
+    """``examples`` as (input_ids, labels), each encoded when it is asked for: training takes a
+    batch at a time, so the whole set is never held in tokens."""
+
+    def __init__(self, examples: Sequence[tuple[str, str]],
+                 encode: Callable[[str, str], Encoded]) -> None:
+        self._examples = examples
+        self._encode = encode
+
+    def __len__(self) -> int:
+        return len(self._examples)
+
+    @overload
+    def __getitem__(self, index: int) -> Encoded: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Encoded]: ...
+
+    def __getitem__(self, index: int | slice) -> Encoded | list[Encoded]:
+        if isinstance(index, slice):
+            return [self._encode(*example) for example in self._examples[index]]
+        return self._encode(*self._examples[index])

@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping
 from email.message import Message
 from urllib.parse import urlsplit
 
+from ..wire import UPLOAD_CONTENT_TYPE
 from .protojson import ApiError
 
 ALLOWED_HOSTS_ENV = "JOBSPEC_SERVE_ALLOWED_HOSTS"
@@ -69,12 +70,14 @@ class RequestGuard:
     def allows_host(self, name: str) -> bool:
         return is_loopback(name) or name in self.extra_hosts
 
-    def check(self, headers: Mapping[str, str]) -> None:
-        """Raise ApiError for a request this service must not answer."""
+    def check(self, headers: Mapping[str, str], body_type: str = "application/json") -> None:
+        """Raise ApiError for a request this service must not answer. ``body_type``: what its
+        body must be (JSON; an upload's JSON Lines), never a type a web page may send across
+        sites without asking (text/plain, a form)."""
         self._check_host(headers.get("host"))
         self._check_origin(headers.get("origin"), headers.get("sec-fetch-site"))
         if _has_body(headers):
-            _check_content_type(headers.get("content-type"))
+            _check_content_type(headers.get("content-type"), body_type)
 
     def _check_host(self, host: str | None) -> None:
         if not host:
@@ -125,14 +128,18 @@ def _has_body(headers: Mapping[str, str]) -> bool:
     return headers.get("content-length", "0").strip() not in ("", "0")
 
 
-def _check_content_type(content_type: str | None) -> None:
+_BODY_NAMES = {"application/json": "JSON", UPLOAD_CONTENT_TYPE: "JSON Lines"}
+
+
+def _check_content_type(content_type: str | None, expected: str) -> None:
+    name = _BODY_NAMES.get(expected, expected)
     if not content_type:
-        raise ApiError("INVALID_ARGUMENT", "The request has a body but no Content-Type: send the "
-                       "body as JSON with Content-Type: application/json.")
+        raise ApiError("INVALID_ARGUMENT", f"The request has a body but no Content-Type: send the "
+                       f"body as {name} with Content-Type: {expected}.")
     parsed = Message()
     parsed["content-type"] = content_type
     charset = parsed.get_param("charset") or "utf-8"
-    if parsed.get_content_type() != "application/json" or not isinstance(charset, str) \
+    if parsed.get_content_type() != expected or not isinstance(charset, str) \
             or charset.lower() not in ("utf-8", "utf8"):
         raise ApiError("INVALID_ARGUMENT", f"Content-Type {content_type!r} is not supported: send "
-                       "the body as JSON (UTF-8) with Content-Type: application/json.")
+                       f"the body as {name} (UTF-8) with Content-Type: {expected}.")

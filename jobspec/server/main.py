@@ -110,14 +110,16 @@ def hold_lock(state_dir: Path) -> int | None:
 
 
 def remove_stale_files(state_dir: Path) -> None:
-    """Partial adapters and model conversions that a kill -9 left behind. Only while holding
+    """Partial adapters, model conversions and uploads that a kill -9 left behind. Only while holding
     the serve lock, before any worker starts: then nothing can be writing them."""
     from . import checkpoints  # noqa: PLC0415
     from .adapters import remove_stale_partials  # noqa: PLC0415
     from .models import remove_partial_conversions  # noqa: PLC0415
+    from .uploads import Uploads  # noqa: PLC0415
 
     stale = (remove_stale_partials(state_dir) + checkpoints.remove_stale_partials(state_dir)
-             + remove_partial_conversions(state_dir / "models"))
+             + remove_partial_conversions(state_dir / "models")
+             + Uploads(state_dir).remove_stale_partials())
     if stale:
         print(f"jobspec serve: removed {len(stale)} partial file(s) left by an interrupted "
               f"run: {', '.join(str(p.relative_to(state_dir)) for p in stale)}", file=sys.stderr)

@@ -89,7 +89,8 @@ TUNING_EXAMPLE: Spec = {"text_input": "string", "output": "string"}
 HYPERPARAMETERS: Spec = {"learning_rate": "float", "learning_rate_multiplier": "float",
                          "epoch_count": "int32", "batch_size": "int32"}
 SNAPSHOT: Spec = {"step": "int32", "epoch": "int32", "mean_loss": "float", "compute_time": "string"}
-DATASET: Spec = {"examples": {"examples": [TUNING_EXAMPLE]}}
+# "upload" is the local service's addition: the examples uploaded apart (jobspec/wire.py).
+DATASET: Spec = {"examples": {"examples": [TUNING_EXAMPLE]}, "upload": "string"}
 TUNING_TASK: Spec = {
     "start_time": "string", "complete_time": "string", "snapshots": [SNAPSHOT],
     "training_data": DATASET,

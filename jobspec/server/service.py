@@ -7,14 +7,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import counting, paging, protojson, validation
+from . import counting, datasets, paging, protojson, validation
 from .adapters import find_adapter, remove_model_adapters
 from .checkpoints import remove_checkpoints
 from .inference import GenerationSettings, Generator, PromptTooLong
 from .models import ModelNotFound, ModelRegistry, context_length
 from .store import ACTIVE, CREATING, AlreadyExists, Store, TunedModelRecord
 from .tokens import Tokenizers
-from ..wire import METADATA_TYPE, TUNED_MODEL_TYPE, total_steps
+from .uploads import Uploads, checked_sha256
+from ..wire import METADATA_TYPE, TUNED_MODEL_TYPE, total_steps, upload_name
 from .recipe import read_layout
 from .trainer import DEFAULT_MAX_BATCH_TOKENS
 from .protojson import ApiError
@@ -33,6 +34,7 @@ class TuningService:
         self.generator = generator
         self.tokenizers = tokenizers
         self.state_dir = state_dir
+        self.uploads = Uploads(state_dir)
         self.max_batch_tokens = max_batch_tokens
         self.last_activity = time.monotonic()  # of the last request, for --idle-exit
 
@@ -159,14 +161,14 @@ class TuningService:
                            "characters.")
         task = protojson.require(request, "tuning_task", "tuned_model")
         data = protojson.require(task, "training_data", "tuned_model.tuning_task")
-        examples = validation.training_examples(data)
-        held_out = validation.training_examples(task["validation_data"],
-                                                validation.VALIDATION_EXAMPLES) \
-            if "validation_data" in task else []
-        patience = validation.early_stopping(task, held_out)
+        # Inline, or an upload read a line at a time (datasets.py): never held whole here.
+        training = datasets.read(self.uploads, data, datasets.TRAINING_DATA)
+        held_out = datasets.read(self.uploads, task["validation_data"], datasets.VALIDATION_DATA) \
+            if "validation_data" in task else None
+        patience = validation.early_stopping(task, held_out.examples if held_out else [])
         hyperparameters, learning_rate = validation.hyperparameters(
-            task.get("hyperparameters", {}), len(examples))
-        steps = total_steps(len(examples), hyperparameters["epochCount"],
+            task.get("hyperparameters", {}), training.count)
+        steps = total_steps(training.count, hyperparameters["epochCount"],
                             hyperparameters["batchSize"])
         if steps > MAX_TOTAL_STEPS:
             raise ApiError("INVALID_ARGUMENT", f"The job would take {steps:,} steps (examples × "
@@ -178,24 +180,34 @@ class TuningService:
             raise ApiError("ALREADY_EXISTS", f"Tuned model tunedModels/{tuned_model_id} already "
                            "exists.")
         # Last, as the slowest check: every example through the tokenizer.
-        validation.check_example_tokens(self.tokenizers, local.id, examples,
-                                        context_length(local), self.max_batch_tokens)
+        validation.check_example_tokens(self.tokenizers, local.id, training.examples,
+                                        context_length(local), self.max_batch_tokens,
+                                        datasets.examples_field(training, datasets.TRAINING_DATA))
         if held_out:
-            validation.check_example_tokens(self.tokenizers, local.id, held_out,
+            validation.check_example_tokens(self.tokenizers, local.id, held_out.examples,
                                             context_length(local), self.max_batch_tokens,
-                                            validation.VALIDATION_EXAMPLES)
+                                            datasets.examples_field(held_out, datasets.VALIDATION_DATA))
         try:
             record = self.store.create(
                 model_id=tuned_model_id, display_name=request.get("display_name"),
                 description=request.get("description"), base_model=base_name,
                 local_model=local.id, temperature=request.get("temperature"),
                 top_p=request.get("top_p"), top_k=request.get("top_k"),
-                hyperparameters=hyperparameters, effective_lr=learning_rate, examples=examples,
-                total_steps=steps, validation=held_out, early_stopping_patience=patience)
+                hyperparameters=hyperparameters, effective_lr=learning_rate,
+                examples=datasets.inline(training), total_steps=steps,
+                validation=datasets.inline(held_out) if held_out else [],
+                early_stopping_patience=patience, upload=datasets.uploaded(training),
+                validation_upload=datasets.uploaded(held_out) if held_out else None)
         except AlreadyExists:
             raise ApiError("ALREADY_EXISTS", f"Tuned model tunedModels/{tuned_model_id} already "
                            "exists.") from None
         return self.operation(record)
+
+    def upload_info(self, sha256: str) -> dict[str, Any]:
+        info = self.uploads.info(checked_sha256(sha256))
+        if info is None:
+            raise ApiError("NOT_FOUND", f"{upload_name(sha256)} does not exist.")
+        return info
 
     def list_tuned_models(self, page_size: str | None, page_token: str | None) -> dict[str, Any]:
         asked = paging.page(page_size, page_token)

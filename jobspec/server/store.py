@@ -82,7 +82,9 @@ _ADDED_COLUMNS = {
         ("device", "TEXT"),  # what trained it, e.g. "cpu (bf16)"
         ("checkpoint_step", "INTEGER"),  # the last checkpoint's step, while training
     ),
-    "examples": (("validation", "TEXT"),),  # JSON list of [input, output], or NULL
+    # JSON list of [input, output], or NULL; and the uploads (uploads.py) that hold the
+    # examples instead, by SHA-256, when they were uploaded (``data`` is then []).
+    "examples": (("validation", "TEXT"), ("upload", "TEXT"), ("validation_upload", "TEXT")),
 }
 
 
@@ -226,6 +228,14 @@ class Store:
                                           (model_id,)).fetchone()
         return [] if row is None else [tuple(pair) for pair in json.loads(row["data"])]
 
+    def uploads(self, model_id: str) -> tuple[str | None, str | None]:
+        """The SHA-256 of the uploads that hold the job's (training, validation) examples,
+        each None where the examples came inline."""
+        row = self._connection().execute(
+            "SELECT upload, validation_upload FROM examples WHERE model_id = ?",
+            (model_id,)).fetchone()
+        return (None, None) if row is None else (row["upload"], row["validation_upload"])
+
     def validation_examples(self, model_id: str) -> list[tuple[str, str]]:
         row = self._connection().execute("SELECT validation FROM examples WHERE model_id = ?",
                                           (model_id,)).fetchone()
@@ -240,8 +250,14 @@ class Store:
                top_p: float | None, top_k: int | None, hyperparameters: dict[str, Any],
                effective_lr: float, examples: list[tuple[str, str]],
                total_steps: int, validation: list[tuple[str, str]] | None = None,
-               early_stopping_patience: int | None = None) -> TunedModelRecord:
+               early_stopping_patience: int | None = None,
+               upload: tuple[str, int] | None = None,
+               validation_upload: tuple[str, int] | None = None) -> TunedModelRecord:
+        """``upload`` and ``validation_upload``: (SHA-256, example count) of an upload that
+        holds the training (validation) examples, given instead of them."""
         now = time.time()
+        example_count = upload[1] if upload else len(examples)
+        validation_count = validation_upload[1] if validation_upload else len(validation or ())
         with self._transaction() as db:
             if model_id is None:
                 model_id = self._generated_id(db, display_name)
@@ -256,11 +272,15 @@ class Store:
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (model_id, seq, _random_id(), display_name, description, base_model, local_model,
                  temperature, top_p, top_k, CREATING, now, now, json.dumps(hyperparameters),
-                 effective_lr, len(examples), total_steps, len(validation or ()),
+                 effective_lr, example_count, total_steps, validation_count,
                  early_stopping_patience))
-            db.execute("INSERT INTO examples (model_id, data, validation) VALUES (?, ?, ?)",
-                       (model_id, json.dumps(examples, ensure_ascii=False),
-                        json.dumps(validation, ensure_ascii=False) if validation else None))
+            db.execute("INSERT INTO examples (model_id, data, validation, upload, "
+                       "validation_upload) VALUES (?, ?, ?, ?, ?)",
+                       (model_id, json.dumps([] if upload else examples, ensure_ascii=False),
+                        json.dumps(validation, ensure_ascii=False)
+                        if validation and not validation_upload else None,
+                        upload[0] if upload else None,
+                        validation_upload[0] if validation_upload else None))
         record = self.get(model_id)
         assert record is not None
         return record

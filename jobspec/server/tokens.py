@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -58,7 +58,7 @@ class Tokenizers:
                 self._digests[model_id] = _encoding_digest(tokenizer)
             return self._digests[model_id]
 
-    def first_too_long(self, model_id: str, examples: list[tuple[str, str]],
+    def first_too_long(self, model_id: str, examples: Iterable[tuple[str, str]],
                        limit: int) -> tuple[int, int] | None:
         """(index, token count) of the first example over ``limit`` tokens; None if none is."""
         with self.using(model_id) as tokenizer:

@@ -28,11 +28,11 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .chat import IGNORE_INDEX, encode_example
+from .chat import IGNORE_INDEX, EncodedExamples, encode_example
 from .recipe import (RECIPE, SEED, Recipe, lora_config, parameter_groups, precision_for,
                      schedule)
 
@@ -208,17 +208,29 @@ def _trainable(model: Any) -> dict[str, Any]:
     return {name: p for name, p in model.named_parameters() if p.requires_grad}
 
 
-def run_key(examples: list[tuple[str, str]], validation: list[tuple[str, str]], epochs: int,
-            batch_size: int, learning_rate: float, patience: int | None, recipe: Recipe) -> str:
-    """What a checkpoint must match to be resumed: the same job trained the same way."""
+def run_key(examples: Sequence[tuple[str, str]], validation: Sequence[tuple[str, str]],
+            epochs: int, batch_size: int, learning_rate: float, patience: int | None,
+            recipe: Recipe) -> str:
+    """What a checkpoint must match to be resumed: the same job trained the same way. The
+    SHA-256 of ``json.dumps([examples, validation, epochs, ...])``, fed an example at a time
+    (the examples may be an upload of hundreds of MB, never held whole)."""
     import hashlib  # noqa: PLC0415
 
-    text = json.dumps([examples, validation, epochs, batch_size, learning_rate, patience,
+    digest = hashlib.sha256()
+
+    def feed(text: str) -> None:
+        digest.update(text.encode("utf-8", "surrogatepass"))
+
+    feed("[[")
+    for index, example in enumerate(examples):
+        feed((", " if index else "") + json.dumps(list(example), ensure_ascii=False))
+    rest = json.dumps([list(validation), epochs, batch_size, learning_rate, patience,
                        recipe.as_dict()], ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    feed("], " + rest[1:])
+    return digest.hexdigest()
 
 
-def train(base: Any, tokenizer: Any, examples: list[tuple[str, str]], *, epochs: int,
+def train(base: Any, tokenizer: Any, examples: Sequence[tuple[str, str]], *, epochs: int,
           batch_size: int, learning_rate: float,
           max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
           on_step: Callable[[StepResult], bool], recipe: Recipe = RECIPE,
@@ -243,7 +255,10 @@ def train(base: Any, tokenizer: Any, examples: list[tuple[str, str]], *, epochs:
                               enabled=precision == "bf16")
     system = recipe.system_prompt
     chat = recipe.chat_template
-    encoded = [encode_example(tokenizer, i, o, system, chat) for i, o in examples]
+    # Each batch's examples are encoded when it is trained, so that a data set of hundreds of MB
+    # (an upload, read a line at a time) is never held whole, in text or in tokens.
+    encoded = EncodedExamples(examples, lambda i, o: encode_example(tokenizer, i, o, system,
+                                                                     chat))
     held_out = [encode_example(tokenizer, i, o, system, chat) for i, o in validation]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     params = _trainable(model)

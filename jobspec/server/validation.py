@@ -4,6 +4,7 @@ INVALID_ARGUMENT naming the field and what is allowed."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Sized
 from typing import Any
 
 from .. import wire
@@ -30,20 +31,25 @@ def training_examples(data: dict[str, Any], where: str = EXAMPLES) -> list[tuple
     items = (data.get("examples") or {}).get("examples") or []
     if not items:
         raise ApiError("INVALID_ARGUMENT", f"{where} is required: at least one example.")
-    examples = []
-    for index, item in enumerate(items):
-        text_input, output = item.get("text_input", ""), item.get("output", "")
+    return list(checked_examples(((item.get("text_input", ""), item.get("output", ""))
+                                  for item in items), where))
+
+
+def checked_examples(examples: Iterable[tuple[str, str]],
+                     where: str) -> Iterator[tuple[str, str]]:
+    """``examples`` as they come, each refused (with its index) unless present and within the
+    character limits."""
+    for index, (text_input, output) in enumerate(examples):
         if not text_input.strip() or not output.strip():
             missing = "text_input" if not text_input.strip() else "output"
             raise ApiError("INVALID_ARGUMENT", f"{where}[{index}].{missing} is required.")
         if len(text_input) > MAX_INPUT_CHARS or len(output) > MAX_OUTPUT_CHARS:
             raise ApiError("INVALID_ARGUMENT", f"{where}[{index}] is too long: inputs may have "
                            f"{MAX_INPUT_CHARS:,} characters and outputs {MAX_OUTPUT_CHARS:,}.")
-        examples.append((text_input, output))
-    return examples
+        yield text_input, output
 
 
-def early_stopping(task: dict[str, Any], validation: list[tuple[str, str]]) -> int | None:
+def early_stopping(task: dict[str, Any], validation: Sized) -> int | None:
     """The patience (epochs without a lower validation loss) of early stopping, if asked."""
     if "early_stopping" not in task:
         return None
@@ -58,7 +64,8 @@ def early_stopping(task: dict[str, Any], validation: list[tuple[str, str]]) -> i
     return patience
 
 
-def check_example_tokens(tokenizers: Tokenizers, model_id: str, examples: list[tuple[str, str]],
+def check_example_tokens(tokenizers: Tokenizers, model_id: str,
+                         examples: Iterable[tuple[str, str]],
                          context: int, max_batch_tokens: int, where: str = EXAMPLES) -> None:
     """Refuse the first example the trainer could not take: longer than the model's context, or
     than one batch may hold. (The CLI reads the index from this message to point at the line of

@@ -18,12 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import datasets
 from . import recipe as recipes
 from . import trainer
 from .adapters import discard_partial, partial_dir, publish, save_partial
 from .checkpoints import WorkerCheckpoints, remove_checkpoints
 from .store import ACTIVE, Snapshot, Store, TunedModelRecord
 from .trainer import DEFAULT_MAX_BATCH_TOKENS, StepResult, train
+from .uploads import Uploads
 
 POLL_SECONDS = 0.2
 
@@ -85,7 +87,9 @@ class Worker:
 
     def run(self, record: TunedModelRecord) -> None:
         name = f"tunedModels/{record.id}"
-        validation = self.store.validation_examples(record.id) if record.validation_count else []
+        # From the database, or read a line at a time from the job's uploads (datasets.py).
+        examples, validation = datasets.stored(self.store, Uploads(self.state_dir), record.id,
+                                               with_validation=bool(record.validation_count))
         held_out = f", {len(validation)} validation examples" if validation else ""
         patience = record.early_stopping_patience
         stopping = f", early stopping after {patience} epoch(s) without improvement" \
@@ -98,7 +102,7 @@ class Worker:
             checkpoints = WorkerCheckpoints(self.state_dir, self.store, record.id,
                                             record.operation_id, self.pid)
             saved = checkpoints.load()
-            key = trainer.run_key(self.store.examples(record.id), validation,
+            key = trainer.run_key(examples, validation,
                                   int(record.hyperparameters["epochCount"]),
                                   int(record.hyperparameters["batchSize"]), record.effective_lr,
                                   patience, recipe)
@@ -137,7 +141,7 @@ class Worker:
                 return self.store.record_step(record.id, record.operation_id, self.pid, Snapshot(
                     result.step, result.epoch, result.loss, now), held)
 
-            result = train(network, tokenizer, self.store.examples(record.id),
+            result = train(network, tokenizer, examples,
                            epochs=int(hp["epochCount"]), batch_size=int(hp["batchSize"]),
                            learning_rate=record.effective_lr,
                            max_batch_tokens=self.max_batch_tokens, on_step=on_step,
