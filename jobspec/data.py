@@ -57,6 +57,10 @@ class DataLimits:
     def show(self, size: int) -> str:
         return f"{size / self.unit_bytes:.1f} {self.unit}"
 
+    @property
+    def a_carrier(self) -> str:
+        return f"{'an' if self.carrier[:1] in 'aeiou' else 'a'} {self.carrier}"
+
     def stated(self) -> str:
         assert self.max_bytes is not None
         return f"{self.max_bytes / self.unit_bytes:g} {self.unit}"
@@ -239,7 +243,7 @@ def _over_limits(source: DataSource, limits: DataLimits, count: int,
                                  f"accepts at most {limits.max_examples:,} ({limits.stated_by})"))
     if limits.max_bytes is not None and carried_bytes > limits.max_bytes:
         found.append(ConfigError(
-            where, f"the examples make a {limits.carrier} of {limits.show(carried_bytes)}; the "
+            where, f"the examples make {limits.a_carrier} of {limits.show(carried_bytes)}; the "
             f"{limits.backend} backend accepts at most {limits.stated()} ({limits.stated_by}); "
             "use fewer or shorter examples"))
     return found

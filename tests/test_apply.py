@@ -190,5 +190,6 @@ def test_an_example_past_the_models_context_is_shown_at_its_data_file_line(examp
     line = next(l for l in result.err.splitlines() if l.startswith("demo: "))
     assert line.startswith("demo: jobs/data/demo.jsonl:3")
     assert "the local backend refused this example (400 INVALID_ARGUMENT)" in line
-    assert "examples[2] is " in line and "over the model's limit of 512 tokens" in line
+    # The examples went as an upload, whose line 3 (index 2) the service refused.
+    assert "training_data.upload[2] is " in line and "over the model's limit of 512 tokens" in line
     assert models_on(service) == []

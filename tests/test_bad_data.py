@@ -13,8 +13,8 @@ import httpx
 import pytest
 import yaml
 
-from jobspec import data, spec
-from jobspec.backends import local
+from jobspec import data, spec, wire
+from jobspec.backends import gemini, local
 from jobspec.backends.gemini import CREATE_ENVELOPE_BYTES
 from jobspec.errors import Location
 from tests.test_validate import errors_of
@@ -185,15 +185,28 @@ def write_examples(repo, count: int, input_chars: int, output_chars: int = 100) 
     (repo.root / "jobs/data/demo.jsonl").write_text(line * count, encoding="utf-8")
 
 
-def test_too_large_for_the_local_service_is_reported_by_validate(repo, cli):
-    # 1,000 × {"textInput":"x…35,000","output":"y…100"}, plus room for the rest of the request.
+def small_local_limit(monkeypatch, max_bytes: int, unit_bytes: int = data.MIB,
+                      unit: str = "MiB") -> None:
+    """The local backend's limit, made small for a test (an upload of 2 GiB takes too long to
+    read); everything else about it as shipped."""
+    monkeypatch.setattr(local, "LOCAL", dataclasses.replace(local.LOCAL, limits=dataclasses.replace(
+        local.LOCAL.limits, max_bytes=max_bytes, unit_bytes=unit_bytes, unit=unit)))
+
+
+def test_the_local_limit_is_an_upload_of_2_gib(repo, cli, monkeypatch):
+    limits = local.LOCAL.limits
+    assert (limits.carrier, limits.max_bytes, limits.stated()) == ("upload", 2 * 1024**3, "2 GiB")
+    # 1,000 × {"textInput":"x…35,000","output":"y…100"}: a create request would have had
+    # 33.6 MiB, over the 32 MiB the service reads in one; as an upload it is well within.
     write_examples(repo, 1000, 35_000)
     repo.job()
+    assert cli("validate", "jobs/demo.yaml").code == 0
+    small_local_limit(monkeypatch, 32 * data.MIB)
     assert errors_of(cli("validate", "jobs/demo.yaml")) == [
-        "jobs/demo.yaml:8:16: training_data: the examples make a create request of 33.6 MiB; "
-        "the local backend accepts at most 32 MiB (the local service's limit on a request "
-        "body); use fewer or shorter examples"]
-    write_examples(repo, 900, 35_000)  # 30.2 MiB
+        "jobs/demo.yaml:8:16: training_data: the examples make an upload of 33.5 MiB; the local "
+        "backend accepts at most 32 MiB (the local service's limit on an upload of examples); "
+        "use fewer or shorter examples"]
+    write_examples(repo, 900, 35_000)  # 30.1 MiB
     assert cli("validate", "jobs/demo.yaml").code == 0
 
 
@@ -222,9 +235,10 @@ def test_plan_meets_the_same_limit_before_any_backend(repo, cli, monkeypatch):
     monkeypatch.setenv("JOBSPEC_RETRY_DEADLINE", "1")
     write_examples(repo, 1000, 35_000)
     repo.job()
+    small_local_limit(monkeypatch, 32 * data.MIB)
     result = cli("plan", "jobs/demo.yaml")
     assert result.code == 1
-    assert ("jobs/demo.yaml:8:16: training_data: the examples make a create request of 33.6 MiB"
+    assert ("jobs/demo.yaml:8:16: training_data: the examples make an upload of 33.5 MiB"
             in result.err)
     assert not (repo.root / ".jobspec").exists()
 
@@ -234,15 +248,29 @@ TRICKY = [("plain", "ascii"), ('a "quoted" \\ back\\slash', "tab\there\nnewline\
           ("</script> & <b>", "é" * 50)]
 
 
+def inline_size(examples) -> int:
+    """What the Gemini API's create request holds of ``examples``, as httpx encodes them
+    (compact, UTF-8), with the fixed room left for the rest of the request: jobspec counts a
+    comma after every example (the array has one fewer) and no brackets."""
+    wired = [{"textInput": i, "output": o} for i, o in examples]
+    return len(httpx.Request("POST", "http://127.0.0.1/", json=wired).content) - 2 + 1 \
+        + CREATE_ENVELOPE_BYTES
+
+
+def upload_size(examples) -> int:
+    """What the local service's upload of ``examples`` holds: one line each."""
+    return sum(len(wire.upload_line(i, o)) for i, o in examples)
+
+
 @pytest.mark.parametrize("fmt", ["jsonl-ascii", "jsonl-utf8", "json", "csv", "yaml", "inline"])
-def test_the_size_is_exactly_what_httpx_sends(repo, cli, monkeypatch, fmt):
+@pytest.mark.parametrize("backend", ["local", "gemini"])
+def test_the_size_is_exactly_what_is_sent(repo, cli, monkeypatch, fmt, backend):
     """Validate passes at the exact limit and fails one byte under it, for every format and for
-    text that needs JSON escapes: the count is the examples as httpx encodes them (compact,
-    UTF-8), plus the fixed room left for the rest of the request."""
-    examples = [{"textInput": i, "output": o} for i, o in TRICKY]
-    sent = len(httpx.Request("POST", "http://127.0.0.1/", json=examples).content)
-    # jobspec counts a comma after every example (the array has one fewer) and no brackets.
-    counted = sent - 2 + 1 + CREATE_ENVELOPE_BYTES
+    text that needs JSON escapes: the count is the examples as they are sent (the local
+    service's upload; the Gemini API's create request)."""
+    size = upload_size if backend == "local" else inline_size
+    examples = TRICKY
+    counted = size(examples)
     records = [{"text_input": i, "output": o} for i, o in TRICKY]
     if fmt.startswith("jsonl"):
         repo.write("jobs/data/t.jsonl", "".join(
@@ -257,9 +285,8 @@ def test_the_size_is_exactly_what_httpx_sends(repo, cli, monkeypatch, fmt):
             writer = csv.DictWriter(handle, ["text_input", "output"])
             writer.writeheader()
             writer.writerows(r for r in records if "\x01" not in r["output"])  # CSV: no controls
-        examples = [e for e in examples if "\x01" not in e["output"]]
-        sent = len(httpx.Request("POST", "http://127.0.0.1/", json=examples).content)
-        counted = sent - 2 + 1 + CREATE_ENVELOPE_BYTES
+        examples = [(i, o) for i, o in examples if "\x01" not in o]
+        counted = size(examples)
         repo.job(data="data/t.csv")
     elif fmt == "yaml":
         repo.write("jobs/data/t.yaml", yaml.safe_dump(records, allow_unicode=True))
@@ -267,19 +294,18 @@ def test_the_size_is_exactly_what_httpx_sends(repo, cli, monkeypatch, fmt):
     else:
         repo.job(data=yaml.safe_dump(records, allow_unicode=True, default_flow_style=True,
                                      width=10**6).strip())
+    module = local if backend == "local" else gemini
+    name = backend.upper()
     for limit, code in ((counted, 0), (counted - 1, 1)):
-        monkeypatch.setattr(local, "LOCAL", dataclasses.replace(local.LOCAL, limits=dataclasses.replace(
-            local.LOCAL.limits, max_bytes=limit, unit_bytes=1, unit="bytes",
-            stated_by="a test's limit")))
-        result = cli("validate", "jobs/demo.yaml")
+        monkeypatch.setattr(module, name, dataclasses.replace(
+            getattr(module, name), limits=dataclasses.replace(
+                getattr(module, name).limits, max_bytes=limit, unit_bytes=1, unit="bytes",
+                stated_by="a test's limit")))
+        result = cli("validate", "--backend", backend, "jobs/demo.yaml")
         assert result.code == code, result.err
-    assert f"create request of {counted:.1f} bytes" in result.err
+    carrier = "an upload" if backend == "local" else "a create request"
+    assert f"{carrier} of {counted:.1f} bytes" in result.err
 
-
-def test_the_local_limit_is_the_services(repo):
-    from jobspec.server.app import MAX_BODY_BYTES
-
-    assert local.LOCAL.limits.max_bytes == MAX_BODY_BYTES
 
 
 # --- where each example came from -------------------------------------------------------------

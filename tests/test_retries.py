@@ -152,7 +152,10 @@ def test_ctrl_c_ends_a_retry_wait_at_once(job_repo, listing_works):
     if listing_works:  # training had been asked for: say how to resume
         assert "Interrupted: training goes on in the service. Resume with:\n" \
                "  jobspec apply --skip-eval\n" in err
-        assert [r.method for r in fake.requests] == ["GET", "POST"]
+        # The listing, then the create's first request: whether the service has the
+        # examples' upload already (backends/uploads.py).
+        assert [r.method for r in fake.requests] == ["GET", "GET"]
+        assert fake.requests[1].path.startswith("/v1beta/uploads/")
     else:
         assert err.strip().endswith("jobspec: interrupted")
         assert len(fake.requests) == 1

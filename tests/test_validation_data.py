@@ -14,7 +14,9 @@ from hypothesis import strategies as st
 
 from jobspec import data
 from jobspec.data import Example
+from jobspec.server import datasets
 from jobspec.server.store import Store
+from jobspec.server.uploads import Uploads
 from tests.conftest import NUMBER_EXAMPLES
 from tests.test_identity import identity
 
@@ -184,9 +186,11 @@ def test_equal_examples_are_held_out_together_in_show_plan_and_training(repo, cl
     applied = cli("apply", "--skip-eval", "--no-wait")
     assert applied.code == 0, applied.err
     model_id = job["tuned_model"].removeprefix("tunedModels/")
-    store = Store(clean_service.state_dir / "state.db")  # what the service was sent
-    assert [tuple(e) for e in store.examples(model_id)] == [("b", "2"), ("c", "3")]
-    assert [tuple(e) for e in store.validation_examples(model_id)] == [("a", "1"), ("a", "1")]
+    # What the service was sent (uploaded apart, server/datasets.py reads them back).
+    training, validation = datasets.stored(Store(clean_service.state_dir / "state.db"),
+                                           Uploads(clean_service.state_dir), model_id)
+    assert [tuple(e) for e in training] == [("b", "2"), ("c", "3")]
+    assert [tuple(e) for e in validation] == [("a", "1"), ("a", "1")]
 
 
 def test_a_split_of_examples_that_are_all_the_same_is_refused(repo, cli, clean_service):

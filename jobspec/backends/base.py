@@ -12,7 +12,7 @@ knows a backend's name, resource naming, wire format or states.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -337,20 +337,47 @@ def own_current(models: Sequence[RemoteModel], job: Job, identity: Identity, own
     return newest([m for m in mine if m.state != FAILED] or mine)
 
 
-def training_and_validation(job: Job) -> tuple[list[Example], list[Example]]:
+@dataclass(frozen=True)
+class ExampleStreams:
+    """A job's examples as they go to its backend: the training examples and the validation
+    examples (None without any), each a function that reads them afresh, one at a time, so that
+    a data set of hundreds of MB is streamed, never held whole."""
+
+    training: Callable[[], Iterator[Example]]
+    validation: Callable[[], Iterator[Example]] | None
+
+
+def example_streams(job: Job) -> ExampleStreams:
     """The examples a job trains on, and those it holds out for validation (its
-    validation_data, or its validation_split of the training examples)."""
-    examples = list(data.iter_examples(job.training_data))
+    validation_data, or its validation_split of the training examples, data.held_out: which
+    examples a split holds out is decided by one pass that keeps 32 bytes an example)."""
+    def training() -> Iterator[Example]:
+        return data.iter_examples(job.training_data)
+
     if job.validation_data is not None:
-        return examples, list(data.iter_examples(job.validation_data))
-    if job.validation_split is not None:
-        if len(examples) < 2:
-            raise ConfigError(job.at("validation_split"), f"cannot split {len(examples)} "
-                              "example: a validation split needs at least two")
-        training, validation = data.split_examples(examples, job.validation_split)
-        if not validation:
-            raise ConfigError(job.at("validation_split"), f"cannot split {len(examples)} "
-                              "examples that are all the same: a validation split needs at "
-                              "least two different examples")
-        return training, validation
-    return examples, []
+        validation_data = job.validation_data
+        return ExampleStreams(training, lambda: data.iter_examples(validation_data))
+    if job.validation_split is None:
+        return ExampleStreams(training, None)
+    ranks = [data.record_rank(data.example_record(e)) for e in training()]
+    if len(ranks) < 2:
+        raise ConfigError(job.at("validation_split"), f"cannot split {len(ranks)} "
+                          "example: a validation split needs at least two")
+    held = data.held_out(ranks, job.validation_split)
+    if not held:
+        raise ConfigError(job.at("validation_split"), f"cannot split {len(ranks)} "
+                          "examples that are all the same: a validation split needs at "
+                          "least two different examples")
+
+    def side(held_out: bool) -> Callable[[], Iterator[Example]]:
+        return lambda: (e for i, e in enumerate(training()) if (i in held) == held_out)
+
+    return ExampleStreams(side(False), side(True))
+
+
+def training_and_validation(job: Job) -> tuple[list[Example], list[Example]]:
+    """The examples a job trains on, and those it holds out for validation, in lists (see
+    ``example_streams``)."""
+    streams = example_streams(job)
+    return (list(streams.training()),
+            list(streams.validation()) if streams.validation is not None else [])

@@ -24,6 +24,7 @@ from urllib.parse import quote
 
 from ..client import ApiClient
 from ..errors import PermanentBackendError, UsageError
+from . import streaming
 
 STORAGE_ENDPOINT = "https://storage.googleapis.com"
 CONTENT_TYPE = "application/jsonl"
@@ -76,39 +77,14 @@ def measure(chunks: Iterable[bytes]) -> Measured:
 
 def rechunk(pieces: Iterable[bytes], size: int | None = None) -> Iterator[bytes]:
     """``pieces`` (one JSONL line each) joined into chunks of about ``size`` bytes (default
-    CHUNK_BYTES), so that a large file goes out in few writes but is never held whole."""
-    size = size or CHUNK_BYTES
-    buffer: list[bytes] = []
-    held = 0
-    for piece in pieces:
-        buffer.append(piece)
-        held += len(piece)
-        if held >= size:
-            yield b"".join(buffer)
-            buffer, held = [], 0
-    if buffer:
-        yield b"".join(buffer)
+    CHUNK_BYTES)."""
+    return streaming.rechunk(pieces, size or CHUNK_BYTES)
 
 
 def _exactly(content: Callable[[], Iterable[bytes]], size: int,
              uri: str) -> Callable[[], Iterator[bytes]]:
-    """``content``, refusing to send more or fewer bytes than were measured (the data changed
-    in between) rather than let the upload fail on its Content-Length and be retried."""
-    def stream() -> Iterator[bytes]:
-        sent, held = 0, b""
-        for chunk in content():
-            sent += len(chunk)
-            if sent > size:
-                break
-            if chunk:  # one chunk is held back, so the last is sent only once the total is
-                if held:  # known to be right: a wrong one never completes the upload
-                    yield held
-                held = chunk
-        if sent != size:
-            raise PermanentBackendError(f"{uri}: the training data changed while it was being "
-                                        "uploaded; nothing was stored. Apply again")
-        yield held
-    return stream
+    return streaming.exactly(content, size, f"{uri}: the training data changed while it was "
+                             "being uploaded; nothing was stored. Apply again")
 
 
 class Storage:

@@ -5,8 +5,9 @@ is jobspec/wire.py."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from .. import auth, data, wire
@@ -16,10 +17,10 @@ from ..errors import ConfigError, JobSpecError, PermanentBackendError
 from ..identity import Identity, tuned_model_ids
 from ..spec import Job
 from ..workspace import Owner
-from . import generate, tokencount
-from .base import (ACTIVE, CREATING, FAILED, BackendType, OpenRequest, PollDefaults, Progress,
-                   RemoteModel, Snapshot, TokenCount, is_own, own_current,
-                   training_and_validation)
+from . import generate, tokencount, uploads
+from .base import (ACTIVE, CREATING, FAILED, BackendType, ExampleStreams, OpenRequest,
+                   PollDefaults, Progress, RemoteModel, Snapshot, TokenCount, example_streams,
+                   is_own, own_current)
 from .endpoints import Endpoint, check_destination
 
 GOOGLE_ENDPOINT = "https://generativelanguage.googleapis.com"
@@ -37,8 +38,10 @@ SCOPES = ("https://www.googleapis.com/auth/cloud-platform",
 _MARKER = re.compile(r"(?:\A|\n\n)\[jobspec job=(?P<job>[a-z][a-z0-9-]*) "
                      r"fingerprint=(?P<fp>[0-9a-f]{64})(?: owner=(?P<owner>[0-9a-f]{8,64}))?\]"
                      r"\s*\Z")
-# How the Gemini API (and the local service) name one example in an INVALID_ARGUMENT message.
-_EXAMPLE_INDEX = re.compile(re.escape(wire.EXAMPLES_FIELD) + r"\[(\d+)\]")
+# How the Gemini API (and the local service) name one example in an INVALID_ARGUMENT message:
+# the i-th inline example, or line i+1 of the uploaded training examples.
+_EXAMPLE_INDEX = re.compile(f"(?:{re.escape(wire.EXAMPLES_FIELD)}|"
+                            f"{re.escape(wire.UPLOADED_EXAMPLES_FIELD)})" + r"\[(\d+)\]")
 _STATES = {wire.CREATING: CREATING, wire.ACTIVE: ACTIVE, wire.FAILED: FAILED}
 
 # Google states no size for a tunedModels.create request; the one figure it publishes for tuning
@@ -96,10 +99,15 @@ def tuned_model_from_wire(body: dict[str, Any]) -> RemoteModel:
         device=task.get("device"), **parse_marker(body.get("description")))
 
 
-def _dataset(examples: list[Example]) -> dict[str, Any]:
+def _dataset(examples: Iterable[Example]) -> dict[str, Any]:
     """A Dataset of the Gemini API, with the examples inline."""
     return {"examples": {"examples": [{"textInput": e.text_input, "output": e.output}
                                       for e in examples]}}
+
+
+def _uploaded(name: str) -> dict[str, Any]:
+    """A Dataset of the local service that names an upload (its extension, jobspec/wire.py)."""
+    return {wire.UPLOAD_FIELD: name}
 
 
 def _model_path(name: str) -> str:
@@ -116,9 +124,13 @@ class GeminiBackend:
     alone."""
 
     def __init__(self, name: str, client: ApiClient, owner: Owner,
-                 poll: PollDefaults = POLL, *, counts_examples: bool = False) -> None:
+                 poll: PollDefaults = POLL, *, counts_examples: bool = False,
+                 uploads_examples: bool = False) -> None:
         self.name = name
         self.counts_examples = counts_examples  # the service has models.countExampleTokens
+        # The service takes examples uploaded apart (uploads.py), which a create then names.
+        self.uploads_examples = uploads_examples
+        self.uploads_sent = 0  # uploads this backend sent (others the service had already)
         self._counting_digests: dict[str, str | None] = {}
         self.client = client
         self.endpoint = client.base_url
@@ -172,8 +184,9 @@ class GeminiBackend:
                 return None
             raise
 
-    def create_body(self, job: Job, identity: Identity, examples: list[Example],
-                    validation: list[Example] | None = None) -> dict[str, Any]:
+    def create_body(self, job: Job, identity: Identity, training: dict[str, Any],
+                    validation: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The create request, given its Datasets (examples inline, or an upload named)."""
         description = "\n\n".join(filter(None, [job.description,
                                                 marker(job.name, identity.fingerprint,
                                                        self.owner.id)]))
@@ -182,12 +195,12 @@ class GeminiBackend:
                            if snake in wanted}
         task: dict[str, Any] = {
             "hyperparameters": hyperparameters,
-            "trainingData": _dataset(examples),
+            "trainingData": training,
         }
         # The local service's additions (check_job keeps them from the Gemini API, which has
         # neither): validation examples, as a Dataset like trainingData, and early stopping.
         if validation:
-            task["validationData"] = _dataset(validation)
+            task["validationData"] = validation
         if job.early_stopping is not None:
             task["earlyStopping"] = {"patience": job.early_stopping}
         return {
@@ -203,9 +216,10 @@ class GeminiBackend:
         retried or resumed create made, and is adopted instead of creating another, or a model
         that is not this owner's, which is left alone while the next id is tried. The Gemini
         API takes the examples inline, in the request, whose size validate has checked against
-        the backend's limit."""
-        examples, validation = training_and_validation(job)
-        body = self.create_body(job, identity, examples, validation)
+        the backend's limit; the local service takes them uploaded first (streamed, and only
+        when it does not have them already), and the create names the uploads."""
+        streams = example_streams(job)
+        body = self.create_body(job, identity, *self._datasets(streams))
         ids = tuned_model_ids(identity, self.owner.id)
         for model_id in ids:
             try:
@@ -213,7 +227,7 @@ class GeminiBackend:
                                                 params={"tunedModelId": model_id})
             except PermanentBackendError as exc:
                 if exc.status != "ALREADY_EXISTS" and exc.http_status != 409:
-                    raise self._located(exc, examples) from None
+                    raise self._located(exc, streams.training) from None
                 there = self.get_model(model_id)
                 if there is not None and is_own(there, job, identity, self.owner.id,
                                                 legacy_name=_model_path(ids[0])):
@@ -224,13 +238,33 @@ class GeminiBackend:
             f"every id this job's model may take ({', '.join(ids)}) is held by a model that is "
             "not this workspace's (see `jobspec get`)", http_status=409, status="ALREADY_EXISTS")
 
-    def _located(self, error: PermanentBackendError, examples: list[Example]) -> JobSpecError:
-        """A refusal that names ``examples[i]``, shown against the line of the user's data file
-        that holds example i; any other error as it came."""
+    def _datasets(self, streams: ExampleStreams) -> tuple[dict[str, Any],
+                                                          dict[str, Any] | None]:
+        """The create's training and validation Datasets: the examples inline, or (where the
+        service takes uploads) the names of their uploads, each sent unless already there."""
+        if not self.uploads_examples:
+            return (_dataset(streams.training()),
+                    _dataset(streams.validation()) if streams.validation else None)
+        # Both measured (every example read and checked) before either is sent.
+        training = uploads.measure_examples(streams.training())
+        validation = (uploads.measure_examples(streams.validation())
+                      if streams.validation is not None else None)
+        self.uploads_sent += uploads.ensure(self.client, streams.training, training)
+        if streams.validation is not None and validation is not None:
+            self.uploads_sent += uploads.ensure(self.client, streams.validation, validation)
+        return (_uploaded(training.name),
+                _uploaded(validation.name) if validation is not None else None)
+
+    def _located(self, error: PermanentBackendError,
+                 examples: Callable[[], Iterable[Example]]) -> JobSpecError:
+        """A refusal that names training example i (inline, or line i+1 of their upload),
+        shown against the line of the user's data file that holds it; any other error as it
+        came."""
         found = _EXAMPLE_INDEX.search(error.message)
         index = int(found[1]) if found else -1
-        if 0 <= index < len(examples) and examples[index].where is not None:
-            return ConfigError(examples[index].where, f"the {self.name} backend refused this "
+        example = next(itertools.islice(examples(), index, None), None) if index >= 0 else None
+        if example is not None and example.where is not None:
+            return ConfigError(example.where, f"the {self.name} backend refused this "
                                f"example ({error.http_status} {error.status}): {error.message}")
         return error
 

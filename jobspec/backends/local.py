@@ -36,13 +36,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .. import auth, legacy_state, wire, workspace
+from .. import auth, data, legacy_state, wire, workspace
 from ..client import ApiClient
 from ..errors import BackendError
 from ..wire import IDENTITY_PATH, IDENTITY_SECRET_VARIABLE, identity_proof
 from .base import BackendType, OpenRequest, PollDefaults
 from .endpoints import Endpoint, check_destination, is_loopback_host
-from .gemini import GeminiBackend, inline_limits, refuse_adapter_size
+from .gemini import GeminiBackend, refuse_adapter_size
 
 URL_VARIABLE = "JOBSPEC_LOCAL_URL"
 KEY_VARIABLE = "JOBSPEC_LOCAL_API_KEY"
@@ -220,13 +220,19 @@ def _open(request: OpenRequest) -> GeminiBackend:
     # sends only to a caller that asks.
     client = ApiClient(endpoint.url, credentials, retry=request.retry,
                        headers={wire.EXTENSIONS_HEADER: wire.EXTENSIONS_ON})
-    return GeminiBackend("local", client, request.owner, poll=POLL, counts_examples=True)
+    return GeminiBackend("local", client, request.owner, poll=POLL, counts_examples=True,
+                         uploads_examples=True)
 
 
 LOCAL = BackendType(
     name="local", summary="jobspec's local tuning service (LoRA on this machine), the default",
-    limits=inline_limits("local", wire.LOCAL_MAX_BODY_BYTES, 2**20, "MiB",
-                         "the local service's limit on a request body"),
+    # The examples go to the service as uploads (uploads.py), training and validation each
+    # one; together they may have what one upload may.
+    limits=data.DataLimits(
+        "local", max_input_chars=wire.MAX_INPUT_CHARS, max_output_chars=wire.MAX_OUTPUT_CHARS,
+        max_bytes=wire.UPLOAD_MAX_BYTES, carrier="upload",
+        per_example_bytes=wire.UPLOAD_LINE_BYTES, unit_bytes=2**30, unit="GiB",
+        stated_by="the local service's limit on an upload of examples"),
     open=_open, poll=POLL, credentials=local_credentials,
     default_endpoint=lambda options, jobs: os.environ.get(URL_VARIABLE,
                                                           "the embedded local service"),

@@ -1,0 +1,83 @@
+"""A job's examples uploaded to the local service apart from its create (the local wire's
+extension, jobspec/wire.py), so that a data set of hundreds of MB goes once, streamed, and the
+create stays small.
+
+An upload is named by the SHA-256 of its content (one example a line, ``wire.upload_line``): a
+first pass over the examples measures it, then the service is asked whether it has it already
+(``GET uploads/{sha256}``); only when it has not is the content sent (``PUT``, streamed by a
+second pass, with that Content-Length; the service keeps it only when it is what its name says).
+So a second apply of the same examples sends nothing. A PUT of a name is idempotent: it is
+retried like any request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from .. import wire
+from ..client import ApiClient
+from ..data import Example
+from ..errors import PermanentBackendError
+from . import streaming
+
+CHUNK_BYTES = 1 << 20
+UPLOAD_VERSION = f"{wire.UPLOAD_PREFIX}/v1beta"  # PUT /upload/v1beta/uploads/{sha256}
+
+
+@dataclass(frozen=True)
+class Measured:
+    sha256: str
+    size: int
+
+    @property
+    def name(self) -> str:
+        return wire.upload_name(self.sha256)
+
+
+def lines(examples: Iterable[Example]) -> Iterator[bytes]:
+    """The upload's content, in chunks of about CHUNK_BYTES."""
+    return streaming.rechunk((wire.upload_line(e.text_input, e.output) for e in examples),
+                             CHUNK_BYTES)
+
+
+def measure(chunks: Iterable[bytes]) -> Measured:
+    digest, size = hashlib.sha256(), 0
+    for chunk in chunks:
+        digest.update(chunk)
+        size += len(chunk)
+    return Measured(digest.hexdigest(), size)
+
+
+def has(client: ApiClient, measured: Measured) -> bool:
+    """Whether the service holds the upload (and it is the size measured: a name is a digest,
+    so the same name with another size cannot be this content)."""
+    try:
+        found = client.request("GET", measured.name)
+    except PermanentBackendError as exc:
+        if exc.http_status == 404:
+            return False
+        raise
+    return str(found.get("sizeBytes")) == str(measured.size)
+
+
+def measure_examples(examples: Iterable[Example]) -> Measured:
+    """The upload that would hold ``examples``: its name and size (reading them checks each)."""
+    return measure(lines(examples))
+
+
+def ensure(client: ApiClient, examples: Callable[[], Iterable[Example]],
+           measured: Measured) -> bool:
+    """Make the service hold ``examples()`` as the upload ``measured`` (``measure_examples``);
+    True when it was sent now, False when the service had it. ``examples`` is called once per
+    attempt to send."""
+    if has(client, measured):
+        return False
+    client.send_stream(
+        "PUT", measured.name, version=UPLOAD_VERSION,
+        content=streaming.exactly(lambda: lines(examples()), measured.size,
+                                  "the training data changed while it was being uploaded; the "
+                                  "local service kept none of it. Apply again"),
+        length=measured.size, content_type=wire.UPLOAD_CONTENT_TYPE)
+    return True
