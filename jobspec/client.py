@@ -190,16 +190,22 @@ class ApiClient:
 
     def _send_once(self, method: str, path: str, params: dict[str, Any] | None,
                    body: Any, content: Iterable[bytes] | None = None,
-                   headers: dict[str, str] | None = None) -> dict[str, Any]:
+                   headers: dict[str, str] | None = None,
+                   timeout: float | None = None) -> dict[str, Any]:
         import httpx  # noqa: PLC0415 - see the imports above
 
         with self._count_lock:
             self.request_count += 1
+        # Only a longer wait for the answer than the client's (a request whose work grows with
+        # the data it names); the client's own timeouts otherwise.
+        waits = {} if timeout is None else {
+            "timeout": httpx.Timeout(self._http.timeout.read, read=timeout,
+                                     connect=self._http.timeout.connect)}
         try:
             response = self._http.request(method, path, params=params, json=body,
                                           content=content,
                                           headers={**self.credentials.headers(),
-                                                   **(headers or {})})
+                                                   **(headers or {})}, **waits)
         except httpx.TransportError as exc:
             raise TransientBackendError(f"{type(exc).__name__} talking to {self.base_url}: "
                                         f"{exc}") from None
@@ -216,15 +222,16 @@ class ApiClient:
 
     def request(self, method: str, path: str, *, params: dict[str, Any] | None = None,
                 body: Any = None, version: str | None = None,
-                retry: bool = True) -> dict[str, Any]:
+                retry: bool = True, timeout: float | None = None) -> dict[str, Any]:
         """``path`` is relative to the API version, e.g. ``tunedModels/x``. ``retry=False``
         sends once: for a request that must not be repeated blindly (a create whose repeat
         would make a second resource), whose caller decides what to do after a transient
-        error."""
+        error. ``timeout``: how long to wait for the answer, when longer than usual."""
         url = f"/{version or self.api_version}/{path}"
         if not retry:
-            return self._send_once(method, url, params, body)
-        return self._retried(lambda: self._send_once(method, url, params, body))
+            return self._send_once(method, url, params, body, timeout=timeout)
+        return self._retried(lambda: self._send_once(method, url, params, body,
+                                                     timeout=timeout))
 
     def send_stream(self, method: str, path: str, *, content: Callable[[], Iterable[bytes]],
                     length: int, content_type: str, params: dict[str, Any] | None = None,

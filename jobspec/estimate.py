@@ -12,12 +12,14 @@ asks for none again.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import statistics
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, overload
 
 from . import countcache, data, timestamps
 from .backends.base import Backend, RemoteModel, TokenCount
@@ -34,17 +36,75 @@ PRICE_VARIABLE = "JOBSPEC_PRICE_PER_MILLION_TOKENS"
 RUNS_MEASURED = 5  # the latest earlier runs of the base model that a rate is taken from
 
 
-def trained_examples(job: Job) -> list[Example]:
+class TrainedExamples(Sequence[Example]):
+    """The examples a job trains on, as a sequence that holds none of them: walking it reads
+    the data file again (a data set of hundreds of MB is never held whole), and an example is
+    found by its index the same way (``at`` finds several in one pass). Its length and digest
+    come from the pass that checked them."""
+
+    def __init__(self, stream: Callable[[], Iterator[Example]], count: int, digest: str) -> None:
+        self._stream = stream
+        self.count = count
+        self.digest = digest
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[Example]:
+        return self._stream()
+
+    @overload
+    def __getitem__(self, index: int) -> Example: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Example]: ...
+
+    def __getitem__(self, index: int | slice) -> Example | list[Example]:
+        if isinstance(index, slice):
+            return list(itertools.islice(self, *index.indices(self.count)))
+        index = index + self.count if index < 0 else index
+        if not 0 <= index < self.count:
+            raise IndexError(index)
+        return self.at([index])[index]
+
+    def at(self, indices: Iterable[int]) -> dict[int, Example]:
+        """The examples at ``indices`` (those in range), in one pass."""
+        wanted = {i for i in indices if 0 <= i < self.count}
+        found: dict[int, Example] = {}
+        if wanted:
+            for index, example in enumerate(self):
+                if index in wanted:
+                    found[index] = example
+                    if len(found) == len(wanted):
+                        break
+        return found
+
+
+def trained_examples(job: Job) -> TrainedExamples:
     """The examples the job trains on: its training data, less a validation split (drawn as
-    apply draws it, data.split_examples)."""
-    examples = list(data.iter_examples(job.training_data))
+    apply draws it, data.held_out; the examples that cannot be split stay whole)."""
     split = getattr(job, "validation_split", None)
+    held: frozenset[int] = frozenset()
     if split is not None:
-        examples, _ = data.split_examples(examples, split)
-    return examples
+        held = data.held_out([data.record_rank(data.example_record(e))
+                              for e in data.iter_examples(job.training_data)], split)
+
+    def stream() -> Iterator[Example]:
+        examples = data.iter_examples(job.training_data)
+        return (e for i, e in enumerate(examples) if i not in held) if held else examples
+
+    count = 0
+
+    def counted() -> Iterator[Example]:
+        nonlocal count
+        for example in stream():
+            count += 1
+            yield example
+
+    digest = examples_digest(counted())
+    return TrainedExamples(stream, count, digest)
 
 
-Counted = tuple[TokenCount, list[Example]]  # a job's examples in tokens, and the examples
+Counted = tuple[TokenCount, TrainedExamples]  # a job's examples in tokens, and they
 
 
 @dataclass
@@ -52,7 +112,7 @@ class _Content:
     """One base model's set of examples, however many jobs train on it."""
 
     base_model: str
-    examples: list[Example]
+    examples: TrainedExamples
     digest: str
     key: str | None = None  # where its count is kept, when the backend says what it depends on
     tokens: TokenCount | None = None
@@ -64,19 +124,16 @@ class _TrainedExamples:
     file read it once."""
 
     def __init__(self) -> None:
-        self._read: dict[tuple[object, float | None], tuple[list[Example], str]] = {}
+        self._read: dict[tuple[object, float | None], TrainedExamples] = {}
 
-    def of(self, job: Job) -> tuple[list[Example], str]:
-        """(examples, their digest)."""
+    def of(self, job: Job) -> TrainedExamples:
         source = (job.training_data, getattr(job, "validation_split", None))
         try:
             found = self._read.get(source)
         except TypeError:  # examples written in the job file: read for this job alone
-            examples = trained_examples(job)
-            return examples, examples_digest(examples)
+            return trained_examples(job)
         if found is None:
-            examples = trained_examples(job)
-            found = self._read[source] = (examples, examples_digest(examples))
+            found = self._read[source] = trained_examples(job)
         return found
 
 
@@ -93,15 +150,15 @@ def count_jobs(jobs: list[Job], backend: Backend,
     contents: dict[tuple[str, str], _Content] = {}
     # Each job keeps its own examples: equal ones from another file are counted once, but
     # are at that file's lines.
-    of_job: list[tuple[_Content, list[Example]] | JobSpecError] = []
+    of_job: list[tuple[_Content, TrainedExamples] | JobSpecError] = []
     for job in jobs:
         try:
-            examples, digest = reader.of(job)
+            examples = reader.of(job)
         except JobSpecError as exc:
             of_job.append(exc)
             continue
-        content = contents.setdefault((job.base_model, digest),
-                                      _Content(job.base_model, examples, digest))
+        content = contents.setdefault((job.base_model, examples.digest),
+                                      _Content(job.base_model, examples, examples.digest))
         of_job.append((content, examples))
     by_model: dict[str, list[_Content]] = defaultdict(list)
     for content in contents.values():
@@ -147,7 +204,7 @@ def _count_group(base_model: str, group: list[_Content], backend: Backend,
 
 
 def _asked(backend: Backend, base_model: str,
-           example_sets: list[list[Example]]) -> list[TokenCount | None]:
+           example_sets: list[TrainedExamples]) -> list[TokenCount | None]:
     """The backend's counts of ``example_sets``; None for each it cannot count."""
     try:
         counted = backend.count_tokens(base_model, example_sets)
@@ -236,10 +293,12 @@ class JobEstimate:
     price: float | None = None
     error: str | None = None  # why the tokens could not be counted
     problems: tuple[ConfigError, ...] = field(default=())  # examples over the limit
-    places: tuple[str, ...] = field(default=())  # where each counted example is, for people
+    # Where the counted examples that a plan names are (the longest, those over the limit),
+    # for people, by index.
+    places: dict[int, str] = field(default_factory=dict)
 
     def place(self, index: int) -> str:
-        return self.places[index] if index < len(self.places) else f"example {index + 1}"
+        return self.places.get(index, f"example {index + 1}")
 
     @property
     def trained_tokens(self) -> int | None:
@@ -260,37 +319,45 @@ class JobEstimate:
         return None if self.price is None or trained is None else trained / 1e6 * self.price
 
 
-def _problems(job: Job, tokens: TokenCount, examples: list[Example]) -> tuple[ConfigError, ...]:
+def _problems(job: Job, tokens: TokenCount,
+              found: dict[int, Example]) -> tuple[ConfigError, ...]:
     """Each example longer than the backend takes, at its line of the data file."""
-    found = []
+    problems = []
     for index in tokens.over_limit():
-        where = examples[index].where or job.at("training_data")
+        example = found.get(index)
+        where = example.where if example is not None and example.where is not None \
+            else job.at("training_data")
         size = tokens.inputs[index] + tokens.outputs[index]
-        found.append(ConfigError(where, f"this example is {size:,} tokens (input and "
-                                 f"output, {tokens.method}), over the limit of "
-                                 f"{tokens.limit:,} tokens for one example"))
-    return tuple(found)
+        problems.append(ConfigError(where, f"this example is {size:,} tokens (input and "
+                                    f"output, {tokens.method}), over the limit of "
+                                    f"{tokens.limit:,} tokens for one example"))
+    return tuple(problems)
+
+
+def named_indices(tokens: TokenCount) -> set[int]:
+    """The examples a plan names: the longest, and those over the limit."""
+    return ({tokens.longest[0]} if tokens.inputs else set()) | set(tokens.over_limit())
 
 
 def estimate_job(job: Job, steps: int | None, counted: Counted | JobSpecError,
                  rate: Rate | None, unit_price: float | None,
-                 places: tuple[str, ...] | None = None) -> JobEstimate:
-    """``places``: where each counted example is, when already worked out for the same
-    examples."""
+                 found: dict[int, Example] | None = None) -> JobEstimate:
+    """``found``: the examples a plan names (``named_indices``), when already found for the
+    same examples (else they are read here)."""
     epochs = job.hyperparameters.epoch_count
     if isinstance(counted, JobSpecError):
         return JobEstimate(job, None, epochs, steps, rate, unit_price, error=str(counted))
     tokens, examples = counted
-    problems = _problems(job, tokens, examples) if tokens.exact else ()
-    if places is None:
-        places = example_places(examples)
+    if found is None:
+        found = examples.at(named_indices(tokens))
+    problems = _problems(job, tokens, found) if tokens.exact else ()
     return JobEstimate(job, tokens, epochs, steps, rate, unit_price, problems=problems,
-                       places=places)
+                       places=example_places(found))
 
 
-def example_places(examples: list[Example]) -> tuple[str, ...]:
-    return tuple(str(e.where) if e.where is not None else f"example {n + 1}"
-                 for n, e in enumerate(examples))
+def example_places(found: dict[int, Example]) -> dict[int, str]:
+    return {n: str(e.where) if e.where is not None else f"example {n + 1}"
+            for n, e in found.items()}
 
 
 @dataclass(frozen=True)
@@ -343,15 +410,16 @@ def for_plan(plan: "Plan", backend: Backend, unit_price: float | None) -> list[J
     counted = count_jobs([j.job for j in changing], backend)
     rates = {base: measured_rate(list(plan.models), base)
              for base in {j.job.base_model for j in changing}}
-    places: dict[int, tuple[str, ...]] = {}  # by the examples' list, shared by jobs of one set
+    # The named examples of each set, found in one pass for every job that trains on it.
+    named: dict[int, tuple[TrainedExamples, set[int]]] = {}
+    for result in counted:
+        if not isinstance(result, JobSpecError):
+            tokens, examples = result
+            named.setdefault(id(examples), (examples, set()))[1].update(named_indices(tokens))
+    found = {key: examples.at(indices) for key, (examples, indices) in named.items()}
     estimates = []
     for job_plan, result in zip(changing, counted):
-        shared = None
-        if not isinstance(result, JobSpecError):
-            examples = result[1]
-            if id(examples) not in places:
-                places[id(examples)] = example_places(examples)
-            shared = places[id(examples)]
+        shared = None if isinstance(result, JobSpecError) else found[id(result[1])]
         estimates.append(estimate_job(job_plan.job, job_plan.expected_steps, result,
                                       rates[job_plan.job.base_model], unit_price, shared))
     return estimates

@@ -235,7 +235,7 @@ class Backend(Protocol):
         changes whenever a count of the same examples could); None when it does not say, and
         then its counts are not kept between commands."""
     def count_tokens(self, base_model: str,
-                     example_sets: list[list[Example]]) -> list[TokenCount] | None:
+                     example_sets: Sequence[Sequence[Example]]) -> list[TokenCount] | None:
         """Each set of examples (a job's, in order) in ``base_model``'s tokens as this service
         will train on them, with its limit on one example, in as few requests as the service
         allows; None when the backend cannot count them (jobspec then estimates from their

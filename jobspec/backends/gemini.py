@@ -219,12 +219,16 @@ class GeminiBackend:
         the backend's limit; the local service takes them uploaded first (streamed, and only
         when it does not have them already), and the create names the uploads."""
         streams = example_streams(job)
-        body = self.create_body(job, identity, *self._datasets(streams))
+        training, validation, uploaded_bytes = self._datasets(streams)
+        body = self.create_body(job, identity, training, validation)
+        # A create that names uploads is answered once the service has read them.
+        timeout = uploads.answer_timeout(uploaded_bytes) if uploaded_bytes else None
         ids = tuned_model_ids(identity, self.owner.id)
         for model_id in ids:
             try:
                 operation = self.client.request("POST", "tunedModels", body=body,
-                                                params={"tunedModelId": model_id})
+                                                params={"tunedModelId": model_id},
+                                                timeout=timeout)
             except PermanentBackendError as exc:
                 if exc.status != "ALREADY_EXISTS" and exc.http_status != 409:
                     raise self._located(exc, streams.training) from None
@@ -239,21 +243,36 @@ class GeminiBackend:
             "not this workspace's (see `jobspec get`)", http_status=409, status="ALREADY_EXISTS")
 
     def _datasets(self, streams: ExampleStreams) -> tuple[dict[str, Any],
-                                                          dict[str, Any] | None]:
+                                                          dict[str, Any] | None, int]:
         """The create's training and validation Datasets: the examples inline, or (where the
-        service takes uploads) the names of their uploads, each sent unless already there."""
-        if not self.uploads_examples:
-            return (_dataset(streams.training()),
-                    _dataset(streams.validation()) if streams.validation else None)
-        # Both measured (every example read and checked) before either is sent.
-        training = uploads.measure_examples(streams.training())
-        validation = (uploads.measure_examples(streams.validation())
-                      if streams.validation is not None else None)
-        self.uploads_sent += uploads.ensure(self.client, streams.training, training)
-        if streams.validation is not None and validation is not None:
-            self.uploads_sent += uploads.ensure(self.client, streams.validation, validation)
-        return (_uploaded(training.name),
-                _uploaded(validation.name) if validation is not None else None)
+        service takes uploads) the names of their uploads, each sent unless already there;
+        and the bytes those uploads hold (0 inline)."""
+        if self.uploads_examples:
+            # Both measured (every example read and checked) before either is sent.
+            training = uploads.measure_examples(streams.training())
+            validation = (uploads.measure_examples(streams.validation())
+                          if streams.validation is not None else None)
+            try:
+                self._upload(streams.training, training)
+                if streams.validation is not None and validation is not None:
+                    self._upload(streams.validation, validation)
+                return (_uploaded(training.name),
+                        _uploaded(validation.name) if validation is not None else None,
+                        training.size + (validation.size if validation is not None else 0))
+            except uploads.UploadsUnsupported:
+                pass  # _upload noted it: the examples go inline
+        return (_dataset(streams.training()),
+                _dataset(streams.validation()) if streams.validation else None, 0)
+
+    def _upload(self, examples: Callable[[], Iterable[Example]],
+                measured: uploads.Measured) -> None:
+        """Make sure the service has the upload; UploadsUnsupported (and no uploads tried
+        again) when it takes none."""
+        try:
+            self.uploads_sent += uploads.ensure(self.client, examples, measured)
+        except uploads.UploadsUnsupported:
+            self.uploads_examples = False
+            raise
 
     def _located(self, error: PermanentBackendError,
                  examples: Callable[[], Iterable[Example]]) -> JobSpecError:
@@ -326,14 +345,28 @@ class GeminiBackend:
         return self._counting_digests[base_model]
 
     def count_tokens(self, base_model: str,
-                     example_sets: list[list[Example]]) -> list[TokenCount] | None:
+                     example_sets: Sequence[Sequence[Example]]) -> list[TokenCount] | None:
         """The local service counts every example as its trainer encodes it
-        (models.countExampleTokens, every set in one batched request where they fit); the Gemini
-        API has no such method (its countTokens counts one prompt, not a tuning example), so
-        for it jobspec estimates."""
+        (models.countExampleTokens: small sets inline, every set in one batched request where
+        they fit; more than uploads.INLINE_COUNT_BYTES uploaded, and named); the Gemini API has
+        no such method (its countTokens counts one prompt, not a tuning example), so for it
+        jobspec estimates."""
         if not self.counts_examples:
             return None
         method = f"counted by the {self.name} service with {base_model}'s tokenizer"
+        measured = [uploads.measure_examples(examples) for examples in example_sets] \
+            if self.uploads_examples else []
+        if sum(m.size for m in measured) > uploads.INLINE_COUNT_BYTES:
+            # Each set uploaded (once: a later plan or the create finds it there), and counted
+            # from the upload, which the service reads a line at a time.
+            try:
+                for examples, upload in zip(example_sets, measured):
+                    self._upload(lambda examples=examples: iter(examples), upload)
+                return tokencount.count_uploads(
+                    self.client, base_model, [m.name for m in measured], method,
+                    timeout=uploads.answer_timeout(sum(m.size for m in measured)))
+            except uploads.UploadsUnsupported:
+                pass  # counted inline, as a service from before uploads counts
         return tokencount.count_example_sets(
             self.client, base_model, example_sets, method,
             batched=self.counting_digest(base_model) is not None)

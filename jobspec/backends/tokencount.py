@@ -3,14 +3,15 @@ extension, described in jobspec/server/counting.py), as few requests as its body
 
 A plan counts every distinct set of examples of one base model in one batched request (several
 when they would not fit in one body: a set too large for one is cut across entries, and its
-answers joined again). A service that does not report a ``countingDigest`` for the base model
+answers joined again); where the service takes uploads (backends/uploads.py), each set is
+uploaded, once, and the one request names the uploads. A service that does not report a ``countingDigest`` for the base model
 predates the batched form: each set is then counted on its own, as that service understands.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from .. import wire
@@ -50,7 +51,7 @@ def _size(value: Any) -> int:
     return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
 
 
-def batches(example_sets: list[list[Example]], max_bytes: int) -> Iterator[list[Entry]]:
+def batches(example_sets: Sequence[Sequence[Example]], max_bytes: int) -> Iterator[list[Entry]]:
     """The sets as bodies of batched requests, each of at most ``max_bytes`` (an example that
     alone passes it goes alone, for the service to refuse), the sets' examples in order."""
     body: list[Entry] = []
@@ -79,7 +80,8 @@ def _count(answer: dict[str, Any], method: str) -> TokenCount:
                       exact=True, method=method, limit=answer.get("exampleTokenLimit"))
 
 
-def count_example_sets(client: ApiClient, base_model: str, example_sets: list[list[Example]],
+def count_example_sets(client: ApiClient, base_model: str,
+                       example_sets: Sequence[Sequence[Example]],
                        method: str, batched: bool) -> list[TokenCount]:
     """Each set's examples in tokens, in order (``method`` says how, for people)."""
     path = f"{base_model}:countExampleTokens"
@@ -103,3 +105,17 @@ def count_example_sets(client: ApiClient, base_model: str, example_sets: list[li
             limit = response.get("exampleTokenLimit", limit)
     return [TokenCount(tuple(i), tuple(o), exact=True, method=method, limit=limit)
             for i, o in zip(inputs, outputs)]
+
+
+def count_uploads(client: ApiClient, base_model: str, names: list[str], method: str,
+                  timeout: float) -> list[TokenCount]:
+    """Each upload's examples in tokens, in order (``names``: ``uploads/SHA``), in one request
+    that waits ``timeout`` for the service to count them."""
+    path = f"{base_model}:countExampleTokens"
+    answer = client.request("POST", path, body={"requests": [{"upload": n} for n in names]},
+                            timeout=timeout)
+    responses = answer.get("responses", [])
+    if len(responses) != len(names):
+        raise PermanentBackendError(f"{path}: {len(names)} uploads asked, {len(responses)} "
+                                    "answered")
+    return [_count(response, method) for response in responses]

@@ -24,6 +24,21 @@ from . import streaming
 
 CHUNK_BYTES = 1 << 20
 UPLOAD_VERSION = f"{wire.UPLOAD_PREFIX}/v1beta"  # PUT /upload/v1beta/uploads/{sha256}
+# Examples a plan has counted go inline, in one request, up to this many bytes (no upload to
+# make, nothing kept on the service); more are uploaded and the count names the uploads, so
+# that no request (and no process) holds a data set of hundreds of MB.
+INLINE_COUNT_BYTES = 1 << 20
+# A create or a count that names uploads is answered once the service has read every example
+# and (unless a plan had it count them already) put each through the tokenizer: about 3 MB a
+# second on two cores, measured. So such a request waits a minute, plus a second for every
+# 256 KiB it names, before it gives up on the answer.
+ANSWER_SECONDS = 60.0
+ANSWER_BYTES_PER_SECOND = 256 * 1024
+
+
+def answer_timeout(uploaded_bytes: int) -> float:
+    """How long to wait for the answer to a request that names uploads of this many bytes."""
+    return ANSWER_SECONDS + uploaded_bytes / ANSWER_BYTES_PER_SECOND
 
 
 @dataclass(frozen=True)
@@ -74,10 +89,21 @@ def ensure(client: ApiClient, examples: Callable[[], Iterable[Example]],
     attempt to send."""
     if has(client, measured):
         return False
-    client.send_stream(
-        "PUT", measured.name, version=UPLOAD_VERSION,
-        content=streaming.exactly(lambda: lines(examples()), measured.size,
-                                  "the training data changed while it was being uploaded; the "
-                                  "local service kept none of it. Apply again"),
-        length=measured.size, content_type=wire.UPLOAD_CONTENT_TYPE)
+    try:
+        client.send_stream(
+            "PUT", measured.name, version=UPLOAD_VERSION,
+            content=streaming.exactly(lambda: lines(examples()), measured.size,
+                                      "the training data changed while it was being uploaded; "
+                                      "the local service kept none of it. Apply again"),
+            length=measured.size, content_type=wire.UPLOAD_CONTENT_TYPE)
+    except PermanentBackendError as exc:
+        # A service that takes uploads never answers their PUT 404: this one has no such
+        # method (a jobspec serve from before uploads, still running after an upgrade).
+        if exc.http_status in (404, 501):
+            raise UploadsUnsupported(exc.message) from None
+        raise
     return True
+
+
+class UploadsUnsupported(Exception):
+    """The service takes no uploads: send the examples inline, as the Gemini API takes them."""

@@ -406,7 +406,8 @@ class VertexBackend:
     def counting_digest(self, base_model: str) -> None:
         return None  # estimates are made here, never asked for
 
-    def count_tokens(self, base_model: str, example_sets: list[list[Any]]) -> list[TokenCount]:
+    def count_tokens(self, base_model: str,
+                     example_sets: Sequence[Sequence[Any]]) -> list[TokenCount]:
         """Estimates: the contract (shared/reference/vertex-tuning-api.md) states no method
         that counts tuning examples; the limit is Vertex's 131,072 tokens an example (§6)."""
         return [TokenCount.estimated(examples, limit=MAX_EXAMPLE_TOKENS,

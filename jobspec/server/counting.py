@@ -14,7 +14,9 @@ Two methods:
   this service trains (the model's context, or one batch's token cap if lower; create refuses
   a longer one). Batched, several sets of examples in one request:
   ``{"requests": [{"examples": [...]}, ...]}``, answered ``{"responses": [...]}``, one answer
-  as above per set, in order.
+  as above per set, in order. A set may be an upload instead (``{"upload": "uploads/SHA"}``,
+  jobspec/wire.py), read a line at a time; its count is kept beside it (``upload_counts``), so
+  the create that follows a plan does not tokenize its examples again.
 
 A count depends on the examples and on ``counting_digest``, which ``models.get`` reports for
 each base model (``countingDigest``, jobspec's extension of the Model): a client that keeps
@@ -26,6 +28,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import secrets
+from array import array
+from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -33,12 +39,14 @@ from . import protojson, validation
 from .chat import IGNORE_INDEX, prompt_ids
 from .models import BaseModel, ModelNotFound, context_length
 from .tokens import encode_as_trained
+from .uploads import sha256_of_name, stream_examples
 from .protojson import ApiError
 
 COUNT_TOKENS_REQUEST: protojson.Spec = {"contents": [protojson.CONTENT],
                                    "generate_content_request": protojson.GENERATE_CONTENT_REQUEST}
-COUNT_EXAMPLE_TOKENS_REQUEST: protojson.Spec = {"examples": [protojson.TUNING_EXAMPLE],
-                                           "requests": [{"examples": [protojson.TUNING_EXAMPLE]}]}
+# A set of examples: inline, or an upload the service holds (``{"upload": "uploads/SHA"}``).
+_EXAMPLE_SET: protojson.Spec = {"examples": [protojson.TUNING_EXAMPLE], "upload": "string"}
+COUNT_EXAMPLE_TOKENS_REQUEST: protojson.Spec = {**_EXAMPLE_SET, "requests": [_EXAMPLE_SET]}
 # What an answer of countExampleTokens means: raise it when counting changes in a way that the
 # digest's other parts (tokenizer, layout, limit) would not show.
 COUNTING_SCHEME = 1
@@ -85,32 +93,77 @@ def counting_digest(service: Any, local: BaseModel) -> str:
 def count_example_tokens(service: Any, model: str, body: Any) -> dict[str, Any]:
     request = protojson.parse(body, COUNT_EXAMPLE_TOKENS_REQUEST, "count_example_tokens_request")
     if "requests" in request:
-        if "examples" in request:
-            raise ApiError("INVALID_ARGUMENT", "Give examples (one set) or requests (several), "
-                           "not both.")
+        for one in ("examples", "upload"):
+            if one in request:
+                raise ApiError("INVALID_ARGUMENT", f"Give {one} (one set) or requests "
+                               "(several), not both.")
         if not request["requests"]:
             raise ApiError("INVALID_ARGUMENT", "requests is required: at least one set of "
                            "examples.")
-        sets = [entry.get("examples") or [] for entry in request["requests"]]
-        where = [f"requests[{n}].examples" for n in range(len(sets))]
+        sets = request["requests"]
+        where = [f"requests[{n}]." for n in range(len(sets))]
     else:
-        sets, where = [request.get("examples") or []], ["examples"]
-    for items, name in zip(sets, where):
-        if not items:
-            raise ApiError("INVALID_ARGUMENT", f"{name} is required: at least one example.")
-    local, tokenizer_in_use = _tokenizer(service, model)
+        sets, where = [request], [""]
+    for entry, prefix in zip(sets, where):
+        if entry.get("examples") and "upload" in entry:
+            raise ApiError("INVALID_ARGUMENT", f"{prefix}examples and {prefix}upload: give one.")
+        if not entry.get("examples") and "upload" not in entry:
+            raise ApiError("INVALID_ARGUMENT", f"{prefix}examples is required: at least one "
+                           "example.")
+    local, _ = _tokenizer(service, model)
     limit = example_token_limit(service, local)
     answers = []
-    with tokenizer_in_use as tokenizer:
-        for items in sets:
-            inputs, outputs = [], []
-            for item in items:
-                ids, labels = encode_as_trained(tokenizer, item.get("text_input", ""),
-                                                item.get("output", ""))
-                trained = sum(label != IGNORE_INDEX for label in labels)
-                inputs.append(len(ids) - trained)
-                outputs.append(trained)
-            answers.append({"inputTokens": inputs, "outputTokens": outputs,
-                            "totalTokens": sum(inputs) + sum(outputs),
-                            "exampleTokenLimit": limit})
+    for entry, prefix in zip(sets, where):
+        if "upload" in entry:
+            sha256 = sha256_of_name(entry["upload"], f"{prefix}upload")
+            inputs, outputs = upload_counts(service, local, sha256, f"{prefix}upload")
+        else:
+            with service.tokenizers.using(local.id) as tokenizer:
+                inputs, outputs = _counts(tokenizer, ((item.get("text_input", ""),
+                                                      item.get("output", ""))
+                                                     for item in entry["examples"]))
+        answers.append({"inputTokens": list(inputs), "outputTokens": list(outputs),
+                        "totalTokens": sum(inputs) + sum(outputs), "exampleTokenLimit": limit})
     return {"responses": answers} if "requests" in request else answers[0]
+
+
+def _counts(tokenizer: Any, examples: Iterable[tuple[str, str]]) -> tuple[array[int], array[int]]:
+    """Each example's prompt tokens and trained tokens, as the trainer encodes it."""
+    inputs, outputs = array("I"), array("I")
+    for text_input, output in examples:
+        ids, labels = encode_as_trained(tokenizer, text_input, output)
+        trained = sum(label != IGNORE_INDEX for label in labels)
+        inputs.append(len(ids) - trained)
+        outputs.append(trained)
+    return inputs, outputs
+
+
+def upload_counts(service: Any, local: BaseModel, sha256: str,
+                  where: str) -> tuple[array[int], array[int]]:
+    """The tokens of each example of an upload, counted once per upload and counting digest
+    (an upload never changes) and kept beside it: a plan counts it, and the create that
+    follows measures its examples from that count instead of tokenizing them again."""
+    path = service.uploads.require(sha256, where)
+    kept = path.with_name(f"{sha256}.{counting_digest(service, local)[:16]}.tokens")
+    both = array("I")
+    try:
+        with open(kept, "rb") as handle:
+            both.frombytes(handle.read())
+    except FileNotFoundError:
+        with service.tokenizers.using(local.id) as tokenizer:
+            inputs, outputs = _counts(tokenizer, stream_examples(path, where))
+        both = array("I", bytes(len(inputs) * 2 * inputs.itemsize))
+        both[0::2], both[1::2] = inputs, outputs
+        partial = kept.with_name(f".partial-{kept.name}-{secrets.token_hex(4)}")
+        with open(partial, "xb") as handle:
+            handle.write(both.tobytes())
+        os.replace(partial, kept)
+    return both[0::2], both[1::2]
+
+
+def first_too_long(service: Any, local: BaseModel, sha256: str, where: str,
+                   limit: int) -> tuple[int, int] | None:
+    """(index, tokens) of the upload's first example over ``limit`` tokens, from its count."""
+    inputs, outputs = upload_counts(service, local, sha256, where)
+    return next(((index, size) for index, size in enumerate(map(sum, zip(inputs, outputs)))
+                 if size > limit), None)

@@ -110,8 +110,8 @@ def hold_lock(state_dir: Path) -> int | None:
 
 
 def remove_stale_files(state_dir: Path) -> None:
-    """Partial adapters, model conversions and uploads that a kill -9 left behind. Only while holding
-    the serve lock, before any worker starts: then nothing can be writing them."""
+    """Partial adapters, model conversions and uploads that a kill -9 left behind. Only while
+    holding the serve lock, before any worker starts: then nothing can be writing them."""
     from . import checkpoints  # noqa: PLC0415
     from .adapters import remove_stale_partials  # noqa: PLC0415
     from .models import remove_partial_conversions  # noqa: PLC0415

@@ -179,14 +179,12 @@ class TuningService:
             # without the examples being tokenized again. (store.create checks again, atomically.)
             raise ApiError("ALREADY_EXISTS", f"Tuned model tunedModels/{tuned_model_id} already "
                            "exists.")
-        # Last, as the slowest check: every example through the tokenizer.
-        validation.check_example_tokens(self.tokenizers, local.id, training.examples,
-                                        context_length(local), self.max_batch_tokens,
-                                        datasets.examples_field(training, datasets.TRAINING_DATA))
-        if held_out:
-            validation.check_example_tokens(self.tokenizers, local.id, held_out.examples,
-                                            context_length(local), self.max_batch_tokens,
-                                            datasets.examples_field(held_out, datasets.VALIDATION_DATA))
+        # Last, as the slowest check: every example through the tokenizer (an upload's once:
+        # its count is kept, and a plan has usually made it already).
+        for dataset, where in ((training, datasets.TRAINING_DATA),
+                               (held_out, datasets.VALIDATION_DATA)):
+            if dataset is not None:
+                self._check_tokens(local, dataset, datasets.examples_field(dataset, where))
         try:
             record = self.store.create(
                 model_id=tuned_model_id, display_name=request.get("display_name"),
@@ -208,6 +206,16 @@ class TuningService:
         if info is None:
             raise ApiError("NOT_FOUND", f"{upload_name(sha256)} does not exist.")
         return info
+
+    def _check_tokens(self, local: Any, dataset: datasets.Dataset, where: str) -> None:
+        if dataset.upload is None:
+            validation.check_example_tokens(self.tokenizers, local.id, dataset.examples,
+                                            context_length(local), self.max_batch_tokens, where)
+            return
+        limit = counting.example_token_limit(self, local)
+        validation.refuse_too_long(
+            counting.first_too_long(self, local, dataset.upload, where, limit), local.id,
+            context_length(local), self.max_batch_tokens, where)
 
     def list_tuned_models(self, page_size: str | None, page_token: str | None) -> dict[str, Any]:
         asked = paging.page(page_size, page_token)

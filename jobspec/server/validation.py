@@ -70,7 +70,13 @@ def check_example_tokens(tokenizers: Tokenizers, model_id: str,
     """Refuse the first example the trainer could not take: longer than the model's context, or
     than one batch may hold. (The CLI reads the index from this message to point at the line of
     the user's data file.)"""
-    found = tokenizers.first_too_long(model_id, examples, min(context, max_batch_tokens))
+    refuse_too_long(tokenizers.first_too_long(model_id, examples, min(context, max_batch_tokens)),
+                    model_id, context, max_batch_tokens, where)
+
+
+def refuse_too_long(found: tuple[int, int] | None, model_id: str, context: int,
+                    max_batch_tokens: int, where: str) -> None:
+    """INVALID_ARGUMENT for ``found``, the (index, tokens) of the first example too long."""
     if found is None:
         return
     index, count = found
