@@ -40,6 +40,11 @@ class Service:
                    if re.match(r"jobspec serve: (GET|POST|PATCH|DELETE) \S*" + re.escape(method)
                                + r" ", line))
 
+    def requests_logged_as(self, http_method: str, path_start: str) -> int:
+        """Requests the service logged with this HTTP method, to a path that starts so."""
+        return sum(1 for line in self.lines
+                   if line.startswith(f"jobspec serve: {http_method} {path_start}"))
+
     def stop(self) -> None:
         self.process.send_signal(signal.SIGTERM)
         self.process.wait(timeout=60)
