@@ -53,7 +53,7 @@ class LoopbackJsonServer:
                 self.end_headers()
                 self.wfile.write(data)
 
-            do_GET = do_POST = do_DELETE = do_PATCH = _handle
+            do_GET = do_POST = do_DELETE = do_PATCH = do_PUT = _handle
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True

@@ -7,14 +7,17 @@ Runs the real service with the tiny model; every request goes over loopback HTTP
 from __future__ import annotations
 
 import hashlib
+import json
 import socket
 
 import pytest
 
 from jobspec import wire
 from jobspec.server import datasets
+from jobspec.server.recipe import RECIPE
 from jobspec.server.store import Store
-from jobspec.server.uploads import Uploads
+from jobspec.server.trainer import run_key
+from jobspec.server.uploads import StoredExamples, Uploads
 from tests.conftest import NUMBER_EXAMPLES
 from tests.server.test_app import create, error_of, tutorial_body
 
@@ -136,3 +139,42 @@ def test_a_bad_line_of_an_upload_is_refused_at_create_by_its_index(service):
             400, "INVALID_ARGUMENT", "tuned_model.tuning_task.validation_data.upload[1] (line 2 "
             'of the upload) is not a JSON object; an upload has one example a line, '
             '{"textInput": ..., "output": ...}.')
+
+
+@pytest.mark.timeout(120)
+def test_an_upload_is_counted_as_inline_examples_are_and_its_count_is_kept(service):
+    examples = [*NUMBER_EXAMPLES[:4], (" ".join(["word"] * 700), "long")]
+    content = jsonl(examples)
+    sha256 = hashlib.sha256(content).hexdigest()
+    count = "/v1beta/models/tiny-smollm2:countExampleTokens"
+    with service.client() as http:
+        assert put(http, content).status_code == 200
+        inline = http.post(count, json={"examples": [{"textInput": i, "output": o}
+                                                     for i, o in examples]}).json()
+        by_upload = http.post(count, json={"requests": [{"upload": f"uploads/{sha256}"}]})
+        assert by_upload.status_code == 200, by_upload.text
+        assert by_upload.json() == {"responses": [inline]}
+        (kept,) = (service.state_dir / "uploads").glob(f"{sha256}.*.tokens")
+        # The create measures the upload's examples from that count: the long one is refused
+        # by its line's index, as an inline example is by its own.
+        kept_at = kept.stat().st_mtime_ns
+        assert error_of(create(http, uploaded_body(sha256))) == (
+            400, "INVALID_ARGUMENT", "tuned_model.tuning_task.training_data.upload[4] is 732 "
+            "tokens long (input and output, in models/tiny-smollm2's tokenizer), over the "
+            "model's limit of 512 tokens.")
+        assert kept.stat().st_mtime_ns == kept_at
+        assert error_of(http.post(count, json={"examples": [{"textInput": "a", "output": "b"}],
+                                               "upload": f"uploads/{sha256}"})) == (
+            400, "INVALID_ARGUMENT", "examples and upload: give one.")
+
+
+def test_the_run_key_of_an_upload_is_that_of_the_same_examples_in_a_list(tmp_path):
+    """A checkpoint made before uploads (its key: the SHA-256 of json.dumps of the examples
+    in a list) is resumed by a run of the same examples read from an upload."""
+    examples = [*NUMBER_EXAMPLES, ('quote " and \\ back', "naïve ✓\n")]
+    path = tmp_path / "upload.jsonl"
+    path.write_bytes(jsonl(examples))
+    settings = ([("v", "w")], 3, 2, 0.001, 2, RECIPE)
+    text = json.dumps([examples, *settings[:-1], RECIPE.as_dict()], ensure_ascii=False)
+    before = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    assert run_key(StoredExamples(path), *settings) == run_key(examples, *settings) == before
