@@ -344,13 +344,8 @@ def training_and_validation(job: Job) -> tuple[list[Example], list[Example]]:
     if job.validation_data is not None:
         return examples, list(data.iter_examples(job.validation_data))
     if job.validation_split is not None:
-        if len(examples) < 2:
-            raise ConfigError(job.at("validation_split"), f"cannot split {len(examples)} "
-                              "example: a validation split needs at least two")
         training, validation = data.split_examples(examples, job.validation_split)
-        if not validation:
-            raise ConfigError(job.at("validation_split"), f"cannot split {len(examples)} "
-                              "examples that are all the same: a validation split needs at "
-                              "least two different examples")
+        # identify (through spec.examples_problems) has refused examples that cannot be split
+        assert validation, "a validation split was drawn from examples that cannot give one"
         return training, validation
     return examples, []
