@@ -53,6 +53,9 @@ class DataLimits:
     unit_bytes: int = MIB  # sizes are shown in the unit the limit is stated in
     unit: str = "MiB"
     stated_by: str = ""
+    # Whether validation examples travel in the same carrier as the training examples (an inline
+    # create request does; Vertex AI reads a file of each), and so count against one max_bytes.
+    shared_with_validation: bool = False
 
     def show(self, size: int) -> str:
         return f"{size / self.unit_bytes:.1f} {self.unit}"
@@ -194,13 +197,31 @@ def _json_type(value: object) -> str:
             type(None): "null"}.get(type(value), type(value).__name__)
 
 
-def iter_examples(source: DataSource) -> Iterator[Example]:
+@dataclass
+class Tally:
+    """What reading one source's examples found (iter_examples fills it in as it reads)."""
+
+    count: int = 0
+    carried_bytes: int = 0  # in the carrier of the source's limits, its envelope left out
+    varied: bool = False  # at least two different examples (which a validation split needs)
+    _first: Example | None = field(default=None, repr=False)
+
+    def add(self, example: Example, size: int) -> None:
+        self.count += 1
+        self.carried_bytes += size
+        if self._first is None:
+            self._first = example
+        elif not self.varied and example != self._first:
+            self.varied = True
+
+
+def iter_examples(source: DataSource, tally: Tally | None = None) -> Iterator[Example]:
     """Yield each example in order; raise ConfigErrors listing every bad one at the end, and
-    the examples' count or size where it is over the backend's limit."""
+    the examples' count or size where it is over the backend's limit. ``tally``, when given, is
+    filled in with what was read."""
+    tally = Tally() if tally is None else tally
     errors: list[ConfigError] = []
-    count = 0
     limits = source.limits
-    carried_bytes = limits.envelope_bytes if limits else 0
     if source.inline is not None:
         records: Records = ((where, record, True, fields)
                             for where, record, fields in source.inline)
@@ -218,8 +239,7 @@ def iter_examples(source: DataSource) -> Iterator[Example]:
             except ConfigError as exc:
                 errors.append(exc)
             else:
-                count += 1
-                carried_bytes += size
+                tally.add(example, size)
                 yield example
                 continue
         if len(errors) >= MAX_ERRORS_PER_FILE:
@@ -227,10 +247,11 @@ def iter_examples(source: DataSource) -> Iterator[Example]:
                                       f"stopped after {MAX_ERRORS_PER_FILE} errors"))
             break
     if limits is not None:
-        errors.extend(_over_limits(source, limits, count, carried_bytes))
+        errors.extend(_over_limits(source, limits, tally.count,
+                                   limits.envelope_bytes + tally.carried_bytes))
     if errors:
         raise ConfigErrors(errors)
-    if count == 0:
+    if tally.count == 0:
         raise ConfigError(Location(source.display_path), "no training examples; at least 1 is needed")
 
 
@@ -251,25 +272,61 @@ def _over_limits(source: DataSource, limits: DataLimits, count: int,
 
 def count_examples(source: DataSource) -> int:
     """Read every example (validating each) and return how many there are."""
-    return sum(1 for _ in iter_examples(source))
+    return tally_examples(source).count
+
+
+def tally_examples(source: DataSource) -> Tally:
+    """Read every example (validating each) and return what was found."""
+    tally = Tally()
+    for _ in iter_examples(source, tally):
+        pass
+    return tally
+
+
+def split_problem(tally: Tally) -> str | None:
+    """Why these examples cannot give a validation split, or None when they can (held_out holds
+    out at least one group of equal examples and trains on at least one)."""
+    if tally.count < 2:
+        return f"cannot split {tally.count} example: a validation split needs at least two"
+    if not tally.varied:
+        return (f"cannot split {tally.count} examples that are all the same: a validation split "
+                "needs at least two different examples")
+    return None
+
+
+def together_problem(training: DataSource, trained: Tally, validated: Tally) -> str | None:
+    """Why the training and validation examples cannot travel together, where one carrier takes
+    both (each alone within the limit, together over it), or None."""
+    limits = training.limits
+    if limits is None or limits.max_bytes is None or not limits.shared_with_validation:
+        return None
+    total = limits.envelope_bytes + trained.carried_bytes + validated.carried_bytes
+    if total <= limits.max_bytes:
+        return None
+    return (f"the training and validation examples together make {limits.a_carrier} of "
+            f"{limits.show(total)}; the {limits.backend} backend accepts at most "
+            f"{limits.stated()} ({limits.stated_by}); use fewer or shorter examples")
 
 
 class ExampleCounts:
-    """count_examples for the jobs checked together (one validate or plan): a data file that
+    """tally_examples for the jobs checked together (one validate or plan): a data file that
     many jobs share is read once for all of them, as long as it is the same file, unchanged,
     read with the same fields and limits. Only a file's success is kept: a file with problems is
     read again for each job, whose messages name that job's file and line."""
 
     def __init__(self) -> None:
-        self._counts: dict[tuple[object, ...], int] = {}
+        self._tallies: dict[tuple[object, ...], Tally] = {}
 
     def count(self, source: DataSource) -> int:
+        return self.tally(source).count
+
+    def tally(self, source: DataSource) -> Tally:
         key = self._key(source)
         if key is None:
-            return count_examples(source)
-        if key not in self._counts:
-            self._counts[key] = count_examples(source)
-        return self._counts[key]
+            return tally_examples(source)
+        if key not in self._tallies:
+            self._tallies[key] = tally_examples(source)
+        return self._tallies[key]
 
     @staticmethod
     def _key(source: DataSource) -> tuple[object, ...] | None:

@@ -15,8 +15,9 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .data import Example, example_record, held_out, iter_examples, record_rank
-from .spec import FORMAT_VERSION, Job
+from .data import Example, Tally, example_record, held_out, iter_examples, record_rank
+from .errors import ConfigErrors
+from .spec import FORMAT_VERSION, Job, examples_problems
 
 FINGERPRINT_PREFIX_LENGTH = 8
 MODEL_ID_CHOICES = 4  # ids a job's model may take on a service where ids are first come
@@ -91,11 +92,15 @@ def identify(job: Job) -> Identity:
     """Read the job's examples (checking each) and return its identity."""
     digest = hashlib.sha256(_header(job))
     ranks: list[bytes] | None = [] if job.validation_split is not None else None
-    count = _feed_examples(digest, iter_examples(job.training_data), ranks)
+    trained, validated = Tally(), Tally()
+    count = _feed_examples(digest, iter_examples(job.training_data, trained), ranks)
     if job.validation_data is not None:
         # After a separator no example can produce: a length prefix is digits.
         digest.update(b"\nvalidation\n")
-        _feed_examples(digest, iter_examples(job.validation_data))
+        _feed_examples(digest, iter_examples(job.validation_data, validated))
+    problems = examples_problems(job, trained, validated)
+    if problems:  # what validate says of these examples, plan and apply say too
+        raise ConfigErrors(problems)
     fingerprint = digest.hexdigest()
     held = (len(held_out(ranks, job.validation_split))
             if ranks is not None and job.validation_split is not None else 0)

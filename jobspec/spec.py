@@ -407,8 +407,8 @@ def load_jobs(paths: Iterable[str], *, allow_outside_paths: bool = False,
               check_examples: bool = False, rules: BackendRules | None = None) -> list[Job]:
     """Load every job file; report all problems in all files at once, including duplicate names.
 
-    With ``check_examples`` every training example is read and checked too, against the limits
-    in ``rules``.
+    With ``check_examples`` every training and validation example is read and checked too,
+    against the limits in ``rules`` (check_job_examples).
     """
     jobs: list[Job] = []
     errors: list[ConfigError] = []
@@ -421,16 +421,49 @@ def load_jobs(paths: Iterable[str], *, allow_outside_paths: bool = False,
             errors.extend(_flatten(exc))
             continue
         if check_examples:
-            try:
-                counts.count(job.training_data)
-            except ConfigError as exc:
-                errors.extend(_flatten(exc))
+            found = check_job_examples(job, counts)
+            if found:
+                errors.extend(found)
                 continue
         jobs.append(job)
     errors.extend(_duplicate_names(jobs))
     if errors:
         raise ConfigErrors(errors)
     return jobs
+
+
+def check_job_examples(job: Job, counts: data.ExampleCounts | None = None) -> list[ConfigError]:
+    """Every problem plan and apply would find in the job's examples: each training and
+    validation example, each file's limits, the two together where one request carries both,
+    and whether its validation split can be drawn."""
+    counts = counts or data.ExampleCounts()
+    found: list[ConfigError] = []
+    tallies = []
+    for source in (job.training_data, job.validation_data):
+        if source is None:
+            continue
+        try:
+            tallies.append(counts.tally(source))
+        except ConfigError as exc:
+            found.extend(_flatten(exc))
+    return found or examples_problems(job, *tallies)
+
+
+def examples_problems(job: Job, trained: data.Tally,
+                      validated: data.Tally | None = None) -> list[ConfigError]:
+    """What the job's examples, each valid and within its file's limits, still cannot do: give
+    the validation split it asks for, or travel together in one request."""
+    found = []
+    if job.validation_split is not None:
+        problem = data.split_problem(trained)
+        if problem:
+            found.append(ConfigError(job.at("validation_split"), problem))
+    if job.validation_data is not None and validated is not None:
+        problem = data.together_problem(job.training_data, trained, validated)
+        if problem:
+            found.append(ConfigError(job.validation_data.declared_at
+                                     or job.at("validation_data"), problem))
+    return found
 
 
 def _duplicate_names(jobs: list[Job]) -> list[ConfigError]:

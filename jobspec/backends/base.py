@@ -359,15 +359,10 @@ def example_streams(job: Job) -> ExampleStreams:
         return ExampleStreams(training, lambda: data.iter_examples(validation_data))
     if job.validation_split is None:
         return ExampleStreams(training, None)
-    ranks = [data.record_rank(data.example_record(e)) for e in training()]
-    if len(ranks) < 2:
-        raise ConfigError(job.at("validation_split"), f"cannot split {len(ranks)} "
-                          "example: a validation split needs at least two")
-    held = data.held_out(ranks, job.validation_split)
-    if not held:
-        raise ConfigError(job.at("validation_split"), f"cannot split {len(ranks)} "
-                          "examples that are all the same: a validation split needs at "
-                          "least two different examples")
+    held = data.held_out([data.record_rank(data.example_record(e)) for e in training()],
+                         job.validation_split)
+    # identify (through spec.examples_problems) has refused examples that cannot be split
+    assert held, "a validation split was drawn from examples that cannot give one"
 
     def side(held_out: bool) -> Callable[[], Iterator[Example]]:
         return lambda: (e for i, e in enumerate(training()) if (i in held) == held_out)

@@ -60,7 +60,7 @@ def inline_limits(backend: str, max_bytes: int, unit_bytes: int, unit: str,
         backend, max_input_chars=wire.MAX_INPUT_CHARS, max_output_chars=wire.MAX_OUTPUT_CHARS,
         max_bytes=max_bytes, per_example_bytes=INLINE_EXAMPLE_BYTES,
         envelope_bytes=CREATE_ENVELOPE_BYTES, unit_bytes=unit_bytes, unit=unit,
-        stated_by=stated_by)
+        stated_by=stated_by, shared_with_validation=True)
 
 
 def marker(job_name: str, fingerprint: str, owner_id: str) -> str:
