@@ -12,96 +12,26 @@ asks for none again.
 
 from __future__ import annotations
 
-import itertools
 import math
 import os
 import statistics
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, overload
+from typing import TYPE_CHECKING
 
-from . import countcache, data, timestamps
+from . import countcache, timestamps
 from .backends.base import Backend, RemoteModel, TokenCount
 from .countcache import CountCache
 from .data import Example
-from .identity import examples_digest
 from .errors import ConfigError, JobSpecError, PermanentBackendError, UsageError
 from .spec import Job
+from .trained import TrainedExamples, trained_examples
 
 if TYPE_CHECKING:
     from .reconcile import Plan
 
 PRICE_VARIABLE = "JOBSPEC_PRICE_PER_MILLION_TOKENS"
 RUNS_MEASURED = 5  # the latest earlier runs of the base model that a rate is taken from
-
-
-class TrainedExamples(Sequence[Example]):
-    """The examples a job trains on, as a sequence that holds none of them: walking it reads
-    the data file again (a data set of hundreds of MB is never held whole), and an example is
-    found by its index the same way (``at`` finds several in one pass). Its length and digest
-    come from the pass that checked them."""
-
-    def __init__(self, stream: Callable[[], Iterator[Example]], count: int, digest: str) -> None:
-        self._stream = stream
-        self.count = count
-        self.digest = digest
-
-    def __len__(self) -> int:
-        return self.count
-
-    def __iter__(self) -> Iterator[Example]:
-        return self._stream()
-
-    @overload
-    def __getitem__(self, index: int) -> Example: ...
-    @overload
-    def __getitem__(self, index: slice) -> list[Example]: ...
-
-    def __getitem__(self, index: int | slice) -> Example | list[Example]:
-        if isinstance(index, slice):
-            return list(itertools.islice(self, *index.indices(self.count)))
-        index = index + self.count if index < 0 else index
-        if not 0 <= index < self.count:
-            raise IndexError(index)
-        return self.at([index])[index]
-
-    def at(self, indices: Iterable[int]) -> dict[int, Example]:
-        """The examples at ``indices`` (those in range), in one pass."""
-        wanted = {i for i in indices if 0 <= i < self.count}
-        found: dict[int, Example] = {}
-        if wanted:
-            for index, example in enumerate(self):
-                if index in wanted:
-                    found[index] = example
-                    if len(found) == len(wanted):
-                        break
-        return found
-
-
-def trained_examples(job: Job) -> TrainedExamples:
-    """The examples the job trains on: its training data, less a validation split (drawn as
-    apply draws it, data.held_out; the examples that cannot be split stay whole)."""
-    split = getattr(job, "validation_split", None)
-    held: frozenset[int] = frozenset()
-    if split is not None:
-        held = data.held_out([data.record_rank(data.example_record(e))
-                              for e in data.iter_examples(job.training_data)], split)
-
-    def stream() -> Iterator[Example]:
-        examples = data.iter_examples(job.training_data)
-        return (e for i, e in enumerate(examples) if i not in held) if held else examples
-
-    count = 0
-
-    def counted() -> Iterator[Example]:
-        nonlocal count
-        for example in stream():
-            count += 1
-            yield example
-
-    digest = examples_digest(counted())
-    return TrainedExamples(stream, count, digest)
 
 
 Counted = tuple[TokenCount, TrainedExamples]  # a job's examples in tokens, and they
