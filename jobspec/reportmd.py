@@ -9,7 +9,7 @@ from typing import Any
 
 from . import stats
 from .charts import loss_chart
-from .estimate import duration_text
+from .timestamps import duration_text
 
 _UNPRINTABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
