@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from . import errors, estimate, timestamps
-from .backends.base import ACTIVE, CREATING, Backend, RemoteModel, Snapshot
+from . import timestamps
+from .backends.base import ACTIVE, CREATING, RemoteModel, Snapshot, TokenCount
 from .evaloutcome import EvalOutcome
 from .evaluate import deterministic, generation_config
 from .identity import Identity
@@ -281,17 +281,17 @@ def decide_eval(status: JobStatus, mode: EvalMode, earlier: JobResult | None, ba
     return EvalDecision(REUSED, same) if refusal is None else EvalDecision(ASKED, refusal=refusal)
 
 
-def tokens_for(status: JobStatus, backend: Backend, earlier: JobResult | None) -> Tokens | None:
-    """What the job trains on, in tokens: as the earlier result of the same model on the same
-    backend counted them, else counted (or estimated) now; None when they cannot be."""
-    if (earlier is not None and earlier.tokens is not None and earlier.backend == backend.name
+def earlier_tokens(earlier: JobResult | None, status: JobStatus, backend: str) -> Tokens | None:
+    """The tokens the earlier result counted, when it is of the same model on the same backend:
+    counting them again would give the same."""
+    if (earlier is not None and earlier.tokens is not None and earlier.backend == backend
             and earlier.fingerprint == status.identity.fingerprint):
         return earlier.tokens
-    try:
-        counted, _ = estimate.count(status.job, backend)
-    except errors.JobSpecError:
-        return None
-    epochs = status.job.hyperparameters.epoch_count
+    return None
+
+
+def counted_tokens(counted: TokenCount, epochs: int) -> Tokens:
+    """The tokens of a job as a backend counted (or estimated) them, trained ``epochs`` times."""
     return Tokens(examples=len(counted.inputs), input=counted.input_tokens,
                   output=counted.output_tokens, total=counted.total, epochs=epochs,
                   trained=counted.total * epochs, exact=counted.exact, method=counted.method)

@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from .. import errors, reconcile, report, results, stats, workspace
+from .. import errors, estimate, reconcile, report, results, stats, workspace
 from ..backends.base import ACTIVE, Backend
 from ..evaloutcome import EvalOutcome, eval_outcome
 from ..evaluate import evaluate
@@ -94,8 +94,18 @@ def _result(status: JobStatus, backend: Backend, directory: Path,
         assert asked is not None  # the job has an eval section
         evaluation = eval_outcome(asked)
         _print_verdict(name, evaluation)
+    tokens = results.earlier_tokens(earlier, status, backend.name) or _count(status, backend)
     return results.job_result(status, backend.name, backend.endpoint, evaluation, decision.how,
-                              results.tokens_for(status, backend, earlier))
+                              tokens)
+
+
+def _count(status: JobStatus, backend: Backend) -> results.Tokens | None:
+    """The job's tokens counted (or estimated) now; None when they cannot be."""
+    try:
+        counted, _ = estimate.count(status.job, backend)
+    except errors.JobSpecError:
+        return None
+    return results.counted_tokens(counted, status.job.hyperparameters.epoch_count)
 
 
 def evaluate_and_report(statuses: list[JobStatus], backend: Backend, directory: Path,
