@@ -11,13 +11,14 @@ import subprocess
 import sys
 import textwrap
 from dataclasses import replace
+from xml.etree import ElementTree
 
 import pytest
 
-from jobspec import report, reportmd, results, spec, stats
+from jobspec import report, results, spec, stats
 from jobspec.backends.base import ACTIVE, CREATING, FAILED, Progress, RemoteModel, Snapshot
 from jobspec.evaloutcome import eval_outcome
-from jobspec.evaluate import Answer, EvalResult, PromptResult, generation_config
+from jobspec.evaluate import Answer, EvalResult, PromptResult, check, generation_config
 from jobspec.identity import Identity
 from jobspec.reconcile import FAILED_ACTION, IN_PROGRESS, UNCHANGED, JobPlan, Outcome
 from jobspec.results import EvalMode
@@ -55,21 +56,21 @@ def asked(job: spec.Job, *answers: str, base: tuple[str, ...] | None = None,
           failed: tuple[str, ...] = ()) -> EvalResult:
     """The eval of ``job`` as if its tuned model answered ``answers`` (an input in ``failed``:
     its request failed), and the base model ``base``."""
-    assert job.eval is not None
-    def answer(text: str, expect) -> Answer:
-        from jobspec.evaluate import check
+    eval_spec = job.eval
+    assert eval_spec is not None
+
+    def answer(text: str, expect: spec.Expectation) -> Answer:
         return Answer(text=text, passed=check(expect, text))
 
     prompts = []
-    for i, prompt in enumerate(job.eval.prompts):
+    for i, prompt in enumerate(eval_spec.prompts):
         tuned = ((Answer(error="503 unavailable"),) if prompt.input in failed
                  else (answer(answers[i], prompt.expect),))
         prompts.append(PromptResult(prompt.input, prompt.expect, tuned,
                                     None if base is None else (answer(base[i], prompt.expect),)))
-    spec_ = job.eval
-    return EvalResult(tuple(prompts), spec_.min_pass_rate, spec_.compare_base,
-                      generation_config(spec_), spec_.samples, spec_.require_improvement,
-                      spec_.significance)
+    return EvalResult(tuple(prompts), eval_spec.min_pass_rate, eval_spec.compare_base,
+                      generation_config(eval_spec), eval_spec.samples,
+                      eval_spec.require_improvement, eval_spec.significance)
 
 
 def result_of(job: spec.Job, evaluation, how: str = results.ASKED,
@@ -104,8 +105,8 @@ def test_a_model_not_active_now_says_why(repo, state, why):
 def test_after_apply_a_status_says_why_it_is_not_active(repo):
     job = load(repo)
     training = replace(MODEL, state=CREATING, name="tunedModels/counter-renamed")
-    waited = Outcome(plan_of(job, current=None), CREATING,
-                     progress=Progress(training.name, None, False, snapshots=(Snapshot(4, 2, 0.5),)))
+    progress = Progress(training.name, None, False, snapshots=(Snapshot(4, 2, 0.5),))
+    waited = Outcome(plan_of(job, current=None), CREATING, progress=progress)
     status = results.status_after_apply(waited, "submitted; not waited for (--no-wait)")
     assert (status.state, status.reason, status.model_name, status.snapshots) == (
         CREATING, "submitted; not waited for (--no-wait)", training.name, (Snapshot(4, 2, 0.5),))
@@ -150,7 +151,8 @@ def six_prompts(gate: str) -> str:
 def test_require_improvement_passes_only_on_a_significant_paired_improvement(repo):
     tuned, base = tuple(f"a{i}" for i in range(6)), ("no",) * 6
     better = eval_outcome(asked(load(repo, six_prompts("")), *tuned, base=base))
-    assert better.paired is not None and (better.paired.tuned_only, better.paired.base_only) == (6, 0)
+    assert better.paired is not None
+    assert (better.paired.tuned_only, better.paired.base_only) == (6, 0)
     assert better.paired.p_value == 0.03125 and better.paired.improved and better.gate_passed
     stricter = eval_outcome(asked(load(repo, six_prompts("  significance: 0.01\n")), *tuned,
                                   base=base))
@@ -328,10 +330,12 @@ def test_markdown_renders_from_values_without_the_estimator(tmp_path):
 def test_junit_counts_the_results_failures_and_errors(repo):
     job = load(repo)
     failing = result_of(job, eval_outcome(asked(job, "twenty", "", failed=("two",))))
-    xml = report.junit([failing])
-    assert 'tests="3" failures="1" errors="1"' in xml
-    assert "answer: &apos;twenty&apos;" in xml or "answer: 'twenty'" in xml
-    assert reportmd.EVAL_NOTES[results.KEPT] == "kept from the last report"
+    suite = ElementTree.fromstring(report.junit([failing])).find("testsuite")
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("3", "1", "1")
+    one, two = suite.findall("testcase")[1:]
+    assert one.find("failure").text == "answer: 'twenty'"
+    assert one.find("failure").get("message") == 'expected {"equals": "1"}'
+    assert two.find("error").text == "503 unavailable"
 
 
 GOLDEN = ROOT / "tests" / "golden_reports"
