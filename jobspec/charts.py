@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from collections.abc import Sequence
+
+from .results import LossPoint
 
 # (colour name for the caption, hex) per line, in the order the lines are drawn.
 STEP_COLOUR = ("blue", "#0072B2")
@@ -32,19 +34,19 @@ def init_directive(colours: list[str]) -> str:
     return f"%%{{init: {json.dumps(init, separators=(', ', ': '))}}}%%"
 
 
-def epoch_means(curve: list[dict[str, Any]]) -> dict[int, float]:
+def epoch_means(curve: Sequence[LossPoint]) -> dict[int, float]:
     """The mean of each epoch's per-step losses."""
     sums: dict[int, list[float]] = {}
     for point in curve:
-        sums.setdefault(point["epoch"], []).append(point["mean_loss"])
+        sums.setdefault(point.epoch, []).append(point.mean_loss)
     return {epoch: sum(losses) / len(losses) for epoch, losses in sums.items()}
 
 
-def _by_epoch(validation: list[dict[str, Any]]) -> dict[int, float]:
+def _by_epoch(validation: Sequence[LossPoint]) -> dict[int, float]:
     """The validation loss measured last in each epoch."""
     found: dict[int, float] = {}
-    for point in sorted(validation, key=lambda p: (p["epoch"], p["step"])):
-        found[point["epoch"]] = point["mean_loss"]
+    for point in sorted(validation, key=lambda p: (p.epoch, p.step)):
+        found[point.epoch] = point.mean_loss
     return found
 
 
@@ -54,9 +56,9 @@ def _held(values: dict[int, float], epoch: int) -> float:
     return values[max(earlier)] if earlier else values[min(values)]
 
 
-def _sample(curve: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _sample(curve: Sequence[LossPoint]) -> list[LossPoint]:
     stride = max(1, math.ceil(len(curve) / MAX_POINTS))
-    points = curve[::stride]
+    points = list(curve[::stride])
     if points[-1] is not curve[-1]:
         points.append(curve[-1])
     return points
@@ -66,23 +68,23 @@ def _numbers(values: list[float]) -> str:
     return ", ".join(format(v, ".4g") for v in values)
 
 
-def loss_chart(curve: list[dict[str, Any]],
-               validation: list[dict[str, Any]] | None = None) -> list[str]:
+def loss_chart(curve: Sequence[LossPoint],
+               validation: Sequence[LossPoint] = ()) -> list[str]:
     """The chart's Markdown lines, and its caption."""
     if not curve:
         return ["_No loss snapshots recorded._"]
     points = _sample(curve)
     means = epoch_means(curve)
-    lines = [("loss at each step", STEP_COLOUR, [p["mean_loss"] for p in points]),
-             ("mean loss of each epoch", EPOCH_COLOUR, [means[p["epoch"]] for p in points])]
+    lines = [("loss at each step", STEP_COLOUR, [p.mean_loss for p in points]),
+             ("mean loss of each epoch", EPOCH_COLOUR, [means[p.epoch] for p in points])]
     if validation:
         held = _by_epoch(validation)
         lines.append(("validation loss at the end of each epoch, drawn across its steps",
-                      VALIDATION_COLOUR, [_held(held, p["epoch"]) for p in points]))
+                      VALIDATION_COLOUR, [_held(held, p.epoch) for p in points]))
     top = max(max(values) for _, _, values in lines)
     chart = ["```mermaid", init_directive([colour for _, (_, colour), _ in lines]),
              "xychart-beta", '    title "Training loss"',
-             f'    x-axis "step" [{", ".join(str(p["step"]) for p in points)}]',
+             f'    x-axis "step" [{", ".join(str(p.step) for p in points)}]',
              f'    y-axis "mean loss" 0 --> {top * 1.05 if top > 0 else 1:.4g}']
     chart += [f"    line [{_numbers(values)}]" for _, _, values in lines]
     chart.append("```")

@@ -312,16 +312,6 @@ def totals(estimates: list[JobEstimate]) -> Totals:
         exact=all(e.tokens is not None and e.tokens.exact for e in estimates))
 
 
-def duration_text(seconds: float) -> str:
-    """``45s``, ``3m 20s``, ``2h 05m``."""
-    whole = round(seconds)
-    if whole < 60:
-        return f"{max(whole, 1)}s"
-    if whole < 3600:
-        return f"{whole // 60}m {whole % 60:02d}s"
-    return f"{whole // 3600}h {whole % 3600 // 60:02d}m"
-
-
 def cost_text(cost: float) -> str:
     """In the price's own unit: ``1,234``, ``12.50``, ``0.012``, ``0``."""
     if cost >= 100:

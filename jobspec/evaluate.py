@@ -57,6 +57,8 @@ class PromptResult:
 
 @dataclass(frozen=True)
 class EvalResult:
+    """Every prompt's answers, and what the eval asked for; evaloutcome.eval_outcome judges them."""
+
     results: tuple[PromptResult, ...]
     min_pass_rate: float
     compare_base: bool
@@ -64,53 +66,6 @@ class EvalResult:
     samples: int = 1
     require_improvement: bool = False
     significance: float = stats.DEFAULT_SIGNIFICANCE
-
-    @property
-    def passed(self) -> float:
-        """Prompts passed: with samples, the sum of their pass fractions."""
-        return sum(pass_fraction(r.tuned) for r in self.results)
-
-    @property
-    def pass_rate(self) -> float:
-        return self.passed / len(self.results)
-
-    @property
-    def base_passed(self) -> float | None:
-        if not self.compare_base:
-            return None
-        return sum(pass_fraction(r.base) for r in self.results if r.base)
-
-    @property
-    def base_pass_rate(self) -> float | None:
-        base = self.base_passed
-        return None if base is None else base / len(self.results)
-
-    @property
-    def paired(self) -> stats.Paired | None:
-        if not self.compare_base:
-            return None
-        fractions = [r.paired_fractions for r in self.results]
-        return stats.pair([t for t, _ in fractions], [b for _, b in fractions])
-
-    @property
-    def errors(self) -> int:
-        return sum(any(a.error is not None for a in r.tuned) for r in self.results)
-
-    @property
-    def improved(self) -> bool | None:
-        """Whether the tuned model passes significantly more prompts than the base; None
-        without compare_base."""
-        paired = self.paired
-        return None if paired is None else paired.improved(self.significance)
-
-    @property
-    def gate_passed(self) -> bool:
-        return self.pass_rate >= self.min_pass_rate and (
-            not self.require_improvement or bool(self.improved))
-
-    @property
-    def failed_inputs(self) -> list[str]:
-        return [r.input for r in self.results if verdict(r.tuned) != "pass"]
 
 
 def _fold(text: str, case_sensitive: bool) -> str:

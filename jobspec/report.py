@@ -1,8 +1,8 @@
 """Results reports: per job JSON and Markdown, a run's SUMMARY.md and summary.json, and JUnit
-XML. Every planned job has its reports, whatever its state: a run where one job failed says so
-in every file. Files are written atomically (beside, then renamed), so a crash never leaves half
-a file. Reports hold no credentials: nothing from auth reaches this module, and an endpoint is
-recorded without any user name, password or query it may carry."""
+XML, rendered from the values of results.py (and read back into them: ``earlier``). Every planned
+job has its reports, whatever its state: a run where one job failed says so in every file. Files
+are written atomically (beside, then renamed), so a crash never leaves half a file. Reports hold
+no credentials: nothing from auth reaches this module, and a result's endpoint has none."""
 
 from __future__ import annotations
 
@@ -10,41 +10,19 @@ import json
 import os
 import re
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 from xml.etree import ElementTree
 
-from . import stats, timestamps
-from .backends.base import ACTIVE, RemoteModel, Snapshot
-from .evaluate import Answer, EvalResult, pass_fraction, verdict
-from .identity import Identity
+from . import stats
+from .backends.base import ACTIVE
+from .evaloutcome import Answers, EvalOutcome, Interval, PairedOutcome, PromptOutcome, Sample
 from .reportmd import markdown, summary_markdown
-from .spec import Job
+from .results import JobResult, LossPoint, Timings, Tokens
 
 REPORT_VERSION = 1
-NOT_CREATED, ERROR = "NOT_CREATED", "ERROR"
 PAIRED_TEST = "exact McNemar (two-sided binomial test on the prompts only one model passes)"
-
-# How a report's eval section came to be.
-ASKED, REUSED, KEPT, SKIPPED, NO_EVAL, NOT_RUN = (
-    "asked", "reused", "kept", "skipped", "none", "not_run")
-
-
-@dataclass(frozen=True)
-class JobStatus:
-    """Where one planned job stands at the end of a run."""
-
-    job: Job
-    identity: Identity
-    state: str  # ACTIVE, CREATING, FAILED, ERROR (a request about it failed), NOT_CREATED
-    model: RemoteModel | None = None  # as last read from the service, when it was
-    reason: str | None = None  # why it is not ACTIVE, in words
-    snapshots: tuple[Snapshot, ...] = ()  # progress seen after the model was read, if any
-    model_name: str = ""  # the model's name on the backend (or what it will be)
-    expected_steps: int | None = None  # the backend's step count, when known before training
-    hyperparameters: dict[str, Any] | None = None  # what the backend applies (default: the job's)
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -64,136 +42,120 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
-def public_endpoint(url: str) -> str:
-    """``url`` without user info, query or fragment: what a report may show."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
-def _interval(passed: float | None, n: int) -> dict[str, Any] | None:
-    if passed is None:
+def _interval(interval: Interval | None) -> dict[str, Any] | None:
+    if interval is None:
         return None
-    low, high = stats.wilson(passed, n)
-    return {"confidence": stats.CONFIDENCE, "method": "wilson", "low": round(low, 6),
-            "high": round(high, 6)}
+    return {"confidence": stats.CONFIDENCE, "method": "wilson", "low": interval.low,
+            "high": interval.high}
 
 
-def _answers(answers: tuple[Answer, ...], prefix: str = "") -> dict[str, Any]:
+def _paired(paired: PairedOutcome | None) -> dict[str, Any] | None:
+    if paired is None:
+        return None
+    return {"tuned_only": paired.tuned_only, "base_only": paired.base_only, "both": paired.both,
+            "neither": paired.neither, "excluded": paired.excluded, "p_value": paired.p_value,
+            "test": PAIRED_TEST, "improved": paired.improved}
+
+
+def _answers(answers: Answers, prefix: str = "") -> dict[str, Any]:
     """One side of a prompt's result: its (first) answer and verdict; with samples, each
     answer and the pass fraction."""
-    first_error = next((a.error for a in answers if a.error is not None), None)
-    shown = next((a for a in answers if a.error is None), answers[0])
-    values: dict[str, Any] = {f"{prefix}answer": shown.text, f"{prefix}error": first_error,
-                              f"{prefix}verdict": verdict(answers)}
-    if len(answers) > 1:
-        values[f"{prefix}pass_fraction"] = pass_fraction(answers)
-        values[f"{prefix}samples"] = [
-            {"answer": a.text, "error": a.error,
-             "verdict": "error" if a.error else "pass" if a.passed else "fail"} for a in answers]
+    values: dict[str, Any] = {f"{prefix}answer": answers.answer, f"{prefix}error": answers.error,
+                              f"{prefix}verdict": answers.verdict}
+    if answers.samples is not None:
+        values[f"{prefix}pass_fraction"] = answers.pass_fraction
+        values[f"{prefix}samples"] = [{"answer": s.answer, "error": s.error, "verdict": s.verdict}
+                                      for s in answers.samples]
     return values
 
 
-def eval_section(evaluation: EvalResult) -> dict[str, Any]:
-    """An eval as reports record it, with its statistics: each pass rate's Wilson interval,
-    and (with compare_base) the base and tuned verdicts paired by prompt, with the exact McNemar
-    p-value."""
-    n = len(evaluation.results)
-    paired = evaluation.paired
+def _gate(evaluation: EvalOutcome) -> str:
+    return "passed" if evaluation.gate_passed else "failed"
+
+
+def eval_json(evaluation: EvalOutcome) -> dict[str, Any]:
+    """An eval as reports record it, with its statistics."""
     return {
-        "generation_config": evaluation.generation_config,
+        "generation_config": dict(evaluation.generation_config),
         "min_pass_rate": evaluation.min_pass_rate,
         "require_improvement": evaluation.require_improvement,
         "significance": evaluation.significance,
         "samples": evaluation.samples,
-        "prompt_count": n,
-        "passed": round(evaluation.passed, 6),
+        "prompt_count": evaluation.prompt_count,
+        "passed": evaluation.passed,
         "pass_rate": evaluation.pass_rate,
-        "interval": _interval(evaluation.passed, n),
-        "base_passed": (None if evaluation.base_passed is None
-                        else round(evaluation.base_passed, 6)),
+        "interval": _interval(evaluation.interval),
+        "base_passed": evaluation.base_passed,
         "base_pass_rate": evaluation.base_pass_rate,
-        "base_interval": _interval(evaluation.base_passed, n),
-        "paired": None if paired is None else {
-            "tuned_only": paired.tuned_only, "base_only": paired.base_only,
-            "both": paired.both, "neither": paired.neither, "excluded": paired.excluded,
-            "p_value": paired.p_value, "test": PAIRED_TEST,
-            "improved": paired.improved(evaluation.significance)},
-        "gate": "passed" if evaluation.gate_passed else "failed",
+        "base_interval": _interval(evaluation.base_interval),
+        "paired": _paired(evaluation.paired),
+        "gate": _gate(evaluation),
         "errors": evaluation.errors,
-        "prompts": [{"input": r.input, "expect": r.expect.as_dict(), **_answers(r.tuned),
-                     **(_answers(r.base, "base_") if r.base is not None else {})}
-                    for r in evaluation.results],
+        "prompts": [{"input": p.input, "expect": dict(p.expect), **_answers(p.tuned),
+                     **(_answers(p.base, "base_") if p.base is not None else {})}
+                    for p in evaluation.prompts],
     }
 
 
-def build(status: JobStatus, backend: str, endpoint: str, evaluation: dict[str, Any] | None,
-          eval_status: str, tokens: dict[str, Any] | None = None) -> dict[str, Any]:
+def _curve(points: tuple[LossPoint, ...]) -> list[dict[str, Any]]:
+    return [{"step": p.step, "epoch": p.epoch, "mean_loss": p.mean_loss} for p in points]
+
+
+def as_json(result: JobResult) -> dict[str, Any]:
     """The JSON report of one job (see schemas/report.schema.json)."""
-    job, identity, model = status.job, status.identity, status.model
-    snapshots = status.snapshots or (model.snapshots if model is not None else ())
-    created = model.create_time if model else None
-    started = model.start_time if model else None
-    completed = model.complete_time if model else None
+    tokens, timings = result.tokens, result.timings
     return {
         "report_version": REPORT_VERSION,
-        "job": job.name,
-        "file": job.path,
-        "fingerprint": identity.fingerprint,
-        "tuned_model": status.model_name,
-        "state": status.state,
-        "service_state": model.service_state if model else None,
-        "reason": None if status.state == ACTIVE else status.reason,
-        "backend": backend,
-        "endpoint": public_endpoint(endpoint),
-        "base_model": job.base_model,
-        "hyperparameters": (status.hyperparameters if status.hyperparameters is not None
-                            else job.hyperparameters.as_dict()),
-        "example_count": identity.example_count,
-        "total_steps": (model.total_steps if model and model.total_steps
-                        else status.expected_steps),
-        "data_stats": model.stats.as_dict() if model and model.stats else None,
-        "tokens": tokens,
+        "job": result.job,
+        "file": result.file,
+        "fingerprint": result.fingerprint,
+        "tuned_model": result.tuned_model,
+        "state": result.state,
+        "service_state": result.service_state,
+        "reason": result.reason,
+        "backend": result.backend,
+        "endpoint": result.endpoint,
+        "base_model": result.base_model,
+        "hyperparameters": dict(result.hyperparameters),
+        "example_count": result.example_count,
+        "total_steps": result.total_steps,
+        "data_stats": None if result.data_stats is None else dict(result.data_stats),
+        "tokens": None if tokens is None else {
+            "examples": tokens.examples, "input": tokens.input, "output": tokens.output,
+            "total": tokens.total, "epochs": tokens.epochs, "trained": tokens.trained,
+            "exact": tokens.exact, "method": tokens.method},
         "timings": {
-            "created": created, "started": started, "completed": completed,
-            "duration_seconds": timestamps.seconds_between(started, completed),
+            "created": timings.created, "started": timings.started,
+            "completed": timings.completed, "duration_seconds": timings.duration_seconds,
         },
-        "loss_curve": [{"step": s.step, "epoch": s.epoch, "mean_loss": s.mean_loss}
-                       for s in snapshots],
-        "validation_curve": [{"step": s.step, "epoch": s.epoch, "mean_loss": s.mean_loss}
-                             for s in (model.validation if model else ())],
-        "kept_epoch": model.kept_epoch if model else None,
-        "stop_reason": model.stop_reason if model else None,
-        "device": model.device if model else None,
-        "eval_status": eval_status,
-        "eval": evaluation,
+        "loss_curve": _curve(result.loss_curve),
+        "validation_curve": _curve(result.validation_curve),
+        "kept_epoch": result.kept_epoch,
+        "stop_reason": result.stop_reason,
+        "device": result.device,
+        "eval_status": result.eval_status,
+        "eval": None if result.evaluation is None else eval_json(result.evaluation),
     }
 
 
-def _passing(report: dict[str, Any]) -> bool:
-    return report["state"] == ACTIVE and (report["eval"] is None
-                                          or report["eval"]["gate"] == "passed")
-
-
-def summary(reports: list[dict[str, Any]]) -> dict[str, Any]:
+def summary(results: Sequence[JobResult]) -> dict[str, Any]:
     """The whole run: every planned job, its state, why it is not ACTIVE, and its eval."""
-    def of_eval(r: dict[str, Any], key: str) -> Any:
-        return r["eval"].get(key) if r["eval"] else None
-
-    jobs = [{"job": r["job"], "tuned_model": r["tuned_model"], "state": r["state"],
-             "reason": r["reason"], "eval_status": r["eval_status"],
-             "prompt_count": of_eval(r, "prompt_count"), "samples": of_eval(r, "samples"),
-             "passed": of_eval(r, "passed"), "pass_rate": of_eval(r, "pass_rate"),
-             "interval": of_eval(r, "interval"), "base_passed": of_eval(r, "base_passed"),
-             "base_pass_rate": of_eval(r, "base_pass_rate"),
-             "base_interval": of_eval(r, "base_interval"), "paired": of_eval(r, "paired"),
-             "tokens_trained": (r.get("tokens") or {}).get("trained"),
-             "duration_seconds": r["timings"]["duration_seconds"],
-             "gate": of_eval(r, "gate"), "ok": _passing(r)}
-            for r in reports]
+    jobs = []
+    for r in results:
+        e = r.evaluation
+        jobs.append({
+            "job": r.job, "tuned_model": r.tuned_model, "state": r.state, "reason": r.reason,
+            "eval_status": r.eval_status, "prompt_count": e.prompt_count if e else None,
+            "samples": e.samples if e else None, "passed": e.passed if e else None,
+            "pass_rate": e.pass_rate if e else None,
+            "interval": _interval(e.interval) if e else None,
+            "base_passed": e.base_passed if e else None,
+            "base_pass_rate": e.base_pass_rate if e else None,
+            "base_interval": _interval(e.base_interval) if e else None,
+            "paired": _paired(e.paired) if e else None,
+            "tokens_trained": r.tokens.trained if r.tokens else None,
+            "duration_seconds": r.timings.duration_seconds,
+            "gate": _gate(e) if e else None, "ok": r.ok})
     return {"report_version": REPORT_VERSION, "ok": all(j["ok"] for j in jobs),
             "jobs_total": len(jobs), "jobs_ok": sum(j["ok"] for j in jobs), "jobs": jobs}
 
@@ -216,79 +178,124 @@ def _element(parent: ElementTree.Element, tag: str, text: str | None = None,
     return element
 
 
-def junit(reports: list[dict[str, Any]]) -> str:
+def junit(results: Sequence[JobResult]) -> str:
     """One suite per job: a case for its model's state (failing unless ACTIVE), then one per
     eval prompt."""
     suites = ElementTree.Element("testsuites", name="jobspec")
-    for report in reports:
-        prompts = report["eval"]["prompts"] if report["eval"] else []
-        active = report["state"] == ACTIVE
-        suite = _element(suites, "testsuite", name=report["job"], tests=str(len(prompts) + 1),
-                         failures=str(sum(p["verdict"] == "fail" for p in prompts) + (not active)),
-                         errors=str(sum(p["verdict"] == "error" for p in prompts)))
-        case = _element(suite, "testcase", classname=report["job"],
-                        name=f"{report['tuned_model']} is ACTIVE")
+    for result in results:
+        prompts = result.evaluation.prompts if result.evaluation else ()
+        active = result.state == ACTIVE
+        suite = _element(suites, "testsuite", name=result.job, tests=str(len(prompts) + 1),
+                         failures=str(sum(p.tuned.verdict == "fail" for p in prompts)
+                                      + (not active)),
+                         errors=str(sum(p.tuned.verdict == "error" for p in prompts)))
+        case = _element(suite, "testcase", classname=result.job,
+                        name=f"{result.tuned_model} is ACTIVE")
         if not active:
-            _element(case, "failure", report["reason"] or "",
-                     message=f"{report['state']}: {report['reason'] or 'not ACTIVE'}")
+            _element(case, "failure", result.reason or "",
+                     message=f"{result.state}: {result.reason or 'not ACTIVE'}")
         for prompt in prompts:
-            case = _element(suite, "testcase", classname=report["job"], name=prompt["input"])
-            expected = json.dumps(prompt["expect"], ensure_ascii=False)
-            if prompt["verdict"] == "fail":
-                _element(case, "failure", f"answer: {prompt['answer']!r}",
+            case = _element(suite, "testcase", classname=result.job, name=prompt.input)
+            expected = json.dumps(dict(prompt.expect), ensure_ascii=False)
+            if prompt.tuned.verdict == "fail":
+                _element(case, "failure", f"answer: {prompt.tuned.answer!r}",
                          message=f"expected {expected}")
-            elif prompt["verdict"] == "error":
-                _element(case, "error", prompt["error"], message="request failed")
+            elif prompt.tuned.verdict == "error":
+                _element(case, "error", prompt.tuned.error, message="request failed")
     ElementTree.indent(suites)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ElementTree.tostring(
         suites, encoding="unicode") + "\n"
 
 
-def write(directory: Path, reports: list[dict[str, Any]]) -> list[Path]:
+def _json_text(data: dict[str, Any]) -> str:
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+
+def write(directory: Path, results: Sequence[JobResult]) -> list[Path]:
     written = []
-    for report in reports:
-        for suffix, text in ((".json", json.dumps(report, indent=2, ensure_ascii=False) + "\n"),
-                             (".md", markdown(report))):
-            path = directory / f"{report['job']}{suffix}"
+    for result in results:
+        for suffix, text in ((".json", _json_text(as_json(result))), (".md", markdown(result))):
+            path = directory / f"{result.job}{suffix}"
             write_atomic(path, text)
             written.append(path)
-    data = summary(reports)
-    for name, text in (("summary.json", json.dumps(data, indent=2, ensure_ascii=False) + "\n"),
-                       ("SUMMARY.md", summary_markdown(data)), ("junit.xml", junit(reports))):
+    for name, text in (("summary.json", _json_text(summary(results))),
+                       ("SUMMARY.md", summary_markdown(results)), ("junit.xml", junit(results))):
         write_atomic(directory / name, text)
         written.append(directory / name)
     return written
 
 
-def earlier(directory: Path, job: str) -> dict[str, Any] | None:
-    """The report an earlier run wrote for ``job``, if there is a readable one."""
+def _read_interval(data: dict[str, Any] | None) -> Interval | None:
+    return None if data is None else Interval(data["low"], data["high"])
+
+
+def _read_answers(prompt: dict[str, Any], prefix: str = "") -> Answers:
+    samples = prompt.get(f"{prefix}samples")
+    return Answers(prompt[f"{prefix}answer"], prompt[f"{prefix}error"], prompt[f"{prefix}verdict"],
+                   prompt.get(f"{prefix}pass_fraction"),
+                   None if samples is None else tuple(Sample(s["answer"], s["error"], s["verdict"])
+                                                      for s in samples))
+
+
+def _read_eval(data: Any) -> EvalOutcome | None:
+    """An eval as an earlier report recorded it; None when it recorded none, or not all that
+    this jobspec records (an older jobspec wrote no statistics)."""
+    if not isinstance(data, dict):
+        return None
+    try:
+        paired = data["paired"]
+        return EvalOutcome(
+            generation_config=data["generation_config"], min_pass_rate=data["min_pass_rate"],
+            require_improvement=data["require_improvement"], significance=data["significance"],
+            samples=data["samples"], prompt_count=data["prompt_count"], passed=data["passed"],
+            pass_rate=data["pass_rate"], interval=_read_interval(data["interval"]),
+            base_passed=data["base_passed"], base_pass_rate=data["base_pass_rate"],
+            base_interval=_read_interval(data["base_interval"]),
+            paired=None if paired is None else PairedOutcome(
+                paired["tuned_only"], paired["base_only"], paired["both"], paired["neither"],
+                paired["excluded"], paired["p_value"], paired["improved"]),
+            gate_passed={"passed": True, "failed": False}[data["gate"]], errors=data["errors"],
+            prompts=tuple(PromptOutcome(p["input"], p["expect"], _read_answers(p),
+                                        _read_answers(p, "base_") if "base_verdict" in p
+                                        else None)
+                          for p in data["prompts"]))
+    except (KeyError, TypeError, AttributeError):
+        return None
+
+
+def _read_curve(points: list[dict[str, Any]]) -> tuple[LossPoint, ...]:
+    return tuple(LossPoint(p["step"], p["epoch"], p["mean_loss"]) for p in points)
+
+
+def from_json(data: dict[str, Any]) -> JobResult:
+    """The result a JSON report records (``as_json``'s inverse). Raises KeyError, TypeError or
+    AttributeError when it is not one; an eval it cannot read is None."""
+    tokens, timings = data["tokens"], data["timings"]
+    return JobResult(
+        job=data["job"], file=data["file"], fingerprint=data["fingerprint"],
+        tuned_model=data["tuned_model"], state=data["state"],
+        service_state=data["service_state"], reason=data["reason"], backend=data["backend"],
+        endpoint=data["endpoint"], base_model=data["base_model"],
+        hyperparameters=data["hyperparameters"], example_count=data["example_count"],
+        total_steps=data["total_steps"], data_stats=data["data_stats"],
+        tokens=None if tokens is None else Tokens(**tokens),
+        timings=Timings(timings["created"], timings["started"], timings["completed"],
+                        timings["duration_seconds"]),
+        loss_curve=_read_curve(data["loss_curve"]),
+        validation_curve=_read_curve(data["validation_curve"]),
+        kept_epoch=data["kept_epoch"], stop_reason=data["stop_reason"], device=data["device"],
+        eval_status=data["eval_status"], evaluation=_read_eval(data["eval"]))
+
+
+def earlier(directory: Path, job: str) -> JobResult | None:
+    """The result an earlier run reported for ``job``, if there is a readable report."""
     try:
         old = json.loads((directory / f"{job}.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return old if isinstance(old, dict) and old.get("report_version") == REPORT_VERSION else None
-
-
-def matching_eval(previous: dict[str, Any] | None, status: JobStatus, backend: str,
-                  endpoint: str, generation_config: dict[str, Any]) -> dict[str, Any] | None:
-    """The eval of an earlier report when it asked exactly what the job asks now (prompts,
-    expectations, gate, compare_base, generation config, samples) of the same model (name and
-    fingerprint) on the same backend and endpoint; else None."""
-    job = status.job
-    if previous is None or job.eval is None or not isinstance(previous.get("eval"), dict):
+    if not isinstance(old, dict) or old.get("report_version") != REPORT_VERSION:
         return None
-    same_model = (previous.get("tuned_model") == status.model_name
-                  and previous.get("fingerprint") == status.identity.fingerprint
-                  and previous.get("backend") == backend
-                  and previous.get("endpoint") == public_endpoint(endpoint))
-    old = previous["eval"]
-    asked = [(p.get("input"), p.get("expect")) for p in old.get("prompts", [])]
-    wanted = [(p.input, p.expect.as_dict()) for p in job.eval.prompts]
-    same_asks = (asked == wanted and old.get("min_pass_rate") == job.eval.min_pass_rate
-                 and (old.get("base_pass_rate") is not None) == job.eval.compare_base
-                 and old.get("generation_config") == generation_config
-                 # an eval an older jobspec wrote has none of these, nor its statistics
-                 and old.get("samples") == job.eval.samples
-                 and old.get("require_improvement") == job.eval.require_improvement
-                 and old.get("significance") == job.eval.significance)
-    return old if same_model and same_asks else None
+    try:
+        return from_json(old)
+    except (KeyError, TypeError, AttributeError):
+        return None

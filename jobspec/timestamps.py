@@ -1,4 +1,5 @@
-"""RFC 3339 timestamps as the Gemini API writes them (protobuf's JSON ``Timestamp``).
+"""RFC 3339 timestamps as the Gemini API writes them (protobuf's JSON ``Timestamp``), and the
+durations between them, in numbers and in words.
 
 Google writes 0, 3, 6 or 9 fractional digits and a ``Z``: ``2024-03-14T15:11:23.766989274Z``.
 ``datetime.fromisoformat`` on Python 3.10 rejects both the ``Z`` and more than six digits, so
@@ -43,3 +44,13 @@ def seconds_between(start: str | None, end: str | None) -> float | None:
     if first is None or last is None:
         return None
     return round((last - first).total_seconds(), 3)
+
+
+def duration_text(seconds: float) -> str:
+    """``45s``, ``3m 20s``, ``2h 05m``."""
+    whole = round(seconds)
+    if whole < 60:
+        return f"{max(whole, 1)}s"
+    if whole < 3600:
+        return f"{whole // 60}m {whole % 60:02d}s"
+    return f"{whole // 3600}h {whole % 3600 // 60:02d}m"

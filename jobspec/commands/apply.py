@@ -14,16 +14,16 @@ import threading
 import time
 from collections.abc import Iterator
 
-from .. import errors, estimate, reconcile
+from .. import errors, estimate, reconcile, results
 from ..backends import registry
 from ..backends.base import ACTIVE, CREATING, Backend
 from ..errors import Interrupted, UsageError
-from ..reconcile import ApplyOptions, Outcome, PollPolicy
-from ..report import JobStatus
+from ..reconcile import ApplyOptions, PollPolicy
+from ..results import EvalMode
 from . import planview, replay
 from .common import load_jobs, open_backend
 from .progress import printer_for
-from .results import EvalMode, add_report_arguments, evaluate_and_report, report_directory
+from .results import add_report_arguments, evaluate_and_report, report_directory
 
 DEFAULT_TIMEOUT_SECONDS = 24 * 3600.0
 DEFAULT_PARALLEL = 4
@@ -128,29 +128,12 @@ def _interrupts_cut_waits(stop: threading.Event, backend: Backend) -> Iterator[N
         signal.signal(signal.SIGINT, previous)
 
 
-def _status(outcome: Outcome, args: argparse.Namespace) -> JobStatus:
-    """What the reports say of one job after apply."""
-    job_plan = outcome.job_plan
-    model = outcome.model
-    if model is None and job_plan.action in (reconcile.FAILED_ACTION, reconcile.IN_PROGRESS):
-        model = job_plan.current  # the model as planned: a FAILED one left alone, or training
-    # The name the service gave it (a backend that names its own runs does so at create).
-    name = (model.name if model else outcome.progress.model_name if outcome.progress
-            else job_plan.model_name)
-    if outcome.state == ACTIVE:
-        return JobStatus(job_plan.job, job_plan.identity, ACTIVE, model, model_name=name,
-                         expected_steps=job_plan.expected_steps,
-                         hyperparameters=job_plan.hyperparameters)
-    snapshots = outcome.progress.snapshots if outcome.progress else ()  # newer than the plan's
-    reason = outcome.error
-    if reason is None and outcome.state == CREATING:
-        reason = ("submitted; not waited for (--no-wait)" if args.no_wait else
-                  f"still training when --timeout {_seconds(args.timeout)}s ran out; training "
-                  "goes on: apply again to keep waiting")
-    return JobStatus(job_plan.job, job_plan.identity, outcome.state, model,
-                     reason or "not ACTIVE", snapshots, model_name=name,
-                     expected_steps=job_plan.expected_steps,
-                     hyperparameters=job_plan.hyperparameters)
+def _still_training(args: argparse.Namespace) -> str:
+    """Why a model still training at the end of apply was not waited for to the end."""
+    if args.no_wait:
+        return "submitted; not waited for (--no-wait)"
+    return (f"still training when --timeout {_seconds(args.timeout)}s ran out; training goes on: "
+            "apply again to keep waiting")
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
@@ -178,7 +161,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
                     outcomes = applier.run(plan)
                 finally:
                     display.close()
-                statuses = [_status(o, args) for o in outcomes]
+                still_training = _still_training(args)
+                statuses = [results.status_after_apply(o, still_training) for o in outcomes]
                 gates_passed = evaluate_and_report(
                     statuses, backend, report_directory(args),
                     EvalMode.SKIP if args.skip_eval else EvalMode.REUSE)

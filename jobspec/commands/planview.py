@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from ..backends.base import RemoteModel
-from ..estimate import PRICE_VARIABLE, JobEstimate, Totals, cost_text, duration_text, totals
+from ..estimate import PRICE_VARIABLE, JobEstimate, Totals, cost_text, totals
 from ..reconcile import CREATE, FAILED_ACTION, IN_PROGRESS, RECREATE, UNCHANGED, JobPlan, Plan
+from ..timestamps import duration_text
 
 SYMBOLS = {CREATE: "+", UNCHANGED: "=", IN_PROGRESS: "~", FAILED_ACTION: "!", RECREATE: "±"}
 GITHUB_COMMENT_LIMIT = 65_536
