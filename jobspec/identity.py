@@ -20,7 +20,6 @@ from .errors import ConfigErrors
 from .spec import FORMAT_VERSION, Job, examples_problems
 
 FINGERPRINT_PREFIX_LENGTH = 8
-MODEL_ID_CHOICES = 4  # ids a job's model may take on a service where ids are first come
 
 
 @dataclass(frozen=True)
@@ -69,23 +68,6 @@ def examples_digest(examples: Iterable[Example]) -> str:
 
 def tuned_model_id(name: str, fingerprint: str) -> str:
     return f"{name}-{fingerprint[:FINGERPRINT_PREFIX_LENGTH]}"
-
-
-def tuned_model_ids(identity: Identity, owner_id: str) -> list[str]:
-    """The ids a job's model may take where one namespace holds every owner's models (the
-    Gemini API, the local service), in the order to try them. First ``<name>-<8 hex of the
-    fingerprint>`` (``Identity.tuned_model_id``), the id every model had before owners were told
-    apart, so that a model an owner has keeps its id. Then, for an owner whose first id another
-    owner's model holds, the same name with 8 hex of the fingerprint mixed with its owner id:
-    the same on every run, and not another owner's. Every id has the first's length, so each
-    fits where it does. An owner finds its model by what is recorded on it (job, fingerprint,
-    owner), not by its id, so which of these it got does not matter later."""
-    name = identity.tuned_model_id[:-FINGERPRINT_PREFIX_LENGTH - 1]
-    ids = [identity.tuned_model_id]
-    for choice in range(1, MODEL_ID_CHOICES):
-        mixed = hashlib.sha256(f"{identity.fingerprint}:{owner_id}:{choice}".encode()).hexdigest()
-        ids.append(tuned_model_id(name, mixed))
-    return ids
 
 
 def identify(job: Job) -> Identity:

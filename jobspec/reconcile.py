@@ -10,7 +10,6 @@ this workspace's. Nothing here knows which backend it talks to.
 from __future__ import annotations
 
 import threading
-from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from typing import Any
 
 import tenacity
 
+from . import ownership
 from .backends.base import (ACTIVE, CREATING, FAILED, Backend, PollDefaults, Progress,
                             RemoteModel)
 from .errors import Interrupted, JobSpecError, PermanentBackendError
@@ -91,29 +91,18 @@ def plan(jobs: list[tuple[Job, Identity]], backend: Backend, *,
          recreate_failed: bool = False) -> Plan:
     """One paginated listing of the service's models, compared with every job.
 
-    A job's current model is this workspace's own (``Backend.current``): another owner's model
-    of the same job and examples is not used, even under the same id. Only models this
+    A job's current model is this workspace's own (``ownership.job_models``): another owner's
+    model of the same job and examples is not used, even under the same id. Only models this
     workspace owns can be superseded (and so pruned); a model of the same job name that another
     repository, checkout or older jobspec created is listed as foreign and left alone.
     """
     models = backend.list_models()
-    by_job: dict[str, list[RemoteModel]] = defaultdict(list)
-    for model in models:
-        if model.managed:
-            by_job[model.job].append(model)
     owner_id = backend.owner.id
     planned = []
     for job, identity in jobs:
-        # This owner's own model of the job's examples, never another's (whatever its id).
-        current = backend.current(models, job, identity)
-        kept = current.name if current else None
-        # This owner's models of other fingerprints; one of the same fingerprint is a retry,
-        # not superseded. Every other model of the job (another owner's, whatever its
-        # fingerprint) is shown and left alone.
-        superseded = tuple(m for m in by_job[job.name] if m.owned_by(owner_id)
-                           and m.fingerprint != identity.fingerprint)
-        foreign = tuple(m for m in by_job[job.name] if not m.owned_by(owner_id)
-                        and m.name != kept)
+        found = ownership.job_models(models, owner_id, job.name, identity.fingerprint,
+                                     backend.legacy_name(identity))
+        current, superseded, foreign = found.current, found.superseded, found.foreign
         percent = None
         if current is None:
             action = CREATE
@@ -124,13 +113,14 @@ def plan(jobs: list[tuple[Job, Identity]], backend: Backend, *,
             steps = current.snapshots[-1].step if current.snapshots else 0
             expected = current.total_steps or backend.expected_steps(job, identity)
             percent = 100.0 * steps / expected if expected else None
-        elif recreate_failed and recreate_refusal(current, owner_id) is None:
+        elif recreate_failed and ownership.recreate(current, owner_id).allowed:
             action = RECREATE
         else:
             action = FAILED_ACTION
         reasons: tuple[str, ...] = ()
         if action == FAILED_ACTION and recreate_failed:
-            reasons = (f"--recreate-failed leaves it: {recreate_refusal(current, owner_id)}",)
+            reasons = ("--recreate-failed leaves it: "
+                       f"{ownership.recreate(current, owner_id).reason}",)
         if action == CREATE and superseded:
             newest = max(superseded, key=lambda m: m.create_time or "")
             reasons = _why(job, backend.hyperparameters(job), newest)
@@ -218,9 +208,9 @@ class Applier:
         now it may have been replaced, and only a FAILED model this workspace made may go."""
         model = self.backend.get_model(job_plan.model_name)
         if model is not None:
-            refusal = recreate_refusal(model, self.backend.owner.id)
-            if refusal:
-                raise PermanentBackendError(f"{model.name}: not deleted: {refusal}")
+            decision = ownership.recreate(model, self.backend.owner.id)
+            if not decision.allowed:
+                raise PermanentBackendError(f"{model.name}: not deleted: {decision.reason}")
             self.on_event(Event(job_plan.job.name, "deleted",
                                 self.backend.remove(model, "failed")))
 
@@ -274,19 +264,24 @@ class Applier:
         self._settle(outcome, progress)
 
     def _prune(self, outcomes: list[Outcome]) -> None:
-        """Delete superseded models, but only of jobs whose replacement is ACTIVE: a job whose
-        new model failed or still trains keeps the model that works."""
+        """Delete superseded models that ``ownership.prune`` allows: only of jobs whose
+        replacement is ACTIVE, so that a job whose new model failed or still trains keeps the
+        model that works. Those kept are told once per job and reason."""
         for outcome in outcomes:
             job_plan = outcome.job_plan
-            if not job_plan.superseded:
-                continue
-            if outcome.state != ACTIVE:
-                self.on_event(Event(job_plan.job.name, "kept", "kept superseded models: "
-                                    f"{job_plan.model_name} is not ACTIVE yet"))
-                continue
+            kept: list[str] = []
             for model in job_plan.superseded:
+                decision = ownership.prune(model, self.backend.owner.id, job_plan.job.name,
+                                           job_plan.identity.fingerprint, job_plan.model_name,
+                                           outcome.state)
+                if not decision.allowed:
+                    kept += [decision.reason] if decision.reason not in kept else []
+                    continue
                 self.on_event(Event(job_plan.job.name, "deleted",
                                     self.backend.remove(model, "superseded")))
+            for reason in kept:
+                self.on_event(Event(job_plan.job.name, "kept",
+                                    f"kept superseded models: {reason}"))
 
     def run(self, plan: Plan) -> list[Outcome]:
         outcomes = [Outcome(j) for j in plan.jobs]
@@ -325,17 +320,6 @@ class Applier:
         except BaseException:  # Ctrl-C, or a bug: tell the other threads to stop waiting
             self.stop.set()
             raise
-
-
-def recreate_refusal(model: RemoteModel, owner_id: str) -> str | None:
-    """Why --recreate-failed must not delete ``model``, or None when it may."""
-    if not model.managed:
-        return "jobspec did not create it (its description has no jobspec mark)"
-    if not model.owned_by(owner_id):
-        return "another workspace created it (see `jobspec get`; --owner names this workspace)"
-    if model.state != FAILED:
-        return f"it is {model.state}, not FAILED"
-    return None
 
 
 def identify_all(jobs: list[Job]) -> list[tuple[Job, Identity]]:

@@ -116,7 +116,8 @@ class RemoteModel:
     complete_time: str | None = None
     snapshots: tuple[Snapshot, ...] = ()
     # What jobspec recorded when it created the model (each backend records it its own way);
-    # all None for a model jobspec did not create, which it never prunes or deletes.
+    # all None for a model jobspec did not create, which it never prunes or deletes (whose a
+    # model is, and what jobspec may do with it: ownership.py).
     job: str | None = None
     fingerprint: str | None = None
     owner: str | None = None  # the owning workspace's id (workspace.Owner.id); None: unrecorded
@@ -140,9 +141,6 @@ class RemoteModel:
     def managed(self) -> bool:
         """Whether jobspec created this model."""
         return self.job is not None
-
-    def owned_by(self, owner_id: str) -> bool:
-        return self.managed and self.owner == owner_id
 
     @property
     def generation_target(self) -> str:
@@ -206,9 +204,10 @@ class Backend(Protocol):
     def list_models(self) -> list[RemoteModel]:
         """Every model that may matter to this workspace's jobs, across all pages: its own and
         (where the service can list them) other workspaces' of the same job names."""
-    def current(self, models: list[RemoteModel], job: Job,
-                identity: Identity) -> RemoteModel | None:
-        """Of ``models``, the one that is (or is becoming) ``identity``'s tuned model."""
+    def legacy_name(self, identity: Identity) -> str | None:
+        """The one name a model of ``identity``'s examples could have had when made by a
+        jobspec from before owners were recorded (None: no such model can exist here); such a
+        model counts as the job's (``ownership.Standing.LEGACY_CURRENT``)."""
     def planned_name(self, identity: Identity, models: Sequence[RemoteModel] = ()) -> str:
         """What the model will be called, for plans, given the service's ``models`` (an id
         another owner's model holds is not this job's; a backend that chooses its own ids
@@ -305,36 +304,6 @@ class BackendType:
     # The job file's `backend` settings that only this type takes (beyond type and endpoint):
     # another type's job that gives one is refused at its line.
     job_settings: tuple[str, ...] = ()
-
-
-def is_own(model: RemoteModel, job: Job, identity: Identity, owner_id: str,
-           legacy_name: str | None = None) -> bool:
-    """Whether ``model`` is this owner's model of ``job`` with ``identity``'s examples: what
-    jobspec recorded on it names the job, the fingerprint and this owner. A model recorded
-    with no owner (made by a jobspec from before owners were recorded) counts only under
-    ``legacy_name``, the one id such a model could have: it is kept, not trained again, and
-    never pruned (see ``RemoteModel.owned_by``)."""
-    if model.job != job.name or model.fingerprint != identity.fingerprint:
-        return False
-    if model.owner is None:
-        return legacy_name is not None and model.name == legacy_name
-    return model.owner == owner_id
-
-
-def newest(models: Sequence[RemoteModel]) -> RemoteModel:
-    """The latest created of ``models`` (RFC 3339 times in UTC sort as strings)."""
-    return max(models, key=lambda m: (m.create_time or "", m.name))
-
-
-def own_current(models: Sequence[RemoteModel], job: Job, identity: Identity, owner_id: str,
-                legacy_name: str | None = None) -> RemoteModel | None:
-    """Of ``models``, this owner's model of the job and its examples (``is_own``): the newest
-    that has not failed, else the newest. Another owner's model is never current, whatever
-    its id or its state."""
-    mine = [m for m in models if is_own(m, job, identity, owner_id, legacy_name)]
-    if not mine:
-        return None
-    return newest([m for m in mine if m.state != FAILED] or mine)
 
 
 @dataclass(frozen=True)

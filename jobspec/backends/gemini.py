@@ -14,13 +14,13 @@ from .. import auth, data, wire
 from ..client import ApiClient
 from ..data import Example
 from ..errors import ConfigError, JobSpecError, PermanentBackendError
-from ..identity import Identity, tuned_model_ids
+from ..identity import Identity
+from ..ownership import adopt, tuned_model_ids
 from ..spec import Job
 from ..workspace import Owner
 from . import generate, tokencount, uploads
 from .base import (ACTIVE, CREATING, FAILED, BackendType, ExampleStreams, OpenRequest,
-                   PollDefaults, Progress, RemoteModel, Snapshot, TokenCount, example_streams,
-                   is_own, own_current)
+                   PollDefaults, Progress, RemoteModel, Snapshot, TokenCount, example_streams)
 from .endpoints import Endpoint, check_destination
 
 GOOGLE_ENDPOINT = "https://generativelanguage.googleapis.com"
@@ -117,11 +117,11 @@ def _model_path(name: str) -> str:
 
 class GeminiBackend:
     """tunedModels, their operations and generateContent, over one ApiClient. The tuned model's
-    id is jobspec's (``identity.tuned_model_ids``: one namespace holds every owner's models), so
-    a repeated create meets ALREADY_EXISTS and adopts what an earlier, interrupted create of
-    this owner made; a model of another owner under that id is left alone, and the next id is
-    taken. A job's model is found by its mark (job, fingerprint, owner), never by its id
-    alone."""
+    id is jobspec's (``ownership.tuned_model_ids``: one namespace holds every owner's
+    models), so a repeated create meets ALREADY_EXISTS and adopts what an earlier, interrupted
+    create of this owner made (``ownership.adopt``); a model of another owner under that id is
+    left alone, and the next id is taken. A job's model is found by its mark (job,
+    fingerprint, owner), never by its id alone."""
 
     def __init__(self, name: str, client: ApiClient, owner: Owner,
                  poll: PollDefaults = POLL, *, counts_examples: bool = False,
@@ -155,10 +155,9 @@ class GeminiBackend:
     def list_models(self) -> list[RemoteModel]:
         return [tuned_model_from_wire(m) for m in self.client.paginate("tunedModels", "tunedModels")]
 
-    def current(self, models: list[RemoteModel], job: Job,
-                identity: Identity) -> RemoteModel | None:
-        return own_current(models, job, identity, self.owner.id,
-                           legacy_name=_model_path(identity.tuned_model_id))
+    def legacy_name(self, identity: Identity) -> str:
+        """The job's first id, which every model had before owners were recorded."""
+        return _model_path(identity.tuned_model_id)
 
     def planned_name(self, identity: Identity, models: Sequence[RemoteModel] = ()) -> str:
         """The first of the job's ids (``tuned_model_ids``) that no model holds: the id create
@@ -233,8 +232,9 @@ class GeminiBackend:
                 if exc.status != "ALREADY_EXISTS" and exc.http_status != 409:
                     raise self._located(exc, streams.training) from None
                 there = self.get_model(model_id)
-                if there is not None and is_own(there, job, identity, self.owner.id,
-                                                legacy_name=_model_path(ids[0])):
+                if there is not None and adopt(there, self.owner.id, job.name,
+                                               identity.fingerprint,
+                                               self.legacy_name(identity)).allowed:
                     return dataclasses.replace(self.progress(there.name), adopted=True)
                 continue
             return self._progress_from_operation(operation)

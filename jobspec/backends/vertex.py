@@ -32,12 +32,12 @@ from ..client import ApiClient
 from ..errors import (AuthError, ConfigError, Interrupted, Location, PermanentBackendError,
                       TransientBackendError, UsageError)
 from ..identity import Identity
+from ..ownership import adopt, newest
 from ..spec import Job
 from ..workspace import Owner
 from . import generate
-from .base import (CREATING, FAILED, BackendOptions, BackendType, OpenRequest, PollDefaults,
-                   Progress, RemoteModel, TokenCount, is_own, newest, own_current,
-                   training_and_validation)
+from .base import (CREATING, BackendOptions, BackendType, OpenRequest, PollDefaults,
+                   Progress, RemoteModel, TokenCount, training_and_validation)
 from .endpoints import Endpoint, checked_url, check_destination
 from .gcs import STORAGE_ENDPOINT, StagingBucket, Storage, rechunk
 from .tuningjobs import (JSONL_EXAMPLE_BYTES, LABEL_FINGERPRINT, LABEL_NAME, LABEL_OWNER,
@@ -198,12 +198,14 @@ class VertexBackend:
     def list_models(self) -> list[RemoteModel]:
         return self._list(**{LABEL_OWNER: self.owner.id})
 
-    def _of(self, models: list[RemoteModel], job: Job, identity: Identity) -> list[RemoteModel]:
-        return [m for m in models if is_own(m, job, identity, self.owner.id)]
+    def _adoptable(self, models: list[RemoteModel], job: Job, identity: Identity,
+                   existed: set[str]) -> list[RemoteModel]:
+        """What a create takes instead of making a job (``ownership.adopt``)."""
+        return [m for m in models if adopt(m, self.owner.id, job.name, identity.fingerprint,
+                                           existed=existed).allowed]
 
-    def current(self, models: list[RemoteModel], job: Job,
-                identity: Identity) -> RemoteModel | None:
-        return own_current(models, job, identity, self.owner.id)
+    def legacy_name(self, identity: Identity) -> None:
+        return None  # every tuning job jobspec made here is labelled with its owner
 
     def planned_name(self, identity: Identity, models: Sequence[RemoteModel] = ()) -> str:
         return f"tuningJobs/(new) {identity.tuned_model_id}"
@@ -298,11 +300,11 @@ class VertexBackend:
         known: set[str] | None = None  # the jobs there before this create
         staged, failed, attempt = None, None, 0
         while True:
-            found = self._of(self._list(**labels), job, identity)
+            found = self._list(**labels)
             known = {m.name for m in found} if known is None else known
-            adopt = [m for m in found if m.state != FAILED or m.name not in known]
-            if adopt:
-                return progress_of(newest(adopt), adopted=True)
+            taken = self._adoptable(found, job, identity, known)
+            if taken:
+                return progress_of(newest(taken), adopted=True)
             if failed is not None:  # the last attempt's create made nothing, and none is left
                 raise TransientBackendError(
                     f"{failed.message} (creating the tuning job: gave up after {attempt} "
@@ -340,8 +342,7 @@ class VertexBackend:
         policy, sent = self.client.retry, time.monotonic()
         wait = policy.initial_wait
         while True:
-            found = self._of(self._list(**labels), job, identity)
-            made = [m for m in found if m.state != FAILED or m.name not in known]
+            made = self._adoptable(self._list(**labels), job, identity, known)
             waited = time.monotonic() - sent
             if made or waited >= LISTING_SETTLE_SECONDS:
                 return made

@@ -7,30 +7,23 @@ import json
 import os
 import sys
 
-from .. import errors, spec
+from .. import errors, ownership, spec
 from ..backends import registry
 from ..backends.base import RemoteModel
 from ..errors import UsageError
 from .common import backend_options, describe, open_backend
 
 
-def _ownership(model: RemoteModel, owner_id: str) -> str:
-    if not model.managed:
-        return "not jobspec's"
-    if model.owned_by(owner_id):
-        return "this workspace"
-    return "another workspace" if model.owner else "unrecorded"
-
-
 def _rows(models: list[RemoteModel], owner_id: str) -> list[dict]:
     rows = []
     for model in models:
         last = model.snapshots[-1] if model.snapshots else None
+        standing = ownership.standing(model, owner_id)
         rows.append({
             "name": model.name, "state": model.state, "state_label": model.state_label,
             "base_model": model.base_model,
             "job": model.job, "fingerprint": model.fingerprint, "owner": model.owner,
-            "owned": model.owned_by(owner_id), "ownership": _ownership(model, owner_id),
+            "owned": standing.owned, "ownership": standing.label,
             "step": last.step if last else None, "epoch": last.epoch if last else None,
             "loss": last.mean_loss if last else None, "created": model.create_time,
             "stats": model.stats.as_dict() if model.stats else None, "error": model.error,
@@ -61,18 +54,6 @@ def cmd_get(args: argparse.Namespace) -> int:
     for row in table:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
     return errors.EXIT_OK
-
-
-def _deletable(model: RemoteModel, owner_id: str, named: bool, force: bool) -> str | None:
-    """Why ``model`` must be left alone, or None when it may be deleted."""
-    if model.owned_by(owner_id) or (named and force):
-        return None
-    why = ("jobspec did not create it" if not model.managed else
-           "its owner was not recorded (an older jobspec made it)" if model.owner is None else
-           f"another workspace owns it (owner {model.owner})")
-    if named:
-        return f"{why}; add --force to delete it anyway"
-    return f"{why}; to delete it, name it: jobspec delete {model.name} --force"
 
 
 def _is_model_name(target: str) -> bool:
@@ -109,24 +90,23 @@ def cmd_delete(args: argparse.Namespace) -> int:
             named = model.name in model_names
             if not named and model.job not in job_names:
                 continue
-            refusal = _deletable(model, owner_id, named, args.force)
-            (kept if refusal else doomed).append((model, named))
-        for model, named in kept:
-            print(f"left alone {model.name} ({model.state}): "
-                  f"{_deletable(model, owner_id, named, args.force)}", file=sys.stderr)
+            decision = ownership.delete(model, owner_id, named, args.force)
+            (doomed if decision.allowed else kept).append((model, named, decision.reason))
+        for model, _, why in kept:
+            print(f"left alone {model.name} ({model.state}): {why}", file=sys.stderr)
         # Other workspaces' models of a named job are left alone as a matter of course; a model
         # named by its id and refused means the command did not do what it was asked.
-        refused_named = any(named for _, named in kept)
+        refused_named = any(named for _, named, _ in kept)
         if not doomed:
             print("Nothing to delete.", file=sys.stderr)
             return errors.EXIT_FAILURE if refused_named else errors.EXIT_OK
-        listing = "\n".join(f"  {m.name} ({m.state})" for m, _ in doomed)
+        listing = "\n".join(f"  {m.name} ({m.state})" for m, _, _ in doomed)
         if not args.yes:
             reply = input(f"Delete these models?\n{listing}\nType 'yes' to confirm: ")
             if reply.strip() != "yes":
                 print("Nothing deleted.", file=sys.stderr)
                 return errors.EXIT_FAILURE
-        for model, _ in doomed:
+        for model, _, _ in doomed:
             print(backend.remove(model), file=sys.stderr)
     finally:
         backend.close()

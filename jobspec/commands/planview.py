@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..backends.base import RemoteModel
 from ..estimate import PRICE_VARIABLE, JobEstimate, Totals, cost_text, totals
+from ..ownership import FOREIGN_ACTION, FOREIGN_NOTE, foreign_note
 from ..reconcile import CREATE, FAILED_ACTION, IN_PROGRESS, RECREATE, UNCHANGED, JobPlan, Plan
 from ..timestamps import duration_text
 
@@ -33,11 +33,6 @@ def _detail(job_plan: JobPlan) -> str:
     if job_plan.action == UNCHANGED:
         return f"{job_plan.model_name} (ACTIVE)"
     return job_plan.model_name
-
-
-def _foreign(model: RemoteModel) -> str:
-    who = "no recorded owner" if model.owner is None else f"owner {model.owner}"
-    return f"belongs to another workspace ({who}): left alone"
 
 
 def _size(e: JobEstimate) -> str:
@@ -112,7 +107,7 @@ def text(plan: Plan, estimates: list[JobEstimate] | None = None) -> str:
             lines.append(f"  - {job_plan.job.name:<{width}}  superseded {model.name} "
                          "(apply --prune deletes it)")
         for model in job_plan.foreign:
-            lines.append(f"  · {job_plan.job.name:<{width}}  {model.name} {_foreign(model)}")
+            lines.append(f"  · {job_plan.job.name:<{width}}  {model.name} {foreign_note(model)}")
     lines.append("")
     if estimates:
         lines.append(totals_line(totals(estimates), estimates[0].price is not None))
@@ -226,8 +221,8 @@ def markdown(plan: Plan, limit: int = GITHUB_COMMENT_LIMIT,
             rows.append(f"| - | `{_cell(job_plan.job.name)}` | superseded | `{model.name}` | "
                         "deleted by `apply --prune` |")
         for model in job_plan.foreign:
-            rows.append(f"| · | `{_cell(job_plan.job.name)}` | other workspace | `{model.name}` | "
-                        "left alone |")
+            rows.append(f"| · | `{_cell(job_plan.job.name)}` | {FOREIGN_ACTION} | "
+                        f"`{model.name}` | {FOREIGN_NOTE} |")
     footer = ["", f"<sub>endpoint {plan.endpoint}</sub>"]
     tables = [([], rows, [], "| … | {} more rows not shown | | | |")]
     if estimates:
