@@ -10,10 +10,10 @@ this workspace's. Nothing here knows which backend it talks to.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import tenacity
 
@@ -87,48 +87,69 @@ def _show(value: object) -> str:
     return "unset" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 
+class Naming(Protocol):
+    """What comparing jobs with a service's models needs of its backend: how it names and
+    trains a job's model, all known without asking the service (a ``Backend`` is one)."""
+
+    name: str  # the backend's, for the plan's header
+    endpoint: str
+    owner: Owner  # the workspace whose plan it is
+
+    def legacy_name(self, identity: Identity) -> str | None: ...
+    def planned_name(self, identity: Identity, models: Sequence[RemoteModel] = ()) -> str: ...
+    def expected_steps(self, job: Job, identity: Identity) -> int | None: ...
+    def hyperparameters(self, job: Job) -> dict[str, Any]: ...
+
+
 def plan(jobs: list[tuple[Job, Identity]], backend: Backend, *,
          recreate_failed: bool = False) -> Plan:
-    """One paginated listing of the service's models, compared with every job.
+    """One paginated listing of the service's models, compared with every job."""
+    return compare(jobs, backend.list_models(), backend, recreate_failed=recreate_failed)
+
+
+def compare(jobs: Sequence[tuple[Job, Identity]], models: Sequence[RemoteModel],
+            naming: Naming, *, recreate_failed: bool = False) -> Plan:
+    """Every job compared with ``models``, the service's listing; no I/O.
 
     A job's current model is this workspace's own (``ownership.job_models``): another owner's
     model of the same job and examples is not used, even under the same id. Only models this
     workspace owns can be superseded (and so pruned); a model of the same job name that another
     repository, checkout or older jobspec created is listed as foreign and left alone.
     """
-    models = backend.list_models()
-    owner_id = backend.owner.id
-    planned = []
-    for job, identity in jobs:
-        found = ownership.job_models(models, owner_id, job.name, identity.fingerprint,
-                                     backend.legacy_name(identity))
-        current, superseded, foreign = found.current, found.superseded, found.foreign
-        percent = None
-        if current is None:
-            action = CREATE
-        elif current.state == ACTIVE:
-            action = UNCHANGED
-        elif current.state == CREATING:
-            action = IN_PROGRESS
-            steps = current.snapshots[-1].step if current.snapshots else 0
-            expected = current.total_steps or backend.expected_steps(job, identity)
-            percent = 100.0 * steps / expected if expected else None
-        elif recreate_failed and ownership.recreate(current, owner_id).allowed:
-            action = RECREATE
-        else:
-            action = FAILED_ACTION
-        reasons: tuple[str, ...] = ()
-        if action == FAILED_ACTION and recreate_failed:
-            reasons = ("--recreate-failed leaves it: "
-                       f"{ownership.recreate(current, owner_id).reason}",)
-        if action == CREATE and superseded:
-            newest = max(superseded, key=lambda m: m.create_time or "")
-            reasons = _why(job, backend.hyperparameters(job), newest)
-        name = current.name if current else backend.planned_name(identity, models)
-        planned.append(JobPlan(job, identity, action, name, current, superseded, foreign,
-                               reasons, percent, backend.expected_steps(job, identity),
-                               backend.hyperparameters(job)))
-    return Plan(backend.name, backend.endpoint, backend.owner, tuple(planned), tuple(models))
+    planned = tuple(_compare_job(job, identity, models, naming, recreate_failed)
+                    for job, identity in jobs)
+    return Plan(naming.name, naming.endpoint, naming.owner, planned, tuple(models))
+
+
+def _compare_job(job: Job, identity: Identity, models: Sequence[RemoteModel], naming: Naming,
+                 recreate_failed: bool) -> JobPlan:
+    owner_id = naming.owner.id
+    found = ownership.job_models(models, owner_id, job.name, identity.fingerprint,
+                                 naming.legacy_name(identity))
+    current, superseded = found.current, found.superseded
+    percent = None
+    if current is None:
+        action = CREATE
+    elif current.state == ACTIVE:
+        action = UNCHANGED
+    elif current.state == CREATING:
+        action = IN_PROGRESS
+        steps = current.snapshots[-1].step if current.snapshots else 0
+        expected = current.total_steps or naming.expected_steps(job, identity)
+        percent = 100.0 * steps / expected if expected else None
+    elif recreate_failed and ownership.recreate(current, owner_id).allowed:
+        action = RECREATE
+    else:
+        action = FAILED_ACTION
+    reasons: tuple[str, ...] = ()
+    if action == FAILED_ACTION and recreate_failed and current is not None:
+        reasons = (f"--recreate-failed leaves it: {ownership.recreate(current, owner_id).reason}",)
+    if action == CREATE and superseded:
+        newest = max(superseded, key=lambda m: m.create_time or "")
+        reasons = _why(job, naming.hyperparameters(job), newest)
+    name = current.name if current else naming.planned_name(identity, models)
+    return JobPlan(job, identity, action, name, current, superseded, found.foreign, reasons,
+                   percent, naming.expected_steps(job, identity), naming.hyperparameters(job))
 
 
 @dataclass(frozen=True)
