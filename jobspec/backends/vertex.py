@@ -19,10 +19,8 @@ what stays (its tuned model and endpoint) and how to remove that.
 from __future__ import annotations
 
 import os
-import random
 import re
 import threading
-import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +30,7 @@ from ..client import ApiClient
 from ..errors import (AuthError, ConfigError, Interrupted, Location, PermanentBackendError,
                       TransientBackendError, UsageError)
 from ..identity import Identity
+from ..retrying import Budget, Deadline, PollPolicy
 from ..spec import Job
 from ..workspace import Owner
 from . import generate
@@ -294,7 +293,7 @@ class VertexBackend:
         what it made (``_after_unknown_create``), which is then adopted."""
         labels = {LABEL_OWNER: self.owner.id, LABEL_NAME: job.name,
                   LABEL_FINGERPRINT: identity.fingerprint}
-        started = time.monotonic()
+        budget = self.client.retry.budget()
         known: set[str] | None = None  # the jobs there before this create
         staged, failed, attempt = None, None, 0
         while True:
@@ -316,60 +315,53 @@ class VertexBackend:
                                               retry=False)
             except TransientBackendError as exc:
                 if exc.http_status not in REFUSED_CREATE:
-                    made = self._after_unknown_create(exc, labels, job, identity, known, started)
+                    made = self._after_unknown_create(exc, labels, job, identity, known,
+                                                      budget)
                     if made:
                         return progress_of(newest(made), adopted=True)
-                wait = self._retry_wait(exc, attempt, started)
+                # As ApiClient waits between attempts; None: give up.
+                wait = budget.next_wait(exc, attempt)
                 if wait is None:
                     failed = exc  # list once more: a lost answer may have made the job
-                elif self._stop.wait(wait):
-                    raise Interrupted("interrupted while waiting to retry creating a Vertex AI "
-                                      "tuning job") from None
+                else:
+                    self._sleep(wait, "to retry creating a Vertex AI tuning job")
                 continue
             return progress_of(tuning_job_from_wire(created))
 
+    def _sleep(self, seconds: float, why: str) -> None:
+        if self._stop.wait(seconds):
+            raise Interrupted(f"interrupted while waiting {why}") from None
+
     def _after_unknown_create(self, error: TransientBackendError, labels: dict[str, str],
                               job: Job, identity: Identity, known: set[str],
-                              started: float) -> list[RemoteModel]:
+                              budget: Budget) -> list[RemoteModel]:
         """The jobs a create whose outcome is unknown made, once the listing shows them; []
         once ``LISTING_SETTLE_SECONDS`` have passed with none (it made nothing). Vertex AI
         takes no request id and chooses the job's name, so the listing is the only way to
         find the job, and it may lag behind the create: until it has had that long, jobspec
-        lists again and never creates again. If the retry deadline ends first, it stops with
-        nothing created a second time."""
-        policy, sent = self.client.retry, time.monotonic()
-        wait = policy.initial_wait
-        while True:
-            found = self._of(self._list(**labels), job, identity)
-            made = [m for m in found if m.state != FAILED or m.name not in known]
-            waited = time.monotonic() - sent
-            if made or waited >= LISTING_SETTLE_SECONDS:
-                return made
-            left = policy.deadline_seconds - (time.monotonic() - started)
-            if left <= 0:
-                raise TransientBackendError(
-                    f"{error.message} (creating the tuning job: whether that create made a "
-                    f"job is unknown, and after {waited:.0f}s Vertex AI's listing, which can lag "
-                    "behind a create, shows none; jobspec did not create another. Apply again "
-                    "in a minute: it adopts the job if the create made one, or creates it)",
-                    http_status=error.http_status, status=error.status)
-            if self._stop.wait(min(wait, left, LISTING_SETTLE_SECONDS - waited)):
-                raise Interrupted("interrupted while waiting for Vertex AI to list the tuning "
-                                  "job a create may have made") from None
-            wait = min(2 * wait, policy.max_wait)
-
-    def _retry_wait(self, error: TransientBackendError, attempt: int,
-                    started: float) -> float | None:
-        """Seconds to wait before the next create, as ApiClient waits between attempts
-        (exponential backoff with jitter, or what the service asks); None: give up."""
+        lists again (waits doubling from the retry policy's first) and never creates again.
+        If the retry deadline ends first, it stops with nothing created a second time."""
         policy = self.client.retry
-        left = policy.deadline_seconds - (time.monotonic() - started)
-        if attempt >= policy.attempts or left <= 0:
-            return None
-        if error.retry_after is not None:
-            return error.retry_after if error.retry_after <= min(left, policy.max_wait) else None
-        backoff = policy.initial_wait * 2 ** (attempt - 1) + random.uniform(0, 1)
-        return max(0.0, min(backoff, policy.max_wait, left))
+        settled = Deadline(LISTING_SETTLE_SECONDS)
+        listings = PollPolicy(policy.initial_wait, policy.max_wait, growth=2.0)
+
+        def made() -> list[RemoteModel]:
+            found = self._of(self._list(**labels), job, identity)
+            return [m for m in found if m.state != FAILED or m.name not in known]
+
+        found = listings.poll(made, bool, until=Deadline.earliest(settled, budget.deadline),
+                              sleep=lambda seconds: self._sleep(
+                                  seconds, "for Vertex AI to list the tuning job a create may "
+                                  "have made"))
+        if found or settled.left() <= 0:
+            return found
+        waited = LISTING_SETTLE_SECONDS - settled.left()
+        raise TransientBackendError(
+            f"{error.message} (creating the tuning job: whether that create made a "
+            f"job is unknown, and after {waited:.0f}s Vertex AI's listing, which can lag "
+            "behind a create, shows none; jobspec did not create another. Apply again "
+            "in a minute: it adopts the job if the create made one, or creates it)",
+            http_status=error.http_status, status=error.status)
 
     # Removing, asking.
 
