@@ -145,7 +145,8 @@ def open_backend(chosen: str | None, options: BackendOptions, jobs: list[Job],
     # not receive that backend's credentials (endpoints.check_destination).
     from_jobs = any(j.backend is not None for j in jobs) and not chosen_by_operator(chosen)
     request = OpenRequest(backend=name, options=options, jobs=jobs,
-                          owner=workspace.owner(options.owner), retry=RetryPolicy.from_environment(),
+                          owner=workspace.owner(options.owner),
+                          retry=RetryPolicy.from_environment(),
                           operator=operator_endpoint(options.endpoint, name if from_jobs else None),
                           declared=declared_endpoint(name, jobs), notify=notify,
                           known_types=names())
