@@ -1,153 +1,53 @@
 """One HTTP client for the Gemini API and the local service (they speak the same protocol).
 
-Retries, with tenacity, only what is safe to retry: 429, 500, 502, 503, 504 and transport
-errors, with exponential backoff and jitter, bounded by attempts and by a deadline. Every other
-error surfaces at once with the service's own message. POSTs are retried too: jobspec names
-every model it creates, so a repeated create meets ALREADY_EXISTS, never a second model;
-generateContent changes nothing.
-
-When the service says how long to wait (a ``Retry-After`` header, in seconds or as an HTTP date,
-or Google's ``RetryInfo.retryDelay`` in the error body) that wait replaces the backoff, as RFC
-9110 means it to; but jobspec never sleeps longer than ``max_wait`` at once nor past the
-deadline: a service that asks for more than that is answered by giving up now, with its error
-and the wait it asked for. A value that is neither a number nor a date is treated as absent.
-Every wait ends at once when the client is interrupted (Ctrl-C).
+Retries only what is safe to retry, as ``retrying.RetryPolicy`` rules (429, 500, 502, 503, 504
+and transport errors, with backoff, honouring what the service asks for, within a deadline).
+Every other error surfaces at once with the service's own message. POSTs are retried too:
+jobspec names every model it creates, so a repeated create meets ALREADY_EXISTS, never a second
+model; generateContent changes nothing. Every wait ends at once when the client is interrupted
+(Ctrl-C).
 """
 
 from __future__ import annotations
 
-import email.utils
-import math
-import re
 import threading
-import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from datetime import timezone
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .auth import Credentials
 from .errors import (AuthError, BackendError, Interrupted, PermanentBackendError,
                      TransientBackendError)
+from .retrying import RetryPolicy, asked_wait, retryable_status
 
-# httpx and tenacity are imported where a request is made, not here: validate, show and schema
-# import this module through the backends' rules but send nothing, and httpx imports its own
-# command line (click, rich) when they are installed, a third of validate's start-up.
+# httpx is imported where a request is made, not here: validate, show and schema import this
+# module through the backends' rules but send nothing, and httpx imports its own command line
+# (click, rich) when they are installed, a third of validate's start-up.
 if TYPE_CHECKING:
     import httpx
-    import tenacity
-
-RETRYABLE_STATUS = {429, 500, 502, 503, 504}
-_RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
-_DURATION = re.compile(r"\s*(\d+(?:\.\d*)?)s\s*")  # google.protobuf.Duration in JSON: "37.5s"
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    attempts: int = 8
-    deadline_seconds: float = 300.0
-    initial_wait: float = 0.5
-    max_wait: float = 60.0  # the longest single wait, whether backoff or asked for by the service
-
-
-def _finite_seconds(value: float) -> float | None:
-    return max(0.0, value) if math.isfinite(value) else None
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a Retry-After value: delay-seconds or an HTTP date; None when the
-    value is absent or is neither (``soon``)."""
-    if not value or not value.strip():
-        return None
-    value = value.strip()
-    try:
-        return _finite_seconds(float(value))
-    except ValueError:
-        pass
-    try:
-        moment = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if moment is None:
-        return None
-    if moment.tzinfo is None:  # "-0000": HTTP dates are in UTC
-        moment = moment.replace(tzinfo=timezone.utc)
-    return _finite_seconds(moment.timestamp() - (time.time() if now is None else now))
-
-
-def _retry_delay_in_body(error: dict[str, Any]) -> float | None:
-    """Google's RetryInfo detail (§9 of the contract), e.g. {"retryDelay": "37s"}."""
-    for detail in error.get("details") or []:
-        if isinstance(detail, dict) and detail.get("@type") == _RETRY_INFO:
-            found = _DURATION.fullmatch(str(detail.get("retryDelay", "")))
-            if found:
-                return _finite_seconds(float(found[1]))
-    return None
 
 
 def error_from_response(response: httpx.Response) -> BackendError | AuthError:
     """Google's error envelope → the exception a user can act on."""
     status_name, message = "", response.text[:300].strip() or response.reason_phrase
-    asked_in_body = None
+    envelope = None
     try:
         error = response.json().get("error", {})
         if isinstance(error, dict):
             status_name = str(error.get("status", ""))
             message = str(error.get("message", message))
-            asked_in_body = _retry_delay_in_body(error)
+            envelope = error
     except (ValueError, AttributeError):
         pass
     where = f"{response.request.method} {response.request.url.path}"
     if response.status_code in (401, 403):
         return AuthError(f"{response.status_code} {status_name or 'denied'}: {message} ({where})")
-    if response.status_code in RETRYABLE_STATUS:
-        asked = parse_retry_after(response.headers.get("retry-after"))
+    if retryable_status(response.status_code):
         return TransientBackendError(message, http_status=response.status_code,
                                      status=status_name,
-                                     retry_after=asked if asked is not None else asked_in_body)
+                                     retry_after=asked_wait(response.headers.get("retry-after"),
+                                                            envelope))
     return PermanentBackendError(message, http_status=response.status_code, status=status_name)
-
-
-class _Budget:
-    """One request's retry budget: attempts, the deadline, and why it gave up (for the message).
-    Made afresh for each request, so that threads never share one."""
-
-    def __init__(self, policy: RetryPolicy) -> None:
-        self.policy = policy
-        self.started = time.monotonic()
-        self.gave_up: str | None = None
-
-    def left(self) -> float:
-        return self.policy.deadline_seconds - (time.monotonic() - self.started)
-
-    def stop(self, state: tenacity.RetryCallState) -> bool:
-        error = state.outcome.exception() if state.outcome else None
-        asked = getattr(error, "retry_after", None)
-        left = self.left()
-        tried = f"{state.attempt_number} attempt{'s' if state.attempt_number > 1 else ''}"
-        if state.attempt_number >= self.policy.attempts:
-            self.gave_up = f"gave up after {tried}"
-        elif left <= 0:
-            self.gave_up = (f"gave up after {tried} in {self.policy.deadline_seconds:g}s, "
-                            "the retry deadline")
-        elif asked is not None and asked > min(left, self.policy.max_wait):
-            bound = ("the longest wait between attempts" if left > self.policy.max_wait
-                     else "what is left of the retry deadline")
-            longest = round(min(left, self.policy.max_wait), 1)
-            self.gave_up = (f"the service asked to retry after {asked:g}s, longer than {bound} "
-                            f"({longest:g}s); gave up after {tried}")
-        return self.gave_up is not None
-
-    def wait(self, state: tenacity.RetryCallState) -> float:
-        error = state.outcome.exception() if state.outcome else None
-        asked = getattr(error, "retry_after", None)
-        if asked is None:
-            import tenacity  # noqa: PLC0415 - see the imports above
-
-            asked = tenacity.wait_exponential_jitter(initial=self.policy.initial_wait,
-                                                     max=self.policy.max_wait)(state)
-        return max(0.0, min(asked, self.policy.max_wait, self.left()))
 
 
 class ApiClient:
@@ -247,20 +147,7 @@ class ApiClient:
                                                      content=content(), headers=headers))
 
     def _retried(self, send: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        import tenacity  # noqa: PLC0415 - see the imports above
-
-        budget = _Budget(self.retry)
-        retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception_type(TransientBackendError),
-            stop=budget.stop, wait=budget.wait, sleep=self._sleep, reraise=True)
-        try:
-            return retrying(send)
-        except TransientBackendError as exc:
-            if budget.gave_up is None:
-                raise
-            raise TransientBackendError(f"{exc.message} ({budget.gave_up})",
-                                        http_status=exc.http_status, status=exc.status,
-                                        retry_after=exc.retry_after) from None
+        return self.retry.call(send, sleep=self._sleep)
 
     def paginate(self, path: str, key: str, *, page_size: int = 1000,
                  params: dict[str, Any] | None = None) -> list[dict[str, Any]]:

@@ -15,13 +15,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import tenacity
-
 from . import ownership
-from .backends.base import (ACTIVE, CREATING, FAILED, Backend, PollDefaults, Progress,
-                            RemoteModel)
+from .backends.base import ACTIVE, CREATING, FAILED, Backend, Progress, RemoteModel
 from .errors import Interrupted, JobSpecError, PermanentBackendError
 from .identity import Identity, identify
+from .retrying import PollPolicy
 from .spec import Job
 from .workspace import Owner
 
@@ -153,21 +151,6 @@ def _compare_job(job: Job, identity: Identity, models: Sequence[RemoteModel], na
 
 
 @dataclass(frozen=True)
-class PollPolicy:
-    initial: float
-    maximum: float
-    timeout: float | None = None  # seconds; None waits for ever
-
-    @classmethod
-    def for_backend(cls, defaults: PollDefaults, timeout: float | None = None,
-                    initial: float | None = None) -> "PollPolicy":
-        """The backend's polling, from ``initial`` when given (the longest wait keeps the
-        backend's ratio to the first)."""
-        first = initial if initial is not None else defaults.initial
-        return cls(first, first * defaults.maximum / defaults.initial, timeout)
-
-
-@dataclass(frozen=True)
 class Event:
     job: str
     kind: str  # created, adopted, deleted, progress, active, failed, timeout, error
@@ -265,14 +248,8 @@ class Applier:
             return progress
 
         policy = self.options.poll
-        stop = tenacity.stop_never if policy.timeout is None else tenacity.stop_after_delay(policy.timeout)
-        retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_result(lambda p: not p.done),
-            wait=tenacity.wait_exponential(multiplier=policy.initial, min=policy.initial,
-                                           max=policy.maximum, exp_base=1.5),
-            stop=stop, sleep=self._sleep, retry_error_callback=lambda state: state.outcome.result())
         try:
-            progress = retrying(check)
+            progress = policy.poll(check, lambda seen: seen.done, sleep=self._sleep)
         except JobSpecError as exc:
             outcome.state, outcome.error = "ERROR", str(exc)
             self.on_event(Event(name, "error", str(exc)))

@@ -1,7 +1,8 @@
 """fake_unavailable: the Gemini API's front end (generativelanguage.googleapis.com) on a bad
 day, which tests cannot reach: every request, or every request but the listing of tuned models,
 is answered with one error in Google's envelope (gemini-tuning-api.md §9), e.g. 503 UNAVAILABLE
-or 429 RESOURCE_EXHAUSTED with a ``Retry-After`` header, or 400 INVALID_ARGUMENT, for ever.
+or 429 RESOURCE_EXHAUSTED with a ``Retry-After`` header or a RetryInfo detail (``retry_delay``,
+as google.rpc.RetryInfo's retryDelay: "0.3s"), or 400 INVALID_ARGUMENT, for ever.
 With ``listing_works`` the tunedModels.list call (§3.1) answers an empty ListTunedModelsResponse
 (``{}``, §4), so that a plan is made and apply goes on to the request that fails. Every
 request is recorded with the time it arrived."""
@@ -19,10 +20,11 @@ MESSAGES = {400: "Request contains an invalid argument.",
 
 class FakeUnavailable(LoopbackJsonServer):
     def __init__(self, code: int = 503, *, retry_after: str | None = None,
-                 listing_works: bool = False) -> None:
+                 retry_delay: str | None = None, listing_works: bool = False) -> None:
         super().__init__()
         self.code = code
         self.retry_after = retry_after
+        self.retry_delay = retry_delay
         self.listing_works = listing_works
 
     def route(self, request: Request):
@@ -30,4 +32,7 @@ class FakeUnavailable(LoopbackJsonServer):
             return 200, {}, {}
         status, body, _ = self.error(self.code, CANONICAL.get(self.code, "UNKNOWN"),
                                      MESSAGES.get(self.code, "fake failure"))
+        if self.retry_delay is not None:
+            body["error"]["details"] = [{"@type": "type.googleapis.com/google.rpc.RetryInfo",
+                                         "retryDelay": self.retry_delay}]
         return status, body, ({"Retry-After": self.retry_after} if self.retry_after else {})

@@ -18,10 +18,10 @@ from typing import Any, Protocol
 
 from .. import data
 from ..auth import Credentials
-from ..client import RetryPolicy
 from ..data import DataLimits, Example
 from ..errors import ConfigError
 from ..identity import Identity
+from ..retrying import PollDefaults, RetryPolicy
 from ..spec import Job
 from ..workspace import Owner
 from .endpoints import Endpoint
@@ -179,14 +179,6 @@ class Progress:
         if not self.total_steps:
             return None
         return 100.0 * self.completed_steps / self.total_steps
-
-
-@dataclass(frozen=True)
-class PollDefaults:
-    """How often a backend's runs are worth polling: the first wait, and the longest."""
-
-    initial: float
-    maximum: float
 
 
 class Backend(Protocol):

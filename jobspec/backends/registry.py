@@ -14,15 +14,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .. import workspace
-from ..client import RetryPolicy
 from ..data import DataLimits
 from ..errors import ConfigError, UsageError
+from ..retrying import RetryPolicy
 from ..spec import Job
 from . import gemini, local, vertex
 from .base import Backend, BackendOptions, BackendType, OpenRequest
 from .endpoints import BACKEND_VARIABLE, Endpoint, operator_endpoint
 
-RETRY_DEADLINE_VARIABLE = "JOBSPEC_RETRY_DEADLINE"
 DEFAULT = "local"
 
 
@@ -136,16 +135,6 @@ def declared_endpoint(name: str, jobs: list[Job]) -> Endpoint | None:
                     named_at=job.backend.endpoint_at)
 
 
-def retry_policy() -> RetryPolicy:
-    deadline = os.environ.get(RETRY_DEADLINE_VARIABLE)
-    if not deadline:
-        return RetryPolicy()
-    try:
-        return RetryPolicy(deadline_seconds=float(deadline))
-    except ValueError:
-        raise UsageError(f"{RETRY_DEADLINE_VARIABLE}={deadline}: expected seconds") from None
-
-
 def open_backend(chosen: str | None, options: BackendOptions, jobs: list[Job],
                  notify: Callable[[str], None]) -> Backend:
     """The backend for ``jobs``, opened for this workspace; nothing is sent before its endpoint
@@ -156,7 +145,8 @@ def open_backend(chosen: str | None, options: BackendOptions, jobs: list[Job],
     # not receive that backend's credentials (endpoints.check_destination).
     from_jobs = any(j.backend is not None for j in jobs) and not chosen_by_operator(chosen)
     request = OpenRequest(backend=name, options=options, jobs=jobs,
-                          owner=workspace.owner(options.owner), retry=retry_policy(),
+                          owner=workspace.owner(options.owner),
+                          retry=RetryPolicy.from_environment(),
                           operator=operator_endpoint(options.endpoint, name if from_jobs else None),
                           declared=declared_endpoint(name, jobs), notify=notify,
                           known_types=names())

@@ -1,12 +1,14 @@
 """The Vertex AI tuningJobs wire format (shared/reference/vertex-tuning-api.md): its states
-(§5), its hyperparameters (§3), the JSONL line of one training example (§6), and a TuningJob
-read as jobspec's backend-neutral RemoteModel and Progress."""
+(§5), its hyperparameters (§3), the JSONL line of one training example (§6), the TuningJob a job
+creates (§4), and a TuningJob read as jobspec's backend-neutral RemoteModel and Progress."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
+from ..identity import Identity
+from ..spec import Job
 from .base import ACTIVE, CREATING, FAILED, DataStats, Progress, RemoteModel
 
 LABEL_NAME, LABEL_FINGERPRINT, LABEL_OWNER = ("jobspec-name", "jobspec-fingerprint",
@@ -42,6 +44,27 @@ def hyperparameters_to_wire(epoch_count: int, learning_rate_multiplier: float | 
     if adapter_size is not None:
         hyper["adapterSize"] = ADAPTER_SIZES[adapter_size]
     return hyper
+
+
+def tuning_job_to_wire(job: Job, identity: Identity, owner_id: str, training_uri: str,
+                       validation_uri: str | None = None) -> dict[str, Any]:
+    """The TuningJob that tunes ``job`` on the staged data, labelled with who made it, for
+    which job and which fingerprint."""
+    hp = job.hyperparameters
+    hyper = hyperparameters_to_wire(hp.epoch_count, hp.learning_rate_multiplier,
+                                    hp.adapter_size)
+    body: dict[str, Any] = {
+        "baseModel": job.base_model.removeprefix("models/"),
+        "tunedModelDisplayName": identity.tuned_model_id,
+        "supervisedTuningSpec": {"trainingDatasetUri": training_uri,
+                                 "hyperParameters": hyper},
+        "labels": {LABEL_NAME: job.name, LABEL_FINGERPRINT: identity.fingerprint,
+                   LABEL_OWNER: owner_id}}
+    if validation_uri is not None:
+        body["supervisedTuningSpec"]["validationDatasetUri"] = validation_uri
+    if job.description:
+        body["description"] = job.description
+    return body
 
 
 def _int(value: object) -> int | None:

@@ -19,37 +19,32 @@ what stays (its tuned model and endpoint) and how to remove that.
 from __future__ import annotations
 
 import os
-import random
-import re
 import threading
-import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from .. import auth, data
 from ..client import ApiClient
-from ..errors import (AuthError, ConfigError, Interrupted, Location, PermanentBackendError,
+from ..errors import (AuthError, ConfigError, Interrupted, PermanentBackendError,
                       TransientBackendError, UsageError)
 from ..identity import Identity
 from ..ownership import adopt, newest
+from ..retrying import Budget, Deadline, PollPolicy
 from ..spec import Job
 from ..workspace import Owner
 from . import generate
 from .base import (CREATING, BackendOptions, BackendType, OpenRequest, PollDefaults,
                    Progress, RemoteModel, TokenCount, training_and_validation)
 from .endpoints import Endpoint, checked_url, check_destination
-from .gcs import STORAGE_ENDPOINT, StagingBucket, Storage, rechunk
+from .gcs import STORAGE_ENDPOINT, Storage, rechunk
 from .tuningjobs import (JSONL_EXAMPLE_BYTES, LABEL_FINGERPRINT, LABEL_NAME, LABEL_OWNER,
-                         hyperparameters_to_wire, jsonl_line, progress_of,
-                         removal_commands, tuning_job_from_wire)
+                         jsonl_line, progress_of, removal_commands, tuning_job_from_wire,
+                         tuning_job_to_wire)
+from .vertexsettings import BUCKET_VARIABLE, Settings, check_settings, location, settings
 
 POLL = PollDefaults(initial=30.0, maximum=300.0)  # Vertex tuning jobs take tens of minutes
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
-DEFAULT_LOCATION = "us-central1"
 MAX_EXAMPLE_TOKENS = 131_072  # input and output of one example, Gemini 2.5 and later (§6)
-PROJECT_VARIABLE, LOCATION_VARIABLE = "GOOGLE_CLOUD_PROJECT", "JOBSPEC_VERTEX_LOCATION"
-BUCKET_VARIABLE = "JOBSPEC_STAGING_BUCKET"
 VERTEX_ENDPOINT_VARIABLE, STORAGE_ENDPOINT_VARIABLE = ("JOBSPEC_VERTEX_ENDPOINT",
                                                        "JOBSPEC_STORAGE_ENDPOINT")
 API_KEY_VARIABLES = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
@@ -63,80 +58,11 @@ REFUSED_CREATE = (429, 503)
 # to find a job whose create answer was lost, and it may lag behind the create.
 LISTING_SETTLE_SECONDS = 60.0
 
-# A region goes into the service's host name, a project into its paths: nothing else may pass.
-_LOCATION = re.compile(r"[a-z][a-z0-9-]{0,61}[a-z0-9]")
-_PROJECT = re.compile(r"(?:[a-z][a-z0-9.-]{0,61}[a-z0-9]:)?[a-z0-9][a-z0-9-]{0,61}[a-z0-9]")
-_WHAT = {"location": "a Google Cloud region such as us-central1",
-         "project": "a Google Cloud project id"}
-
 LIMITS = data.DataLimits(
     "vertex", max_examples=1_000_000, max_bytes=data.GB, carrier="training file",
     per_example_bytes=JSONL_EXAMPLE_BYTES, unit_bytes=data.GB, unit="GB",
     stated_by="Vertex AI's published limits for supervised tuning: a JSONL training file of "
               "at most 1 GB and 1M text examples")
-
-
-@dataclass(frozen=True)
-class Settings:
-    project: str
-    location: str
-    bucket: StagingBucket | None  # None only when no job is in scope (get, delete by name)
-
-    @property
-    def parent(self) -> str:
-        return f"projects/{self.project}/locations/{self.location}"
-
-
-def _from_jobs(jobs: list[Job], key: str) -> tuple[str, Job] | None:
-    """The one value the job files give for ``backend.<key>``; UsageError if they differ."""
-    given = {}
-    for job in jobs:
-        value = getattr(job.backend, key, None) if job.backend is not None else None
-        if value:
-            given.setdefault(value, job)
-    if len(given) > 1:
-        listing = ", ".join(f"{job.path}: {value}" for value, job in given.items())
-        raise UsageError(f"the jobs name different vertex backend.{key} values ({listing}); "
-                         f"apply them separately or pass --{key.replace('_', '-')}")
-    return next(iter(given.items()), None)
-
-
-def _setting(options: BackendOptions, jobs: list[Job], key: str, variable: str,
-             pattern: re.Pattern[str] | None = None) -> tuple[str, str] | None:
-    """(value, where it came from) for one setting: the flag, the job files, the variable."""
-    flag = f"--{key.replace('_', '-')}"
-    found: tuple[str, str, Location | None] | None = None
-    if getattr(options, key):
-        found = (getattr(options, key), flag, None)
-    elif (declared := _from_jobs(jobs, key)) is not None:
-        value, job = declared
-        found = (value, f"{job.path}: backend.{key}", job.at("backend", key))
-    elif os.environ.get(variable):
-        found = (os.environ[variable], variable, None)
-    if found is None:
-        return None
-    value, source, where = found
-    if pattern is not None and not pattern.fullmatch(value):
-        if where is not None:
-            raise ConfigError(where, f"{value!r} is not {_WHAT[key]}")
-        raise UsageError(f"{source} {value!r}: expected {_WHAT[key]}")
-    return value, source
-
-
-def settings(options: BackendOptions, jobs: list[Job]) -> Settings:
-    project = _setting(options, jobs, "project", PROJECT_VARIABLE, _PROJECT)
-    if project is None:
-        raise UsageError("the vertex backend needs a Google Cloud project: pass --project, set "
-                         f"backend.project in the job file, or set {PROJECT_VARIABLE}")
-    location = _setting(options, jobs, "location", LOCATION_VARIABLE, _LOCATION)
-    bucket = _setting(options, jobs, "staging_bucket", BUCKET_VARIABLE)
-    if bucket is None and jobs:
-        raise UsageError("the vertex backend needs a Cloud Storage bucket for the training "
-                         "data (in the same region as the tuning jobs): pass --staging-bucket "
-                         "gs://BUCKET, set backend.staging_bucket in the job file, or set "
-                         f"{BUCKET_VARIABLE}")
-    return Settings(project[0], location[0] if location else DEFAULT_LOCATION,
-                    StagingBucket.parse(*bucket) if bucket else None)
 
 
 class VertexBackend:
@@ -269,24 +195,6 @@ class VertexBackend:
             split[1] if split else data.iter_examples(job.validation_data)))
         return bucket.uri(name), bucket.uri(checked)
 
-    def create_body(self, job: Job, identity: Identity, training_uri: str,
-                    validation_uri: str | None = None) -> dict[str, Any]:
-        hp = job.hyperparameters
-        hyper = hyperparameters_to_wire(hp.epoch_count, hp.learning_rate_multiplier,
-                                        hp.adapter_size)
-        body: dict[str, Any] = {
-            "baseModel": job.base_model.removeprefix("models/"),
-            "tunedModelDisplayName": identity.tuned_model_id,
-            "supervisedTuningSpec": {"trainingDatasetUri": training_uri,
-                                     "hyperParameters": hyper},
-            "labels": {LABEL_NAME: job.name, LABEL_FINGERPRINT: identity.fingerprint,
-                       LABEL_OWNER: self.owner.id}}
-        if validation_uri is not None:
-            body["supervisedTuningSpec"]["validationDatasetUri"] = validation_uri
-        if job.description:
-            body["description"] = job.description
-        return body
-
     def create(self, job: Job, identity: Identity) -> Progress:
         """Adopt this owner's job of the same name and fingerprint if one is not FAILED; else
         stage the data and create one. The create is sent once per attempt, never retried
@@ -296,7 +204,7 @@ class VertexBackend:
         what it made (``_after_unknown_create``), which is then adopted."""
         labels = {LABEL_OWNER: self.owner.id, LABEL_NAME: job.name,
                   LABEL_FINGERPRINT: identity.fingerprint}
-        started = time.monotonic()
+        budget = self.client.retry.budget()
         known: set[str] | None = None  # the jobs there before this create
         staged, failed, attempt = None, None, 0
         while True:
@@ -312,65 +220,58 @@ class VertexBackend:
                     "retry)", http_status=failed.http_status, status=failed.status)
             staged = staged or self._stage(job, identity)
             attempt += 1
+            body = tuning_job_to_wire(job, identity, self.owner.id, *staged)
             try:
                 created = self.client.request("POST", f"{self.settings.parent}/tuningJobs",
-                                              body=self.create_body(job, identity, *staged),
-                                              retry=False)
+                                              body=body, retry=False)
             except TransientBackendError as exc:
                 if exc.http_status not in REFUSED_CREATE:
-                    made = self._after_unknown_create(exc, labels, job, identity, known, started)
+                    made = self._after_unknown_create(exc, labels, job, identity, known,
+                                                      budget)
                     if made:
                         return progress_of(newest(made), adopted=True)
-                wait = self._retry_wait(exc, attempt, started)
+                # As ApiClient waits between attempts; None: give up.
+                wait = budget.next_wait(exc, attempt)
                 if wait is None:
                     failed = exc  # list once more: a lost answer may have made the job
-                elif self._stop.wait(wait):
-                    raise Interrupted("interrupted while waiting to retry creating a Vertex AI "
-                                      "tuning job") from None
+                else:
+                    self._sleep(wait, "to retry creating a Vertex AI tuning job")
                 continue
             return progress_of(tuning_job_from_wire(created))
 
+    def _sleep(self, seconds: float, why: str) -> None:
+        if self._stop.wait(seconds):
+            raise Interrupted(f"interrupted while waiting {why}") from None
+
     def _after_unknown_create(self, error: TransientBackendError, labels: dict[str, str],
                               job: Job, identity: Identity, known: set[str],
-                              started: float) -> list[RemoteModel]:
+                              budget: Budget) -> list[RemoteModel]:
         """The jobs a create whose outcome is unknown made, once the listing shows them; []
         once ``LISTING_SETTLE_SECONDS`` have passed with none (it made nothing). Vertex AI
         takes no request id and chooses the job's name, so the listing is the only way to
         find the job, and it may lag behind the create: until it has had that long, jobspec
-        lists again and never creates again. If the retry deadline ends first, it stops with
-        nothing created a second time."""
-        policy, sent = self.client.retry, time.monotonic()
-        wait = policy.initial_wait
-        while True:
-            made = self._adoptable(self._list(**labels), job, identity, known)
-            waited = time.monotonic() - sent
-            if made or waited >= LISTING_SETTLE_SECONDS:
-                return made
-            left = policy.deadline_seconds - (time.monotonic() - started)
-            if left <= 0:
-                raise TransientBackendError(
-                    f"{error.message} (creating the tuning job: whether that create made a "
-                    f"job is unknown, and after {waited:.0f}s Vertex AI's listing, which can lag "
-                    "behind a create, shows none; jobspec did not create another. Apply again "
-                    "in a minute: it adopts the job if the create made one, or creates it)",
-                    http_status=error.http_status, status=error.status)
-            if self._stop.wait(min(wait, left, LISTING_SETTLE_SECONDS - waited)):
-                raise Interrupted("interrupted while waiting for Vertex AI to list the tuning "
-                                  "job a create may have made") from None
-            wait = min(2 * wait, policy.max_wait)
-
-    def _retry_wait(self, error: TransientBackendError, attempt: int,
-                    started: float) -> float | None:
-        """Seconds to wait before the next create, as ApiClient waits between attempts
-        (exponential backoff with jitter, or what the service asks); None: give up."""
+        lists again (waits doubling from the retry policy's first) and never creates again.
+        If the retry deadline ends first, it stops with nothing created a second time."""
         policy = self.client.retry
-        left = policy.deadline_seconds - (time.monotonic() - started)
-        if attempt >= policy.attempts or left <= 0:
-            return None
-        if error.retry_after is not None:
-            return error.retry_after if error.retry_after <= min(left, policy.max_wait) else None
-        backoff = policy.initial_wait * 2 ** (attempt - 1) + random.uniform(0, 1)
-        return max(0.0, min(backoff, policy.max_wait, left))
+        settled = Deadline(LISTING_SETTLE_SECONDS)
+        listings = PollPolicy(policy.initial_wait, policy.max_wait, growth=2.0)
+
+        def made() -> list[RemoteModel]:
+            return self._adoptable(self._list(**labels), job, identity, known)
+
+        found = listings.poll(made, bool, until=Deadline.earliest(settled, budget.deadline),
+                              sleep=lambda seconds: self._sleep(
+                                  seconds, "for Vertex AI to list the tuning job a create may "
+                                  "have made"))
+        if found or settled.left() <= 0:
+            return found
+        waited = LISTING_SETTLE_SECONDS - settled.left()
+        raise TransientBackendError(
+            f"{error.message} (creating the tuning job: whether that create made a "
+            f"job is unknown, and after {waited:.0f}s Vertex AI's listing, which can lag "
+            "behind a create, shows none; jobspec did not create another. Apply again "
+            "in a minute: it adopts the job if the create made one, or creates it)",
+            http_status=error.http_status, status=error.status)
 
     # Removing, asking.
 
@@ -465,8 +366,7 @@ def _open(request: OpenRequest) -> VertexBackend:
 def _default_endpoint(options: BackendOptions, jobs: list[Job]) -> str:
     if os.environ.get(VERTEX_ENDPOINT_VARIABLE):
         return os.environ[VERTEX_ENDPOINT_VARIABLE].rstrip("/")
-    location = _setting(options, jobs, "location", LOCATION_VARIABLE, _LOCATION)
-    return f"https://{location[0] if location else DEFAULT_LOCATION}-aiplatform.googleapis.com"
+    return f"https://{location(options, jobs)}-aiplatform.googleapis.com"
 
 
 def check_job(job: Job) -> list[ConfigError]:
@@ -484,12 +384,7 @@ def check_job(job: Job) -> list[ConfigError]:
         problems.append(ConfigError(job.at("early_stopping"), (
             "Vertex AI has no early stopping (its validation loss is only measured); remove "
             "early_stopping, or tune on the local backend")))
-    for key, pattern in (("project", _PROJECT), ("location", _LOCATION)):
-        value = getattr(job.backend, key, None) if job.backend is not None else None
-        if value and not pattern.fullmatch(value):
-            problems.append(ConfigError(job.at("backend", key),
-                                        f"{value!r} is not {_WHAT[key]}"))
-    return problems
+    return problems + check_settings(job)
 
 
 VERTEX = BackendType(

@@ -18,7 +18,8 @@ from .. import errors, estimate, reconcile, results
 from ..backends import registry
 from ..backends.base import ACTIVE, CREATING, Backend
 from ..errors import Interrupted, UsageError
-from ..reconcile import ApplyOptions, PollPolicy
+from ..reconcile import ApplyOptions
+from ..retrying import PollPolicy
 from ..results import EvalMode
 from . import planview, replay
 from .common import load_jobs, open_backend
