@@ -13,9 +13,8 @@ apply alike.
 
 from __future__ import annotations
 
-import hashlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring
 from pathlib import Path
@@ -284,8 +283,8 @@ def tally_examples(source: DataSource) -> Tally:
 
 
 def split_problem(tally: Tally) -> str | None:
-    """Why these examples cannot give a validation split, or None when they can (held_out holds
-    out at least one group of equal examples and trains on at least one)."""
+    """Why these examples cannot give a validation split, or None when they can (split.draw
+    holds out at least one group of equal examples and trains on at least one)."""
     if tally.count < 2:
         return f"cannot split {tally.count} example: a validation split needs at least two"
     if not tally.varied:
@@ -347,61 +346,3 @@ def is_within(path: Path, root: Path) -> bool:
     except ValueError:
         return False
     return True
-
-
-def split_count(example_count: int, fraction: float) -> int:
-    """How many of ``example_count`` examples a validation split of ``fraction`` aims to hold
-    out: the nearest whole number, at least one, and never all of them (0 when there are fewer
-    than two examples, which cannot be split). Equal examples are held out or trained on
-    together (``held_out``), so the split holds out this many, or as near as they allow."""
-    if example_count < 2:
-        return 0
-    return min(example_count - 1, max(1, round(example_count * fraction)))
-
-
-def example_record(example: Example) -> bytes:
-    """One example as the fingerprint hashes it (length-prefixed UTF-8, unambiguous): equal
-    examples, and only they, have equal records."""
-    text_input = example.text_input.encode("utf-8", "surrogatepass")
-    output = example.output.encode("utf-8", "surrogatepass")
-    return b"%d:%b%d:%b" % (len(text_input), text_input, len(output), output)
-
-
-def record_rank(record: bytes) -> bytes:
-    """Where an example falls in a validation split: the SHA-256 of its ``example_record``."""
-    return hashlib.sha256(record).digest()
-
-
-def held_out(ranks: Sequence[bytes], fraction: float) -> frozenset[int]:
-    """The indices that a validation split of ``fraction`` holds out, given each example's
-    ``record_rank``: drawn from the examples themselves, so the same examples split the same
-    way whatever their order or file format. Equal examples (equal ranks) form one group, and a
-    group goes to one side whole, so no example is both trained on and measured. Groups are
-    held out lowest rank first, as many as bring the count nearest ``split_count`` (the fewer
-    on a tie), and at least one group stays on each side; with fewer than two different
-    examples nothing can be split, and nothing is held out."""
-    groups: dict[bytes, list[int]] = {}
-    for index, rank in enumerate(ranks):
-        groups.setdefault(rank, []).append(index)
-    if len(groups) < 2:
-        return frozenset()
-    target = split_count(len(ranks), fraction)
-    ordered = sorted(groups)
-    best, best_distance, count = 1, None, 0
-    for taken, rank in enumerate(ordered[:-1], start=1):
-        count += len(groups[rank])
-        distance = abs(count - target)
-        if best_distance is None or distance < best_distance:
-            best, best_distance = taken, distance
-        if count >= target:  # every further group only moves away from the target
-            break
-    return frozenset(index for rank in ordered[:best] for index in groups[rank])
-
-
-def split_examples(examples: list[Example],
-                   fraction: float) -> tuple[list[Example], list[Example]]:
-    """(training, validation) of a validation split of ``fraction`` (see ``held_out``), each
-    in the examples' order; (examples, []) when they cannot be split."""
-    held = held_out([record_rank(example_record(e)) for e in examples], fraction)
-    return ([e for i, e in enumerate(examples) if i not in held],
-            [e for i, e in enumerate(examples) if i in held])

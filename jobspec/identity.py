@@ -15,9 +15,11 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .data import Example, Tally, example_record, held_out, iter_examples, record_rank
+from . import split
+from .data import Example, Tally, iter_examples
 from .errors import ConfigErrors
 from .spec import FORMAT_VERSION, Job, examples_problems
+from .split import Split
 
 FINGERPRINT_PREFIX_LENGTH = 8
 
@@ -27,7 +29,18 @@ class Identity:
     fingerprint: str  # full hex SHA-256
     tuned_model_id: str
     example_count: int
-    held_out: int = 0  # how many examples its validation_split holds out (data.held_out)
+    # Its validation_split as drawn (split.py); None when the job asks for none.
+    split: Split | None = None
+
+    @property
+    def held_out(self) -> int:
+        """How many of its training examples its validation split holds out."""
+        return self.split.held if self.split is not None else 0
+
+    @property
+    def trained_count(self) -> int:
+        """How many examples the job trains on: its training data, less its split."""
+        return self.split.trained if self.split is not None else self.example_count
 
 
 def _header(job: Job) -> bytes:
@@ -44,10 +57,33 @@ def _header(job: Job) -> bytes:
     return json.dumps(header, sort_keys=True, separators=(",", ":")).encode() + b"\n"
 
 
+def example_record(example: Example) -> bytes:
+    """One example in its canonical byte form, as the fingerprint hashes it (length-prefixed
+    UTF-8, unambiguous): equal examples, and only they, have equal records."""
+    text_input = example.text_input.encode("utf-8", "surrogatepass")
+    output = example.output.encode("utf-8", "surrogatepass")
+    return b"%d:%b%d:%b" % (len(text_input), text_input, len(output), output)
+
+
+def record_rank(record: bytes) -> bytes:
+    """Where an example falls in a validation split (split.py): the SHA-256 of its record."""
+    return hashlib.sha256(record).digest()
+
+
+def example_rank(example: Example) -> bytes:
+    return record_rank(example_record(example))
+
+
+def draw_split(examples: Iterable[Example], fraction: float) -> Split:
+    """The validation split of ``fraction`` of ``examples`` (split.draw), in one pass that keeps
+    32 bytes an example."""
+    return split.draw(map(example_rank, examples), fraction, example_rank)
+
+
 def _feed_examples(digest: "hashlib._Hash", examples: Iterable[Example],
                    ranks: list[bytes] | None = None) -> int:
     """Hash ``examples`` into ``digest``; with ``ranks``, also collect each one's rank in a
-    validation split (data.record_rank), from the same bytes."""
+    validation split (``record_rank``), from the same bytes."""
     count = 0
     for example in examples:
         record = example_record(example)
@@ -84,6 +120,6 @@ def identify(job: Job) -> Identity:
     if problems:  # what validate says of these examples, plan and apply say too
         raise ConfigErrors(problems)
     fingerprint = digest.hexdigest()
-    held = (len(held_out(ranks, job.validation_split))
-            if ranks is not None and job.validation_split is not None else 0)
-    return Identity(fingerprint, tuned_model_id(job.name, fingerprint), count, held)
+    drawn = (split.draw(ranks, job.validation_split, example_rank)
+             if ranks is not None and job.validation_split is not None else None)
+    return Identity(fingerprint, tuned_model_id(job.name, fingerprint), count, drawn)

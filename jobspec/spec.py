@@ -114,7 +114,7 @@ class Job:
     eval: EvalSpec | None = None
     backend: BackendSpec | None = None
     # Examples held out to measure validation loss on: given (validation_data), or drawn from
-    # the training examples (validation_split, a fraction; data.split_examples). At most one.
+    # the training examples (validation_split, a fraction; split.py). At most one.
     validation_data: data.DataSource | None = None
     validation_split: float | None = None
     early_stopping: int | None = None  # patience in epochs, on validation loss

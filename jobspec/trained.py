@@ -10,7 +10,7 @@ from typing import overload
 
 from . import data
 from .data import Example
-from .identity import examples_digest
+from .identity import draw_split, examples_digest
 from .spec import Job
 
 
@@ -58,17 +58,15 @@ class TrainedExamples(Sequence[Example]):
 
 
 def trained_examples(job: Job) -> TrainedExamples:
-    """The examples the job trains on: its training data, less a validation split (drawn as
-    apply draws it, data.held_out; the examples that cannot be split stay whole)."""
-    split = getattr(job, "validation_split", None)
-    held: frozenset[int] = frozenset()
-    if split is not None:
-        held = data.held_out([data.record_rank(data.example_record(e))
-                              for e in data.iter_examples(job.training_data)], split)
+    """The examples the job trains on: its training data, less the training side of its
+    validation split (drawn as identify draws it, identity.draw_split: examples that cannot be
+    split stay whole, as identify refuses them)."""
+    def all_examples() -> Iterator[Example]:
+        return data.iter_examples(job.training_data)
 
-    def stream() -> Iterator[Example]:
-        examples = data.iter_examples(job.training_data)
-        return (e for i, e in enumerate(examples) if i not in held) if held else examples
+    stream: Callable[[], Iterator[Example]] = all_examples
+    if job.validation_split is not None:
+        stream, _ = draw_split(all_examples(), job.validation_split).sides(all_examples)
 
     count = 0
 

@@ -12,15 +12,22 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jobspec import data
 from jobspec.data import Example
+from jobspec.identity import draw_split
 from jobspec.server import datasets
 from jobspec.server.store import Store
 from jobspec.server.uploads import Uploads
+from jobspec.split import split_count
 from tests.conftest import NUMBER_EXAMPLES
 from tests.test_identity import identity
 
 HELD_OUT = [("5", "6"), ("twelve", "thirteen"), ("-7", "-6")]
+
+
+def split_examples(examples: list[Example],
+                   fraction: float) -> tuple[list[Example], list[Example]]:
+    """(training, validation) of a split drawn as identify draws it (split.py)."""
+    return draw_split(examples, fraction).divide(examples)
 
 
 def test_validation_fields_are_accepted_and_fingerprinted_only_when_given(repo, cli):
@@ -86,14 +93,14 @@ def test_the_gemini_api_takes_no_validation_data(repo, cli, extra, key):
 
 def test_a_split_is_drawn_from_the_examples_themselves():
     examples = [Example(i, o) for i, o in NUMBER_EXAMPLES]
-    training, held = data.split_examples(examples, 0.2)
+    training, held = split_examples(examples, 0.2)
     assert len(held) == 3 and len(training) == 12
     assert [e for e in examples if e not in held] == training  # order kept
-    again_training, again_held = data.split_examples(list(reversed(examples)), 0.2)
+    again_training, again_held = split_examples(list(reversed(examples)), 0.2)
     assert set(again_held) == set(held)  # whatever their order
-    assert data.split_examples(examples + [examples[0]], 0.2)[1].count(examples[0]) in (0, 2)
-    assert [data.split_count(n, 0.2) for n in (1, 2, 3, 10, 15)] == [0, 1, 1, 2, 3]
-    assert data.split_count(10, 0.99) == 9  # always one left to train on
+    assert split_examples(examples + [examples[0]], 0.2)[1].count(examples[0]) in (0, 2)
+    assert [split_count(n, 0.2) for n in (1, 2, 3, 10, 15)] == [0, 1, 1, 2, 3]
+    assert split_count(10, 0.99) == 9  # always one left to train on
 
 
 @st.composite
@@ -106,7 +113,7 @@ def examples_with_repeats(draw) -> list[Example]:
 
 @given(examples_with_repeats(), st.floats(min_value=0.01, max_value=0.99))
 def test_a_split_puts_equal_examples_on_one_side_and_something_on_each(examples, fraction):
-    training, validation = data.split_examples(examples, fraction)
+    training, validation = split_examples(examples, fraction)
     assert not set(training) & set(validation)  # no example both trained on and measured
     held = set(validation)
     assert training == [e for e in examples if e not in held]  # a partition, order kept
@@ -116,9 +123,9 @@ def test_a_split_puts_equal_examples_on_one_side_and_something_on_each(examples,
     else:
         assert validation == []  # nothing to split: the job is refused (see below)
     if len(set(examples)) == len(examples):  # all different: exactly the count asked for
-        assert len(validation) == data.split_count(len(examples), fraction)
-    assert data.split_examples(examples, fraction) == (training, validation)  # deterministic
-    assert set(data.split_examples(examples[::-1], fraction)[1]) == held  # whatever the order
+        assert len(validation) == split_count(len(examples), fraction)
+    assert split_examples(examples, fraction) == (training, validation)  # deterministic
+    assert set(split_examples(examples[::-1], fraction)[1]) == held  # whatever the order
 
 
 # The issue's [a, a, b, c] at 0.25: the two a's rank first, and used to be cut apart.

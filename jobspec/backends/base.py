@@ -308,32 +308,18 @@ class ExampleStreams:
     validation: Callable[[], Iterator[Example]] | None
 
 
-def example_streams(job: Job) -> ExampleStreams:
-    """The examples a job trains on, and those it holds out for validation (its
-    validation_data, or its validation_split of the training examples, data.held_out: which
-    examples a split holds out is decided by one pass that keeps 32 bytes an example)."""
+def example_streams(job: Job, identity: Identity) -> ExampleStreams:
+    """The examples a job trains on, and those it holds out for validation: its
+    validation_data, or the two sides of its validation split, as identify drew it
+    (``identity.split``, split.py)."""
     def training() -> Iterator[Example]:
         return data.iter_examples(job.training_data)
 
     if job.validation_data is not None:
         validation_data = job.validation_data
         return ExampleStreams(training, lambda: data.iter_examples(validation_data))
-    if job.validation_split is None:
+    if identity.split is None:
         return ExampleStreams(training, None)
-    held = data.held_out([data.record_rank(data.example_record(e)) for e in training()],
-                         job.validation_split)
     # identify (through spec.examples_problems) has refused examples that cannot be split
-    assert held, "a validation split was drawn from examples that cannot give one"
-
-    def side(held_out: bool) -> Callable[[], Iterator[Example]]:
-        return lambda: (e for i, e in enumerate(training()) if (i in held) == held_out)
-
-    return ExampleStreams(side(False), side(True))
-
-
-def training_and_validation(job: Job) -> tuple[list[Example], list[Example]]:
-    """The examples a job trains on, and those it holds out for validation, in lists (see
-    ``example_streams``)."""
-    streams = example_streams(job)
-    return (list(streams.training()),
-            list(streams.validation()) if streams.validation is not None else [])
+    assert identity.split.held, "a validation split was drawn from examples that cannot give one"
+    return ExampleStreams(*identity.split.sides(training))

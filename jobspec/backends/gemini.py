@@ -169,8 +169,7 @@ class GeminiBackend:
 
     def expected_steps(self, job: Job, identity: Identity) -> int | None:
         hp = job.hyperparameters
-        return wire.total_steps(identity.example_count - identity.held_out, hp.epoch_count,
-                                hp.batch_size)
+        return wire.total_steps(identity.trained_count, hp.epoch_count, hp.batch_size)
 
     def hyperparameters(self, job: Job) -> dict[str, Any]:
         return job.hyperparameters.as_dict()
@@ -217,7 +216,7 @@ class GeminiBackend:
         API takes the examples inline, in the request, whose size validate has checked against
         the backend's limit; the local service takes them uploaded first (streamed, and only
         when it does not have them already), and the create names the uploads."""
-        streams = example_streams(job)
+        streams = example_streams(job, identity)
         training, validation, uploaded_bytes = self._datasets(streams)
         body = self.create_body(job, identity, training, validation)
         # A create that names uploads is answered once the service has read them.

@@ -34,7 +34,7 @@ from ..spec import Job
 from ..workspace import Owner
 from . import generate
 from .base import (CREATING, BackendOptions, BackendType, OpenRequest, PollDefaults,
-                   Progress, RemoteModel, TokenCount, training_and_validation)
+                   Progress, RemoteModel, TokenCount, example_streams)
 from .endpoints import Endpoint, checked_url, check_destination
 from .gcs import STORAGE_ENDPOINT, Storage, rechunk
 from .tuningjobs import (JSONL_EXAMPLE_BYTES, LABEL_FINGERPRINT, LABEL_NAME, LABEL_OWNER,
@@ -172,27 +172,26 @@ class VertexBackend:
         return rechunk(jsonl_line(e.text_input, e.output) for e in examples)
 
     def _stage(self, job: Job, identity: Identity) -> tuple[str, str | None]:
-        """The training (and validation) JSONL in Cloud Storage, uploaded unless there. Read
-        as a stream, except a validation split, which needs every example (held in memory,
-        split once)."""
+        """The training (and validation) JSONL in Cloud Storage, uploaded unless there, each
+        read as a stream (a validation split's sides as identify drew it)."""
         bucket = self.settings.bucket
         if bucket is None:
             raise UsageError("the vertex backend needs a staging bucket to create a tuning job: "
                              f"pass --staging-bucket, or set {BUCKET_VARIABLE}")
-        split = training_and_validation(job) if job.validation_split is not None else None
+        streams = example_streams(job, identity)
         name = bucket.object_name(TRAINING_OBJECT.format(fingerprint=identity.fingerprint))
-        self.storage.stage(bucket, name, lambda: self._lines(
-            split[0] if split else data.iter_examples(job.training_data)))
-        if job.validation_data is None and split is None:
+        self.storage.stage(bucket, name, lambda: self._lines(streams.training()))
+        validation = streams.validation
+        if validation is None:
             return bucket.uri(name), None
-        held_out = len(split[1]) if split else data.count_examples(job.validation_data)
+        held_out = (identity.held_out if job.validation_data is None
+                    else data.count_examples(job.validation_data))
         if held_out > MAX_VALIDATION_EXAMPLES:
             where = "validation_data" if job.validation_data is not None else "validation_split"
             raise ConfigError(job.at(where), f"{held_out:,} validation examples; Vertex AI "
                               f"takes at most {MAX_VALIDATION_EXAMPLES:,} (§6)")
         checked = bucket.object_name(VALIDATION_OBJECT.format(fingerprint=identity.fingerprint))
-        self.storage.stage(bucket, checked, lambda: self._lines(
-            split[1] if split else data.iter_examples(job.validation_data)))
+        self.storage.stage(bucket, checked, lambda: self._lines(validation()))
         return bucket.uri(name), bucket.uri(checked)
 
     def create(self, job: Job, identity: Identity) -> Progress:

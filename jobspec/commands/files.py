@@ -62,7 +62,7 @@ def resolved_job(job: spec.Job, chosen_backend: str | None = None) -> dict[str, 
         training = {"path": source.display_path, "format": source.format.lstrip("."),
                     "input_field": source.input_field, "output_field": source.output_field}
     training["example_count"] = identity.example_count
-    if job.validation_split is not None:  # equal examples stay on one side (data.held_out)
+    if job.validation_split is not None:  # equal examples stay on one side (split.draw)
         training["held_out"] = identity.held_out
     resolved: dict[str, Any] = {
         "name": job.name,
