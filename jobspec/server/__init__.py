@@ -19,6 +19,7 @@ reaches Google, so nothing here imports the reconciler, the job-file loader or t
                   each choice measured by bench/tuning_quality.py
     trainer.py    LoRA fine-tuning of one job: batches, micro-batches, the step loop,
                   validation loss at each epoch's end
+    losses.py     what a batch costs: padding, the summed loss, the validation mean
     training_state.py where a run stands (step, validation losses, early stopping, adapter,
                   optimiser, RNG) as one value: resume (the one decision) and snapshot
     checkpoints.py training checkpoints on disk (atomic, owner-checked), so a run resumes mid-run
