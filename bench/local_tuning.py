@@ -110,7 +110,7 @@ def step_figures(state: Path, steps: int = 30) -> None:
     from peft import get_peft_model
 
     from jobspec.server import recipe as recipes
-    from jobspec.server import trainer
+    from jobspec.server import losses, trainer
     from jobspec.server.chat import encode_example
     from jobspec.server.models import ModelRegistry, load_base, quiet_libraries
 
@@ -131,7 +131,7 @@ def step_figures(state: Path, steps: int = 30) -> None:
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     bf16 = recipes.precision_for(recipe, "cpu") == "bf16"
     encoded = [encode_example(tokenizer, i, o, recipe.system_prompt) for i, o in examples]
-    batches = [trainer.collate([encoded[i] for i in idx], tokenizer.pad_token_id, "cpu")
+    batches = [losses.collate([encoded[i] for i in idx], tokenizer.pad_token_id, "cpu")
                for _, idx in trainer.batches(len(encoded), 5, 2)][:steps]
     bare: list[float] = []
     for batch in batches:
@@ -226,7 +226,7 @@ def flops_figures(state: Path, recipe_name: str, full_logits: bool = False,
     base, tokenizer = load_base(ModelRegistry.build([], []).default, state / "models")
     config = base.config
     if full_logits:
-        base._jobspec_no_split = True  # trainer._heads: logits at every position, as before
+        base._jobspec_no_split = True  # losses._heads: logits at every position, as before
     recipe = recipes.LEGACY_RECIPE if recipe_name == "legacy" else recipes.RECIPE
     try:
         recipe = recipe.with_settings(settings or [])
@@ -281,7 +281,7 @@ def ceiling_figures(state: Path, rounds: int = 3) -> None:
     import torch
 
     from jobspec.server import recipe as recipes
-    from jobspec.server import trainer
+    from jobspec.server import losses, trainer
     from jobspec.server.chat import encode_example
     from jobspec.server.models import ModelRegistry, load_base, quiet_libraries
 
@@ -306,11 +306,11 @@ def ceiling_figures(state: Path, rounds: int = 3) -> None:
     for _ in range(rounds):
         for indices in plan:
             rows = [encoded[i] for i in indices]
-            batch = trainer.collate(rows, pad_id, "cpu")
+            batch = losses.collate(rows, pad_id, "cpu")
             for name, (model, rank) in models.items():
                 model.train()
                 started = time.perf_counter()
-                trainer.summed_loss(model, batch).backward()
+                losses.summed_loss(model, batch).backward()
                 seconds[name].append(time.perf_counter() - started)
                 model.zero_grad(set_to_none=True)
                 flops[name] += step_flops(base.config, rows, rank, None)

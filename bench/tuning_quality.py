@@ -147,7 +147,7 @@ def main() -> None:
     print(f"recipe: {base_recipe}")
     network, tokenizer = load_base(model, state / "models")
     if args.full_logits:
-        network._jobspec_no_split = True  # trainer._heads: the whole model's logits
+        network._jobspec_no_split = True  # losses._heads: the whole model's logits
     generator = Generator(registry, state)
     report: dict = {"recipe": dataclasses.asdict(base_recipe), "runs": []}
 

@@ -17,8 +17,11 @@ reaches Google, so nothing here imports the reconciler, the job-file loader or t
     store.py      SQLite state: tuned models, their operations and snapshots, who owns a job
     recipe.py     what the service decides about training (layout, LoRA, schedule, precision),
                   each choice measured by bench/tuning_quality.py
-    trainer.py    LoRA fine-tuning of one job: batches, micro-batches, the training loop,
-                  validation loss, early stopping, checkpoint state
+    trainer.py    LoRA fine-tuning of one job: batches, micro-batches, the step loop,
+                  validation loss at each epoch's end
+    losses.py     what a batch costs: padding, the summed loss, the validation mean
+    training_state.py where a run stands (step, validation losses, early stopping, adapter,
+                  optimiser, RNG) as one value: resume (the one decision) and snapshot
     checkpoints.py training checkpoints on disk (atomic, owner-checked), so a run resumes mid-run
     worker.py     the training worker process: queued jobs, one after another
     supervisor.py keeping the worker processes alive; failing the queue when none can start

@@ -3,12 +3,14 @@
     checkpoints/<model id>/<operation id>.pt              the last checkpoint of that operation
     checkpoints/<model id>/.<operation id>.partial-<pid>  being written by worker <pid>
 
-A checkpoint (``trainer.train``'s state: adapter, optimiser, scheduler, RNG, early-stopping
-state, step) is written beside its place, flushed to disk, and renamed into place only inside
-the store transaction that confirms the run still belongs to this worker (``Store.checkpoint``),
-so a rename is atomic and a worker that lost its job can never replace the owner's checkpoint.
-It is removed when the run ends, or its model is deleted. A checkpoint that cannot be read, or
-was made for another job or recipe (``trainer.run_key``), is ignored: the run starts over.
+A checkpoint (a ``training_state.TrainingState``: adapter, optimiser, scheduler, RNG,
+early-stopping state, step) is written beside its place, flushed to disk, and renamed into
+place only inside the store transaction that confirms the run still belongs to this worker
+(``Store.checkpoint``), so a rename is atomic and a worker that lost its job can never replace
+the owner's checkpoint.
+It is removed when the run ends, or its model is deleted. Whether a run resumes from it is
+decided in one place, ``training_state.resume``: one that cannot be read, or was made for
+another job or recipe (``training_state.run_key``), is ignored, and the run starts over.
 """
 
 from __future__ import annotations
@@ -52,8 +54,8 @@ def remove_stale_partials(state_dir: Path) -> list[Path]:
 
 
 class WorkerCheckpoints:
-    """``trainer.Checkpoints`` for one run of a worker: loads the operation's checkpoint and
-    saves new ones atomically, only while the store says the run is this worker's."""
+    """``training_state.Checkpoints`` for one run of a worker: reads the operation's checkpoint
+    and saves new ones atomically, only while the store says the run is this worker's."""
 
     def __init__(self, state_dir: Path, store: Any, model_id: str, operation_id: str,
                  worker_pid: int) -> None:
@@ -64,26 +66,15 @@ class WorkerCheckpoints:
         self.worker_pid = worker_pid
         self.path = checkpoint_path(state_dir, model_id, operation_id)
         self.saved = 0  # checkpoints this run wrote
-        self.problem: str | None = None  # why an existing checkpoint was not used
-        self._loaded: tuple[dict[str, Any] | None] | None = None
 
     def load(self) -> dict[str, Any] | None:
-        """The run's checkpoint as it was at start: read once (the worker decides from it
-        whether the run resumes, then the trainer restores it), tens of MB for SmolLM2."""
-        if self._loaded is None:
-            self._loaded = (self._read(),)
-        return self._loaded[0]
-
-    def _read(self) -> dict[str, Any] | None:
+        """The checkpoint in place (tens of MB for SmolLM2), None when there is none; raises
+        when it cannot be read. Only ``training_state.resume`` calls it, once per run."""
         import torch  # noqa: PLC0415
 
         if not self.path.is_file():
             return None
-        try:
-            return torch.load(self.path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - unreadable: start over rather than fail
-            self.problem = f"{type(exc).__name__}: {exc}"
-            return None
+        return torch.load(self.path, map_location="cpu", weights_only=True)
 
     def save(self, state: dict[str, Any]) -> bool:
         import torch  # noqa: PLC0415

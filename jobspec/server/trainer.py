@@ -1,4 +1,4 @@
-"""LoRA fine-tuning of one job: batches, the training loop, validation, checkpoints, the adapter.
+"""LoRA fine-tuning of one job: batches, the step loop, validation, snapshots, the adapter.
 
 Steps are counted the way the Gemini API counts them: the examples, reshuffled each epoch, form
 one stream that is cut into batches, so there are ceil(examples × epochs ÷ batch size) steps and
@@ -13,28 +13,38 @@ tokens of the whole batch, so the gradient, the step and the reported loss (the 
 target tokens of the batch) are those of the unsplit batch, up to float rounding.
 
 Everything the service (not the job) decides about training is one ``Recipe`` (recipe.py):
-the prompt layout, the LoRA shape, the learning-rate schedule, the precision.
+the prompt layout, the LoRA shape, the learning-rate schedule, the precision. What a batch costs
+(its padding, its loss) is losses.py's.
 
-A run can be checkpointed (``Checkpoints``) and resumed: the adapter, optimiser, scheduler, RNG
-state, early-stopping state and step are saved at every epoch's end and every few minutes, and a
-run resumed from a checkpoint ends with the same adapter, bit for bit, as one never interrupted
-(same machine, same thread count: the arithmetic is then the same, in the same order).
+A run can be checkpointed (``Checkpoints``) and resumed: its state (training_state.py: adapter,
+optimiser, scheduler, RNG, early-stopping state, step) is saved at every epoch's end and every
+few minutes, and a run resumed from a checkpoint ends with the same adapter, bit for bit, as one
+never interrupted (same machine, same thread count: the arithmetic is then the same, in the same
+order). Whether it resumes is not decided here: ``train`` is handed ``training_state.resume``'s
+decision.
+
+    train        _prepare (the run's live objects), then restore or start fresh
+      _steps     the step loop: _train_step, _evaluate (epoch ends: validation, early
+                 stopping), on_step, _Snapshots.after (checkpoints)
+      _keep_best with early stopping, the best epoch's weights
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import math
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
-from .chat import IGNORE_INDEX, EncodedExamples, encode_example
+from .chat import EncodedExamples, encode_example
+from .losses import collate, mean_loss, summed_loss, target_count
 from .recipe import (RECIPE, SEED, Recipe, lora_config, parameter_groups, precision_for,
                      schedule)
+from .training_state import Checkpoints, Progress, Resume, snapshot
+from .training_state import run_key as run_key  # where callers have always found it
 
 # Tokens (rows × longest row) in one forward pass. Training SmolLM2-135M on a CPU takes about
 # 1.5 GB plus 2.8 MB per token of the pass (measured: 2,048 tokens peak at 7.0 GB, 4,096 at
@@ -62,22 +72,6 @@ def batches(example_count: int, epochs: int, batch_size: int,
 def completed_epochs(step: int, example_count: int, epochs: int, batch_size: int) -> int:
     """Epochs whose every example has been trained on after ``step`` steps."""
     return min(step * batch_size, example_count * epochs) // example_count
-
-
-def collate(encoded: list[tuple[list[int], list[int]]], pad_id: int, device: str) -> dict[str, Any]:
-    """Right-pad a batch. Padding is masked by the attention mask and IGNORE_INDEX labels, never
-    by the pad id: SmolLM2's pad token is its end-of-turn token, which must stay a target."""
-    import torch  # noqa: PLC0415
-
-    width = max(len(ids) for ids, _ in encoded)
-    input_ids, labels, mask = [], [], []
-    for ids, targets in encoded:
-        padding = width - len(ids)
-        input_ids.append(ids + [pad_id] * padding)
-        labels.append(targets + [IGNORE_INDEX] * padding)
-        mask.append([1] * len(ids) + [0] * padding)
-    return {name: torch.tensor(value, device=device) for name, value in
-            (("input_ids", input_ids), ("labels", labels), ("attention_mask", mask))}
 
 
 def lora_model(base: Any, recipe: Recipe = RECIPE, precision: str = "fp32") -> Any:
@@ -110,52 +104,6 @@ def micro_batches(lengths: list[int], max_tokens: int) -> list[list[int]]:
     return groups
 
 
-def target_count(labels: list[int]) -> int:
-    """Tokens a row is scored on: each label after the first predicts from what precedes it."""
-    return sum(1 for label in labels[1:] if label != IGNORE_INDEX)
-
-
-def _heads(model: Any) -> tuple[Any, Any] | None:
-    """(the transformer body, the output layer) of a causal LM, PEFT-wrapped or not; None when
-    the model does not expose them (then the whole model runs)."""
-    causal = model.get_base_model() if hasattr(model, "get_base_model") else model
-    try:
-        body, head = causal.get_decoder(), causal.get_output_embeddings()
-    except (AttributeError, NotImplementedError):
-        return None
-    if body is None or head is None or getattr(causal, "_jobspec_no_split", False):
-        return None
-    return body, head
-
-
-def summed_loss(model: Any, batch: dict[str, Any], label_smoothing: float = 0.0) -> Any:
-    """Cross-entropy summed over the batch's target tokens (each predicted from the tokens
-    before it). Summed, not averaged, so micro-batches can be weighted by their share.
-
-    Only the positions that are scored go through the output layer: for SmolLM2 that layer is
-    576 × 49,152, about a fifth of the model's work per token, and a prompt's tokens need none
-    of it (the loss is on the answer). The loss is the same as from the whole model's logits.
-    """
-    import torch  # noqa: PLC0415
-
-    # Shift the labels, not the logits: each position predicts the next token.
-    targets = torch.nn.functional.pad(batch["labels"], (0, 1), value=IGNORE_INDEX)[:, 1:]
-    heads = _heads(model)
-    if heads is None:
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                       use_cache=False).logits
-        return torch.nn.functional.cross_entropy(
-            logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
-            ignore_index=IGNORE_INDEX, reduction="sum", label_smoothing=label_smoothing)
-    body, head = heads
-    hidden = body(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                  use_cache=False).last_hidden_state
-    scored = targets != IGNORE_INDEX
-    logits = head(hidden[scored])
-    return torch.nn.functional.cross_entropy(logits.float(), targets[scored], reduction="sum",
-                                             label_smoothing=label_smoothing)
-
-
 @dataclass(frozen=True)
 class StepResult:
     step: int
@@ -180,14 +128,6 @@ class TrainResult:
     resumed_from: int | None = None  # the checkpoint's step, when it resumed from one
 
 
-class Checkpoints(Protocol):
-    """Where a run's checkpoints go (the worker's is atomic and owner-checked)."""
-
-    def load(self) -> dict[str, Any] | None: ...
-    def save(self, state: dict[str, Any]) -> bool:
-        """Save ``state``; False when the run should stop (it lost its job)."""
-
-
 class Cancelled(Exception):
     """on_step (or a checkpoint save) said to stop: cancelled, deleted, or no longer ours."""
 
@@ -208,53 +148,45 @@ def _trainable(model: Any) -> dict[str, Any]:
     return {name: p for name, p in model.named_parameters() if p.requires_grad}
 
 
-def run_key(examples: Sequence[tuple[str, str]], validation: Sequence[tuple[str, str]],
-            epochs: int, batch_size: int, learning_rate: float, patience: int | None,
-            recipe: Recipe) -> str:
-    """What a checkpoint must match to be resumed: the same job trained the same way. The
-    SHA-256 of ``json.dumps([examples, validation, epochs, ...])``, fed an example at a time
-    (the examples may be an upload of hundreds of MB, never held whole)."""
-    import hashlib  # noqa: PLC0415
+@dataclass
+class _Run:
+    """One run's live objects: the model and what steps it, the batches, the examples."""
 
-    digest = hashlib.sha256()
+    model: Any
+    params: dict[str, Any]  # the adapter's weights, by name
+    optimizer: Any
+    scheduler: Any
+    noise: Any  # NEFTune's generator
+    hook: Any  # NEFTune's, removed when the run ends
+    autocast: Any
+    device: str
+    precision: str
+    pad_id: int
+    encoded: EncodedExamples
+    held_out: list[tuple[list[int], list[int]]]  # the validation examples, encoded
+    plan: list[tuple[int, list[int]]]  # (epoch, example indices) per step
+    epochs: int
+    batch_size: int
+    max_batch_tokens: int
+    recipe: Recipe
 
-    def feed(text: str) -> None:
-        digest.update(text.encode("utf-8", "surrogatepass"))
-
-    feed("[[")
-    for index, example in enumerate(examples):
-        feed((", " if index else "") + json.dumps(list(example), ensure_ascii=False))
-    rest = json.dumps([list(validation), epochs, batch_size, learning_rate, patience,
-                       recipe.as_dict()], ensure_ascii=False)
-    feed("], " + rest[1:])
-    return digest.hexdigest()
+    def completed_epochs(self, step: int) -> int:
+        return completed_epochs(step, len(self.encoded), self.epochs, self.batch_size)
 
 
-def train(base: Any, tokenizer: Any, examples: Sequence[tuple[str, str]], *, epochs: int,
-          batch_size: int, learning_rate: float,
-          max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
-          on_step: Callable[[StepResult], bool], recipe: Recipe = RECIPE,
-          validation: list[tuple[str, str]] | None = None, patience: int | None = None,
-          checkpoints: Checkpoints | None = None,
-          checkpoint_seconds: float = CHECKPOINT_SECONDS) -> TrainResult | None:
-    """Train a LoRA adapter; None when on_step (or a checkpoint) asked to stop.
-
-    With ``patience`` (early stopping; needs validation examples) training stops once the
-    validation loss has not improved for that many epochs, and the weights of the best epoch
-    are kept (also when it runs to its end)."""
+def _prepare(base: Any, tokenizer: Any, examples: Sequence[tuple[str, str]],
+             validation: list[tuple[str, str]], epochs: int, batch_size: int,
+             learning_rate: float, max_batch_tokens: int, recipe: Recipe) -> _Run:
+    """A fresh run: the LoRA, its optimiser and schedule, the batches of every step."""
     import torch  # noqa: PLC0415
 
-    validation = list(validation or [])
-    if patience is not None and not validation:
-        raise ValueError("early stopping needs validation examples")
     device = str(next(base.parameters()).device)
     precision = precision_for(recipe, device)
     model = lora_model(base, recipe, precision)
     model.train()
     autocast = torch.autocast(device.split(":")[0], dtype=torch.bfloat16,
                               enabled=precision == "bf16")
-    system = recipe.system_prompt
-    chat = recipe.chat_template
+    system, chat = recipe.system_prompt, recipe.chat_template
     # Each batch's examples are encoded when it is trained, so that a data set of hundreds of MB
     # (an upload, read a line at a time) is never held whole, in text or in tokens.
     encoded = EncodedExamples(examples, lambda i, o: encode_example(tokenizer, i, o, system,
@@ -267,118 +199,133 @@ def train(base: Any, tokenizer: Any, examples: Sequence[tuple[str, str]], *, epo
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(recipe, len(plan)))
     noise = torch.Generator().manual_seed(recipe.seed)
     hook = _neftune(model, recipe.neftune, noise) if recipe.neftune else None
-    key = run_key(examples, validation, epochs, batch_size, learning_rate, patience, recipe)
+    return _Run(model, params, optimizer, scheduler, noise, hook, autocast, device, precision,
+                pad_id, encoded, held_out, plan, epochs, batch_size, max_batch_tokens, recipe)
 
-    history: list[tuple[int, int, float]] = []
-    best: dict[str, Any] | None = None  # {"epoch", "loss", "weights"}
-    bad_epochs, start, resumed_from = 0, 0, None
-    saved = checkpoints.load() if checkpoints is not None else None
-    if saved is not None and saved.get("key") == key and 0 < saved["step"] <= len(plan):
-        with torch.no_grad():
-            for name, value in saved["adapter"].items():
-                params[name].copy_(value)
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        torch.set_rng_state(saved["rng"]["torch"])
-        noise.set_state(saved["rng"]["noise"])
-        history = [tuple(v) for v in saved["validation"]]
-        best, bad_epochs = saved["best"], saved["bad_epochs"]
-        start = resumed_from = saved["step"]
 
-    def state(step: int) -> dict[str, Any]:
-        return {"format": 1, "key": key, "step": step,
-                "adapter": {n: p.detach().clone() for n, p in params.items()},
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "rng": {"torch": torch.get_rng_state(), "noise": noise.get_state()},
-                "validation": history, "best": best, "bad_epochs": bad_epochs}
+def _train_step(run: _Run, indices: list[int]) -> tuple[float, int]:
+    """One optimiser step on the batch of ``indices``: (its mean loss, micro-batches run)."""
+    rows = [run.encoded[i] for i in indices]
+    targets = sum(target_count(labels) for _, labels in rows)
+    groups = micro_batches([len(ids) for ids, _ in rows], run.max_batch_tokens)
+    total = 0.0
+    for group in groups:
+        batch = collate([rows[i] for i in group], run.pad_id, run.device)
+        with run.autocast:
+            loss = summed_loss(run.model, batch, run.recipe.label_smoothing) / max(targets, 1)
+        loss.backward()  # gradients add up across the micro-batches of this step
+        total += float(loss.detach())
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    return total, len(groups)
 
-    last_saved = time.monotonic()
-    stop_reason = None
-    step = start
+
+def _evaluate(run: _Run, progress: Progress) -> tuple[int | None, float | None]:
+    """At the step that ends an epoch: (that epoch, with validation examples the mean loss on
+    them), recorded in ``progress`` and its early stopping; (None, None) at other steps."""
+    step = progress.step
+    done = run.completed_epochs(step)
+    ended = done if done > run.completed_epochs(step - 1) else None
+    if ended is None or not run.held_out:
+        return ended, None
+    value = mean_loss(run.model, run.held_out, run.pad_id, run.device, run.max_batch_tokens,
+                      run.autocast)
+    progress.validation.append((step, ended, value))
+    progress.stopping.record(ended, value, lambda: {n: p.detach().clone()
+                                                    for n, p in run.params.items()})
+    return ended, value
+
+
+class _Snapshots:
+    """Saves the run's state at every epoch's end and every ``seconds`` (never after its last
+    step: a run that ended needs none)."""
+
+    def __init__(self, checkpoints: Checkpoints, key: str, seconds: float) -> None:
+        self.checkpoints, self.key, self.seconds = checkpoints, key, seconds
+        self.last_saved = time.monotonic()
+
+    def after(self, run: _Run, progress: Progress, ended_epoch: int | None) -> None:
+        """Called after each step; raises Cancelled when the save says the run lost its job."""
+        periodic = time.monotonic() - self.last_saved >= self.seconds
+        if progress.step >= len(run.plan) or (ended_epoch is None and not periodic):
+            return
+        state = snapshot(self.key, progress, run.params, run.optimizer, run.scheduler,
+                         run.noise)
+        if not self.checkpoints.save(state.to_checkpoint()):
+            raise Cancelled
+        self.last_saved = time.monotonic()
+
+
+def _steps(run: _Run, progress: Progress, on_step: Callable[[StepResult], bool],
+           snapshots: _Snapshots | None) -> str | None:
+    """Train the steps after ``progress.step`` to the last; why early stopping stopped it
+    before, or None. Raises Cancelled when on_step (or a save) says to stop."""
+    total = len(run.plan)
+    for step, (epoch, indices) in enumerate(run.plan[progress.step:], start=progress.step + 1):
+        loss, passes = _train_step(run, indices)
+        progress.step = step
+        ended, value = _evaluate(run, progress)
+        if not on_step(StepResult(step, epoch, loss, passes, ended, value)):
+            raise Cancelled
+        if progress.stopping.exhausted and step < total:
+            return progress.stopping.reason(ended, step, total)
+        if snapshots is not None:
+            snapshots.after(run, progress, ended)
+    return None
+
+
+def _keep_best(run: _Run, progress: Progress) -> int | None:
+    """With early stopping, put the best epoch's weights back; that epoch."""
+    import torch  # noqa: PLC0415
+
+    best = progress.stopping.best
+    if best is None:
+        return None
+    with torch.no_grad():
+        for name, value in best.weights.items():
+            run.params[name].copy_(value)
+    return best.epoch
+
+
+def train(base: Any, tokenizer: Any, examples: Sequence[tuple[str, str]], *, epochs: int,
+          batch_size: int, learning_rate: float,
+          max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+          on_step: Callable[[StepResult], bool], recipe: Recipe = RECIPE,
+          validation: list[tuple[str, str]] | None = None, patience: int | None = None,
+          checkpoints: Checkpoints | None = None, resume: Resume | None = None,
+          checkpoint_seconds: float = CHECKPOINT_SECONDS) -> TrainResult | None:
+    """Train a LoRA adapter; None when on_step (or a checkpoint) asked to stop.
+
+    With ``patience`` (early stopping; needs validation examples) training stops once the
+    validation loss has not improved for that many epochs, and the weights of the best epoch
+    are kept (also when it runs to its end). ``resume`` (``training_state.resume``'s decision)
+    says where to start; with ``checkpoints`` the run's state is saved there as it goes."""
+    validation = list(validation or [])
+    if patience is not None and not validation:
+        raise ValueError("early stopping needs validation examples")
+    if checkpoints is not None and resume is None:
+        raise ValueError("checkpoints need the decision to resume (training_state.resume)")
+    run = _prepare(base, tokenizer, examples, validation, epochs, batch_size, learning_rate,
+                   max_batch_tokens, recipe)
     try:
-        for step, (epoch, indices) in enumerate(plan[start:], start=start + 1):
-            rows = [encoded[i] for i in indices]
-            targets = sum(target_count(labels) for _, labels in rows)
-            groups = micro_batches([len(ids) for ids, _ in rows], max_batch_tokens)
-            total = 0.0
-            for group in groups:
-                batch = collate([rows[i] for i in group], pad_id, device)
-                with autocast:
-                    loss = summed_loss(model, batch, recipe.label_smoothing) / max(targets, 1)
-                loss.backward()  # gradients add up across the micro-batches of this step
-                total += float(loss.detach())
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-
-            done_epochs = completed_epochs(step, len(encoded), epochs, batch_size)
-            ended = done_epochs if done_epochs > completed_epochs(
-                step - 1, len(encoded), epochs, batch_size) else None
-            value = None
-            if ended is not None and held_out:
-                value = mean_loss(model, held_out, pad_id, device, max_batch_tokens, autocast)
-                history.append((step, ended, value))
-                if patience is not None:
-                    if best is None or value < best["loss"]:
-                        best = {"epoch": ended, "loss": value,
-                                "weights": {n: p.detach().clone() for n, p in params.items()}}
-                        bad_epochs = 0
-                    else:
-                        bad_epochs += 1
-            if not on_step(StepResult(step, epoch, total, len(groups), ended, value)):
-                raise Cancelled
-            if patience is not None and best is not None and bad_epochs >= patience \
-                    and step < len(plan):
-                stop_reason = (f"early stopping: the validation loss did not improve for "
-                               f"{bad_epochs} epoch{'s' if bad_epochs != 1 else ''} after epoch "
-                               f"{best['epoch']} (best {best['loss']:.4f}); stopped after epoch "
-                               f"{ended}, step {step} of {len(plan)}")
-                break
-            periodic = time.monotonic() - last_saved >= checkpoint_seconds
-            if checkpoints is not None and step < len(plan) and (ended is not None or periodic):
-                if not checkpoints.save(state(step)):
-                    raise Cancelled
-                last_saved = time.monotonic()
+        if resume is not None and resume.step > len(run.plan):
+            raise ValueError(f"resuming at step {resume.step} of a run of {len(run.plan)}")
+        progress = (resume.state.restore(run.params, run.optimizer, run.scheduler, run.noise)
+                    if resume is not None and resume.state is not None
+                    else Progress.fresh(patience))
+        snapshots = None if checkpoints is None or resume is None else _Snapshots(
+            checkpoints, resume.key, checkpoint_seconds)
+        stop_reason = _steps(run, progress, on_step, snapshots)
     except Cancelled:
         return None
     finally:
-        if hook is not None:
-            hook.remove()
-    kept = None
-    if patience is not None and best is not None:
-        kept = best["epoch"]
-        with torch.no_grad():
-            for name, value in best["weights"].items():
-                params[name].copy_(value)
-    model.eval()
-    return TrainResult(model, step, tuple(history), kept, stop_reason, device, precision,
-                       resumed_from)
-
-
-def mean_loss(model: Any, encoded: list[tuple[list[int], list[int]]], pad_id: int, device: str,
-              max_batch_tokens: int, autocast: Any) -> float:
-    """Mean cross-entropy per target token over ``encoded`` (the validation examples)."""
-    import torch  # noqa: PLC0415
-
-    groups: list[list[int]] = []
-    for index in sorted(range(len(encoded)), key=lambda i: len(encoded[i][0])):
-        # Shortest first, so a group's last row is its longest: little padding.
-        if groups and (len(groups[-1]) + 1) * len(encoded[index][0]) <= max_batch_tokens:
-            groups[-1].append(index)
-        else:
-            groups.append([index])
-    total, count = 0.0, 0
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        for group in groups:
-            rows = [encoded[i] for i in group]
-            with autocast:
-                total += float(summed_loss(model, collate(rows, pad_id, device)))
-            count += sum(target_count(labels) for _, labels in rows)
-    if was_training:
-        model.train()
-    return total / max(count, 1)
+        if run.hook is not None:
+            run.hook.remove()
+    kept = _keep_best(run, progress)
+    run.model.eval()
+    return TrainResult(run.model, progress.step, tuple(progress.validation), kept, stop_reason,
+                       run.device, run.precision, (resume.step or None) if resume else None)
 
 
 def _neftune(model: Any, alpha: float, generator: Any) -> Any:

@@ -1,5 +1,6 @@
 """The training worker process: takes queued tuning jobs from the store, one after another,
-trains each (``trainer.train``) and publishes its adapter.
+trains each (``trainer.train``) and publishes its adapter. Whether a run resumes from a
+checkpoint is decided once, before it starts (``training_state.resume``).
 
 A worker owns the job it claimed for as long as the store's row names its pid. When the service
 restarts meanwhile, the job is requeued and may be claimed by another worker; the first one then
@@ -25,6 +26,7 @@ from .adapters import discard_partial, partial_dir, publish, save_partial
 from .checkpoints import WorkerCheckpoints, remove_checkpoints
 from .store import ACTIVE, Snapshot, Store, TunedModelRecord
 from .trainer import DEFAULT_MAX_BATCH_TOKENS, StepResult, train
+from .training_state import resume, run_key
 from .uploads import Uploads
 
 POLL_SECONDS = 0.2
@@ -101,25 +103,19 @@ class Worker:
             trained_on = f"{device} ({recipes.precision_for(recipe, device)})"
             checkpoints = WorkerCheckpoints(self.state_dir, self.store, record.id,
                                             record.operation_id, self.pid)
-            saved = checkpoints.load()
-            key = trainer.run_key(examples, validation,
-                                  int(record.hyperparameters["epochCount"]),
-                                  int(record.hyperparameters["batchSize"]), record.effective_lr,
-                                  patience, recipe)
-            resume_at = saved["step"] if saved is not None and saved.get("key") == key else 0
-            if saved is not None and not resume_at:
-                log(f"train {name}: its checkpoint was made for another job or recipe; "
-                    "training from the start")
-            elif checkpoints.problem:
-                log(f"train {name}: its checkpoint cannot be read ({checkpoints.problem}); "
-                    "training from the start")
-            if not self.store.start_run(record.id, record.operation_id, self.pid, resume_at,
+            key = run_key(examples, validation, int(record.hyperparameters["epochCount"]),
+                          int(record.hyperparameters["batchSize"]), record.effective_lr,
+                          patience, recipe)
+            start = resume(checkpoints, key, record.total_steps, patience)
+            if start.found and start.state is None:
+                log(f"train {name}: {start.reason}")
+            if not self.store.start_run(record.id, record.operation_id, self.pid, start.step,
                                         trained_on):
                 log(f"train {name}: not started: it was cancelled, deleted, or is no longer "
                     "this worker's")
                 self._stopped(record, name)
                 return
-            where = f"resuming from its checkpoint at step {resume_at}" if resume_at else "started"
+            where = start.reason if start.state is not None else "started"
             log(f"train {name}: {where} ({record.example_count} examples{held_out}, "
                 f"{record.total_steps} steps{stopping}) on {trained_on}")
             hp = record.hyperparameters
@@ -146,7 +142,8 @@ class Worker:
                            learning_rate=record.effective_lr,
                            max_batch_tokens=self.max_batch_tokens, on_step=on_step,
                            recipe=recipe, validation=validation, patience=patience,
-                           checkpoints=checkpoints, checkpoint_seconds=self.checkpoint_seconds)
+                           checkpoints=checkpoints, resume=start,
+                           checkpoint_seconds=self.checkpoint_seconds)
             if result is None:  # cancelled, deleted, or no longer this worker's job
                 self._stopped(record, name)
                 return
