@@ -44,7 +44,6 @@ from .losses import collate, mean_loss, summed_loss, target_count
 from .recipe import (RECIPE, SEED, Recipe, lora_config, parameter_groups, precision_for,
                      schedule)
 from .training_state import Checkpoints, Progress, Resume, snapshot
-from .training_state import run_key as run_key  # where callers have always found it
 
 # Tokens (rows × longest row) in one forward pass. Training SmolLM2-135M on a CPU takes about
 # 1.5 GB plus 2.8 MB per token of the pass (measured: 2,048 tokens peak at 7.0 GB, 4,096 at

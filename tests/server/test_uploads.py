@@ -16,7 +16,7 @@ from jobspec import wire
 from jobspec.server import datasets
 from jobspec.server.recipe import RECIPE
 from jobspec.server.store import Store
-from jobspec.server.trainer import run_key
+from jobspec.server.training_state import run_key
 from jobspec.server.uploads import StoredExamples, Uploads
 from tests.conftest import NUMBER_EXAMPLES
 from tests.server.test_app import create, error_of, tutorial_body
