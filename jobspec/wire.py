@@ -12,6 +12,8 @@ import hmac
 import json
 import math
 
+from .conversation import Conversation, ConversationProblem, from_contents, to_contents
+
 # Tuned model states (§4 TunedModel.state).
 STATE_UNSPECIFIED, CREATING, ACTIVE, FAILED = "STATE_UNSPECIFIED", "CREATING", "ACTIVE", "FAILED"
 
@@ -43,7 +45,10 @@ LOCAL_MAX_BODY_BYTES = 32 * 1024 * 1024
 # set of hundreds of MB is streamed once, never held whole by either side, and never sent again:
 #   GET  /v1beta/uploads/{sha256}          the upload's metadata (UploadInfo), or 404
 #   PUT  /upload/v1beta/uploads/{sha256}   the body, Content-Type UPLOAD_CONTENT_TYPE: one
-#        example a line, {"textInput": ..., "output": ...} (upload_line); the service keeps it
+#        example a line: a one-turn example {"textInput": ..., "output": ...} (upload_line), a
+#        conversation in Vertex AI's training-line form {"systemInstruction"?: Content,
+#        "contents": [Content, ...]} (conversation_line), where a model turn that is context,
+#        not a target, carries "weight": 0 (this extension's only field); the service keeps it
 #        only when the body's SHA-256 is the one named (and its size the Content-Length)
 # A create (or countExampleTokens) then names it in a Dataset, {"upload": "uploads/{sha256}"},
 # in place of the inline examples. An upload is named by its content, so one made before is
@@ -71,6 +76,31 @@ def upload_line(text_input: str, output: str) -> bytes:
     """One example as a line of an upload: compact JSON, UTF-8, newline-terminated."""
     return (json.dumps({"textInput": text_input, "output": output}, ensure_ascii=False,
                        separators=(",", ":")) + "\n").encode("utf-8")
+
+
+def conversation_line(conversation: Conversation) -> bytes:
+    """One example as a line of an upload: a one-turn conversation as ``upload_line`` (so the
+    uploads of every job made before conversations keep their names), any other in the contents
+    form with weights."""
+    if conversation.is_one_turn:
+        return upload_line(conversation.turns[0].text, conversation.turns[1].text)
+    return (json.dumps(to_contents(conversation, weights=True), ensure_ascii=False,
+                       separators=(",", ":")) + "\n").encode("utf-8")
+
+
+def read_upload_line(record: object) -> Conversation:
+    """The conversation of one upload line (parsed JSON); ConversationProblem if it is none."""
+    if isinstance(record, dict) and "contents" in record:
+        return from_contents(record, weights=True)
+    if not isinstance(record, dict):
+        raise ConversationProblem("", "must be an object: {textInput, output} or "
+                                  "{systemInstruction?, contents}")
+    for name in ("textInput", "output"):
+        value = record.get(name)
+        if not isinstance(value, str) or not value.strip():
+            raise ConversationProblem(name, "missing" if value is None else
+                                      "must be a non-empty string")
+    return Conversation.one_turn(record["textInput"], record["output"])
 
 
 # What a line adds around its two JSON strings (the client's limits count each string with its

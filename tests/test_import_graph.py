@@ -19,9 +19,10 @@ SERVER = "jobspec.server"
 # `jobspec serve` runs the service in the CLI's process (the local backend starts it as
 # `python -m jobspec.server` instead, and imports none of it).
 CLIENT_MAY_IMPORT = {"jobspec.cli": {"jobspec.server.main"}}
-# What the service takes from the client side: the shared contract, everywhere; `jobspec serve`'s
+# What the service takes from the client side: the shared contract (wire.py and the conversation
+# it carries), everywhere; `jobspec serve`'s
 # start-up (main.py) also finds the state directory as the client does and reports errors alike.
-SERVICE_MAY_IMPORT = {"jobspec.wire"}
+SERVICE_MAY_IMPORT = {"jobspec.wire", "jobspec.conversation"}
 SERVICE_START_MAY_IMPORT = {"jobspec.server.main": {"jobspec.errors", "jobspec.workspace",
                                                     "jobspec.legacy_state"}}
 
