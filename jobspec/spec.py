@@ -111,6 +111,8 @@ class Job:
     training_data: data.DataSource
     display_name: str | None = None
     description: str | None = None
+    # For every example and eval prompt that has none of its own (conversation.py).
+    system_instruction: str | None = None
     eval: EvalSpec | None = None
     backend: BackendSpec | None = None
     # Examples held out to measure validation loss on: given (validation_data), or drawn from
@@ -369,6 +371,7 @@ class _JobBuilder:
             job = Job(path=self.path, name=self.raw["name"], base_model=self.raw["base_model"],
                       display_name=self.raw.get("display_name"),
                       description=self.raw.get("description"),
+                      system_instruction=self.raw.get("system_instruction"),
                       name_at=self._location(("name",)), positions=self.positions, **sections)
             problems = self.rules.check(job) if self.rules else []
         if problems:
