@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from . import data
+from .conversation import USER, Conversation, ConversationProblem, Turn, turns_from_history
 from .errors import ConfigError, ConfigErrors, Location, UsageError
 from .schema import job_schema, schema_errors
 from .workspace import find_root
@@ -76,6 +77,14 @@ class Expectation:
 class EvalPrompt:
     input: str
     expect: Expectation
+    system: str | None = None  # its own system instruction, over the job's
+    history: tuple[Turn, ...] = ()  # earlier turns, user first, model last; input comes next
+
+    def conversation(self, job_system: str | None) -> Conversation:
+        """What generateContent is asked: the system instruction (the prompt's, else the
+        job's), the history, then the input as the user's turn."""
+        return Conversation((*self.history, Turn(USER, self.input)),
+                            self.system if self.system is not None else job_system)
 
 
 @dataclass(frozen=True)
@@ -128,6 +137,12 @@ class Job:
         found = self.positions.of_value(tuple(field_path)) if self.positions else None
         line, column = found or (None, None)
         return Location(self.path, line, column, format_path(tuple(field_path)))
+
+
+def _field_path(field: str) -> FieldPath:
+    """``history[2].role`` → ``("history", 2, "role")`` (format_path's inverse)."""
+    return tuple(int(index) if index else name
+                 for name, index in re.findall(r"([^.\[\]]+)|\[(\d+)\]", field))
 
 
 def _defaults() -> dict[str, Any]:
@@ -219,6 +234,7 @@ class _JobBuilder:
         self.limits = rules.limits(declared_type if isinstance(declared_type, str) else None) \
             if rules else None
         self.errors: list[ConfigError] = []
+        self.schema_fields: set[str] = set()  # where the schema found problems (build)
 
     def error(self, field_path: FieldPath, message: str, *, at_key: bool = False) -> None:
         pos = self.positions.of_key(field_path) if at_key else self.positions.of_value(field_path)
@@ -309,8 +325,10 @@ class _JobBuilder:
             return None
         prompts = []
         for index, prompt in enumerate(spec["prompts"]):
-            prompts.append(EvalPrompt(prompt["input"], self._expectation(
-                prompt["expect"], ("eval", "prompts", index, "expect"))))
+            where = ("eval", "prompts", index)
+            prompts.append(EvalPrompt(prompt["input"],
+                                      self._expectation(prompt["expect"], where + ("expect",)),
+                                      prompt.get("system"), self._history(prompt, where)))
         improve = spec.get("require_improvement", False)
         if improve and spec.get("compare_base") is False:
             self.error(("eval", "compare_base"), "require_improvement compares the tuned model "
@@ -323,6 +341,23 @@ class _JobBuilder:
                         require_improvement=improve,
                         significance=spec.get("significance", 0.05),
                         samples=spec.get("samples", 1))
+
+    def _history(self, prompt: dict[str, Any], where: FieldPath) -> tuple[Turn, ...]:
+        """A prompt's history, checked by conversation.py's rules; a problem is reported at its
+        field (``eval.prompts[1].history[2].role``), unless the schema has already reported one
+        inside that history."""
+        if "history" not in prompt:
+            return ()
+        at = where + ("history",)
+        if any(field == format_path(at) or field.startswith((format_path(at) + "[",
+                                                              format_path(at) + "."))
+               for field in self.schema_fields):
+            return ()
+        try:
+            return turns_from_history(prompt["history"], "history")
+        except ConversationProblem as problem:
+            self.error(where + _field_path(problem.field), problem.message)
+            return ()
 
     def _expectation(self, expect: str | dict, field_path: FieldPath) -> Expectation:
         if isinstance(expect, str):
@@ -358,6 +393,7 @@ class _JobBuilder:
 
     def build(self, schema_problems: list[ConfigError]) -> Job:
         """The Job, or ConfigErrors with the schema's problems and every cross-field one."""
+        self.schema_fields = {problem.location.field or "" for problem in schema_problems}
         sections = {}
         for section in ("hyperparameters", "training_data", "eval", "backend", "validation_data",
                         "validation_split", "early_stopping"):
