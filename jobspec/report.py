@@ -17,6 +17,7 @@ from xml.etree import ElementTree
 
 from . import stats
 from .backends.base import ACTIVE
+from .conversation import Turn
 from .evaloutcome import Answers, EvalOutcome, Interval, PairedOutcome, PromptOutcome, Sample
 from .reportmd import markdown, summary_markdown
 from .results import JobResult, LossPoint, Timings, Tokens
@@ -69,6 +70,17 @@ def _answers(answers: Answers, prefix: str = "") -> dict[str, Any]:
     return values
 
 
+def _asked_in(prompt: PromptOutcome) -> dict[str, Any]:
+    """The conversation a prompt was asked in, where it had one: its system instruction and
+    the turns before its input (absent otherwise, as reports always wrote such prompts)."""
+    values: dict[str, Any] = {}
+    if prompt.system is not None:
+        values["system"] = prompt.system
+    if prompt.history:
+        values["history"] = [{"role": t.role, "text": t.text} for t in prompt.history]
+    return values
+
+
 def _gate(evaluation: EvalOutcome) -> str:
     return "passed" if evaluation.gate_passed else "failed"
 
@@ -91,7 +103,8 @@ def eval_json(evaluation: EvalOutcome) -> dict[str, Any]:
         "paired": _paired(evaluation.paired),
         "gate": _gate(evaluation),
         "errors": evaluation.errors,
-        "prompts": [{"input": p.input, "expect": dict(p.expect), **_answers(p.tuned),
+        "prompts": [{"input": p.input, **_asked_in(p), "expect": dict(p.expect),
+                     **_answers(p.tuned),
                      **(_answers(p.base, "base_") if p.base is not None else {})}
                     for p in evaluation.prompts],
     }
@@ -257,7 +270,9 @@ def _read_eval(data: Any) -> EvalOutcome | None:
             gate_passed={"passed": True, "failed": False}[data["gate"]], errors=data["errors"],
             prompts=tuple(PromptOutcome(p["input"], p["expect"], _read_answers(p),
                                         _read_answers(p, "base_") if "base_verdict" in p
-                                        else None)
+                                        else None, p.get("system"),
+                                        tuple(Turn(t["role"], t["text"])
+                                              for t in p.get("history", ())))
                           for p in data["prompts"]))
     except (KeyError, TypeError, AttributeError):
         return None

@@ -57,7 +57,9 @@ and value bare or quoted; with a dash, quoted, as AIP-160 requires) joined by ``
 refuses the rest; ``epochCount`` has no range (none is published).
 
 Every request is recorded in ``fake.requests`` (tests.loopback_http.Request: method, path,
-parsed query, headers as sent, body bytes), ``fake.requests_to(prefix)`` filters them. Hooks:
+parsed query, headers as sent, body bytes), ``fake.requests_to(prefix)`` filters them,
+``fake.generate_bodies(kind)`` gives the generateContent bodies (``systemInstruction``,
+``contents``, ``generationConfig``, as GenerateContentRequest names them). Hooks:
 ``fail_next_job``, ``expire_next_job``, ``end_job``, ``add_foreign_job``,
 ``drop_next_create_answer``, ``lag_next_listing`` (the list, eventually consistent, leaves a new
 job out for a while), ``catch_up_listing``, ``fail_next_requests``, ``script``.
@@ -370,6 +372,13 @@ class FakeVertex:
     def requests_to(self, path_prefix: str) -> list[Request]:
         with self.lock:
             return [r for r in self.requests if r.path.startswith(path_prefix)]
+
+    def generate_bodies(self, target_kind: str | None = None) -> list[dict]:
+        """The GenerateContentRequest bodies received, in order: of "tuned" endpoints, of
+        "base" (publisher) models, or (None) of both."""
+        where = {"tuned": "/endpoints/", "base": "/publishers/", None: "/"}[target_kind]
+        return [r.json() for r in self.requests_to("/v1/") if r.method == "POST"
+                and r.path.endswith(":generateContent") and where in r.path]
 
     # What a test sets up.
 

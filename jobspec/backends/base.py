@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from .. import data
 from ..auth import Credentials
+from ..conversation import Conversation
 from ..data import DataLimits, Example
 from ..errors import ConfigError
 from ..identity import Identity
@@ -217,9 +218,10 @@ class Backend(Protocol):
     def remove(self, model: RemoteModel, kind: str = "") -> str:
         """Delete ``model`` (or, where the service cannot delete it, stop it and say what is left
         and how to remove it); returns what was done, for people: "deleted {kind} {name}"."""
-    def generate(self, target: str, prompt: str, config: dict[str, Any]) -> str:
-        """Ask ``target`` (a model's ``generation_target``, or ``base_target``) one prompt;
-        ``config`` is the job's generation config, snake_case."""
+    def generate(self, target: str, prompt: Conversation, config: dict[str, Any]) -> str:
+        """Ask ``target`` (a model's ``generation_target``, or ``base_target``) for the next
+        turn of ``prompt`` (its system instruction and turns, the last the user's); ``config``
+        is the job's generation config, snake_case."""
     def base_target(self, job: Job) -> str: ...
     def counting_digest(self, base_model: str) -> str | None:
         """What identifies how this service counts ``base_model``'s examples (a digest that

@@ -12,6 +12,7 @@ from typing import Any
 
 from .. import auth, data, wire
 from ..client import ApiClient
+from ..conversation import Conversation
 from ..data import Example
 from ..errors import ConfigError, JobSpecError, PermanentBackendError
 from ..identity import Identity
@@ -327,7 +328,7 @@ class GeminiBackend:
                 raise
         return " ".join(filter(None, ["deleted", kind, model.name]))
 
-    def generate(self, target: str, prompt: str, config: dict[str, Any]) -> str:
+    def generate(self, target: str, prompt: Conversation, config: dict[str, Any]) -> str:
         return generate.generate(self.client, target, prompt, config)
 
     def base_target(self, job: Job) -> str:

@@ -25,6 +25,7 @@ from typing import Any
 
 from .. import auth, data
 from ..client import ApiClient
+from ..conversation import Conversation
 from ..errors import (AuthError, ConfigError, Interrupted, PermanentBackendError,
                       TransientBackendError, UsageError)
 from ..identity import Identity
@@ -297,7 +298,7 @@ class VertexBackend:
                 f"jobspec leaves in place what it made: {', '.join(left)}. To remove them:\n"
                 + "\n".join(f"  {command}" for command in removal_commands(tuned)))
 
-    def generate(self, target: str, prompt: str, config: dict[str, Any]) -> str:
+    def generate(self, target: str, prompt: Conversation, config: dict[str, Any]) -> str:
         return generate.generate(self.client, target, prompt, config, version="v1")
 
     def base_target(self, job: Job) -> str:
