@@ -329,7 +329,7 @@ def test_vertex_endpoint_and_publisher_model_get_the_system_instruction_and_hist
         ("Answer with the next number.", None), ("Count in ones.", HISTORY_2),
         ("Answer with the next number.", HISTORY_3)]
     markdown = (repo.root / "reports/numbers.md").read_text()
-    assert "| 1 | equals: 2 |" in markdown
+    assert "| 1 <sub>(system: “Answer with the next number.”)</sub> | equals: 2 |" in markdown
     assert "| 3 <sub>(system: “Count in ones.”; after 2 turns)</sub> |" in markdown
     assert "| 5 <sub>(system: “Answer with the next number.”; after 4 turns)</sub> |" \
         in markdown
