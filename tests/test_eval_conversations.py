@@ -354,8 +354,8 @@ LOCAL_EVAL = f"""eval:
     - input: Hi
       system: Short.
       history:
-        - {{role: user, content: Hello there, how are you today?}}
-        - {{role: assistant, content: Very well, thank you for asking.}}
+        - {{role: user, content: "Hello there, how are you today?"}}
+        - {{role: assistant, content: "Very well, thank you for asking."}}
       expect: {{not_contains: zzzz-never-said}}
 """
 
@@ -395,5 +395,5 @@ def test_the_local_service_is_asked_the_whole_conversation_and_reads_it(
     markdown = (repo.root / "reports/chat.md").read_text()
     assert "| Hi <sub>(system: “Short.”; after 2 turns)</sub> |" in markdown
     # A long system instruction is shown on one line, cut short.
-    assert "| Hi <sub>(system: “You are a careful assistant for a team that counts things: " \
-           "an…”)</sub> |" in markdown
+    assert "| Hi <sub>(system: “You are a careful assistant for a team that counts " \
+           "things:…”)</sub> |" in markdown
