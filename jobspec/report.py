@@ -19,7 +19,7 @@ from . import stats
 from .backends.base import ACTIVE
 from .conversation import Turn
 from .evaloutcome import Answers, EvalOutcome, Interval, PairedOutcome, PromptOutcome, Sample
-from .reportmd import markdown, summary_markdown
+from .reportmd import asked_in, markdown, shared_system, summary_markdown
 from .results import JobResult, LossPoint, Timings, Tokens
 
 REPORT_VERSION = 1
@@ -193,10 +193,12 @@ def _element(parent: ElementTree.Element, tag: str, text: str | None = None,
 
 def junit(results: Sequence[JobResult]) -> str:
     """One suite per job: a case for its model's state (failing unless ACTIVE), then one per
-    eval prompt."""
+    eval prompt, named by its input (and, for one asked in a conversation, where: its system
+    instruction unless every prompt had it, and how many turns came before)."""
     suites = ElementTree.Element("testsuites", name="jobspec")
     for result in results:
         prompts = result.evaluation.prompts if result.evaluation else ()
+        shared = shared_system(result.evaluation) if result.evaluation else None
         active = result.state == ACTIVE
         suite = _element(suites, "testsuite", name=result.job, tests=str(len(prompts) + 1),
                          failures=str(sum(p.tuned.verdict == "fail" for p in prompts)
@@ -208,7 +210,9 @@ def junit(results: Sequence[JobResult]) -> str:
             _element(case, "failure", result.reason or "",
                      message=f"{result.state}: {result.reason or 'not ACTIVE'}")
         for prompt in prompts:
-            case = _element(suite, "testcase", classname=result.job, name=prompt.input)
+            where = asked_in(prompt, shared)
+            case = _element(suite, "testcase", classname=result.job,
+                            name=f"{prompt.input} ({where})" if where else prompt.input)
             expected = json.dumps(dict(prompt.expect), ensure_ascii=False)
             if prompt.tuned.verdict == "fail":
                 _element(case, "failure", f"answer: {prompt.tuned.answer!r}",

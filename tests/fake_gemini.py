@@ -48,7 +48,8 @@ class FakeGemini:
                     fake.requests.append({"method": self.command, "path": url.path,
                                           "query": parse_qs(url.query), "headers": dict(self.headers),
                                           "body": raw})
-                    status, body = fake.route(self.command, url.path, parse_qs(url.query), raw)[:2]
+                    status, body, *_ = fake.route(self.command, url.path,
+                                                  parse_qs(url.query), raw)
                 data = json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")

@@ -13,6 +13,7 @@ what the client sent, and the service's prompt token counts).
 from __future__ import annotations
 
 import json
+from xml.etree import ElementTree
 
 import jsonschema
 import pytest
@@ -172,7 +173,8 @@ def test_gemini_api_tuned_and_base_models_are_asked_the_whole_conversation(
     monkeypatch.setenv("GEMINI_API_KEY", "fake-key-for-fake-gemini")
     monkeypatch.setenv("JOBSPEC_OWNER", "tests/test_eval_conversations")
     repo.job(name="counter", extra=EVAL)
-    tuned = f"tunedModels/{cli('show', 'jobs/counter.yaml', '--format', 'json').json()['tuned_model_id']}"
+    shown = cli("show", "jobs/counter.yaml", "--format", "json").json()
+    tuned = f"tunedModels/{shown['tuned_model_id']}"
     base = "models/gemini-1.0-pro-001"
     with FakeGemini(polls_until_done=1) as fake:
         fake.script(tuned, "1", "2")
@@ -207,6 +209,9 @@ def test_gemini_api_tuned_and_base_models_are_asked_the_whole_conversation(
     assert "| 1 | equals: 2 | two |" in markdown
     assert "| 3 <sub>(system: “Count in ones.”; after 2 turns)</sub> | equals: 4 |" in markdown
     assert "| 5 <sub>(after 4 turns)</sub> | equals: 6 |" in markdown
+    suite = ElementTree.parse(repo.root / "reports/junit.xml").getroot().find("testsuite")
+    assert [case.get("name") for case in suite.findall("testcase")][1:] == [
+        "1", "3 (system: “Count in ones.”; after 2 turns)", "5 (after 4 turns)"]
 
 
 # -- eval reuse --------------------------------------------------------------------------------
