@@ -300,7 +300,11 @@ def test_system_instruction_applies_to_examples_without_one_and_changes_the_fing
 
 
 def test_the_gemini_api_refuses_conversations_at_their_line_naming_the_backends_that_take_them(
-        repo, cli):
+        repo, cli, monkeypatch):
+    # Should anything try to send, it would reach nothing (nothing does: the examples are
+    # refused first).
+    monkeypatch.setenv("GEMINI_API_KEY", "not-used")
+    monkeypatch.setenv("JOBSPEC_ENDPOINT", "http://127.0.0.1:9")
     repo.write("jobs/data/demo.jsonl", jsonl([messages_record(*c) for c in CONVERSATIONS]))
     repo.job(extra="backend: gemini\n")
     result = cli("validate", "jobs/demo.yaml")
@@ -311,6 +315,12 @@ def test_the_gemini_api_refuses_conversations_at_their_line_naming_the_backends_
         "jobs/data/demo.jsonl:3: messages: the gemini backend takes one-turn text examples only "
         "(a user turn and the model's answer, no system instruction); this example has a system "
         "instruction: tune it on local or vertex, which take conversations"]
+    # Plan and apply say the same, before anything is opened or sent.
+    for command in ("plan", "apply"):
+        refused = cli(command, "jobs/demo.yaml")
+        assert refused.code == 1
+        assert [line for line in refused.err.splitlines() if "jobs/data" in line] == \
+            errors_of(result)
     # --backend gemini refuses them too; the local backend takes them.
     repo.job()
     assert errors_of(cli("validate", "--backend", "gemini", "jobs/demo.yaml"))[0].startswith(
