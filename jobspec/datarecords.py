@@ -193,7 +193,10 @@ class Forms:
     file's are text); a record of another form is an error at its line."""
 
     def __init__(self, source: Source) -> None:
-        self.form = source.form or (TEXT if source.format == ".csv" else None)
+        # A CSV file holds text; so does a file whose text fields are named like another
+        # form's (input_field: messages), which detection would take for that form.
+        named = {source.input_field, source.output_field} & {CONTENTS, MESSAGES}
+        self.form = source.form or (TEXT if source.format == ".csv" or named else None)
         self.detecting = self.form is None
         self.first: Location | None = None
 

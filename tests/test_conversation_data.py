@@ -273,6 +273,24 @@ def test_a_csv_file_is_text_whatever_its_columns_are_called(repo, cli):
     assert shown(cli)["training_data"]["form"] == "text"
 
 
+def test_text_fields_named_like_another_form_are_text(repo, cli):
+    repo.write_jsonl("jobs/data/demo.jsonl", [("q", "a")], output_field="messages")
+    repo.job(data="{path: data/demo.jsonl, output_field: messages}")
+    assert cli("validate", "jobs/demo.yaml").code == 0
+    assert shown(cli)["training_data"]["form"] == "text"
+
+
+def test_validation_data_has_its_own_form(repo, cli):
+    repo.write("jobs/data/held.jsonl", jsonl([messages_record(*c) for c in CONVERSATIONS]))
+    repo.write("jobs/data/held.yaml", "- contents: []\n")
+    repo.job(extra="validation_data: {path: data/held.jsonl, format: messages}\n")
+    assert cli("validate", "jobs/demo.yaml").code == 0
+    repo.job(extra="validation_data: data/held.yaml\n")
+    assert errors_of(cli("validate", "jobs/demo.yaml")) == [
+        "jobs/data/held.yaml:1:13: contents: has no turns; a conversation is user and model "
+        "turns, starting with user and ending with model"]
+
+
 # --- the job's system instruction ------------------------------------------------------------
 
 
