@@ -303,6 +303,15 @@ def _turn_positions(messages: list[Any], field: str) -> list[str]:
             if not (isinstance(message, Mapping) and message.get("role") == SYSTEM_ROLE)]
 
 
+def turn_fields(record: Mapping[str, Any], form: str) -> tuple[str, ...]:
+    """Each turn's field in a record of ``form`` ("contents" or "messages") whose conversation
+    has been read: ``contents[i]``, or ``messages[i]`` skipping a system message."""
+    items = record[form]
+    if form == "messages":
+        return tuple(_turn_positions(items, form))
+    return tuple(f"{form}[{i}]" for i in range(len(items)))
+
+
 def form_of(record: object) -> str | None:
     """The form a record is in, by its keys: "contents", "messages", or None (the text form,
     or not a conversation at all)."""

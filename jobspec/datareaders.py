@@ -22,8 +22,22 @@ from json.decoder import WHITESPACE
 from pathlib import Path
 
 from .errors import ConfigError, Location
+from .yamlload import FieldPath, Positions
 
-FieldPositions = dict[str, tuple[int, int]]  # field name -> (line, column)
+
+@dataclass(frozen=True)
+class FieldPositions:
+    """Where a record's fields are (line, column), in a file whose format knows (YAML, and
+    examples written in the job file): the record is at ``prefix`` of ``positions``."""
+
+    positions: Positions
+    prefix: FieldPath
+
+    def of(self, path: FieldPath) -> tuple[int, int] | None:
+        """Where ``path`` (within the record) is, or the nearest enclosing field that is."""
+        return self.positions.of_value(self.prefix + path)
+
+
 # (where, the record or a ConfigError, may its strings need escapes, where its fields are)
 Records = Iterator[tuple[Location, object, bool, FieldPositions | None]]
 
@@ -195,13 +209,10 @@ def _yaml_records(source: DataFile) -> Records:
     if not isinstance(loaded.data, list):
         yield _error(Location(display, 1, 1), "expected a YAML list of examples")
         return
-    positions = loaded.positions.values
     for index, record in enumerate(loaded.data):
-        line, column = positions[(index,)]
-        fields = {name: positions[(index, name)] for name in (source.input_field,
-                                                             source.output_field)
-                  if (index, name) in positions}
-        yield Location(display, line, column), record, True, fields
+        line, column = loaded.positions.values[(index,)]
+        yield (Location(display, line, column), record, True,
+               FieldPositions(loaded.positions, (index,)))
 
 
 READERS: dict[str, Callable[[DataFile], Records]] = {

@@ -16,6 +16,8 @@ from typing import Any, Protocol
 
 from . import data
 from .conversation import USER, Conversation, ConversationProblem, Turn, turns_from_history
+from .datareaders import FieldPositions
+from .datarecords import TEXT
 from .errors import ConfigError, ConfigErrors, Location, UsageError
 from .schema import job_schema, schema_errors
 from .workspace import find_root
@@ -262,14 +264,14 @@ class _JobBuilder:
     def training_data(self, key: str = "training_data") -> data.DataSource:
         spec = self.raw[key]
         declared_at = self._location((key,))
+        system = self.raw.get("system_instruction")
         if isinstance(spec, list):
-            entries = [(self._location((key, i)), record, {
-                name: self.positions.values[(key, i, name)]
-                for name in (data.DEFAULT_INPUT_FIELD, data.DEFAULT_OUTPUT_FIELD)
-                if (key, i, name) in self.positions.values})
-                for i, record in enumerate(spec)]
+            entries = [(self._location((key, i)), record,
+                        FieldPositions(self.positions, (key, i)))
+                       for i, record in enumerate(spec)]
             return data.DataSource(display_path=self.path, inline=tuple(entries),
-                                   limits=self.limits, declared_at=declared_at)
+                                   system_instruction=system, limits=self.limits,
+                                   declared_at=declared_at)
         if isinstance(spec, str):
             spec = {"path": spec}
             field_path: FieldPath = (key,)
@@ -282,7 +284,9 @@ class _JobBuilder:
             display_path=os.path.normpath(str(resolved)), path=resolved,
             input_field=spec.get("input_field", data.DEFAULT_INPUT_FIELD),
             output_field=spec.get("output_field", data.DEFAULT_OUTPUT_FIELD),
+            form=spec.get("format"), system_instruction=system,
             limits=self.limits, declared_at=declared_at)
+        self._check_form(key, spec, source)
         root = self.places.root(job_dir)
         if not self.allow_outside_paths and not self.places.is_within(resolved, root):
             self.error(field_path, f"{spec['path']!r} resolves outside the repository ({root}); "
@@ -293,6 +297,28 @@ class _JobBuilder:
         except ConfigError as exc:
             self.error(field_path, f"{spec['path']}: {exc.message}")
         return source
+
+    def _check_form(self, key: str, spec: dict[str, Any], source: data.DataSource) -> None:
+        """A declared format the file cannot have, or field names it does not use."""
+        if source.form is None or source.form == TEXT:
+            return
+        if source.format == ".csv":
+            self.error((key, "format"), f"a CSV file holds text examples only (one column "
+                       f"each for input and output), not {source.form}; write the "
+                       f"conversations as .jsonl, .json or .yaml")
+        for name in ("input_field", "output_field"):
+            if name in spec:
+                self.error((key, name), f"{name} names a field of the text form; the "
+                           f"{source.form} form has none: remove it", at_key=True)
+
+    def system_instruction(self) -> str | None:
+        """The job's system instruction, within what its backend takes of one."""
+        system = self.raw.get("system_instruction")
+        limit = self.limits.max_input_chars if self.limits else None
+        if system is not None and limit is not None and len(system) > limit:
+            self.error(("system_instruction",), f"is {len(system):,} characters, over the "
+                       f"limit of {limit:,}")
+        return system
 
     def validation_data(self) -> data.DataSource | None:
         if self.raw.get("validation_data") is None:
@@ -396,7 +422,7 @@ class _JobBuilder:
         self.schema_fields = {problem.location.field or "" for problem in schema_problems}
         sections = {}
         for section in ("hyperparameters", "training_data", "eval", "backend", "validation_data",
-                        "validation_split", "early_stopping"):
+                        "validation_split", "early_stopping", "system_instruction"):
             try:
                 sections[section] = getattr(self, section)()
             except (KeyError, TypeError, AttributeError, ValueError):
@@ -407,7 +433,6 @@ class _JobBuilder:
             job = Job(path=self.path, name=self.raw["name"], base_model=self.raw["base_model"],
                       display_name=self.raw.get("display_name"),
                       description=self.raw.get("description"),
-                      system_instruction=self.raw.get("system_instruction"),
                       name_at=self._location(("name",)), positions=self.positions, **sections)
             problems = self.rules.check(job) if self.rules else []
         if problems:

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from .. import data
 from ..auth import Credentials
-from ..conversation import Conversation
+from ..conversation import MODEL, Conversation, texts
 from ..data import DataLimits, Example
 from ..errors import ConfigError
 from ..identity import Identity
@@ -68,11 +68,14 @@ class TokenCount:
     limit: int | None = None  # the most tokens one example may have on this backend, if known
 
     @classmethod
-    def estimated(cls, examples: list[Any], *, limit: int | None = None,
+    def estimated(cls, examples: Sequence[Example], *, limit: int | None = None,
                   why: str = "this backend does not count tuning examples") -> "TokenCount":
-        """Google's rule of thumb for Gemini models: a token is about four characters."""
-        return cls(tuple(math.ceil(len(e.text_input) / CHARS_PER_TOKEN) for e in examples),
-                   tuple(math.ceil(len(e.output) / CHARS_PER_TOKEN) for e in examples),
+        """Google's rule of thumb for Gemini models: a token is about four characters. Every
+        text of a conversation counts: the trained model turns as output, the rest (system
+        instruction, user turns, model turns of weight 0) as input."""
+        sizes = [_characters(e.conversation) for e in examples]
+        return cls(tuple(math.ceil(given / CHARS_PER_TOKEN) for given, _ in sizes),
+                   tuple(math.ceil(trained / CHARS_PER_TOKEN) for _, trained in sizes),
                    exact=False, method=f"estimated at {CHARS_PER_TOKEN} characters per token "
                                        f"({why})", limit=limit)
 
@@ -100,6 +103,13 @@ class TokenCount:
         if self.limit is None:
             return []
         return [n for n, (i, o) in enumerate(zip(self.inputs, self.outputs)) if i + o > self.limit]
+
+
+def _characters(conversation: Conversation) -> tuple[int, int]:
+    """(characters the model is given, characters it learns to say) of a conversation."""
+    trained = sum(len(turn.text) for turn in conversation.turns
+                  if turn.role == MODEL and turn.trained)
+    return sum(map(len, texts(conversation))) - trained, trained
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,9 @@ _STATES = {wire.CREATING: CREATING, wire.ACTIVE: ACTIVE, wire.FAILED: FAILED}
 # what httpx sends); the envelope is room for the display name (<= 40 characters), description
 # (<= 10,000), jobspec's marker, base model and hyperparameters.
 INLINE_EXAMPLE_BYTES = len('{"textInput":,"output":},')
+# The Gemini API's TuningExample is one text input and its output: conversations (more turns, a
+# system instruction) are refused where the examples are read, naming the backends that take them.
+CONVERSATIONS_ELSEWHERE = "local or vertex"
 CREATE_ENVELOPE_BYTES = 64 * 1024
 
 
@@ -61,7 +64,8 @@ def inline_limits(backend: str, max_bytes: int, unit_bytes: int, unit: str,
         backend, max_input_chars=wire.MAX_INPUT_CHARS, max_output_chars=wire.MAX_OUTPUT_CHARS,
         max_bytes=max_bytes, per_example_bytes=INLINE_EXAMPLE_BYTES,
         envelope_bytes=CREATE_ENVELOPE_BYTES, unit_bytes=unit_bytes, unit=unit,
-        stated_by=stated_by, shared_with_validation=True)
+        stated_by=stated_by, shared_with_validation=True,
+        conversations_elsewhere=CONVERSATIONS_ELSEWHERE)
 
 
 def marker(job_name: str, fingerprint: str, owner_id: str) -> str:
@@ -101,9 +105,9 @@ def tuned_model_from_wire(body: dict[str, Any]) -> RemoteModel:
 
 
 def _dataset(examples: Iterable[Example]) -> dict[str, Any]:
-    """A Dataset of the Gemini API, with the examples inline."""
-    return {"examples": {"examples": [{"textInput": e.text_input, "output": e.output}
-                                      for e in examples]}}
+    """A Dataset of the Gemini API, with the examples inline (one-turn: the only ones the Gemini
+    API takes, as its limits say where the examples are read)."""
+    return {"examples": {"examples": [uploads.wire_example(e) for e in examples]}}
 
 
 def _uploaded(name: str) -> dict[str, Any]:
@@ -398,6 +402,17 @@ def refuse_validation(job: Job) -> list[ConfigError]:
     return problems
 
 
+def refuse_system_instruction(job: Job) -> list[ConfigError]:
+    """The Gemini API's tuning takes no system instruction (its examples are text in, text
+    out)."""
+    if job.system_instruction is None:
+        return []
+    return [ConfigError(job.at("system_instruction"), (
+        "the Gemini API's tuning takes no system instruction (a tuning example is one text "
+        f"input and its output); remove it, or tune on {CONVERSATIONS_ELSEWHERE}, which take "
+        "conversations"))]
+
+
 def refuse_adapter_size(job: Job, why: str) -> list[ConfigError]:
     if "adapter_size" in job.hyperparameters.given:
         return [ConfigError(job.at("hyperparameters", "adapter_size"), why)]
@@ -412,4 +427,4 @@ GEMINI = BackendType(
     default_endpoint=lambda options, jobs: GOOGLE_ENDPOINT,
     check_job=lambda job: refuse_adapter_size(
         job, "the Gemini API takes no adapter size (Vertex AI does); remove it, or tune on vertex")
-    + refuse_validation(job))
+    + refuse_validation(job) + refuse_system_instruction(job))

@@ -1,5 +1,5 @@
 """The Vertex AI tuningJobs wire format (shared/reference/vertex-tuning-api.md): its states
-(§5), its hyperparameters (§3), the JSONL line of one training example (§6), the TuningJob a job
+(§5), its hyperparameters (§3), the JSONL line of one training conversation (§6), the TuningJob a job
 creates (§4), and a TuningJob read as jobspec's backend-neutral RemoteModel and Progress."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ..conversation import Conversation, to_contents
 from ..identity import Identity
 from ..spec import Job
 from .base import ACTIVE, CREATING, FAILED, DataStats, Progress, RemoteModel
@@ -24,15 +25,17 @@ ADAPTER_SIZES = {1: "ADAPTER_SIZE_ONE", 2: "ADAPTER_SIZE_TWO", 4: "ADAPTER_SIZE_
 ADAPTER_NUMBERS = {name: size for size, name in ADAPTER_SIZES.items()}
 
 
-def jsonl_line(text_input: str, output: str) -> bytes:
-    """One training example as Vertex reads it (§6), compact UTF-8, newline-terminated."""
-    return (json.dumps({"contents": [{"role": "user", "parts": [{"text": text_input}]},
-                                     {"role": "model", "parts": [{"text": output}]}]},
-                       ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+def jsonl_line(conversation: Conversation) -> bytes:
+    """One training example as Vertex reads it (§6: ``{"systemInstruction"?, "contents"}``),
+    compact UTF-8, newline-terminated: a line of a Vertex training file the user already has is
+    staged as it was written (in this key order, compact)."""
+    return (json.dumps(to_contents(conversation), ensure_ascii=False,
+                       separators=(",", ":")) + "\n").encode("utf-8")
 
 
-# What a line adds around its two JSON strings (data.py counts each string with its quotes).
-JSONL_EXAMPLE_BYTES = len(jsonl_line("", "")) - 4
+# What a one-turn example's line adds around its two JSON strings (data.py counts each string
+# with its quotes).
+JSONL_EXAMPLE_BYTES = len(jsonl_line(Conversation.one_turn("", ""))) - 4
 
 
 def hyperparameters_to_wire(epoch_count: int, learning_rate_multiplier: float | None,

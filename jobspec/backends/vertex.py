@@ -11,7 +11,9 @@ create made. Another team's jobs (other labels, or none) are never listed as thi
 adopted or cancelled.
 
 The training data goes to Cloud Storage first (gcs.py) as Vertex's JSONL, one
-``{"contents": [user turn, model turn]}`` per example (§6), named by the fingerprint. Vertex
+``{"systemInstruction"?, "contents": [user turn, model turn, ...]}`` per example (§6), named by
+the fingerprint. Vertex trains on every model turn: a turn of weight 0 (context) is refused
+where the examples are read (``LIMITS``). Vertex
 cannot delete a tuning job: removing one cancels it while it runs, and for a finished one says
 what stays (its tuned model and endpoint) and how to remove that.
 """
@@ -62,6 +64,7 @@ LISTING_SETTLE_SECONDS = 60.0
 LIMITS = data.DataLimits(
     "vertex", max_examples=1_000_000, max_bytes=data.GB, carrier="training file",
     per_example_bytes=JSONL_EXAMPLE_BYTES, unit_bytes=data.GB, unit="GB",
+    weights_elsewhere="local, which takes them",
     stated_by="Vertex AI's published limits for supervised tuning: a JSONL training file of "
               "at most 1 GB and 1M text examples")
 
@@ -170,7 +173,7 @@ class VertexBackend:
 
     @staticmethod
     def _lines(examples: Iterable[data.Example]) -> Iterator[bytes]:
-        return rechunk(jsonl_line(e.text_input, e.output) for e in examples)
+        return rechunk(jsonl_line(e.conversation) for e in examples)
 
     def _stage(self, job: Job, identity: Identity) -> tuple[str, str | None]:
         """The training (and validation) JSONL in Cloud Storage, uploaded unless there, each

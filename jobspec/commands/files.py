@@ -9,8 +9,9 @@ from typing import Any
 
 import yaml
 
-from .. import errors, spec, workspace
+from .. import data, errors, spec, workspace
 from ..backends import registry
+from ..datarecords import TEXT
 from ..errors import ConfigError, ConfigErrors, UsageError
 from ..evaluate import warnings as eval_warnings
 from ..identity import identify
@@ -55,12 +56,15 @@ def resolved_job(job: spec.Job, chosen_backend: str | None = None) -> dict[str, 
     """The job as jobspec will apply it: defaults filled in, with its identity."""
     identity = identify(job)
     source = job.training_data
+    form = data.source_form(source)  # text, contents or messages
     training: dict[str, Any]
     if source.path is None:
-        training = {"inline": True}
+        training = {"inline": True, "form": form}
     else:
         training = {"path": source.display_path, "format": source.format.lstrip("."),
-                    "input_field": source.input_field, "output_field": source.output_field}
+                    "form": form}
+        if form == TEXT:
+            training.update(input_field=source.input_field, output_field=source.output_field)
     training["example_count"] = identity.example_count
     if job.validation_split is not None:  # equal examples stay on one side (split.draw)
         training["held_out"] = identity.held_out
@@ -70,6 +74,7 @@ def resolved_job(job: spec.Job, chosen_backend: str | None = None) -> dict[str, 
         "display_name": job.display_name,
         "description": job.description,
         "base_model": job.base_model,
+        "system_instruction": job.system_instruction,
         "hyperparameters": job.hyperparameters.as_dict(),
         "training_data": training,
         "backend": registry.in_effect(job.backend.type if job.backend else None, chosen_backend),
