@@ -177,7 +177,7 @@ def test_a_job_trains_on_an_upload_of_conversations_and_counts_them_as_rendered(
 
 
 @pytest.mark.timeout(60)
-def test_a_bad_conversation_line_is_refused_at_its_line(service):
+def test_a_bad_conversation_line_is_refused_at_its_line(service, tokenizer):
     good = conversation_upload(CONVERSATIONS[:2])
     cases = [
         (b'{"contents": [{"role": "user", "parts": [{"text": "a"}]}, {"role": "user", '
@@ -193,6 +193,14 @@ def test_a_bad_conversation_line_is_refused_at_its_line(service):
          "upload[2].contents (line 3 of the upload): every model turn has weight 0: nothing to "
          "learn; at least one model turn must be trained."),
     ]
+    # Each turn is short, the conversation as rendered is over the tiny model's 512 tokens.
+    chatty = Conversation(tuple(Turn(USER if i % 2 == 0 else MODEL, " ".join(["x"] * 30))
+                                for i in range(20)))
+    tokens = len(encode_conversation(tokenizer, chatty)[0])
+    assert tokens > 512
+    cases.append((wire.conversation_line(chatty),
+                  f"upload[2] is {tokens:,} tokens long (input and output, in "
+                  "models/tiny-smollm2's tokenizer), over the model's limit of 512 tokens."))
     with service.client() as http:
         for bad, message in cases:
             content = good + bad
