@@ -103,6 +103,21 @@ def read_upload_line(record: object) -> Conversation:
     return Conversation.one_turn(record["textInput"], record["output"])
 
 
+# An example as the local service trains on it (its extension, for `jobspec data preview`;
+# answered only to a caller that sends EXTENSIONS_HEADER): POST
+# /v1beta/{model=models/*}:renderExample, or /v1beta/{name=tunedModels/*}:renderExample (laid
+# out as that model was trained), with the body {"example": <an upload line, parsed: the
+# one-turn form or the contents form>}, answers {"segments": [{"text", "trained", "tokenCount"},
+# ...], "tokenCount": N, "trainedTokenCount": M}: the base model's chat template rendered over
+# the conversation in order, each piece marked trained (the loss covers its tokens: a trained
+# model turn and its end-of-turn token) or not, and the tokens of the whole.
+RENDER_EXAMPLE_METHOD = "renderExample"
+RENDER_EXAMPLE_FIELD = "example"
+RENDER_SEGMENTS_FIELD = "segments"
+SEGMENT_TEXT_FIELD, SEGMENT_TRAINED_FIELD = "text", "trained"
+TOKEN_COUNT_FIELD = "tokenCount"  # of a segment, and of the whole example
+TRAINED_TOKEN_COUNT_FIELD = "trainedTokenCount"
+
 # What a line adds around its two JSON strings (the client's limits count each string with its
 # quotes).
 UPLOAD_LINE_BYTES = len(upload_line("", "")) - 4

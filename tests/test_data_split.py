@@ -160,5 +160,5 @@ def test_plan_says_the_steps_and_examples_the_service_trains(repo, cli, clean_se
     record = store.get(model_id, with_snapshots=False)
     assert record is not None
     assert (len(training), len(validation)) == (7, 3)
-    assert [tuple(e) for e in validation] == [examples[0]] * 3
+    assert [(e.text_input, e.output) for e in validation] == [examples[0]] * 3
     assert record.total_steps == wire.total_steps(len(training), 2, 2) == 7

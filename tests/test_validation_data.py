@@ -196,8 +196,8 @@ def test_equal_examples_are_held_out_together_in_show_plan_and_training(repo, cl
     # What the service was sent (uploaded apart, server/datasets.py reads them back).
     training, validation = datasets.stored(Store(clean_service.state_dir / "state.db"),
                                            Uploads(clean_service.state_dir), model_id)
-    assert [tuple(e) for e in training] == [("b", "2"), ("c", "3")]
-    assert [tuple(e) for e in validation] == [("a", "1"), ("a", "1")]
+    assert [(e.text_input, e.output) for e in training] == [("b", "2"), ("c", "3")]
+    assert [(e.text_input, e.output) for e in validation] == [("a", "1"), ("a", "1")]
 
 
 def test_a_split_of_examples_that_are_all_the_same_is_refused(repo, cli, clean_service):

@@ -29,8 +29,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from ..wire import (EXTENSIONS_HEADER, EXTENSIONS_ON, IDENTITY_PATH, LOCAL_MAX_BODY_BYTES,
-                    UPLOAD_CONTENT_TYPE, UPLOAD_PREFIX, UPLOADS, identity_proof)
-from . import counting, handshake, protojson
+                    RENDER_EXAMPLE_METHOD, UPLOAD_CONTENT_TYPE, UPLOAD_PREFIX, UPLOADS,
+                    identity_proof)
+from . import counting, handshake, preview, protojson
 from .guard import RequestGuard
 from .published import ERROR_TYPE, published
 from .service import TuningService
@@ -77,6 +78,14 @@ METHODS: list[Method] = [
     # jobspec's own: every tuning example's tokens, for plans (counting.py)
     Method("POST", rf"models/{NAME}:countExampleTokens",
            lambda s, r, m, b: counting.count_example_tokens(s, m[0], b), True, True, None),
+    # jobspec's own: an example as it is trained (preview.py), for callers that ask for
+    # extensions only
+    Method("POST", rf"models/{NAME}:{RENDER_EXAMPLE_METHOD}",
+           lambda s, r, m, b: preview.render_example(s, _extension_body(r, b), base=m[0]), True,
+           True, None),
+    Method("POST", rf"tunedModels/{NAME}:{RENDER_EXAMPLE_METHOD}",
+           lambda s, r, m, b: preview.render_example(s, _extension_body(r, b), tuned=m[0]),
+           True, True, None),
     Method("GET", r"tunedModels", lambda s, r, m, b: s.list_tuned_models(
         *_paging(r)), False, False, "tunedModels.list"),
     # create tokenizes every example: in the threadpool, so other requests are not held up
@@ -116,6 +125,15 @@ def asks_for_extensions(request: Request) -> bool:
     raise ApiError("INVALID_ARGUMENT", f"{EXTENSIONS_HEADER}: {value[:40]!r} is not understood; "
                    f"send {EXTENSIONS_ON} for jobspec's extension fields, or leave it out for "
                    "the Gemini API's published fields only.")
+
+
+def _extension_body(request: Request, body: Any) -> Any:
+    """``body``, for a method that is jobspec's extension: one a caller that did not ask for
+    extensions does not have (it is not the Gemini API's)."""
+    if not asks_for_extensions(request):
+        raise ApiError("NOT_FOUND", f"No such method: {request.method} {request.url.path} (a "
+                       f"jobspec extension: send {EXTENSIONS_HEADER}: {EXTENSIONS_ON}).")
+    return body
 
 
 def _answer(body: Any, type_name: str | None, extensions: bool) -> Any:

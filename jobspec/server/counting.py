@@ -8,9 +8,12 @@ Two methods:
   ``generateContentRequest`` whose contents and system instruction are counted; answers
   ``{"totalTokens": n}``): the prompt as the model sees it, chat template included.
 * ``models/{model}:countExampleTokens`` — jobspec's own, for plans: the tuning examples of a
-  create request (``{"examples": [{"textInput", "output"}, ...]}``), answered per example in
-  order (``inputTokens``, ``outputTokens``: the prompt turn and the trained answer turn, which
-  add up to what the trainer feeds the model) with ``exampleTokenLimit``, the longest example
+  create request (``{"examples": [{"textInput", "output"}, ...]}``; an example may also be a
+  conversation in an upload line's contents form, ``{"systemInstruction"?, "contents": [...]}``
+  with ``"weight": 0`` on a model turn that is context, jobspec/wire.py), answered per example
+  in order (``inputTokens``, ``outputTokens``: the tokens that are context and the trained
+  tokens, the model turns and their end-of-turn tokens, which add up to what the trainer feeds
+  the model) with ``exampleTokenLimit``, the longest example
   this service trains (the model's context, or one batch's token cap if lower; create refuses
   a longer one). Batched, several sets of examples in one request:
   ``{"requests": [{"examples": [...]}, ...]}``, answered ``{"responses": [...]}``, one answer
@@ -35,8 +38,10 @@ from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from typing import Any
 
+from .. import wire
+from ..conversation import Conversation, ConversationProblem
 from . import protojson, validation
-from .chat import IGNORE_INDEX, prompt_ids
+from .chat import IGNORE_INDEX, conversation_prompt_ids
 from .models import BaseModel, ModelNotFound, context_length
 from .tokens import encode_as_trained
 from .uploads import sha256_of_name, stream_examples
@@ -44,8 +49,9 @@ from .protojson import ApiError
 
 COUNT_TOKENS_REQUEST: protojson.Spec = {"contents": [protojson.CONTENT],
                                    "generate_content_request": protojson.GENERATE_CONTENT_REQUEST}
-# A set of examples: inline, or an upload the service holds (``{"upload": "uploads/SHA"}``).
-_EXAMPLE_SET: protojson.Spec = {"examples": [protojson.TUNING_EXAMPLE], "upload": "string"}
+# A set of examples: inline (TuningExamples or contents lines, read by ``_example``), or an
+# upload the service holds (``{"upload": "uploads/SHA"}``).
+_EXAMPLE_SET: protojson.Spec = {"examples": ["any"], "upload": "string"}
 COUNT_EXAMPLE_TOKENS_REQUEST: protojson.Spec = {**_EXAMPLE_SET, "requests": [_EXAMPLE_SET]}
 # What an answer of countExampleTokens means: raise it when counting changes in a way that the
 # digest's other parts (tokenizer, layout, limit) would not show.
@@ -66,15 +72,14 @@ def _tokenizer(service: Any, model: str) -> tuple[Any, AbstractContextManager[An
 def count_tokens(service: Any, model: str, body: Any) -> dict[str, Any]:
     request = protojson.parse(body, COUNT_TOKENS_REQUEST, "count_tokens_request")
     if "generate_content_request" in request:
-        inner = request["generate_content_request"]
-        messages = validation.messages(inner)
+        conversation = validation.conversation(request["generate_content_request"])
     elif request.get("contents"):
-        messages = validation.messages(request)
+        conversation = validation.conversation(request)
     else:
         raise ApiError("INVALID_ARGUMENT", "contents or generate_content_request is required.")
     _, tokenizer_in_use = _tokenizer(service, model)
     with tokenizer_in_use as tokenizer:
-        return {"totalTokens": len(prompt_ids(tokenizer, messages))}
+        return {"totalTokens": len(conversation_prompt_ids(tokenizer, conversation))}
 
 
 def example_token_limit(service: Any, local: BaseModel) -> int:
@@ -118,20 +123,33 @@ def count_example_tokens(service: Any, model: str, body: Any) -> dict[str, Any]:
             sha256 = sha256_of_name(entry["upload"], f"{prefix}upload")
             inputs, outputs = upload_counts(service, local, sha256, f"{prefix}upload")
         else:
+            field = f"count_example_tokens_request.{prefix}examples"
+            examples = [_example(item, f"{field}[{index}]")
+                        for index, item in enumerate(entry["examples"])]
             with service.tokenizers.using(local.id) as tokenizer:
-                inputs, outputs = _counts(tokenizer, ((item.get("text_input", ""),
-                                                      item.get("output", ""))
-                                                     for item in entry["examples"]))
+                inputs, outputs = _counts(tokenizer, examples)
         answers.append({"inputTokens": list(inputs), "outputTokens": list(outputs),
                         "totalTokens": sum(inputs) + sum(outputs), "exampleTokenLimit": limit})
     return {"responses": answers} if "requests" in request else answers[0]
 
 
-def _counts(tokenizer: Any, examples: Iterable[tuple[str, str]]) -> tuple[array[int], array[int]]:
-    """Each example's prompt tokens and trained tokens, as the trainer encodes it."""
+def _example(item: Any, where: str) -> Conversation:
+    """One example of a set: a TuningExample (counted as the Gemini API sends it, blank texts
+    too) or a conversation in an upload line's contents form."""
+    if isinstance(item, dict) and "contents" in item:
+        try:
+            return wire.read_upload_line(item)
+        except ConversationProblem as problem:
+            field = f"{where}.{problem.field}" if problem.field else where
+            raise ApiError("INVALID_ARGUMENT", f"{field}: {problem.message}.") from None
+    return validation.one_turn(protojson.parse(item, protojson.TUNING_EXAMPLE, where))
+
+
+def _counts(tokenizer: Any, examples: Iterable[Conversation]) -> tuple[array[int], array[int]]:
+    """Each example's context tokens and trained tokens, as the trainer encodes it."""
     inputs, outputs = array("I"), array("I")
-    for text_input, output in examples:
-        ids, labels = encode_as_trained(tokenizer, text_input, output)
+    for conversation in examples:
+        ids, labels = encode_as_trained(tokenizer, conversation)
         trained = sum(label != IGNORE_INDEX for label in labels)
         inputs.append(len(ids) - trained)
         outputs.append(trained)

@@ -9,12 +9,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import wire
+from ..conversation import Conversation
 from . import validation
 from .protojson import ApiError
 from .store import Store
 from .uploads import StoredExamples, Uploads, sha256_of_name, stream_examples
 
-Example = tuple[str, str]
+Example = Conversation
 TRAINING_DATA = "tuned_model.tuning_task.training_data"
 VALIDATION_DATA = "tuned_model.tuning_task.validation_data"
 
@@ -50,9 +51,11 @@ def examples_field(dataset: Dataset, where: str) -> str:
     return f"{where}.{wire.UPLOAD_FIELD}" if dataset.upload else f"{where}.examples.examples"
 
 
-def inline(dataset: Dataset) -> list[Example]:
-    """The examples to keep with the job: those given inline (an upload's stay in its file)."""
-    return [] if dataset.upload else list(dataset.examples)
+def inline(dataset: Dataset) -> list[tuple[str, str]]:
+    """The examples to keep with the job, as (text_input, output): those given inline, which
+    are the Gemini API's one-turn TuningExamples (an upload's stay in its file)."""
+    return [] if dataset.upload else [(example.turns[0].text, example.turns[1].text)
+                                      for example in dataset.examples]
 
 
 def uploaded(dataset: Dataset) -> tuple[str, int] | None:
@@ -67,10 +70,14 @@ def stored(store: Store, uploads: Uploads, model_id: str,
     training_upload, validation_upload = store.uploads(model_id)
     training: Sequence[Example] = (
         StoredExamples(uploads.path(training_upload), f"{TRAINING_DATA}.{wire.UPLOAD_FIELD}")
-        if training_upload else store.examples(model_id))
+        if training_upload else _one_turns(store.examples(model_id)))
     validation: Sequence[Example] = []
     if with_validation:
         validation = (StoredExamples(uploads.path(validation_upload),
                                      f"{VALIDATION_DATA}.{wire.UPLOAD_FIELD}")
-                      if validation_upload else store.validation_examples(model_id))
+                      if validation_upload else _one_turns(store.validation_examples(model_id)))
     return training, validation
+
+
+def _one_turns(pairs: list[tuple[str, str]]) -> list[Conversation]:
+    return [Conversation.one_turn(text_input, output) for text_input, output in pairs]

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .chat import end_of_turn, prompt_ids
+from ..conversation import Conversation
+from .chat import conversation_prompt_ids, end_of_turn
 from .models import ModelRegistry, load_base
 
 DEFAULT_MAX_OUTPUT_TOKENS = 256
@@ -97,19 +98,22 @@ class Generator:
             loaded.peft.delete_adapter(oldest)
         return loaded.peft
 
-    def generate(self, local_model: str, messages: list[dict[str, str]],
+    def generate(self, local_model: str, conversation: Conversation,
                  settings: GenerationSettings, adapter: tuple[str, Path] | None = None,
                  layout: dict[str, Any] | None = None) -> Generation:
-        """Answer ``messages`` with the base model, or with ``adapter`` = (unique name, folder)
-        laid out as it was trained (``layout``, recorded beside the adapter; None: the model's
-        chat template, as adapters made before layouts were recorded were trained)."""
+        """Answer ``conversation`` (its system instruction and turns, ending with the user's)
+        with the base model, or with ``adapter`` = (unique name, folder) laid out as it was
+        trained (``layout``, recorded beside the adapter; None: the model's chat template, as
+        adapters made before layouts were recorded were trained). The prompt is rendered as
+        training renders a conversation (chat.py)."""
         import torch  # noqa: PLC0415
 
         with self._lock:
             loaded = self._model(local_model)
             tokenizer = loaded.tokenizer
-            ids = prompt_ids(tokenizer, messages, (layout or {}).get("system_prompt"),
-                             (layout or {}).get("chat_template", True))
+            ids = conversation_prompt_ids(tokenizer, conversation,
+                                          (layout or {}).get("system_prompt"),
+                                          (layout or {}).get("chat_template", True))
             window = self.context_length(local_model)
             # maxOutputTokens is a cap, not a reservation: the answer gets what the prompt
             # leaves of the context window, up to the cap.

@@ -304,10 +304,11 @@ class TuningService:
                                "v1beta, or is not supported for generateContent.") from None
             defaults = GenerationSettings()
             layout = None
-        messages = validation.messages(request)
+        conversation = validation.conversation(request)
         settings = validation.generation_settings(request.get("generation_config", {}), defaults)
         try:
-            result = self.generator.generate(local, messages, settings, adapter, layout=layout)
+            result = self.generator.generate(local, conversation, settings, adapter,
+                                             layout=layout)
         except PromptTooLong as exc:
             raise ApiError("INVALID_ARGUMENT", str(exc)) from None
         candidates = [{"content": {"parts": [{"text": c.text}], "role": "model"},

@@ -4,7 +4,7 @@ An example longer than the model's context cannot be trained on, and one longer 
 token cap could not be split to fit memory; both are refused at create time, with the example's
 index, rather than discovered by a worker that runs out of memory three times. The HTTP process
 loads only the tokenizer (a few MB), never the weights, and measures each example exactly as the
-trainer encodes it (``chat.encode_example``).
+trainer encodes it (``chat.encode_conversation``): a conversation as its chat template renders it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .chat import encode_example
+from ..conversation import Conversation
+from .chat import encode_conversation
 from .models import ModelRegistry, load_tokenizer
 from .recipe import RECIPE  # the layout the trainer encodes examples in
 
@@ -58,21 +59,21 @@ class Tokenizers:
                 self._digests[model_id] = _encoding_digest(tokenizer)
             return self._digests[model_id]
 
-    def first_too_long(self, model_id: str, examples: Iterable[tuple[str, str]],
+    def first_too_long(self, model_id: str, examples: Iterable[Conversation],
                        limit: int) -> tuple[int, int] | None:
         """(index, token count) of the first example over ``limit`` tokens; None if none is."""
         with self.using(model_id) as tokenizer:
-            for index, (text_input, output) in enumerate(examples):
-                ids, _ = encode_as_trained(tokenizer, text_input, output)
+            for index, conversation in enumerate(examples):
+                ids, _ = encode_as_trained(tokenizer, conversation)
                 if len(ids) > limit:
                     return index, len(ids)
         return None
 
 
-def encode_as_trained(tokenizer: Any, text_input: str, output: str) -> tuple[list[int], list[int]]:
+def encode_as_trained(tokenizer: Any, conversation: Conversation) -> tuple[list[int], list[int]]:
     """(token ids, labels) of an example, laid out as the trainer's recipe lays it out."""
-    return encode_example(tokenizer, text_input, output, RECIPE.system_prompt,
-                          RECIPE.chat_template)
+    return encode_conversation(tokenizer, conversation, RECIPE.system_prompt,
+                               RECIPE.chat_template)
 
 
 def _encoding_digest(tokenizer: Any) -> str:

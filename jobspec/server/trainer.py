@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .chat import EncodedExamples, encode_example
+from .chat import EncodedExamples, Example, as_conversation, encode_conversation
 from .losses import collate, mean_loss, summed_loss, target_count
 from .recipe import (RECIPE, SEED, Recipe, lora_config, parameter_groups, precision_for,
                      schedule)
@@ -173,8 +173,8 @@ class _Run:
         return completed_epochs(step, len(self.encoded), self.epochs, self.batch_size)
 
 
-def _prepare(base: Any, tokenizer: Any, examples: Sequence[tuple[str, str]],
-             validation: list[tuple[str, str]], epochs: int, batch_size: int,
+def _prepare(base: Any, tokenizer: Any, examples: Sequence[Example],
+             validation: list[Example], epochs: int, batch_size: int,
              learning_rate: float, max_batch_tokens: int, recipe: Recipe) -> _Run:
     """A fresh run: the LoRA, its optimiser and schedule, the batches of every step."""
     import torch  # noqa: PLC0415
@@ -188,9 +188,10 @@ def _prepare(base: Any, tokenizer: Any, examples: Sequence[tuple[str, str]],
     system, chat = recipe.system_prompt, recipe.chat_template
     # Each batch's examples are encoded when it is trained, so that a data set of hundreds of MB
     # (an upload, read a line at a time) is never held whole, in text or in tokens.
-    encoded = EncodedExamples(examples, lambda i, o: encode_example(tokenizer, i, o, system,
-                                                                     chat))
-    held_out = [encode_example(tokenizer, i, o, system, chat) for i, o in validation]
+    encoded = EncodedExamples(examples, lambda conversation: encode_conversation(
+        tokenizer, conversation, system, chat))
+    held_out = [encode_conversation(tokenizer, as_conversation(example), system, chat)
+                for example in validation]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     params = _trainable(model)
     optimizer = _adamw(parameter_groups(params, recipe, learning_rate), learning_rate)
@@ -287,14 +288,15 @@ def _keep_best(run: _Run, progress: Progress) -> int | None:
     return best.epoch
 
 
-def train(base: Any, tokenizer: Any, examples: Sequence[tuple[str, str]], *, epochs: int,
+def train(base: Any, tokenizer: Any, examples: Sequence[Example], *, epochs: int,
           batch_size: int, learning_rate: float,
           max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
           on_step: Callable[[StepResult], bool], recipe: Recipe = RECIPE,
-          validation: list[tuple[str, str]] | None = None, patience: int | None = None,
+          validation: Sequence[Example] | None = None, patience: int | None = None,
           checkpoints: Checkpoints | None = None, resume: Resume | None = None,
           checkpoint_seconds: float = CHECKPOINT_SECONDS) -> TrainResult | None:
-    """Train a LoRA adapter; None when on_step (or a checkpoint) asked to stop.
+    """Train a LoRA adapter on ``examples`` (conversations; a (text_input, output) pair is a
+    one-turn one); None when on_step (or a checkpoint) asked to stop.
 
     With ``patience`` (early stopping; needs validation examples) training stops once the
     validation loss has not improved for that many epochs, and the weights of the best epoch

@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ..conversation import Conversation, to_contents
 from .recipe import Recipe
 
 FORMAT = 1
@@ -43,12 +44,16 @@ class Checkpoints(Protocol):
         """Save ``state``; False when the run should stop (it lost its job)."""
 
 
-def run_key(examples: Sequence[tuple[str, str]], validation: Sequence[tuple[str, str]],
+def run_key(examples: Sequence[Conversation | tuple[str, str]],
+            validation: Sequence[Conversation | tuple[str, str]],
             epochs: int, batch_size: int, learning_rate: float, patience: int | None,
             recipe: Recipe) -> str:
     """What a checkpoint must match to be resumed: the same job trained the same way. The
     SHA-256 of ``json.dumps([examples, validation, epochs, ...])``, fed an example at a time
-    (the examples may be an upload of hundreds of MB, never held whole)."""
+    (the examples may be an upload of hundreds of MB, never held whole). A one-turn example is
+    ``[text_input, output]``, as every example was before conversations (so their checkpoints
+    still resume); any other conversation is its contents form with weights (an object, never
+    equal to a pair)."""
     import hashlib  # noqa: PLC0415
 
     digest = hashlib.sha256()
@@ -58,11 +63,19 @@ def run_key(examples: Sequence[tuple[str, str]], validation: Sequence[tuple[str,
 
     feed("[[")
     for index, example in enumerate(examples):
-        feed((", " if index else "") + json.dumps(list(example), ensure_ascii=False))
-    rest = json.dumps([list(validation), epochs, batch_size, learning_rate, patience,
-                       recipe.as_dict()], ensure_ascii=False)
+        feed((", " if index else "") + json.dumps(_keyed(example), ensure_ascii=False))
+    rest = json.dumps([[_keyed(example) for example in validation], epochs, batch_size,
+                       learning_rate, patience, recipe.as_dict()], ensure_ascii=False)
     feed("], " + rest[1:])
     return digest.hexdigest()
+
+
+def _keyed(example: Conversation | tuple[str, str]) -> Any:
+    if not isinstance(example, Conversation):
+        return list(example)
+    if example.is_one_turn:
+        return [turn.text for turn in example.turns]
+    return to_contents(example, weights=True)
 
 
 @dataclass(frozen=True)

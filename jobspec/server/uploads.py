@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, overload
 
 from .. import wire
+from ..conversation import Conversation, ConversationProblem
 from . import protojson
 from .protojson import ApiError
 
@@ -28,7 +29,7 @@ FOLDER = "uploads"
 PARTIAL_PREFIX = ".partial-"
 _READ_BYTES = 1 << 20
 
-Example = tuple[str, str]
+Example = Conversation
 
 
 def _too_large() -> ApiError:
@@ -142,7 +143,8 @@ class Uploads:
 
 
 def parse_line(raw: bytes, index: int, where: str) -> Example:
-    """Line ``index`` (0-based) of an upload as (text_input, output)."""
+    """Line ``index`` (0-based) of an upload as a conversation (``wire.read_upload_line``: a
+    one-turn ``{"textInput", "output"}`` line or a contents line)."""
     try:
         value = json.loads(raw)
     except (ValueError, RecursionError):
@@ -150,9 +152,14 @@ def parse_line(raw: bytes, index: int, where: str) -> Example:
     if not isinstance(value, dict):
         raise ApiError("INVALID_ARGUMENT", f"{where}[{index}] (line {index + 1} of the upload) "
                        "is not a JSON object; an upload has one example a line, "
-                       '{"textInput": ..., "output": ...}.')
-    example = protojson.parse(value, protojson.TUNING_EXAMPLE, f"{where}[{index}]")
-    return example.get("text_input", ""), example.get("output", "")
+                       '{"textInput": ..., "output": ...} or {"systemInstruction"?: ..., '
+                       '"contents": [...]}.')
+    try:
+        return wire.read_upload_line(value)
+    except ConversationProblem as problem:
+        field = f"{where}[{index}]" + (f".{problem.field}" if problem.field else "")
+        raise ApiError("INVALID_ARGUMENT", f"{field} (line {index + 1} of the upload): "
+                       f"{problem.message}.") from None
 
 
 def stream_examples(path: Path, where: str) -> Iterator[Example]:

@@ -8,6 +8,8 @@ from collections.abc import Iterable, Iterator, Sized
 from typing import Any
 
 from .. import wire
+from ..conversation import (MODEL, USER, Conversation, ConversationProblem, Turn, check_turns,
+                            turns_from_contents)
 from . import protojson
 from .inference import GenerationSettings
 from .tokens import Tokenizers
@@ -26,27 +28,55 @@ def in_range(where: str, value: float, low: float, high: float, *, low_open: boo
         raise ApiError("INVALID_ARGUMENT", f"{where} must be in {bound}, got {value:g}.")
 
 
-def training_examples(data: dict[str, Any], where: str = EXAMPLES) -> list[tuple[str, str]]:
-    """(text_input, output) pairs, each present and within the character limits."""
+def training_examples(data: dict[str, Any], where: str = EXAMPLES) -> list[Conversation]:
+    """The inline examples (the Gemini API's TuningExamples: one-turn conversations), each
+    present and within the character limits."""
     items = (data.get("examples") or {}).get("examples") or []
     if not items:
         raise ApiError("INVALID_ARGUMENT", f"{where} is required: at least one example.")
-    return list(checked_examples(((item.get("text_input", ""), item.get("output", ""))
-                                  for item in items), where))
+    return list(checked_examples((one_turn(item) for item in items), where))
 
 
-def checked_examples(examples: Iterable[tuple[str, str]],
-                     where: str) -> Iterator[tuple[str, str]]:
-    """``examples`` as they come, each refused (with its index) unless present and within the
-    character limits."""
-    for index, (text_input, output) in enumerate(examples):
-        if not text_input.strip() or not output.strip():
-            missing = "text_input" if not text_input.strip() else "output"
-            raise ApiError("INVALID_ARGUMENT", f"{where}[{index}].{missing} is required.")
-        if len(text_input) > MAX_INPUT_CHARS or len(output) > MAX_OUTPUT_CHARS:
-            raise ApiError("INVALID_ARGUMENT", f"{where}[{index}] is too long: inputs may have "
-                           f"{MAX_INPUT_CHARS:,} characters and outputs {MAX_OUTPUT_CHARS:,}.")
-        yield text_input, output
+def one_turn(item: dict[str, Any]) -> Conversation:
+    """A parsed TuningExample (text_input, output: either may be missing or blank until
+    ``checked_examples``)."""
+    return Conversation((Turn(USER, item.get("text_input", "")),
+                         Turn(MODEL, item.get("output", ""))))
+
+
+def checked_examples(examples: Iterable[Conversation],
+                     where: str) -> Iterator[Conversation]:
+    """``examples`` as they come, each refused (with its index) unless its texts are present
+    and within the character limits: a one-turn example's input and output as the Gemini API
+    limits them, and in a longer conversation each user turn (and the system instruction) as
+    an input, each model turn as an output."""
+    for index, conversation in enumerate(examples):
+        if conversation.is_one_turn:
+            text_input, output = (turn.text for turn in conversation.turns)
+            if not text_input.strip() or not output.strip():
+                missing = "text_input" if not text_input.strip() else "output"
+                raise ApiError("INVALID_ARGUMENT", f"{where}[{index}].{missing} is required.")
+            if len(text_input) > MAX_INPUT_CHARS or len(output) > MAX_OUTPUT_CHARS:
+                raise ApiError("INVALID_ARGUMENT", f"{where}[{index}] is too long: inputs may "
+                               f"have {MAX_INPUT_CHARS:,} characters and outputs "
+                               f"{MAX_OUTPUT_CHARS:,}.")
+        else:
+            _check_turn_lengths(conversation, f"{where}[{index}]")
+        yield conversation
+
+
+def _check_turn_lengths(conversation: Conversation, where: str) -> None:
+    too_long = None
+    if conversation.system is not None and len(conversation.system) > MAX_INPUT_CHARS:
+        too_long = f"{where}.systemInstruction"
+    for position, turn in enumerate(conversation.turns):
+        limit = MAX_OUTPUT_CHARS if turn.role == MODEL else MAX_INPUT_CHARS
+        if too_long is None and len(turn.text) > limit:
+            too_long = f"{where}.contents[{position}]"
+    if too_long is not None:
+        raise ApiError("INVALID_ARGUMENT", f"{too_long} is too long: a user turn or system "
+                       f"instruction may have {MAX_INPUT_CHARS:,} characters and a model turn "
+                       f"{MAX_OUTPUT_CHARS:,}.")
 
 
 def early_stopping(task: dict[str, Any], validation: Sized) -> int | None:
@@ -118,35 +148,40 @@ def sampling_defaults(request: dict[str, Any]) -> None:
         in_range("tuned_model.top_k", request["top_k"], 1, 1000)
 
 
-def _text_of(content: dict[str, Any], where: str) -> str:
-    texts = []
-    for index, part in enumerate(content.get("parts", [])):
-        others = [protojson.camel(k) for k in part if k != "text"]
-        if others:
-            raise ApiError("INVALID_ARGUMENT", f"{where}.parts[{index}]: only text parts are "
-                           f"supported by the local service (got {', '.join(others)}).")
-        texts.append(part.get("text", ""))
-    return "".join(texts)
-
-
-def messages(request: dict[str, Any]) -> list[dict[str, str]]:
+def conversation(request: dict[str, Any]) -> Conversation:
+    """The conversation a generateContent (or countTokens) request asks the model to answer:
+    its system instruction and its contents, user and model turns alternating, starting and
+    ending with a user turn (conversation.py's rules)."""
     contents = request.get("contents")
     if not contents:
         raise ApiError("INVALID_ARGUMENT", "contents is not specified.")
-    messages = []
-    if "system_instruction" in request:
-        messages.append({"role": "system",
-                         "content": _text_of(request["system_instruction"], "system_instruction")})
-    for index, content in enumerate(contents):
-        role = content.get("role", "user")
-        if role not in ("user", "model"):
-            raise ApiError("INVALID_ARGUMENT", f"contents[{index}].role must be user or model, "
-                           f"got {role!r}.")
-        text = _text_of(content, f"contents[{index}]")
-        if not text:
-            raise ApiError("INVALID_ARGUMENT", f"contents[{index}].parts must contain text.")
-        messages.append({"role": "assistant" if role == "model" else "user", "content": text})
-    return messages
+    try:
+        system = None
+        if "system_instruction" in request:
+            system = _text_of(request["system_instruction"], "systemInstruction")
+        turns = turns_from_contents([_camel_parts(content) for content in contents])
+        check_turns(turns, field="contents", ending=USER)
+    except ConversationProblem as problem:
+        raise ApiError("INVALID_ARGUMENT", f"{problem}.") from None
+    return Conversation(turns, system)
+
+
+def _camel_parts(content: dict[str, Any]) -> dict[str, Any]:
+    """A parsed Content (snake_case names) with its parts' names as the request spelled them,
+    for conversation.py's messages (``inline_data`` is named ``inlineData``)."""
+    parts = [{protojson.camel(name): value for name, value in part.items()}
+             for part in content.get("parts", [])]
+    return {**content, "parts": parts}
+
+
+def _text_of(content: dict[str, Any], where: str) -> str:
+    """A system instruction's text: its parts' texts joined."""
+    try:
+        [turn] = turns_from_contents([{"parts": _camel_parts(content)["parts"]}], where)
+    except ConversationProblem as problem:
+        field = problem.field.replace(f"{where}[0]", where, 1)
+        raise ConversationProblem(field, problem.message) from None
+    return turn.text
 
 
 def generation_settings(config: dict[str, Any],

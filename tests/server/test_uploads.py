@@ -13,6 +13,7 @@ import socket
 import pytest
 
 from jobspec import wire
+from jobspec.conversation import Conversation
 from jobspec.server import datasets
 from jobspec.server.recipe import RECIPE
 from jobspec.server.store import Store
@@ -66,7 +67,8 @@ def test_an_upload_is_kept_under_its_digest_and_a_create_trains_on_it(service):
     model_id = operation["metadata"]["tunedModel"].removeprefix("tunedModels/")
     training, validation = datasets.stored(Store(service.state_dir / "state.db"),
                                            Uploads(service.state_dir), model_id)
-    assert list(training) == NUMBER_EXAMPLES and training[3] == NUMBER_EXAMPLES[3]
+    one_turns = [Conversation.one_turn(*example) for example in NUMBER_EXAMPLES]
+    assert list(training) == one_turns and training[3] == one_turns[3]
     assert list(validation) == []
 
 
@@ -131,14 +133,16 @@ def test_a_bad_line_of_an_upload_is_refused_at_create_by_its_index(service):
         sha256 = hashlib.sha256(content).hexdigest()
         assert error_of(create(http, uploaded_body(sha256))) == (
             400, "INVALID_ARGUMENT",
-            "tuned_model.tuning_task.training_data.upload[3].output is required.")
+            "tuned_model.tuning_task.training_data.upload[3].output (line 4 of the upload): "
+            "must be a non-empty string.")
         good = jsonl(NUMBER_EXAMPLES)
         assert put(http, good).status_code == 200
         assert error_of(create(http, uploaded_body(
             hashlib.sha256(good).hexdigest(), hashlib.sha256(validation).hexdigest()))) == (
             400, "INVALID_ARGUMENT", "tuned_model.tuning_task.validation_data.upload[1] (line 2 "
             'of the upload) is not a JSON object; an upload has one example a line, '
-            '{"textInput": ..., "output": ...}.')
+            '{"textInput": ..., "output": ...} or {"systemInstruction"?: ..., "contents": '
+            '[...]}.')
 
 
 @pytest.mark.timeout(120)
