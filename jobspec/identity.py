@@ -54,6 +54,8 @@ def _header(job: Job) -> bytes:
         header["validation_split"] = job.validation_split
     if job.early_stopping is not None:
         header["early_stopping"] = {"patience": job.early_stopping}
+    if job.tuning_mode is not None:  # lora or full: what is trained, so part of the identity
+        header["tuning_mode"] = job.tuning_mode
     return json.dumps(header, sort_keys=True, separators=(",", ":")).encode() + b"\n"
 
 

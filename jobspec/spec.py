@@ -24,6 +24,7 @@ MAX_JOB_FILE_BYTES = 1024 * 1024
 JOB_SUFFIXES = (".yaml", ".yml")
 FORMAT_VERSION = 1
 MATCHERS = ("equals", "contains", "regex", "one_of", "not_contains")
+DEFAULT_TUNING_MODE = "lora"  # the schema's tuning_mode values: lora, full
 
 
 @dataclass(frozen=True)
@@ -120,8 +121,15 @@ class Job:
     validation_data: data.DataSource | None = None
     validation_split: float | None = None
     early_stopping: int | None = None  # patience in epochs, on validation loss
+    # `lora` or `full` as the job file gives it; None: not given (lora, the default), so that
+    # fingerprints made before it existed stay the same (tuning_mode_or_default).
+    tuning_mode: str | None = None
     name_at: Location | None = field(default=None, compare=False)  # where `name:` is, for messages
     positions: Positions | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def tuning_mode_or_default(self) -> str:
+        return self.tuning_mode or DEFAULT_TUNING_MODE
 
     def at(self, *field_path: str | int) -> Location:
         """Where in the job file ``field_path`` is (or would be), for messages."""
@@ -372,6 +380,7 @@ class _JobBuilder:
                       display_name=self.raw.get("display_name"),
                       description=self.raw.get("description"),
                       system_instruction=self.raw.get("system_instruction"),
+                      tuning_mode=self.raw.get("tuning_mode"),
                       name_at=self._location(("name",)), positions=self.positions, **sections)
             problems = self.rules.check(job) if self.rules else []
         if problems:
