@@ -51,6 +51,12 @@ class VertexOpenModel:
     def modes(self) -> tuple[str, ...]:
         return tuple(mode for mode in TUNING_MODES if mode in self.max_sequence_length)
 
+    @property
+    def longest_sequence(self) -> int | None:
+        """The longest sequence Vertex trains the model on in any mode (None: not known)."""
+        known = [n for n in self.max_sequence_length.values() if n is not None]
+        return max(known) if known else None
+
 
 def _model(hf_id: str, vertex_name: str, display_name: str, **lengths: int | None
            ) -> VertexOpenModel:

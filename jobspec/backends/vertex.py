@@ -331,8 +331,12 @@ class VertexBackend:
     def count_tokens(self, base_model: str,
                      example_sets: Sequence[Sequence[Any]]) -> list[TokenCount]:
         """Estimates: the contract (shared/reference/vertex-tuning-api.md) states no method
-        that counts tuning examples; the limit is Vertex's 131,072 tokens an example (§6)."""
-        return [TokenCount.estimated(examples, limit=MAX_EXAMPLE_TOKENS,
+        that counts tuning examples; the limit is Vertex's 131,072 tokens an example (§6), or
+        for an open model the longest sequence Vertex publishes for it (in any tuning mode:
+        the counts are per model, not per job)."""
+        model = openmodels.vertex_open_model(base_model)
+        limit = model.longest_sequence if model is not None else MAX_EXAMPLE_TOKENS
+        return [TokenCount.estimated(examples, limit=limit,
                                      why="Vertex AI states no way to count tuning examples")
                 for examples in example_sets]
 
