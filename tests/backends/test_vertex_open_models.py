@@ -7,11 +7,14 @@ creating again; what plan shows."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import jsonschema
 import pytest
+import yaml
 
 from tests.backends.conftest import BACKEND, OWNER_ID, PARENT, Vertex, apply
-from tests.conftest import NUMBER_EXAMPLES
+from tests.conftest import NUMBER_EXAMPLES, ROOT
 from tests.fake_vertex import RUNNING, SUCCEEDED
 
 pytestmark = pytest.mark.timeout(120)
@@ -270,3 +273,17 @@ def test_plan_shows_the_open_model_job_and_what_changed_since_its_model(vertex: 
     (job,) = plan.json()["jobs"]
     assert job["action"] == "create"
     assert job["reasons"] == ["learning_rate 0.0002 → 0.0001"]
+
+
+# The example job file: an open model, valid for vertex and local alike.
+
+def test_the_example_open_model_job_validates_for_vertex_and_local(cli):
+    example = str(ROOT / "examples" / "vertex-open-model.yaml")
+    schema = json.loads((ROOT / "schemas" / "jobspec.schema.json").read_text())
+    jsonschema.validate(yaml.safe_load(Path(example).read_text()), schema)  # editors' check
+    for backend in ("vertex", "local"):
+        result = cli("validate", example, "--backend", backend)
+        assert result.code == 0, (backend, result.out + result.err)
+    shown = cli("show", example, "--format", "json").json()
+    assert shown["base_model"] == LLAMA and shown["tuning_mode"] == "lora"
+    assert shown["training_data"]["example_count"] == 15
