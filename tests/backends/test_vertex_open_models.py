@@ -287,3 +287,34 @@ def test_the_example_open_model_job_validates_for_vertex_and_local(cli):
     shown = cli("show", example, "--format", "json").json()
     assert shown["base_model"] == LLAMA and shown["tuning_mode"] == "lora"
     assert shown["training_data"]["example_count"] == 15
+
+
+# Prune and delete: as for Gemini jobs; a finished open-model job leaves a model, no endpoint.
+
+def test_prune_cancels_a_superseded_open_model_job_and_delete_names_its_model(vertex, cli):
+    fake = vertex.fake
+    fake.polls_until_done = None
+    open_job(vertex)
+    assert apply(cli, "--no-wait").code == 0
+    old = vertex.job_of("numbers")["name"]
+    open_job(vertex, settings="learning_rate: 0.0001\n  batch_size: 8\n  epoch_count: 3\n"
+                              "  adapter_size: 16")
+    assert apply(cli, "--no-wait").code == 0
+    new = next(name for name in fake.jobs if name != old)
+    fake.end_job(new, SUCCEEDED)
+    pruned = apply(cli, "--prune", "--yes")
+    assert pruned.code == 0, pruned.err
+    assert [r.path for r in vertex.cancels()] == [f"/v1/{old}:cancel"]
+    assert f"cancelled superseded {old}" in pruned.err
+
+    for _ in range(2):  # observed: CANCELLING, then CANCELLED
+        cli("get", "--backend", "vertex", "--project", "my-project")
+    assert fake.jobs[old]["state"] == "JOB_STATE_CANCELLED"
+    deleted = cli("delete", "numbers", "--yes", "--backend", "vertex", "--project", "my-project")
+    assert deleted.code == 0, deleted.err
+    model = fake.jobs[new]["tunedModel"]["model"]
+    assert (f"Vertex AI cannot delete tuning jobs: {new} stays in its history, and jobspec "
+            f"leaves in place what it made: model {model}. To remove them:\n  gcloud ai models "
+            f"delete {model.rsplit('/', 1)[1].split('@')[0]} --project=my-project "
+            "--region=us-central1") in deleted.err
+    assert len(vertex.cancels()) == 1
