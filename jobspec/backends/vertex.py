@@ -40,7 +40,8 @@ from .gcs import STORAGE_ENDPOINT, Storage, rechunk
 from .tuningjobs import (JSONL_EXAMPLE_BYTES, LABEL_FINGERPRINT, LABEL_NAME, LABEL_OWNER,
                          jsonl_line, progress_of, removal_commands, tuning_job_from_wire,
                          tuning_job_to_wire)
-from .vertexsettings import BUCKET_VARIABLE, Settings, check_settings, location, settings
+from .vertexrules import check_job
+from .vertexsettings import BUCKET_VARIABLE, Settings, location, settings
 
 POLL = PollDefaults(initial=30.0, maximum=300.0)  # Vertex tuning jobs take tens of minutes
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
@@ -391,35 +392,6 @@ def _default_endpoint(options: BackendOptions, jobs: list[Job]) -> str:
     if os.environ.get(VERTEX_ENDPOINT_VARIABLE):
         return os.environ[VERTEX_ENDPOINT_VARIABLE].rstrip("/")
     return f"https://{location(options, jobs)}-aiplatform.googleapis.com"
-
-
-def check_job(job: Job) -> list[ConfigError]:
-    """What Vertex AI v1 does not take, refused at the job file's line before anything is
-    sent (§3: learningRate and batchSize are v1beta1 only, for open models only); a job naming
-    an open model by its Hugging Face id has the rules of Vertex's open-model tuning
-    (vertexopen.check_job)."""
-    if openmodels.is_open_model(job.base_model):
-        return vertexopen.check_job(job) + check_settings(job)
-    given, problems = job.hyperparameters.given, []
-    named = openmodels.from_vertex_name(job.base_model)
-    if named is not None:
-        problems.append(ConfigError(job.at("base_model"), (
-            f"{job.base_model} is Vertex AI's name for {named.display_name}; a job names an "
-            f"open model by its Hugging Face id: base_model: {named.hf_id}")))
-    if "learning_rate" in given:
-        problems.append(ConfigError(job.at("hyperparameters", "learning_rate"), (
-            "Vertex AI takes no learning rate for a Gemini model (only for an open model); use "
-            "learning_rate_multiplier (a multiplier on Vertex's recommended rate for the base "
-            "model) instead")))
-    if "batch_size" in given:
-        problems.append(ConfigError(job.at("hyperparameters", "batch_size"), (
-            "Vertex AI takes no batch size for a Gemini model (it chooses one; it takes one "
-            "only for an open model); remove batch_size")))
-    if job.early_stopping is not None:
-        problems.append(ConfigError(job.at("early_stopping"), (
-            "Vertex AI has no early stopping (its validation loss is only measured); remove "
-            "early_stopping, or tune on the local backend")))
-    return problems + vertexopen.refuse_full_tuning(job) + check_settings(job)
 
 
 VERTEX = BackendType(
