@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 from ..errors import ConfigError, Location, UsageError
 from ..spec import Job
-from .base import BackendOptions
 from . import openmodels
+from .base import BackendOptions
 from .gcs import StagingBucket
 
 DEFAULT_LOCATION = "us-central1"
