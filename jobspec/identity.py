@@ -21,7 +21,7 @@ from . import split
 from .conversation import MODEL, USER
 from .data import Example, Tally, iter_examples
 from .errors import ConfigErrors
-from .spec import FORMAT_VERSION, Job, examples_problems
+from .spec import DEFAULT_TUNING_MODE, FORMAT_VERSION, Job, examples_problems
 from .split import Split
 
 FINGERPRINT_PREFIX_LENGTH = 8
@@ -57,6 +57,10 @@ def _header(job: Job) -> bytes:
         header["validation_split"] = job.validation_split
     if job.early_stopping is not None:
         header["early_stopping"] = {"patience": job.early_stopping}
+    # What is trained, so part of the identity; written out as the default (lora), it is the
+    # job it was, as an explicit default hyperparameter is.
+    if job.tuning_mode_or_default != DEFAULT_TUNING_MODE:
+        header["tuning_mode"] = job.tuning_mode_or_default
     return json.dumps(header, sort_keys=True, separators=(",", ":")).encode() + b"\n"
 
 

@@ -27,6 +27,7 @@ MAX_JOB_FILE_BYTES = 1024 * 1024
 JOB_SUFFIXES = (".yaml", ".yml")
 FORMAT_VERSION = 1
 MATCHERS = ("equals", "contains", "regex", "one_of", "not_contains")
+DEFAULT_TUNING_MODE = "lora"  # the schema's tuning_mode values: lora, full
 
 
 @dataclass(frozen=True)
@@ -131,8 +132,15 @@ class Job:
     validation_data: data.DataSource | None = None
     validation_split: float | None = None
     early_stopping: int | None = None  # patience in epochs, on validation loss
+    # `lora` or `full` as the job file gives it; None: not given (lora, the default), so that
+    # fingerprints made before it existed stay the same (tuning_mode_or_default).
+    tuning_mode: str | None = None
     name_at: Location | None = field(default=None, compare=False)  # where `name:` is, for messages
     positions: Positions | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def tuning_mode_or_default(self) -> str:
+        return self.tuning_mode or DEFAULT_TUNING_MODE
 
     def at(self, *field_path: str | int) -> Location:
         """Where in the job file ``field_path`` is (or would be), for messages."""
@@ -433,6 +441,7 @@ class _JobBuilder:
             job = Job(path=self.path, name=self.raw["name"], base_model=self.raw["base_model"],
                       display_name=self.raw.get("display_name"),
                       description=self.raw.get("description"),
+                      tuning_mode=self.raw.get("tuning_mode"),
                       name_at=self._location(("name",)), positions=self.positions, **sections)
             problems = self.rules.check(job) if self.rules else []
         if problems:

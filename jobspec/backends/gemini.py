@@ -19,7 +19,7 @@ from ..identity import Identity
 from ..ownership import adopt, tuned_model_ids
 from ..spec import Job
 from ..workspace import Owner
-from . import generate, tokencount, uploads
+from . import generate, openmodels, tokencount, uploads
 from .base import (ACTIVE, CREATING, FAILED, BackendType, ExampleStreams, OpenRequest,
                    PollDefaults, Progress, RemoteModel, Snapshot, TokenCount, example_streams)
 from .endpoints import Endpoint, check_destination
@@ -413,6 +413,23 @@ def refuse_system_instruction(job: Job) -> list[ConfigError]:
         "conversations"))]
 
 
+def refuse_full_tuning(job: Job, why: str) -> list[ConfigError]:
+    if job.tuning_mode == "full":
+        return [ConfigError(job.at("tuning_mode"), why)]
+    return []
+
+
+def refuse_open_model(job: Job) -> list[ConfigError]:
+    """The Gemini API tunes Gemini models only; a Hugging Face id goes to vertex or local."""
+    if not openmodels.is_open_model(job.base_model):
+        return []
+    vertex = ("vertex (Vertex AI's managed open-model tuning) or local"
+              if openmodels.vertex_open_model(job.base_model) else "local")
+    return [ConfigError(job.at("base_model"), (
+        f"the Gemini API tunes no open models; tune {job.base_model} on {vertex} (the local "
+        "service tunes the Hugging Face models it serves)"))]
+
+
 def refuse_adapter_size(job: Job, why: str) -> list[ConfigError]:
     if "adapter_size" in job.hyperparameters.given:
         return [ConfigError(job.at("hyperparameters", "adapter_size"), why)]
@@ -425,6 +442,8 @@ GEMINI = BackendType(
                          "the Gemini API's published limit for tuning data"),
     open=_open, poll=POLL, credentials=gemini_credentials,
     default_endpoint=lambda options, jobs: GOOGLE_ENDPOINT,
-    check_job=lambda job: refuse_adapter_size(
+    check_job=lambda job: refuse_open_model(job) + refuse_adapter_size(
         job, "the Gemini API takes no adapter size (Vertex AI does); remove it, or tune on vertex")
+    + refuse_full_tuning(job, "the Gemini API has no full fine-tuning; remove tuning_mode, or "
+                              "tune an open model on vertex")
     + refuse_validation(job) + refuse_system_instruction(job))

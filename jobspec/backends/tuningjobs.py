@@ -11,6 +11,7 @@ from ..conversation import Conversation, to_contents
 from ..identity import Identity
 from ..spec import Job
 from .base import ACTIVE, CREATING, FAILED, DataStats, Progress, RemoteModel
+from .openmodels import VERTEX_TUNING_MODES, from_vertex_name
 
 LABEL_NAME, LABEL_FINGERPRINT, LABEL_OWNER = ("jobspec-name", "jobspec-fingerprint",
                                               "jobspec-owner")
@@ -23,6 +24,7 @@ ADAPTER_SIZES = {1: "ADAPTER_SIZE_ONE", 2: "ADAPTER_SIZE_TWO", 4: "ADAPTER_SIZE_
                  8: "ADAPTER_SIZE_EIGHT", 16: "ADAPTER_SIZE_SIXTEEN",
                  32: "ADAPTER_SIZE_THIRTY_TWO"}
 ADAPTER_NUMBERS = {name: size for size, name in ADAPTER_SIZES.items()}
+TUNING_MODES = {wire: mode for mode, wire in VERTEX_TUNING_MODES.items()}  # open models'
 
 
 def jsonl_line(conversation: Conversation) -> bytes:
@@ -110,11 +112,22 @@ def tuning_job_from_wire(job: dict[str, Any]) -> RemoteModel:
         hyperparameters["learning_rate_multiplier"] = hyper["learningRateMultiplier"]
     if hyper.get("adapterSize") in ADAPTER_NUMBERS:
         hyperparameters["adapter_size"] = ADAPTER_NUMBERS[hyper["adapterSize"]]
+    # An open model's settings (vertexopen.py): its tuning mode, absolute rate and batch size.
+    mode = job.get("supervisedTuningSpec", {}).get("tuningMode")
+    if mode in TUNING_MODES:
+        hyperparameters["tuning_mode"] = TUNING_MODES[mode]
+    if "learningRate" in hyper:
+        hyperparameters["learning_rate"] = hyper["learningRate"]
+    if _int(hyper.get("batchSize")) is not None:
+        hyperparameters["batch_size"] = _int(hyper["batchSize"])
+    # An open model by the Hugging Face id its job names, not Vertex's name for it.
+    open_model = from_vertex_name(job.get("baseModel", ""))
     stats = _stats(job)
     managed = bool(labels.get(LABEL_NAME) and labels.get(LABEL_FINGERPRINT))
     return RemoteModel(
         name=job["name"], state=_STATES.get(service_state, CREATING),
-        service_state=service_state, base_model=job.get("baseModel", ""),
+        service_state=service_state,
+        base_model=open_model.hf_id if open_model else job.get("baseModel", ""),
         display_name=job.get("tunedModelDisplayName"), description=job.get("description"),
         hyperparameters=hyperparameters, create_time=job.get("createTime"),
         start_time=job.get("startTime"), complete_time=job.get("endTime"),

@@ -75,6 +75,7 @@ def resolved_job(job: spec.Job, chosen_backend: str | None = None) -> dict[str, 
         "description": job.description,
         "base_model": job.base_model,
         "system_instruction": job.system_instruction,
+        "tuning_mode": job.tuning_mode,  # shown when the job file gives it
         "hyperparameters": job.hyperparameters.as_dict(),
         "training_data": training,
         "backend": registry.in_effect(job.backend.type if job.backend else None, chosen_backend),
