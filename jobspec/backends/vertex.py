@@ -37,9 +37,9 @@ from .base import (CREATING, BackendOptions, BackendType, OpenRequest, PollDefau
                    Progress, RemoteModel, TokenCount, example_streams)
 from .endpoints import Endpoint, checked_url, check_destination
 from .gcs import STORAGE_ENDPOINT, Storage, rechunk
-from .tuningjobs import (JSONL_EXAMPLE_BYTES, LABEL_FINGERPRINT, LABEL_NAME, LABEL_OWNER,
-                         jsonl_line, progress_of, removal_commands, tuning_job_from_wire,
-                         tuning_job_to_wire)
+from .tuningjobs import (JSONL_EXAMPLE_BYTES, LABEL_OWNER, applied_hyperparameters,
+                         job_labels, jsonl_line, label_filter, progress_of, removal_commands,
+                         tuning_job_from_wire, tuning_job_to_wire)
 from .vertexsettings import BUCKET_VARIABLE, Settings, check_settings, location, settings
 
 POLL = PollDefaults(initial=30.0, maximum=300.0)  # Vertex tuning jobs take tens of minutes
@@ -99,10 +99,8 @@ class VertexBackend:
     # Finding jobs.
 
     def _list(self, **labels: str) -> list[RemoteModel]:
-        """The tuning jobs with these labels, following every page. The list filter is
-        AIP-160's, where a bare ``-`` is negation: the keys (``jobspec-owner``) are quoted."""
-        query = {"filter": " AND ".join(f'labels."{key}"="{value}"'
-                                        for key, value in labels.items())}
+        """The tuning jobs with these labels, following every page."""
+        query = {"filter": label_filter(labels)}
         path = f"{self.settings.parent}/tuningJobs"
         found: list[RemoteModel] = []
         while True:
@@ -140,13 +138,7 @@ class VertexBackend:
         return None  # Vertex counts its steps once it has read the data
 
     def hyperparameters(self, job: Job) -> dict[str, Any]:
-        """What Vertex AI v1 takes (the batch size is its own choice, so not shown)."""
-        hp = job.hyperparameters
-        applied: dict[str, Any] = {"epoch_count": hp.epoch_count,
-                                   "learning_rate_multiplier": hp.learning_rate_multiplier}
-        if hp.adapter_size is not None:
-            applied["adapter_size"] = hp.adapter_size
-        return applied
+        return applied_hyperparameters(job.hyperparameters)
 
     def _job_name(self, name: str) -> str:
         if name.startswith("projects/"):
@@ -201,8 +193,7 @@ class VertexBackend:
         next attempt. After one whose outcome is unknown (no answer, or an error that may
         follow the job's making), no create is sent until the listing has had time to show
         what it made (``_after_unknown_create``), which is then adopted."""
-        labels = {LABEL_OWNER: self.owner.id, LABEL_NAME: job.name,
-                  LABEL_FINGERPRINT: identity.fingerprint}
+        labels = job_labels(job.name, identity.fingerprint, self.owner.id)
         budget = self.client.retry.budget()
         known: set[str] | None = None  # the jobs there before this create
         staged, failed, attempt = None, None, 0
