@@ -23,7 +23,7 @@ from jobspec.client import ApiClient
 from jobspec.backends.tunedmodels import (create_body, inline_dataset, marker, model_path,
                                           model_progress, operation_progress, parse_marker,
                                           tuned_model_from_wire, uploaded_dataset)
-from jobspec.data import Example
+from jobspec.data import iter_examples
 from jobspec.identity import identify
 from jobspec.server import protojson
 from jobspec.spec import load_job
@@ -55,9 +55,13 @@ def _job(repo, extra: str = "", *, hyperparameters: str = "batch_size: 2\n  lear
     return job, identify(job)
 
 
+def _examples(job) -> list:
+    """The job's training examples as the backend reads them (its data file holds EXAMPLES)."""
+    return list(iter_examples(job.training_data))
+
+
 def _body(job, identity, validation=None):
-    return create_body(job, identity, OWNER_ID, inline_dataset(Example(i, o) for i, o in EXAMPLES),
-                       validation)
+    return create_body(job, identity, OWNER_ID, inline_dataset(_examples(job)), validation)
 
 
 def test_the_create_request_holds_only_fields_of_the_gemini_apis_messages(repo):
@@ -254,8 +258,8 @@ def test_a_tuned_models_path_comes_from_its_name_or_bare_id():
 # The local backend: the same create, with its examples uploaded apart and the local service's
 # additions (validation examples, early stopping), which the Gemini API never gets.
 
-def test_an_upload_is_one_compact_json_line_an_example_named_by_its_sha256():
-    examples = [Example(i, o) for i, o in EXAMPLES]
+def test_an_upload_is_one_compact_json_line_an_example_named_by_its_sha256(repo):
+    examples = _examples(_job(repo)[0])
     content = b"".join(uploads.lines(examples))
     lines = content.decode("utf-8").splitlines(keepends=True)
     assert [json.loads(line) for line in lines] == [{"textInput": i, "output": o}
@@ -273,8 +277,9 @@ def test_an_upload_is_one_compact_json_line_an_example_named_by_its_sha256():
 
 def test_the_local_create_names_its_uploads_and_the_service_parses_it(repo):
     job, identity = _job(repo, "validation_split: 0.25\nearly_stopping: 2\n")
-    training = uploads.measure_examples([Example("1", "2")])
-    validation = uploads.measure_examples([Example("3", "4")])
+    examples = _examples(job)
+    training = uploads.measure_examples(examples[1:])
+    validation = uploads.measure_examples(examples[:1])
     body = create_body(job, identity, OWNER_ID, uploaded_dataset(training.name),
                        uploaded_dataset(validation.name))
     task = body["tuningTask"]

@@ -14,9 +14,11 @@ import pytest
 from jobspec.backends.base import ACTIVE, CREATING, FAILED, DataStats
 from jobspec.backends.tuningjobs import (ADAPTER_SIZES, JSONL_EXAMPLE_BYTES,
                                          applied_hyperparameters, hyperparameters_to_wire,
-                                         job_labels, jsonl_line, label_filter, progress_of,
+                                         job_labels, label_filter, progress_of,
                                          removal_commands, tuning_job_from_wire,
                                          tuning_job_to_wire)
+from jobspec.backends.vertex import VertexBackend
+from jobspec.data import iter_examples
 from jobspec.identity import identify
 from jobspec.spec import load_job
 from tests.backends.conftest import job_text
@@ -220,15 +222,21 @@ def test_a_failed_job_is_done_with_its_error_and_no_model():
 
 
 def test_a_training_line_is_one_user_turn_and_the_model_answer(repo):
-    """§6: one object a line, shaped like a GenerateContent request; compact UTF-8."""
-    line = jsonl_line("déjà", 'vu "x"')
-    assert line.endswith(b"\n") and line.count(b"\n") == 1
-    assert json.loads(line) == {"contents": [{"role": "user", "parts": [{"text": "déjà"}]},
-                                             {"role": "model", "parts": [{"text": 'vu "x"'}]}]}
-    assert "déjà".encode() in line  # not \u00e9
+    """§6: one object a line, shaped like a GenerateContent request; compact UTF-8. The lines
+    the training file is staged as (``VertexBackend._lines``, rechunked)."""
+    repo.write_jsonl("jobs/data/numbers.jsonl", [("déjà", 'vu "x"'), ("1", "2")])
+    repo.write("jobs/numbers.yaml", job_text("numbers", "data/numbers.jsonl"))
+    examples = list(iter_examples(load_job("jobs/numbers.yaml").training_data))
+    staged = b"".join(VertexBackend._lines(examples))
+    lines = staged.splitlines(keepends=True)
+    assert len(lines) == 2 and all(line.endswith(b"\n") for line in lines)
+    assert json.loads(lines[0]) == {"contents": [{"role": "user", "parts": [{"text": "déjà"}]},
+                                                 {"role": "model", "parts": [{"text": 'vu "x"'}]}]}
+    assert lines[0] == ('{"contents":[{"role":"user","parts":[{"text":"déjà"}]},{"role":"model",'
+                        '"parts":[{"text":"vu \\"x\\""}]}]}\n').encode()  # compact, not \u00e9
     # What a line adds around its two JSON strings, as validate counts a training file's size.
-    assert len(line) == JSONL_EXAMPLE_BYTES + len(json.dumps("déjà", ensure_ascii=False)
-                                                  .encode()) + len(json.dumps('vu "x"').encode())
+    assert len(lines[0]) == JSONL_EXAMPLE_BYTES + len(json.dumps("déjà", ensure_ascii=False)
+                                                      .encode()) + len(json.dumps('vu "x"'))
 
 
 def test_what_a_finished_job_leaves_is_named_with_the_commands_that_remove_it():
