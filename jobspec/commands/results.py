@@ -102,7 +102,7 @@ def _result(status: JobStatus, backend: Backend, directory: Path,
 def _count(status: JobStatus, backend: Backend) -> results.Tokens | None:
     """The job's tokens counted (or estimated) now; None when they cannot be."""
     try:
-        counted, _ = estimate.count(status.job, backend)
+        counted, _ = estimate.count(status.job, status.identity, backend)
     except errors.JobSpecError:
         return None
     return results.counted_tokens(counted, status.job.hyperparameters.epoch_count)
