@@ -169,6 +169,18 @@ def count(job: Job, identity: Identity, backend: Backend) -> Counted:
     return counted
 
 
+PRICE_EXPECTED = "expected a price (a number, 0 or more)"
+
+
+def parse_price(text: str) -> float | None:
+    """A price per million tokens as written (a finite number, 0 or more); None if it is none."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value >= 0 else None
+
+
 def price(given: float | None) -> float | None:
     """--price-per-million-tokens, else $JOBSPEC_PRICE_PER_MILLION_TOKENS, else None."""
     if given is not None:
@@ -176,12 +188,9 @@ def price(given: float | None) -> float | None:
     text = os.environ.get(PRICE_VARIABLE, "").strip()
     if not text:
         return None
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value >= 0):
-        raise UsageError(f"{PRICE_VARIABLE}={text}: expected a price (a number, 0 or more)")
+    value = parse_price(text)
+    if value is None:
+        raise UsageError(f"{PRICE_VARIABLE}={text}: {PRICE_EXPECTED}")
     return value
 
 
