@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -24,18 +23,14 @@ from .base import (BackendType, ExampleStreams, OpenRequest, PollDefaults, Progr
                    RemoteModel, TokenCount, example_streams)
 from .endpoints import Endpoint, check_destination
 from .tunedmodels import (create_body, inline_dataset, model_path, model_progress,
-                          operation_progress, tuned_model_from_wire, uploaded_dataset)
+                          operation_progress, refused_example, tuned_model_from_wire,
+                          uploaded_dataset)
 
 GOOGLE_ENDPOINT = "https://generativelanguage.googleapis.com"
 POLL = PollDefaults(initial=5.0, maximum=60.0)  # Google's tuning runs take minutes to hours
 API_KEY_VARIABLES = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",
           "https://www.googleapis.com/auth/generative-language.tuning")
-
-# How the Gemini API (and the local service) name one example in an INVALID_ARGUMENT message:
-# the i-th inline example, or line i+1 of the uploaded training examples.
-_EXAMPLE_INDEX = re.compile(f"(?:{re.escape(wire.EXAMPLES_FIELD)}|"
-                            f"{re.escape(wire.UPLOADED_EXAMPLES_FIELD)})" + r"\[(\d+)\]")
 
 # Google states no size for a tunedModels.create request; the one figure it publishes for tuning
 # data is a 4 MB dataset (shared/reference/gemini-tuning-api.md §10). Each example travels as
@@ -193,9 +188,9 @@ class GeminiBackend:
         """A refusal that names training example i (inline, or line i+1 of their upload),
         shown against the line of the user's data file that holds it; any other error as it
         came."""
-        found = _EXAMPLE_INDEX.search(error.message)
-        index = int(found[1]) if found else -1
-        example = next(itertools.islice(examples(), index, None), None) if index >= 0 else None
+        index = refused_example(error.message)
+        example = next(itertools.islice(examples(), index, None), None) \
+            if index is not None else None
         if example is not None and example.where is not None:
             return ConfigError(example.where, f"the {self.name} backend refused this "
                                f"example ({error.http_status} {error.status}): {error.message}")

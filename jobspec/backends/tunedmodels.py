@@ -27,6 +27,10 @@ _MARKER = re.compile(r"(?:\A|\n\n)\[jobspec job=(?P<job>[a-z][a-z0-9-]*) "
                      r"fingerprint=(?P<fp>[0-9a-f]{64})(?: owner=(?P<owner>[0-9a-f]{8,64}))?\]"
                      r"\s*\Z")
 _STATES = {wire.CREATING: CREATING, wire.ACTIVE: ACTIVE, wire.FAILED: FAILED}
+# How the Gemini API (and the local service) name one example in an INVALID_ARGUMENT message:
+# the i-th inline example, or line i+1 of the uploaded training examples.
+_EXAMPLE_INDEX = re.compile(f"(?:{re.escape(wire.EXAMPLES_FIELD)}|"
+                            f"{re.escape(wire.UPLOADED_EXAMPLES_FIELD)})" + r"\[(\d+)\]")
 MAX_DISPLAY_NAME = 40  # §4 TunedModel.displayName: at most 40 characters
 
 
@@ -108,6 +112,12 @@ def create_body(job: Job, identity: Identity, owner_id: str, training: dict[str,
         "baseModel": job.base_model,
         "tuningTask": task,
     }
+
+
+def refused_example(message: str) -> int | None:
+    """The index of the training example an INVALID_ARGUMENT message names, if it names one."""
+    found = _EXAMPLE_INDEX.search(message)
+    return int(found[1]) if found else None
 
 
 def operation_progress(operation: dict[str, Any]) -> Progress:

@@ -22,7 +22,8 @@ from jobspec.backends.gemini import GeminiBackend
 from jobspec.client import ApiClient
 from jobspec.backends.tunedmodels import (create_body, inline_dataset, marker, model_path,
                                           model_progress, operation_progress, parse_marker,
-                                          tuned_model_from_wire, uploaded_dataset)
+                                          refused_example, tuned_model_from_wire,
+                                          uploaded_dataset)
 from jobspec.data import iter_examples
 from jobspec.identity import identify
 from jobspec.server import protojson
@@ -249,6 +250,19 @@ def test_a_model_without_an_operation_is_polled_by_its_state(state, done, error)
         "tunedModels/m", None, done, error)
     assert progress.completed_steps == 3 and progress.total_steps is None
     assert (progress.model is model) == (state == "ACTIVE")
+
+
+def test_a_refusal_that_names_a_training_example_gives_its_index():
+    """As the local service names them (server/validation.py, server/uploads.py): the i-th
+    inline example, or line i+1 of the upload; a validation example is not a training one."""
+    assert refused_example(f"{wire.EXAMPLES_FIELD}[12] is too long: inputs may have 40,000 "
+                           "characters and outputs 5,000.") == 12
+    assert refused_example(f"{wire.EXAMPLES_FIELD}[0].output is required.") == 0
+    assert refused_example(f"{wire.UPLOADED_EXAMPLES_FIELD}[41] (line 42 of the upload) is "
+                           "not JSON") == 41
+    assert refused_example("tuned_model.tuning_task.validation_data.examples.examples[3] is "
+                           "too long") is None
+    assert refused_example("tuned_model.display_name is too long") is None
 
 
 def test_a_tuned_models_path_comes_from_its_name_or_bare_id():
