@@ -231,7 +231,7 @@ ENVIRONMENT = ("GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_OAUTH_ACCESS_TOKEN",
 def serve_job(fake: FakeGenerate, cli, job_file, *, state: str = "ACTIVE") -> str:
     """Put the tuned model of ``job_file`` on ``fake``, as jobspec would have created it (its
     id, and jobspec's mark with this workspace as owner); its resource name."""
-    from jobspec.backends.gemini import marker
+    from jobspec.backends.tunedmodels import marker
     from jobspec.workspace import owner
 
     shown = cli("show", str(job_file), "--format", "json").json()

@@ -103,7 +103,7 @@ def test_identity_streams_and_plans_trained_examples_agree(repo, examples, extra
     assert sorted(training + validation, key=repr) == sorted(
         (Example.one_turn(*pair) for pair in examples), key=repr)
     assert not set(training) & set(validation)
-    planned = trained_examples(job)
+    planned = trained_examples(job, identity)
     assert (len(planned), list(planned)) == (len(training), training)
     assert planned.digest == examples_digest(training)
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..conversation import Conversation, to_contents
 from ..identity import Identity
-from ..spec import Job
+from ..spec import Hyperparameters, Job
 from .base import ACTIVE, CREATING, FAILED, DataStats, Progress, RemoteModel
 from .openmodels import VERTEX_TUNING_MODES, from_vertex_name
 
@@ -51,6 +51,29 @@ def hyperparameters_to_wire(epoch_count: int, learning_rate_multiplier: float | 
     return hyper
 
 
+def job_labels(job_name: str, fingerprint: str, owner_id: str) -> dict[str, str]:
+    """The labels that say whose tuning job this is, for which job file and fingerprint (§3:
+    keys and values of at most 64 lowercase letters, digits, ``_`` and ``-``), the owner first:
+    a listing filters by them in this order."""
+    return {LABEL_OWNER: owner_id, LABEL_NAME: job_name, LABEL_FINGERPRINT: fingerprint}
+
+
+def label_filter(labels: dict[str, str]) -> str:
+    """The tuningJobs.list filter for jobs with all of ``labels``. The filter is AIP-160's,
+    where a bare ``-`` is negation: the keys (``jobspec-owner``) are quoted."""
+    return " AND ".join(f'labels."{key}"="{value}"' for key, value in labels.items())
+
+
+def applied_hyperparameters(hp: Hyperparameters) -> dict[str, Any]:
+    """What Vertex AI v1 applies of a job's hyperparameters, as ``tuning_job_from_wire`` reads
+    them back (snake_case; the batch size is its own choice, so not shown)."""
+    applied: dict[str, Any] = {"epoch_count": hp.epoch_count,
+                               "learning_rate_multiplier": hp.learning_rate_multiplier}
+    if hp.adapter_size is not None:
+        applied["adapter_size"] = hp.adapter_size
+    return applied
+
+
 def tuning_job_to_wire(job: Job, identity: Identity, owner_id: str, training_uri: str,
                        validation_uri: str | None = None) -> dict[str, Any]:
     """The TuningJob that tunes ``job`` on the staged data, labelled with who made it, for
@@ -63,8 +86,7 @@ def tuning_job_to_wire(job: Job, identity: Identity, owner_id: str, training_uri
         "tunedModelDisplayName": identity.tuned_model_id,
         "supervisedTuningSpec": {"trainingDatasetUri": training_uri,
                                  "hyperParameters": hyper},
-        "labels": {LABEL_NAME: job.name, LABEL_FINGERPRINT: identity.fingerprint,
-                   LABEL_OWNER: owner_id}}
+        "labels": job_labels(job.name, identity.fingerprint, owner_id)}
     if validation_uri is not None:
         body["supervisedTuningSpec"]["validationDatasetUri"] = validation_uri
     if job.description:

@@ -40,9 +40,9 @@ from .base import (CREATING, BackendOptions, BackendType, OpenRequest, PollDefau
                    Progress, RemoteModel, TokenCount, example_streams)
 from .endpoints import Endpoint, checked_url, check_destination
 from .gcs import STORAGE_ENDPOINT, Storage, rechunk
-from .tuningjobs import (JSONL_EXAMPLE_BYTES, LABEL_FINGERPRINT, LABEL_NAME, LABEL_OWNER,
-                         jsonl_line, progress_of, removal_commands, tuning_job_from_wire,
-                         tuning_job_to_wire)
+from .tuningjobs import (JSONL_EXAMPLE_BYTES, LABEL_OWNER, applied_hyperparameters,
+                         job_labels, jsonl_line, label_filter, progress_of, removal_commands,
+                         tuning_job_from_wire, tuning_job_to_wire)
 from .vertexrules import check_job
 from .vertexsettings import BUCKET_VARIABLE, Settings, location, settings
 
@@ -104,10 +104,8 @@ class VertexBackend:
     # Finding jobs.
 
     def _list(self, **labels: str) -> list[RemoteModel]:
-        """The tuning jobs with these labels, following every page. The list filter is
-        AIP-160's, where a bare ``-`` is negation: the keys (``jobspec-owner``) are quoted."""
-        query = {"filter": " AND ".join(f'labels."{key}"="{value}"'
-                                        for key, value in labels.items())}
+        """The tuning jobs with these labels, following every page."""
+        query = {"filter": label_filter(labels)}
         path = f"{self.settings.parent}/tuningJobs"
         found: list[RemoteModel] = []
         while True:
@@ -149,12 +147,7 @@ class VertexBackend:
         open model, what its tuning takes (vertexopen.py)."""
         if openmodels.is_open_model(job.base_model):
             return vertexopen.applied_hyperparameters(job)
-        hp = job.hyperparameters
-        applied: dict[str, Any] = {"epoch_count": hp.epoch_count,
-                                   "learning_rate_multiplier": hp.learning_rate_multiplier}
-        if hp.adapter_size is not None:
-            applied["adapter_size"] = hp.adapter_size
-        return applied
+        return applied_hyperparameters(job.hyperparameters)
 
     def _job_name(self, name: str) -> str:
         if name.startswith("projects/"):
@@ -215,8 +208,7 @@ class VertexBackend:
         next attempt. After one whose outcome is unknown (no answer, or an error that may
         follow the job's making), no create is sent until the listing has had time to show
         what it made (``_after_unknown_create``), which is then adopted."""
-        labels = {LABEL_OWNER: self.owner.id, LABEL_NAME: job.name,
-                  LABEL_FINGERPRINT: identity.fingerprint}
+        labels = job_labels(job.name, identity.fingerprint, self.owner.id)
         budget = self.client.retry.budget()
         known: set[str] | None = None  # the jobs there before this create
         staged, failed, attempt = None, None, 0

@@ -9,13 +9,14 @@ from typing import Any
 
 import yaml
 
-from .. import data, errors, spec, workspace
+from .. import data, errors, spec
 from ..backends import registry
 from ..datarecords import TEXT
-from ..errors import ConfigError, ConfigErrors, UsageError
+from ..errors import ConfigError, ConfigErrors
 from ..evaluate import warnings as eval_warnings
 from ..identity import identify
 from ..schema import schema_text
+from .common import job_paths
 
 
 def print_config_errors(exc: ConfigError, output_format: str) -> None:
@@ -28,12 +29,8 @@ def print_config_errors(exc: ConfigError, output_format: str) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    given = args.paths or workspace.default_job_paths()
-    paths = spec.expand_paths(given)
-    if not paths:
-        raise UsageError(f"no job files (*.yaml, *.yml) in {' '.join(given)}")
     try:
-        jobs = spec.load_jobs(paths, allow_outside_paths=args.allow_outside_paths,
+        jobs = spec.load_jobs(job_paths(args), allow_outside_paths=args.allow_outside_paths,
                               check_examples=True, rules=registry.Rules(args.backend))
     except ConfigError as exc:
         print_config_errors(exc, args.format)
