@@ -10,11 +10,16 @@ import json
 import re
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from jobspec import data, spec, wire
 from jobspec.backends import registry, uploads
 from jobspec.backends.base import TokenCount
 from jobspec.backends.tuningjobs import jsonl_line
+from jobspec.conversation import MODEL, USER, Conversation, Turn
+from jobspec.data import Example
+from jobspec.identity import example_record
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -423,3 +428,67 @@ def test_estimates_count_every_text_of_a_conversation(repo):
     # The system instruction, user turns and context as input; the trained turns as output.
     assert (estimate.inputs, estimate.outputs) == ((5, 12), (3, 1))
     assert estimate.longest == (1, 13)
+
+
+# --- the fingerprint's record of a conversation ----------------------------------------------
+
+_TEXTS = st.text(alphabet="ab1:Cnsumc\n", min_size=1, max_size=4)
+
+
+@st.composite
+def _examples(draw) -> Example:
+    """Any example: a one-turn text pair, or a conversation with or without a system
+    instruction, of 1-3 exchanges, any model turn but one possibly of weight 0."""
+    if draw(st.booleans()):
+        return Example.one_turn(draw(_TEXTS), draw(_TEXTS))
+    exchanges = draw(st.integers(1, 3))
+    trained_at = draw(st.integers(0, exchanges - 1))
+    turns = []
+    for n in range(exchanges):
+        turns += [Turn(USER, draw(_TEXTS)),
+                  Turn(MODEL, draw(_TEXTS), n == trained_at or draw(st.booleans()))]
+    return Example(Conversation(tuple(turns), draw(st.none() | _TEXTS)))
+
+
+def _decode(stream: bytes) -> list[Example]:
+    """The examples of a stream of records, read by the form identity.example_record states:
+    ``LEN:INPUTLEN:OUTPUT`` for a one-turn example; ``C``, ``n`` or ``s``LEN:SYSTEM, the number
+    of turns and ``:``, then each turn as its role letter and LEN:TEXT for any other."""
+    at = 0
+
+    def text() -> str:
+        nonlocal at
+        colon = stream.index(b":", at)
+        length = int(stream[at:colon])
+        at = colon + 1 + length
+        return stream[colon + 1:at].decode()
+
+    examples = []
+    while at < len(stream):
+        if stream[at:at + 1] != b"C":
+            examples.append(Example.one_turn(text(), text()))
+            continue
+        at += 1
+        system = None
+        if stream[at:at + 1] == b"s":
+            at += 1
+            system = text()
+        else:
+            assert stream[at:at + 1] == b"n"
+            at += 1
+        colon = stream.index(b":", at)
+        count, at = int(stream[at:colon]), colon + 1
+        turns = []
+        for _ in range(count):
+            role, at = stream[at:at + 1], at + 1
+            turns.append(Turn(USER if role == b"u" else MODEL, text(), role != b"c"))
+        examples.append(Example(Conversation(tuple(turns), system)))
+    return examples
+
+
+@given(st.lists(_examples(), max_size=4))
+def test_the_fingerprints_records_are_unambiguous(examples):
+    """The records of any examples, one after another, read back as those examples and no
+    others: no record of a conversation can be read as a one-turn example's or run into the
+    next (the texts are drawn from the record form's own letters and separators)."""
+    assert _decode(b"".join(example_record(e) for e in examples)) == examples
