@@ -254,7 +254,8 @@ def read_example(where: Location, record: object, source: Source, form: str,
     """The example in ``record`` (of ``form``), and the bytes it adds to what carries the
     examples."""
     def at(name: str, message: str) -> ConfigError:
-        located = fields.of(field_path(name)) if fields is not None and name else None
+        located = (fields.of(field_path(name)) if fields is not None and name
+                   and (form != TEXT or fields.locates_text_fields) else None)
         line, column = located or (where.line, where.column)
         return ConfigError(Location(where.path, line, column, _join(where.field, name)), message)
 

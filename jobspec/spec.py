@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from . import data
-from .datareaders import FieldPositions
+from .datareaders import YamlPositions
 from .datarecords import TEXT
 from .errors import ConfigError, ConfigErrors, Location, UsageError
 from .schema import job_schema, schema_errors
@@ -251,7 +251,7 @@ class _JobBuilder:
         system = self.raw.get("system_instruction")
         if isinstance(spec, list):
             entries = [(self._location((key, i)), record,
-                        FieldPositions(self.positions, (key, i)))
+                        YamlPositions(self.positions, (key, i)))
                        for i, record in enumerate(spec)]
             return data.DataSource(display_path=self.path, inline=tuple(entries),
                                    system_instruction=system, limits=self.limits,
