@@ -344,6 +344,13 @@ def test_system_instruction_applies_to_examples_without_one_and_changes_the_fing
     assert fingerprint(cli) == with_system
 
 
+def test_a_system_instruction_longer_than_the_backend_takes_is_refused_at_its_line(repo, cli):
+    repo.job(extra=f"system_instruction: {'s' * (wire.MAX_INPUT_CHARS + 1)}\n")
+    assert errors_of(cli("validate", "jobs/demo.yaml")) == [
+        "jobs/demo.yaml:9:21: system_instruction: is 40,001 characters, over the limit of "
+        "40,000"]
+
+
 # --- the backends ------------------------------------------------------------------------------
 
 
