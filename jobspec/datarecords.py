@@ -33,15 +33,15 @@ from .yamlload import FieldPath
 
 TEXT, CONTENTS, MESSAGES = FORMS
 _PATH_PART = re.compile(r"\[(\d+)\]|([^.\[\]]+)")
-
-
 MIB, MB, GB = 2**20, 10**6, 10**9
 
 
 @dataclass(frozen=True)
 class DataLimits:
     """What one job's examples may be on a backend, as whoever sets the limits states them.
-    None: no such limit."""
+    None: no such limit. The character limits are the Gemini API's on a one-turn example's
+    input and output; in a longer conversation each user turn and the system instruction is
+    held to the input's, each model turn to the output's (as the local service holds them)."""
 
     backend: str
     max_input_chars: int | None = None
