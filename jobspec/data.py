@@ -1,5 +1,10 @@
 """Training examples: where they come from, and reading them one at a time.
 
+An example is a conversation (conversation.py): a data file's records are in one of three forms
+(text ``{text_input, output}``, Vertex AI's contents, chat messages; datarecords.py), the job
+file's ``format:`` or the file's first record saying which, and the job's system_instruction is
+given to every example that has none, before anything counts, fingerprints or sends them.
+
 Examples are streamed, never read whole, for the formats that allow it (JSONL and CSV), so
 validating or fingerprinting a large file takes memory that does not grow with its size. JSON and
 YAML files must be parsed whole, and have a lower size limit for that reason.

@@ -18,8 +18,8 @@ reads a record by its form and names the fields.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from json.encoder import encode_basestring
 from typing import Any, Protocol
 
@@ -33,15 +33,15 @@ from .yamlload import FieldPath
 
 TEXT, CONTENTS, MESSAGES = FORMS
 _PATH_PART = re.compile(r"\[(\d+)\]|([^.\[\]]+)")
-
-
 MIB, MB, GB = 2**20, 10**6, 10**9
 
 
 @dataclass(frozen=True)
 class DataLimits:
     """What one job's examples may be on a backend, as whoever sets the limits states them.
-    None: no such limit."""
+    None: no such limit. The character limits are the Gemini API's on a one-turn example's
+    input and output; in a longer conversation each user turn and the system instruction is
+    held to the input's, each model turn to the output's (as the local service holds them)."""
 
     backend: str
     max_input_chars: int | None = None
@@ -77,29 +77,62 @@ class DataLimits:
         return f"{self.max_bytes / self.unit_bytes:g} {self.unit}"
 
 
-@dataclass(frozen=True)
 class Example:
     """One training (or validation) example: a conversation (conversation.py), the job's
-    system instruction applied where it had none."""
+    system instruction applied where it had none, and where its record is.
 
-    conversation: Conversation
-    # The record's place in its data file (or job file, for inline examples), so that a problem
-    # the backend finds in examples[i] can be shown against the line the user wrote.
-    where: Location | None = field(default=None, compare=False, repr=False)
+    Today's one-turn example is kept as its two texts (``pair``) and made a Conversation only
+    when asked for one: reading a file of millions of them (validate, the fingerprint) makes
+    no objects it does not need. Examples are equal when their conversations are; where they
+    are written is not part of what they are."""
+
+    __slots__ = ("_conversation", "pair", "where")
+
+    def __init__(self, conversation: Conversation, where: Location | None = None) -> None:
+        self._conversation: Conversation | None = conversation
+        # (text_input, output) of a one-turn conversation; None for any other.
+        self.pair: tuple[str, str] | None = (
+            (conversation.turns[0].text, conversation.turns[1].text)
+            if conversation.is_one_turn else None)
+        # The record's place in its data file (or job file, for inline examples), so that a
+        # problem the backend finds in examples[i] can be shown against the line the user wrote.
+        self.where = where
 
     @classmethod
     def one_turn(cls, text_input: str, output: str, where: Location | None = None) -> Example:
-        return cls(Conversation.one_turn(text_input, output), where)
+        example = cls.__new__(cls)
+        example._conversation, example.pair, example.where = None, (text_input, output), where
+        return example
+
+    @property
+    def conversation(self) -> Conversation:
+        if self._conversation is None:
+            assert self.pair is not None
+            self._conversation = Conversation.one_turn(*self.pair)
+        return self._conversation
 
     @property
     def text_input(self) -> str:
         """A one-turn example's input (of a longer one: every user turn's, for estimates)."""
-        return self.conversation.text_input
+        return self.pair[0] if self.pair is not None else self.conversation.text_input
 
     @property
     def output(self) -> str:
         """A one-turn example's output (of a longer one: every model turn's)."""
-        return self.conversation.output
+        return self.pair[1] if self.pair is not None else self.conversation.output
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Example):
+            return NotImplemented
+        if self.pair is not None or other.pair is not None:
+            return self.pair == other.pair
+        return self.conversation == other.conversation
+
+    def __hash__(self) -> int:
+        return hash(self.pair) if self.pair is not None else hash(self.conversation)
+
+    def __repr__(self) -> str:
+        return f"Example({self.conversation!r})"
 
 
 @dataclass(frozen=True)
@@ -203,7 +236,8 @@ class Forms:
     def of(self, where: Location, record: object) -> str:
         if not self.detecting or not isinstance(record, dict):
             return self.form or TEXT
-        found = record_form(record)
+        # record_form, for a dict (every record of a file is checked: kept cheap)
+        found = CONTENTS if CONTENTS in record else MESSAGES if MESSAGES in record else TEXT
         if self.form is None:
             self.form, self.first = found, where
         elif found != self.form:
@@ -220,13 +254,16 @@ def read_example(where: Location, record: object, source: Source, form: str,
     """The example in ``record`` (of ``form``), and the bytes it adds to what carries the
     examples."""
     def at(name: str, message: str) -> ConfigError:
-        located = fields.of(field_path(name)) if fields is not None and name else None
+        located = (fields.of(field_path(name)) if fields is not None and name
+                   and (form != TEXT or fields.locates_text_fields) else None)
         line, column = located or (where.line, where.column)
         return ConfigError(Location(where.path, line, column, _join(where.field, name)), message)
 
     if not isinstance(record, dict):
         wanted = expected(form, source.input_field, source.output_field)
         raise ConfigError(where, f"expected {wanted}, got {type(record).__name__}")
+    if form == TEXT and source.system_instruction is None:
+        return _text_example(where, record, source, may_need_escapes, at)
     try:
         read = read_record(record, form, source.input_field, source.output_field)
     except ConversationProblem as problem:
@@ -239,7 +276,7 @@ def read_example(where: Location, record: object, source: Source, form: str,
     example = Example(conversation, where)
     if conversation.is_one_turn:  # today's example: counted as it always was
         size = limits.per_example_bytes if limits else 0
-        for name, value in zip(read.text_fields, (conversation.text_input, conversation.output)):
+        for name, value in zip(read.text_fields, (turn.text for turn in conversation.turns)):
             try:
                 size += _json_string_bytes(value, may_need_escapes)
             except UnicodeEncodeError:  # a lone surrogate, from a "\ud83d" escape in JSON
@@ -255,6 +292,39 @@ def read_example(where: Location, record: object, source: Source, form: str,
     # A conversation travels as its contents line (the local service's upload, Vertex AI's
     # training file): its size is that line's.
     return example, len(wire.conversation_line(conversation)) if limits else 0
+
+
+def _text_example(where: Location, record: dict[str, Any], source: Source,
+                  may_need_escapes: bool,
+                  at: Callable[[str, str], ConfigError]) -> tuple[Example, int]:
+    """read_example of today's ``{text_input, output}`` record, with no system instruction to
+    add: the same rules and messages as ``read_record`` and ``_refused``, in one pass with
+    nothing made but the example (the common case, which sets how fast a large file is read)."""
+    limits = source.limits
+    size = limits.per_example_bytes if limits else 0
+    texts = []
+    for name, limit in ((source.input_field, limits.max_input_chars if limits else None),
+                        (source.output_field, limits.max_output_chars if limits else None)):
+        value = record.get(name, _MISSING)
+        if value.__class__ is not str or not value or value.isspace() \
+                or (limit is not None and len(value) > limit):
+            raise at(name, _text_problem(value, limit))
+        try:
+            size += _json_string_bytes(value, may_need_escapes)
+        except UnicodeEncodeError:  # a lone surrogate, from a "\ud83d" escape in JSON
+            raise at(name, surrogate_problem(value) or "cannot be sent as UTF-8") from None
+        texts.append(value)
+    return Example.one_turn(texts[0], texts[1], where), size
+
+
+def _text_problem(value: object, limit: int | None) -> str:
+    if value is _MISSING:
+        return "missing"
+    if not isinstance(value, str):
+        return f"must be a string, got {json_type(value)}"
+    if not value or value.isspace():
+        return "must not be empty"
+    return f"is {len(value):,} characters, over the limit of {limit:,}"
 
 
 def _refused(read: ReadRecord, conversation: Conversation,

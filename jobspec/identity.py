@@ -83,11 +83,10 @@ def example_record(example: Example) -> bytes:
     conversations changes. Any other is ``C``, then ``s`` LEN:SYSTEM or ``n`` (none), then
     the number of turns and ``:``, then each turn as its role letter (``u`` user, ``m`` model,
     ``c`` a model turn of weight 0) and LEN:TEXT."""
-    conversation = example.conversation
-    if conversation.is_one_turn:
-        text_input = _utf8(conversation.turns[0].text)
-        output = _utf8(conversation.turns[1].text)
+    if example.pair is not None:  # a one-turn conversation
+        text_input, output = map(_utf8, example.pair)
         return b"%d:%b%d:%b" % (len(text_input), text_input, len(output), output)
+    conversation = example.conversation
     parts = [_CONVERSATION]
     if conversation.system is None:
         parts.append(b"n")

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from . import data
 from .conversation import USER, Conversation, ConversationProblem, Turn, turns_from_history
-from .datareaders import FieldPositions
+from .datareaders import FieldPositions, YamlPositions
 from .datarecords import TEXT
 from .errors import ConfigError, ConfigErrors, Location, UsageError
 from .schema import job_schema, schema_errors
@@ -275,7 +275,7 @@ class _JobBuilder:
         system = self.raw.get("system_instruction")
         if isinstance(spec, list):
             entries = [(self._location((key, i)), record,
-                        FieldPositions(self.positions, (key, i)))
+                        YamlPositions(self.positions, (key, i)))
                        for i, record in enumerate(spec)]
             return data.DataSource(display_path=self.path, inline=tuple(entries),
                                    system_instruction=system, limits=self.limits,

@@ -10,11 +10,16 @@ import json
 import re
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from jobspec import data, spec, wire
 from jobspec.backends import registry, uploads
 from jobspec.backends.base import TokenCount
 from jobspec.backends.tuningjobs import jsonl_line
+from jobspec.conversation import MODEL, USER, Conversation, Turn
+from jobspec.data import Example
+from jobspec.identity import example_record
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -135,38 +140,63 @@ def model(text="a"):
 
 
 GOOD = {"contents": [user(), model()]}
+# (record, field, message, what the field's value starts with, first in the record's line)
 RULES = [
     ({"contents": [model(), user(), model()]}, "contents[0].role",
      "roles out of order: the first turn comes a user turn, not model; turns alternate user / "
-     "model, starting with user"),
+     "model, starting with user", '"model"'),
     ({"contents": [user(), model(), user()]}, "contents",
-     "ends with a user turn; a conversation ends with the model turn the model learns"),
+     "ends with a user turn; a conversation ends with the model turn the model learns", "["),
     ({"contents": [user(), {"role": "tool", "parts": [{"text": "x"}]}]}, "contents[1].role",
-     "unknown role 'tool': a turn is user or model"),
-    ({"contents": [user(), model(" ")]}, "contents[1]", "is empty: a turn must have text"),
+     "unknown role 'tool': a turn is user or model", '"tool"'),
+    ({"contents": [user(), model(" ")]}, "contents[1]", "is empty: a turn must have text",
+     '{"role":"model"'),
     ({"contents": [{"role": "user", "parts": [{"inlineData": {"mimeType": "image/png"}}]},
                    model()]}, "contents[0].parts[0]",
-     "only text parts are supported, got inlineData"),
+     "only text parts are supported, got inlineData", '{"inlineData"'),
     ({"messages": [{"role": "user", "content": "q"}, {"role": "system", "content": "s"},
                    {"role": "assistant", "content": "a"}]}, "messages[1].role",
-     "a system message is allowed only as the first message"),
+     "a system message is allowed only as the first message", '"system"'),
     ({"messages": [{"role": "user", "content": "q"}, {"role": "function", "content": "a"}]},
-     "messages[1].role", "unknown role 'function': a message is system, user, assistant"),
+     "messages[1].role", "unknown role 'function': a message is system, user, assistant",
+     '"function"'),
     ({"messages": [{"role": "user", "content": "q"},
                    {"role": "assistant", "content": "a", "weight": 0}]}, "messages",
-     "every model turn has weight 0: nothing to learn; at least one model turn must be trained"),
+     "every model turn has weight 0: nothing to learn; at least one model turn must be trained",
+     "["),
 ]
 
 
-@pytest.mark.parametrize("record, field, message", RULES)
-def test_each_rule_is_reported_at_its_jsonl_line(repo, cli, record, field, message):
+@pytest.mark.parametrize("record, field, message, marker", RULES)
+def test_each_rule_is_reported_at_its_jsonl_line_and_column(repo, cli, record, field, message,
+                                                            marker):
     good = GOOD if "contents" in record else {"messages": [
         {"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
     repo.write("jobs/data/demo.jsonl", jsonl([good, good, record]))
     repo.job()
     result = cli("validate", "jobs/demo.yaml")
     assert result.code == 1
-    assert errors_of(result) == [f"jobs/data/demo.jsonl:3: {field}: {message}"]
+    column = jsonl([record]).index(marker) + 1
+    assert errors_of(result) == [f"jobs/data/demo.jsonl:3:{column}: {field}: {message}"]
+
+
+def test_a_field_on_another_line_of_a_json_file_is_shown_at_its_own_line(repo, cli):
+    records = [GOOD, {"contents": [user("naïve ☕"), {"role": "tool", "parts": [{"text": "x"}]}]}]
+    text = json.dumps(records, indent=2, ensure_ascii=False)
+    repo.write("jobs/data/demo.json", text)
+    repo.job(data="data/demo.json")
+    at = text.index('"tool"')
+    line, column = text.count("\n", 0, at) + 1, at - text.rfind("\n", 0, at)
+    assert errors_of(cli("validate", "jobs/demo.yaml")) == [
+        f"jobs/data/demo.json:{line}:{column}: [1].contents[1].role: unknown role 'tool': a turn "
+        "is user or model"]
+
+
+def test_a_text_examples_problem_in_json_is_still_shown_at_its_record(repo, cli):
+    repo.write("jobs/data/demo.jsonl", '{"text_input": "q", "output": 7}\n')
+    repo.job()
+    assert errors_of(cli("validate", "jobs/demo.yaml")) == [
+        "jobs/data/demo.jsonl:1: output: must be a string, got number"]
 
 
 def test_rules_are_reported_at_the_line_and_column_of_yaml_and_json_fields(repo, cli):
@@ -183,9 +213,9 @@ def test_rules_are_reported_at_the_line_and_column_of_yaml_and_json_fields(repo,
     repo.job(name="yaml", data="data/demo.yaml")
     repo.job(name="json", data="data/demo.json")
     assert errors_of(cli("validate", "jobs/")) == [
-        "jobs/data/demo.json:2:3: [0].contents: ends with a user turn; a conversation ends "
+        "jobs/data/demo.json:2:16: [0].contents: ends with a user turn; a conversation ends "
         "with the model turn the model learns",
-        "jobs/data/demo.json:3:3: [1].contents: has no turns; a conversation is user and model "
+        "jobs/data/demo.json:3:16: [1].contents: has no turns; a conversation is user and model "
         "turns, starting with user and ending with model",
         "jobs/data/demo.yaml:6:14: messages[1].role: unknown role 'tool': a message is system, "
         "user, assistant"]
@@ -244,7 +274,7 @@ def test_format_names_the_form_and_nothing_is_detected(repo, cli):
     repo.write("jobs/data/demo.jsonl", jsonl([messages_record(*c) for c in CONVERSATIONS]))
     repo.job(data="{path: data/demo.jsonl, format: contents}")
     assert errors_of(cli("validate", "jobs/demo.yaml")) == [
-        f"jobs/data/demo.jsonl:{n}: contents: missing" for n in (1, 2, 3)]
+        f"jobs/data/demo.jsonl:{n}:1: contents: missing" for n in (1, 2, 3)]
     repo.job(data="{path: data/demo.jsonl, format: messages}")
     assert cli("validate", "jobs/demo.yaml").code == 0
     assert shown(cli)["training_data"]["form"] == "messages"
@@ -314,6 +344,13 @@ def test_system_instruction_applies_to_examples_without_one_and_changes_the_fing
     assert fingerprint(cli) == with_system
 
 
+def test_a_system_instruction_longer_than_the_backend_takes_is_refused_at_its_line(repo, cli):
+    repo.job(extra=f"system_instruction: {'s' * (wire.MAX_INPUT_CHARS + 1)}\n")
+    assert errors_of(cli("validate", "jobs/demo.yaml")) == [
+        "jobs/demo.yaml:9:21: system_instruction: is 40,001 characters, over the limit of "
+        "40,000"]
+
+
 # --- the backends ------------------------------------------------------------------------------
 
 
@@ -326,11 +363,11 @@ def test_the_gemini_api_refuses_conversations_at_their_line_naming_the_backends_
     repo.write("jobs/data/demo.jsonl", jsonl([messages_record(*c) for c in CONVERSATIONS]))
     repo.job(extra="backend: gemini\n")
     result = cli("validate", "jobs/demo.yaml")
-    assert errors_of(result) == [
-        "jobs/data/demo.jsonl:1: messages: the gemini backend takes one-turn text examples only "
-        "(a user turn and the model's answer, no system instruction); this example has 4 turns "
-        "and a system instruction: tune it on local or vertex, which take conversations",
-        "jobs/data/demo.jsonl:3: messages: the gemini backend takes one-turn text examples only "
+    assert errors_of(result) == [  # at the messages' array, column 13 of {"messages":[
+        "jobs/data/demo.jsonl:1:13: messages: the gemini backend takes one-turn text examples "
+        "only (a user turn and the model's answer, no system instruction); this example has 4 "
+        "turns and a system instruction: tune it on local or vertex, which take conversations",
+        "jobs/data/demo.jsonl:3:13: messages: the gemini backend takes one-turn text examples only "
         "(a user turn and the model's answer, no system instruction); this example has a system "
         "instruction: tune it on local or vertex, which take conversations"]
     # Plan and apply say the same, before anything is opened or sent.
@@ -342,7 +379,7 @@ def test_the_gemini_api_refuses_conversations_at_their_line_naming_the_backends_
     # --backend gemini refuses them too; the local backend takes them.
     repo.job()
     assert errors_of(cli("validate", "--backend", "gemini", "jobs/demo.yaml"))[0].startswith(
-        "jobs/data/demo.jsonl:1: messages: the gemini backend takes one-turn text examples")
+        "jobs/data/demo.jsonl:1:13: messages: the gemini backend takes one-turn text examples")
     assert cli("validate", "jobs/demo.yaml").code == 0
 
 
@@ -358,10 +395,11 @@ def test_vertex_refuses_a_turn_of_weight_zero_at_its_field(repo, cli):
     record = messages_record(*CONVERSATIONS[0])
     record["messages"][2]["weight"] = 0
     repo.write("jobs/data/demo.jsonl", jsonl([record]))
+    column = jsonl([record]).index('"weight":0') + len('"weight":') + 1
     repo.job(extra="backend: {type: vertex, project: my-project, staging_bucket: gs://b}\n",
              hyperparameters="epoch_count: 2")
     assert errors_of(cli("validate", "jobs/demo.yaml")) == [
-        "jobs/data/demo.jsonl:1: messages[2].weight: the vertex backend trains on every model "
+        f"jobs/data/demo.jsonl:1:{column}: messages[2].weight: the vertex backend trains on every model "
         "turn and takes no weights: a turn of weight 0 (context, not learned) cannot be sent to "
         "it; remove the weight (the turn is then learned) or the turn, or tune on local, which "
         "takes them"]
@@ -371,19 +409,22 @@ def test_vertex_refuses_a_turn_of_weight_zero_at_its_field(repo, cli):
 
 def test_character_limits_apply_to_each_turn(repo, cli):
     long_user, long_model = "x" * (wire.MAX_INPUT_CHARS + 1), "y" * (wire.MAX_OUTPUT_CHARS + 1)
-    repo.write("jobs/data/demo.jsonl", jsonl([
+    written = jsonl([
         messages_record(None, [("user", "q"), ("model", "a"), ("user", long_user),
                                ("model", "a")]),
         messages_record("s", [("user", "q"), ("model", long_model)]),
-        messages_record("z" * (wire.MAX_INPUT_CHARS + 1), [("user", "q"), ("model", "a")])]))
+        messages_record("z" * (wire.MAX_INPUT_CHARS + 1), [("user", "q"), ("model", "a")])])
+    repo.write("jobs/data/demo.jsonl", written)
     repo.job()
+    columns = [line.index(f'"{letter}') + 1
+               for line, letter in zip(written.splitlines(), "xyz")]
     assert errors_of(cli("validate", "jobs/demo.yaml")) == [
-        "jobs/data/demo.jsonl:1: messages[2].content: is 40,001 characters, over the limit of "
-        "40,000",
-        "jobs/data/demo.jsonl:2: messages[2].content: is 5,001 characters, over the limit of "
-        "5,000",
-        "jobs/data/demo.jsonl:3: messages[0].content: is 40,001 characters, over the limit of "
-        "40,000"]
+        f"jobs/data/demo.jsonl:1:{columns[0]}: messages[2].content: is 40,001 characters, over "
+        "the limit of 40,000",
+        f"jobs/data/demo.jsonl:2:{columns[1]}: messages[2].content: is 5,001 characters, over "
+        "the limit of 5,000",
+        f"jobs/data/demo.jsonl:3:{columns[2]}: messages[0].content: is 40,001 characters, over "
+        "the limit of 40,000"]
 
 
 def _source(repo, backend: str) -> data.DataSource:
@@ -423,3 +464,67 @@ def test_estimates_count_every_text_of_a_conversation(repo):
     # The system instruction, user turns and context as input; the trained turns as output.
     assert (estimate.inputs, estimate.outputs) == ((5, 12), (3, 1))
     assert estimate.longest == (1, 13)
+
+
+# --- the fingerprint's record of a conversation ----------------------------------------------
+
+_TEXTS = st.text(alphabet="ab1:Cnsumc\n", min_size=1, max_size=4)
+
+
+@st.composite
+def _examples(draw) -> Example:
+    """Any example: a one-turn text pair, or a conversation with or without a system
+    instruction, of 1-3 exchanges, any model turn but one possibly of weight 0."""
+    if draw(st.booleans()):
+        return Example.one_turn(draw(_TEXTS), draw(_TEXTS))
+    exchanges = draw(st.integers(1, 3))
+    trained_at = draw(st.integers(0, exchanges - 1))
+    turns = []
+    for n in range(exchanges):
+        turns += [Turn(USER, draw(_TEXTS)),
+                  Turn(MODEL, draw(_TEXTS), n == trained_at or draw(st.booleans()))]
+    return Example(Conversation(tuple(turns), draw(st.none() | _TEXTS)))
+
+
+def _decode(stream: bytes) -> list[Example]:
+    """The examples of a stream of records, read by the form identity.example_record states:
+    ``LEN:INPUTLEN:OUTPUT`` for a one-turn example; ``C``, ``n`` or ``s``LEN:SYSTEM, the number
+    of turns and ``:``, then each turn as its role letter and LEN:TEXT for any other."""
+    at = 0
+
+    def text() -> str:
+        nonlocal at
+        colon = stream.index(b":", at)
+        length = int(stream[at:colon])
+        at = colon + 1 + length
+        return stream[colon + 1:at].decode()
+
+    examples = []
+    while at < len(stream):
+        if stream[at:at + 1] != b"C":
+            examples.append(Example.one_turn(text(), text()))
+            continue
+        at += 1
+        system = None
+        if stream[at:at + 1] == b"s":
+            at += 1
+            system = text()
+        else:
+            assert stream[at:at + 1] == b"n"
+            at += 1
+        colon = stream.index(b":", at)
+        count, at = int(stream[at:colon]), colon + 1
+        turns = []
+        for _ in range(count):
+            role, at = stream[at:at + 1], at + 1
+            turns.append(Turn(USER if role == b"u" else MODEL, text(), role != b"c"))
+        examples.append(Example(Conversation(tuple(turns), system)))
+    return examples
+
+
+@given(st.lists(_examples(), max_size=4))
+def test_the_fingerprints_records_are_unambiguous(examples):
+    """The records of any examples, one after another, read back as those examples and no
+    others: no record of a conversation can be read as a one-turn example's or run into the
+    next (the texts are drawn from the record form's own letters and separators)."""
+    assert _decode(b"".join(example_record(e) for e in examples)) == examples

@@ -73,7 +73,8 @@ class TokenCount:
         """Google's rule of thumb for Gemini models: a token is about four characters. Every
         text of a conversation counts: the trained model turns as output, the rest (system
         instruction, user turns, model turns of weight 0) as input."""
-        sizes = [_characters(e.conversation) for e in examples]
+        sizes = [(len(e.pair[0]), len(e.pair[1])) if e.pair is not None
+                 else _characters(e.conversation) for e in examples]
         return cls(tuple(math.ceil(given / CHARS_PER_TOKEN) for given, _ in sizes),
                    tuple(math.ceil(trained / CHARS_PER_TOKEN) for _, trained in sizes),
                    exact=False, method=f"estimated at {CHARS_PER_TOKEN} characters per token "

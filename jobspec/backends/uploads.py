@@ -57,7 +57,8 @@ class Measured:
 
 def lines(examples: Iterable[Example]) -> Iterator[bytes]:
     """The upload's content, in chunks of about CHUNK_BYTES."""
-    return streaming.rechunk((wire.conversation_line(e.conversation) for e in examples),
+    return streaming.rechunk((wire.upload_line(*e.pair) if e.pair is not None
+                              else wire.conversation_line(e.conversation) for e in examples),
                              CHUNK_BYTES)
 
 
@@ -66,10 +67,9 @@ def wire_example(example: Example) -> dict[str, Any]:
     Gemini API's TuningExample ``{"textInput", "output"}``, as ever; any other conversation
     its contents line (``{"systemInstruction"?, "contents"}``, weights included), which the
     local service reads where it reads uploads (countExampleTokens)."""
-    conversation = example.conversation
-    if conversation.is_one_turn:
-        return {"textInput": conversation.turns[0].text, "output": conversation.turns[1].text}
-    return to_contents(conversation, weights=True)
+    if example.pair is not None:
+        return {"textInput": example.pair[0], "output": example.pair[1]}
+    return to_contents(example.conversation, weights=True)
 
 
 def measure(chunks: Iterable[bytes]) -> Measured:

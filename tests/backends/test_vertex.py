@@ -510,3 +510,25 @@ def test_a_vertex_training_file_is_staged_as_the_user_wrote_it(vertex: Vertex, c
     assert fingerprint(cli) == fp
     job = load_job("jobs/numbers.yaml", rules=Rules("vertex"))
     assert b"".join(VertexBackend._lines(iter_examples(job.training_data))) == written
+
+
+def test_a_plan_estimates_a_conversation_from_every_text(vertex: Vertex, cli):
+    """Vertex AI counts nothing before tuning: the plan estimates each conversation from all of
+    its texts (system instruction and user turns as input, model turns as output), and names
+    the longest by its line."""
+    lines = [{"systemInstruction": {"parts": [{"text": "s" * 40}]},
+              "contents": [{"role": "user", "parts": [{"text": "u" * 8}]},
+                           {"role": "model", "parts": [{"text": "m" * 8}]},
+                           {"role": "user", "parts": [{"text": "u" * 4}]},
+                           {"role": "model", "parts": [{"text": "m" * 4}]}]},
+             {"contents": [{"role": "user", "parts": [{"text": "u" * 4}]},
+                           {"role": "model", "parts": [{"text": "m" * 4}]}]}]
+    vertex.repo.write("jobs/data/numbers.jsonl", "".join(json.dumps(x) + "\n" for x in lines))
+    vertex.repo.write("jobs/numbers.yaml", job_text("numbers", "data/numbers.jsonl"))
+    plan = cli("plan", "jobs/", "--format", "json")
+    assert plan.code == 0, plan.err
+    (job,) = plan.json()["jobs"]
+    estimate = job["estimate"]
+    assert (estimate["input_tokens"], estimate["output_tokens"]) == (13 + 1, 3 + 1)
+    assert estimate["longest_example"] == {"where": "jobs/data/numbers.jsonl:1", "tokens": 16}
+    assert not estimate["exact"]
