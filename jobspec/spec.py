@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from . import data
 from .conversation import USER, Conversation, ConversationProblem, Turn, turns_from_history
-from .datareaders import FieldPositions, YamlPositions
+from .datareaders import YamlPositions
 from .datarecords import TEXT
 from .errors import ConfigError, ConfigErrors, Location, UsageError
 from .schema import job_schema, schema_errors
