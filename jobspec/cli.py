@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from . import __version__, bugreport, errors
-from .commands import apply, files, models, results
+from .commands import apply, files, models, preview, results
 from .commands.common import add_backend_arguments, add_job_arguments
 from .errors import ConfigError, Interrupted, JobSpecError, UsageError
 from .backends.registry import BACKEND_VARIABLE, names
@@ -107,6 +107,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(serve)
     serve.set_defaults(handler=cmd_serve)
+
+    data = commands.add_parser("data", help="look at a job's training data")
+    data_commands = data.add_subparsers(dest="data_command", metavar="COMMAND",
+                                        parser_class=_Parser)
+    data_commands.required = True
+    shown = data_commands.add_parser("preview", help="show one example as the backend will "
+                                     "receive it (local: the chat template, trained tokens "
+                                     "marked)")
+    preview.add_arguments(shown)
+    shown.set_defaults(handler=preview.cmd_preview)
 
     schema = commands.add_parser("schema", help="print the job-file JSON Schema")
     schema.set_defaults(handler=files.cmd_schema)

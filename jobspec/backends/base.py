@@ -309,6 +309,9 @@ class BackendType:
     # The job file's `backend` settings that only this type takes (beyond type and endpoint):
     # another type's job that gives one is refused at its line.
     job_settings: tuple[str, ...] = ()
+    # One training example as the service receives it (`jobspec data preview`; preview.py):
+    # (job, example, a way to open the backend) -> preview.ExamplePreview.
+    preview: Callable[..., Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from ..identity import Identity
 from ..ownership import adopt, tuned_model_ids
 from ..spec import Job
 from ..workspace import Owner
-from . import generate, openmodels, tokencount, uploads
+from . import generate, openmodels, preview, tokencount, uploads
 from .base import (BackendType, ExampleStreams, OpenRequest, PollDefaults, Progress,
                    RemoteModel, TokenCount, example_streams)
 from .endpoints import Endpoint, check_destination
@@ -337,4 +337,7 @@ GEMINI = BackendType(
         job, "the Gemini API takes no adapter size (Vertex AI does); remove it, or tune on vertex")
     + refuse_full_tuning(job, "the Gemini API has no full fine-tuning; remove tuning_mode, or "
                               "tune an open model on vertex")
-    + refuse_validation(job) + refuse_system_instruction(job))
+    + refuse_validation(job) + refuse_system_instruction(job),
+    preview=preview.offline("a TuningExample in its create request",
+                            lambda job, example: uploads.wire_example(example),
+                            "the Gemini API does not count tuning examples"))

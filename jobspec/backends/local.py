@@ -30,7 +30,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +40,9 @@ from .. import auth, data, legacy_state, wire, workspace
 from ..client import ApiClient
 from ..errors import BackendError
 from ..wire import IDENTITY_PATH, IDENTITY_SECRET_VARIABLE, identity_proof
-from .base import BackendType, OpenRequest, PollDefaults
+from ..spec import Job
+from . import preview
+from .base import Backend, BackendType, OpenRequest, PollDefaults
 from .endpoints import Endpoint, check_destination, is_loopback_host
 from .gemini import GeminiBackend, refuse_adapter_size, refuse_full_tuning
 
@@ -224,6 +226,14 @@ def _open(request: OpenRequest) -> GeminiBackend:
                          uploads_examples=True)
 
 
+def _preview(job: Job, example: data.Example,
+             opened: Callable[[], Backend]) -> preview.ExamplePreview:
+    """Asked of the service: only it knows how its base model's chat template renders."""
+    with opened() as backend:
+        assert isinstance(backend, GeminiBackend)  # as _open makes it
+        return preview.rendered(backend.client, backend.base_target(job), example)
+
+
 LOCAL = BackendType(
     name="local", summary="jobspec's local tuning service (LoRA on this machine), the default",
     # The examples go to the service as uploads (uploads.py), training and validation each
@@ -242,4 +252,5 @@ LOCAL = BackendType(
              "does); remove it, or tune on vertex")
     + refuse_full_tuning(job, "the local service trains a LoRA adapter, not every weight; "
                               "remove tuning_mode: full, or tune on vertex (full fine-tuning "
-                              "of some open models)"))
+                              "of some open models)"),
+    preview=_preview)

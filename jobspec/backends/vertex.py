@@ -20,6 +20,7 @@ what stays (its tuned model and endpoint) and how to remove that.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -35,7 +36,7 @@ from ..ownership import adopt, newest
 from ..retrying import Budget, Deadline, PollPolicy
 from ..spec import Job
 from ..workspace import Owner
-from . import generate, openmodels, vertexopen
+from . import generate, openmodels, preview, vertexopen
 from .base import (CREATING, BackendOptions, BackendType, OpenRequest, PollDefaults,
                    Progress, RemoteModel, TokenCount, example_streams)
 from .endpoints import Endpoint, checked_url, check_destination
@@ -173,10 +174,7 @@ class VertexBackend:
         return rechunk(jsonl_line(e.conversation) for e in examples)
 
     def _job_lines(self, job: Job, examples: Iterable[data.Example]) -> Iterator[bytes]:
-        """The training file's lines for ``job``: an open model reads the chat form."""
-        if openmodels.is_open_model(job.base_model):
-            return rechunk(vertexopen.messages_line(e.conversation) for e in examples)
-        return self._lines(examples)
+        return rechunk(training_line(job, e) for e in examples)
 
     def _stage(self, job: Job, identity: Identity) -> tuple[str, str | None]:
         """The training (and validation) JSONL in Cloud Storage, uploaded unless there, each
@@ -370,6 +368,14 @@ def _api_root(request: OpenRequest, location: str) -> Endpoint:
                               "the vertex backend's default", trusted=True)
 
 
+def training_line(job: Job, example: data.Example) -> bytes:
+    """A line of ``job``'s training file: a Gemini model reads the contents form (§6), an open
+    model the chat form (vertexopen.py)."""
+    if openmodels.is_open_model(job.base_model):
+        return vertexopen.messages_line(example.conversation)
+    return jsonl_line(example.conversation)
+
+
 def _open(request: OpenRequest) -> VertexBackend:
     chosen = settings(request.options, request.jobs)
     credentials = vertex_credentials()
@@ -394,4 +400,7 @@ VERTEX = BackendType(
                            "googleapis.com), data staged in Cloud Storage",
     limits=LIMITS, open=_open, poll=POLL, credentials=vertex_credentials,
     default_endpoint=_default_endpoint, check_job=check_job,
-    job_settings=("project", "location", "staging_bucket"))
+    job_settings=("project", "location", "staging_bucket"),
+    preview=preview.offline("a line of its training file (JSONL staged in Cloud Storage)",
+                            lambda job, example: json.loads(training_line(job, example)),
+                            "Vertex AI counts the tokens when it reads the file"))
