@@ -11,6 +11,7 @@ import yaml
 
 from .. import data, errors, spec
 from ..backends import registry
+from ..conversation import Conversation, to_messages
 from ..datarecords import TEXT
 from ..errors import ConfigError, ConfigErrors
 from ..evaluate import warnings as eval_warnings
@@ -52,16 +53,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def resolved_job(job: spec.Job, chosen_backend: str | None = None) -> dict[str, Any]:
     """The job as jobspec will apply it: defaults filled in, with its identity."""
     identity = identify(job)
-    source = job.training_data
-    form = data.source_form(source)  # text, contents or messages
-    training: dict[str, Any]
-    if source.path is None:
-        training = {"inline": True, "form": form}
-    else:
-        training = {"path": source.display_path, "format": source.format.lstrip("."),
-                    "form": form}
-        if form == TEXT:
-            training.update(input_field=source.input_field, output_field=source.output_field)
+    training = _data_source(job.training_data)
     training["example_count"] = identity.example_count
     if job.validation_split is not None:  # equal examples stay on one side (split.draw)
         training["held_out"] = identity.held_out
@@ -75,13 +67,17 @@ def resolved_job(job: spec.Job, chosen_backend: str | None = None) -> dict[str, 
         "tuning_mode": job.tuning_mode,  # shown when the job file gives it
         "hyperparameters": job.hyperparameters.as_dict(),
         "training_data": training,
+        "validation_data": (_data_source(job.validation_data)
+                            if job.validation_data is not None else None),
+        "validation_split": job.validation_split,
+        "early_stopping": job.early_stopping,
         "backend": registry.in_effect(job.backend.type if job.backend else None, chosen_backend),
         "fingerprint": identity.fingerprint,
         "tuned_model_id": identity.tuned_model_id,
     }
     if job.eval is not None:
         resolved["eval"] = {
-            "prompts": [{"input": p.input, "expect": p.expect.as_dict()} for p in job.eval.prompts],
+            "prompts": [_prompt(p) for p in job.eval.prompts],
             "min_pass_rate": job.eval.min_pass_rate,
             "compare_base": job.eval.compare_base,
             "require_improvement": job.eval.require_improvement,
@@ -90,6 +86,26 @@ def resolved_job(job: spec.Job, chosen_backend: str | None = None) -> dict[str, 
             "generation_config": job.eval.generation_config,
         }
     return {k: v for k, v in resolved.items() if v is not None}
+
+
+def _data_source(source: data.DataSource) -> dict[str, Any]:
+    form = data.source_form(source)  # text, contents or messages
+    if source.path is None:
+        return {"inline": True, "form": form}
+    shown: dict[str, Any] = {"path": source.display_path, "format": source.format.lstrip("."),
+                             "form": form}
+    if form == TEXT:
+        shown.update(input_field=source.input_field, output_field=source.output_field)
+    return shown
+
+
+def _prompt(prompt: spec.EvalPrompt) -> dict[str, Any]:
+    shown: dict[str, Any] = {}
+    if prompt.system is not None:
+        shown["system"] = prompt.system
+    if prompt.history:
+        shown["history"] = to_messages(Conversation(prompt.history))["messages"]
+    return {**shown, "input": prompt.input, "expect": prompt.expect.as_dict()}
 
 
 def cmd_show(args: argparse.Namespace) -> int:
