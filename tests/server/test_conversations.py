@@ -50,9 +50,10 @@ def labelled_runs(tokenizer, labels: list[int]) -> list[str]:
 
 
 def as_messages(conversation: Conversation) -> list[dict[str, str]]:
-    return [{"role": "system", "content": conversation.system}] * (conversation.system is not None) \
-        + [{"role": "assistant" if t.role == MODEL else "user", "content": t.text}
-           for t in conversation.turns]
+    system = [] if conversation.system is None else [{"role": "system",
+                                                      "content": conversation.system}]
+    return system + [{"role": "assistant" if t.role == MODEL else "user", "content": t.text}
+                     for t in conversation.turns]
 
 
 def test_the_loss_covers_exactly_the_trained_model_turns_and_their_end_of_turn(tokenizer):
