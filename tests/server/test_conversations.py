@@ -175,6 +175,11 @@ def test_a_job_trains_on_an_upload_of_conversations_and_counts_them_as_rendered(
         prompt = Conversation(DIALOGUE.turns[:-1], DIALOGUE.system)
         assert answer.json()["usageMetadata"]["promptTokenCount"] == len(
             conversation_prompt_ids(tokenizer, prompt))
+    with service.client(extensions=True) as http:  # laid out as the tuned model was trained
+        rendered = http.post(f"/v1beta/tunedModels/conversations:{wire.RENDER_EXAMPLE_METHOD}",
+                             json={"example": to_contents(DIALOGUE, weights=True)})
+    assert rendered.status_code == 200, rendered.text
+    assert rendered.json()["tokenCount"] == len(expected[0][0])
 
 
 @pytest.mark.timeout(60)
