@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
-from collections.abc import Sequence
-from typing import NoReturn
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
 
 from . import __version__, bugreport, errors
 from .commands import apply, files, models, results
@@ -28,6 +28,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .server.main import serve  # noqa: PLC0415 - torch and friends load only for serve
 
     return serve(args)
+
+
+def _jobs_command(commands: Any, name: str, summary: str,
+                  add_own_arguments: Callable[[argparse.ArgumentParser], None],
+                  handler: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+    """A command over the job files in scope and their backend: their options, then its own."""
+    command = commands.add_parser(name, help=summary)
+    add_job_arguments(command)
+    add_backend_arguments(command)
+    add_own_arguments(command)
+    command.set_defaults(handler=handler)
+    return command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,29 +70,15 @@ def build_parser() -> argparse.ArgumentParser:
                            f"(default: ${BACKEND_VARIABLE}, then the job's `backend`, then local)")
     show.set_defaults(handler=files.cmd_show)
 
-    plan = commands.add_parser("plan", help="show what apply would change, changing nothing")
-    add_job_arguments(plan)
-    add_backend_arguments(plan)
-    apply.add_plan_arguments(plan)
-    plan.set_defaults(handler=apply.cmd_plan)
-
-    do = commands.add_parser("apply", help="create the tuned models the job files declare")
-    add_job_arguments(do)
-    add_backend_arguments(do)
-    apply.add_apply_arguments(do)
-    do.set_defaults(handler=apply.cmd_apply, parser=do)  # the resume command is derived from it
-
-    evaluate = commands.add_parser("eval", help="re-run eval prompts of ACTIVE models, no training")
-    add_job_arguments(evaluate)
-    add_backend_arguments(evaluate)
-    results.add_report_arguments(evaluate)
-    evaluate.set_defaults(handler=results.cmd_eval)
-
-    rebuild = commands.add_parser("report", help="rebuild reports from the service's state")
-    add_job_arguments(rebuild)
-    add_backend_arguments(rebuild)
-    results.add_report_arguments(rebuild)
-    rebuild.set_defaults(handler=results.cmd_report)
+    _jobs_command(commands, "plan", "show what apply would change, changing nothing",
+                  apply.add_plan_arguments, apply.cmd_plan)
+    do = _jobs_command(commands, "apply", "create the tuned models the job files declare",
+                       apply.add_apply_arguments, apply.cmd_apply)
+    do.set_defaults(parser=do)  # the resume command is derived from it
+    _jobs_command(commands, "eval", "re-run eval prompts of ACTIVE models, no training",
+                  results.add_report_arguments, results.cmd_eval)
+    _jobs_command(commands, "report", "rebuild reports from the service's state",
+                  results.add_report_arguments, results.cmd_report)
 
     get = commands.add_parser("get", help="list tuned models with state and progress")
     get.add_argument("names", nargs="*", metavar="NAME", help="job names or model ids")

@@ -213,10 +213,13 @@ def turns_from_messages(messages: object, field: str = "messages", *,
                                       "(a string), got an array of parts")
         text = _text(content, f"{where}.content")
         if role == SYSTEM_ROLE:
-            if i != 0 or not system_allowed:
-                why = ("only as the first message" if system_allowed
-                       else "here: give it as the prompt's system")
-                raise ConversationProblem(f"{where}.role", f"a system message is allowed {why}")
+            if not system_allowed:
+                raise ConversationProblem(f"{where}.role", "a system message is not allowed "
+                                          "here: give the system instruction as the prompt's "
+                                          "system")
+            if i != 0:
+                raise ConversationProblem(f"{where}.role", "a system message is allowed only "
+                                          "as the first message")
             system = text
             continue
         turn_role = MODEL if role == ASSISTANT_ROLE else USER
@@ -246,10 +249,67 @@ def from_messages(record: Mapping[str, Any]) -> Conversation:
     return Conversation(turns, system)
 
 
+def turns_from_history(history: object, field: str = "history") -> tuple[Turn, ...]:
+    """An eval prompt's earlier turns, in either form (contents: ``{role: user|model, parts:
+    [{text}]}``; messages: ``{role: user|assistant, content}``), one form per history, as a data
+    file has one: its first turn decides. They alternate user / model, starting with user and
+    ending with model, since the prompt's ``input`` is the next user turn. A history is context,
+    never trained: it has no ``weight``, and its system instruction is the prompt's ``system``."""
+    if not isinstance(history, list):
+        raise ConversationProblem(field, f"must be an array of turns, got {json_type(history)}")
+    forms = [_history_form(item, f"{field}[{i}]") for i, item in enumerate(history)]
+    for i, item in enumerate(history):
+        if forms[i] != forms[0]:
+            raise ConversationProblem(
+                f"{field}[{i}]", f"is in the {forms[i]} form but the first turn is in the "
+                f"{forms[0]} form; a history's turns are all in one form")
+        if "weight" in item:
+            raise ConversationProblem(f"{field}[{i}].weight", "a history is context, never "
+                                      "trained: weight applies to training examples only")
+    if forms and forms[0] == "messages":
+        _, turns = turns_from_messages(history, field, system_allowed=False)
+    else:
+        turns = turns_from_contents(history, field)
+    if not turns:
+        raise ConversationProblem(field, "has no turns: give the earlier turns (user, model, "
+                                  "...), or leave history out")
+    check_turns(turns, field=field, ending=None)
+    if turns[-1].role != MODEL:
+        raise ConversationProblem(
+            f"{field}[{len(turns) - 1}].role", f"a history ends with a model turn, not "
+            f"{turns[-1].role}: the prompt's input is the next user turn")
+    return turns
+
+
+def _history_form(item: object, field: str) -> str:
+    """Which form one turn of a history is in: "contents" (it has parts) or "messages" (it
+    has content)."""
+    if isinstance(item, Mapping):
+        if "parts" in item and "content" in item:
+            raise ConversationProblem(field, "give parts (the contents form) or content (the "
+                                      "messages form), not both")
+        if "parts" in item:
+            return "contents"
+        if "content" in item:
+            return "messages"
+    raise ConversationProblem(field, "must be a turn: {role: user|model, parts: [{text: ...}]} "
+                              "(the contents form) or {role: user|assistant, content: ...} "
+                              "(the messages form)")
+
+
 def _turn_positions(messages: list[Any], field: str) -> list[str]:
     """Each turn's field, skipping a system message."""
     return [f"{field}[{i}]" for i, message in enumerate(messages)
             if not (isinstance(message, Mapping) and message.get("role") == SYSTEM_ROLE)]
+
+
+def turn_fields(record: Mapping[str, Any], form: str) -> tuple[str, ...]:
+    """Each turn's field in a record of ``form`` ("contents" or "messages") whose conversation
+    has been read: ``contents[i]``, or ``messages[i]`` skipping a system message."""
+    items = record[form]
+    if form == "messages":
+        return tuple(_turn_positions(items, form))
+    return tuple(f"{form}[{i}]" for i in range(len(items)))
 
 
 def form_of(record: object) -> str | None:

@@ -1,5 +1,10 @@
 """Training examples: where they come from, and reading them one at a time.
 
+An example is a conversation (conversation.py): a data file's records are in one of three forms
+(text ``{text_input, output}``, Vertex AI's contents, chat messages; datarecords.py), the job
+file's ``format:`` or the file's first record saying which, and the job's system_instruction is
+given to every example that has none, before anything counts, fingerprints or sends them.
+
 Examples are streamed, never read whole, for the formats that allow it (JSONL and CSV), so
 validating or fingerprinting a large file takes memory that does not grow with its size. JSON and
 YAML files must be parsed whole, and have a lower size limit for that reason.
@@ -16,12 +21,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from json.encoder import encode_basestring
 from pathlib import Path
 
 from .datareaders import READERS, DataFile, FieldPositions, Records
+# DataLimits, Example and the size units are datarecords' (what one record is), named here too.
+from .datarecords import GB, MB, MIB, TEXT, DataLimits, Example, Forms, read_example  # noqa: F401
 from .errors import ConfigError, ConfigErrors, Location
-from .utf8 import surrogate_problem
 
 MAX_STREAMED_BYTES = 2 * 1024**3  # .jsonl, .csv
 MAX_WHOLE_FILE_BYTES = 64 * 1024**2  # .json, .yaml, .yml: parsed in one piece
@@ -30,51 +35,6 @@ MAX_ERRORS_PER_FILE = 50
 FORMATS = (".jsonl", ".json", ".csv", ".yaml", ".yml")
 DEFAULT_INPUT_FIELD = "text_input"
 DEFAULT_OUTPUT_FIELD = "output"
-
-
-MIB, MB, GB = 2**20, 10**6, 10**9
-
-
-@dataclass(frozen=True)
-class DataLimits:
-    """What one job's examples may be on a backend, as whoever sets the limits states them.
-    None: no such limit."""
-
-    backend: str
-    max_input_chars: int | None = None
-    max_output_chars: int | None = None
-    max_examples: int | None = None
-    # The largest request or file that carries the examples, and how it encodes them.
-    max_bytes: int | None = None
-    carrier: str = "create request"
-    per_example_bytes: int = 0  # JSON around one example's two strings, in the carrier
-    envelope_bytes: int = 0  # what the carrier holds besides the examples
-    unit_bytes: int = MIB  # sizes are shown in the unit the limit is stated in
-    unit: str = "MiB"
-    stated_by: str = ""
-    # Whether validation examples travel in the same carrier as the training examples (an inline
-    # create request does; Vertex AI reads a file of each), and so count against one max_bytes.
-    shared_with_validation: bool = False
-
-    def show(self, size: int) -> str:
-        return f"{size / self.unit_bytes:.1f} {self.unit}"
-
-    @property
-    def a_carrier(self) -> str:
-        return f"{'an' if self.carrier[:1] in 'aeiou' else 'a'} {self.carrier}"
-
-    def stated(self) -> str:
-        assert self.max_bytes is not None
-        return f"{self.max_bytes / self.unit_bytes:g} {self.unit}"
-
-
-@dataclass(frozen=True)
-class Example:
-    text_input: str
-    output: str
-    # The record's place in its data file (or job file, for inline examples), so that a problem
-    # the backend finds in examples[i] can be shown against the line the user wrote.
-    where: Location | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -87,6 +47,11 @@ class DataSource:
     output_field: str = DEFAULT_OUTPUT_FIELD
     inline: tuple[tuple[Location, object, FieldPositions], ...] | None = None  # (where, raw
     # record, where each of its fields is)
+    # The form its records are in (datarecords: text, contents, messages), as the job file's
+    # ``format:`` names it; None: the first record shows it.
+    form: str | None = None
+    # The job's system_instruction, for every example that has none of its own.
+    system_instruction: str | None = None
     # What the job's backend accepts, and where the job names its examples (where examples that
     # are too many or too large are reported). Neither changes which examples these are.
     limits: DataLimits | None = field(default=None, compare=False)
@@ -130,70 +95,15 @@ def check_file(source: DataSource) -> None:
         raise ConfigError(where, "training data file is empty")
 
 
-_MISSING = object()
-
-
-def _example(where: Location, record: object, source: DataSource, may_need_escapes: bool,
-             fields: FieldPositions | None) -> tuple[Example, int]:
-    """The example in ``record``, and the bytes it adds to what carries the examples."""
-    if not isinstance(record, dict):
-        raise ConfigError(where, f"expected an object with {source.input_field!r} and "
-                          f"{source.output_field!r}, got {type(record).__name__}")
-    values = []
-    limits = source.limits
-    size = limits.per_example_bytes if limits else 0
-    for name, limit in ((source.input_field, limits.max_input_chars if limits else None),
-                        (source.output_field, limits.max_output_chars if limits else None)):
-        value = record.get(name, _MISSING)
-        if value is _MISSING:
-            problem = "missing"
-        elif not isinstance(value, str):
-            problem = f"must be a string, got {_json_type(value)}"
-        elif not value or value.isspace():
-            problem = "must not be empty"
-        elif limit is not None and len(value) > limit:
-            problem = f"is {len(value):,} characters, over the limit of {limit:,}"
-        else:
-            try:
-                size += _json_string_bytes(value, may_need_escapes)
-                problem = None
-            except UnicodeEncodeError:  # a lone surrogate, from a "\ud83d" escape in JSON
-                problem = surrogate_problem(value) or "cannot be sent as UTF-8"
-        if problem is not None:
-            line, column = fields[name] if fields and name in fields else (where.line,
-                                                                           where.column)
-            raise ConfigError(Location(where.path, line, column, _join(where.field, name)),
-                              problem)
-        values.append(value)
-    return Example(values[0], values[1], where), size
-
-
-# What JSON escapes in a string (ensure_ascii=False): the quote, the backslash, control characters.
-_ESCAPED_BYTES = b'"\\' + bytes(range(0x20))
-
-
-def _json_string_bytes(value: str, may_need_escapes: bool) -> int:
-    """Bytes of ``value`` as a JSON string in UTF-8; UnicodeEncodeError if it has none."""
-    if value.isascii():
-        size = len(value)
-        if may_need_escapes:
-            raw = value.encode("ascii")
-            if len(raw.translate(None, _ESCAPED_BYTES)) != size:
-                return len(encode_basestring(value))
-        return size + 2
-    raw = value.encode("utf-8")
-    if may_need_escapes and len(raw.translate(None, _ESCAPED_BYTES)) != len(raw):
-        return len(encode_basestring(value).encode("utf-8"))
-    return len(raw) + 2
-
-
-def _join(prefix: str, name: str) -> str:
-    return f"{prefix}.{name}" if prefix else name
-
-
-def _json_type(value: object) -> str:
-    return {dict: "object", list: "array", bool: "boolean", int: "number", float: "number",
-            type(None): "null"}.get(type(value), type(value).__name__)
+def source_form(source: DataSource) -> str:
+    """The form of ``source``'s records: ``format:``, else its first record's (text for a
+    source with no record to show it)."""
+    forms = Forms(source)
+    if forms.form is None:
+        for where, record, _, _ in _records(source):
+            if isinstance(record, dict):
+                return forms.of(where, record)
+    return forms.form or TEXT
 
 
 @dataclass
@@ -214,6 +124,16 @@ class Tally:
             self.varied = True
 
 
+def _records(source: DataSource) -> Records:
+    """The source's raw records, each with where it is."""
+    if source.inline is not None:
+        return ((where, record, True, fields) for where, record, fields in source.inline)
+    check_file(source)
+    assert source.path is not None  # not inline
+    return READERS[source.format](DataFile(source.path, source.display_path,
+                                           source.input_field, source.output_field))
+
+
 def iter_examples(source: DataSource, tally: Tally | None = None) -> Iterator[Example]:
     """Yield each example in order; raise ConfigErrors listing every bad one at the end, and
     the examples' count or size where it is over the backend's limit. ``tally``, when given, is
@@ -221,20 +141,16 @@ def iter_examples(source: DataSource, tally: Tally | None = None) -> Iterator[Ex
     tally = Tally() if tally is None else tally
     errors: list[ConfigError] = []
     limits = source.limits
-    if source.inline is not None:
-        records: Records = ((where, record, True, fields)
-                            for where, record, fields in source.inline)
-    else:
-        check_file(source)
-        assert source.path is not None  # not inline
-        records = READERS[source.format](DataFile(source.path, source.display_path,
-                                                  source.input_field, source.output_field))
+    records = _records(source)
+    forms = Forms(source)
     for where, record, may_need_escapes, fields in records:
         if isinstance(record, ConfigError):
             errors.append(record)
         else:
             try:
-                example, size = _example(where, record, source, may_need_escapes, fields)
+                form = forms.of(where, record)
+                example, size = read_example(where, record, source, form, may_need_escapes,
+                                             fields)
             except ConfigError as exc:
                 errors.append(exc)
             else:
@@ -336,7 +252,8 @@ class ExampleCounts:
         except OSError:
             return None  # count_examples says what is wrong
         return (found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns, source.format,
-                source.input_field, source.output_field, source.limits)
+                source.input_field, source.output_field, source.limits, source.form,
+                source.system_instruction)
 
 
 def is_within(path: Path, root: Path) -> bool:

@@ -18,12 +18,100 @@ import csv
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from json.decoder import WHITESPACE
+from typing import ClassVar
+from json.decoder import WHITESPACE, scanstring
 from pathlib import Path
 
 from .errors import ConfigError, Location
+from .yamlload import FieldPath, Positions
 
-FieldPositions = dict[str, tuple[int, int]]  # field name -> (line, column)
+
+@dataclass(frozen=True)
+class YamlPositions:
+    """Where a record's fields are (line, column) in YAML (a data file, or examples written in
+    the job file): the record is at ``prefix`` of ``positions``."""
+
+    positions: Positions
+    prefix: FieldPath
+    # Where a text example's fields are has always been shown for YAML.
+    locates_text_fields: ClassVar[bool] = True
+
+    def of(self, path: FieldPath) -> tuple[int, int] | None:
+        """Where ``path`` (within the record) is, or the nearest enclosing field that is."""
+        return self.positions.of_value(self.prefix + path)
+
+
+@dataclass(frozen=True)
+class JsonPositions:
+    """Where a record's fields are (line, column) in JSON text, found only when asked (to show
+    a problem), by scanning the record again: ``text[start]`` begins it, on line ``line``,
+    which begins at ``line_start``."""
+
+    text: str
+    start: int
+    line: int
+    line_start: int
+    # A text example's problems are shown at its record, as they always were in JSON files;
+    # a conversation's at the field inside it.
+    locates_text_fields: ClassVar[bool] = False
+
+    def of(self, path: FieldPath) -> tuple[int, int] | None:
+        """Where ``path`` (within the record) is, or the nearest enclosing field that is."""
+        index = self.start
+        for part in path:
+            found = _json_member(self.text, index, part)
+            if found is None:
+                break
+            index = found
+        newline = self.text.rfind("\n", self.start, index)
+        if newline == -1:
+            return self.line, index - self.line_start + 1
+        return self.line + self.text.count("\n", self.start, index), index - newline
+
+
+def _json_member(text: str, index: int, part: str | int) -> int | None:
+    """Where member ``part`` (an object's key, the last if repeated as JSON keeps the last; an
+    array's index) of the value at ``index`` begins; None when it has none."""
+    found = None
+    opening = text[index:index + 1]
+    at = WHITESPACE.match(text, index + 1).end()
+    if opening == "{" and isinstance(part, str):
+        while text[at:at + 1] == '"':
+            key, end = scanstring(text, at + 1)
+            at = WHITESPACE.match(text, WHITESPACE.match(text, end).end() + 1).end()  # past :
+            if key == part:
+                found = at
+            at = WHITESPACE.match(text, _DECODER.raw_decode(text, at)[1]).end()
+            if text[at:at + 1] != ",":
+                break
+            at = WHITESPACE.match(text, at + 1).end()
+    elif opening == "[" and isinstance(part, int):
+        for _ in range(part):
+            if text[at:at + 1] in ("]", ""):
+                return None
+            at = WHITESPACE.match(text, _DECODER.raw_decode(text, at)[1]).end()
+            if text[at:at + 1] != ",":
+                return None
+            at = WHITESPACE.match(text, at + 1).end()
+        found = at if text[at:at + 1] not in ("]", "") else None
+    return found
+
+
+class _LinePositions:
+    """JsonPositions of one JSONL line, the line decoded only when asked."""
+
+    locates_text_fields = False
+
+    def __init__(self, raw: bytes, number: int) -> None:
+        self.raw, self.number = raw, number
+
+    def of(self, path: FieldPath) -> tuple[int, int] | None:
+        text = self.raw.decode("utf-8")
+        start = WHITESPACE.match(text, 0).end()
+        return JsonPositions(text, start, self.number, 0).of(path)
+
+
+FieldPositions = YamlPositions | JsonPositions | _LinePositions
 # (where, the record or a ConfigError, may its strings need escapes, where its fields are)
 Records = Iterator[tuple[Location, object, bool, FieldPositions | None]]
 
@@ -91,7 +179,8 @@ def _jsonl_records(source: DataFile) -> Records:
             except ValueError as exc:  # e.g. a number past Python's 4,300-digit limit
                 yield _error(Location(display, number), f"invalid JSON: {exc}")
                 continue
-            yield Location(display, number), record, b"\\" in raw, None
+            yield (Location(display, number), record, b"\\" in raw,
+                   _LinePositions(raw, number))
 
 
 def _csv_records(source: DataFile) -> Records:
@@ -160,7 +249,10 @@ def _json_records(source: DataFile) -> Records:
         except ValueError as exc:  # e.g. a number past Python's 4,300-digit limit
             yield fail(index, f"invalid JSON: {exc}")
             return
-        yield at(index, f"[{element}]"), record, text.find("\\", index, end) != -1, None
+        where = at(index, f"[{element}]")
+        assert where.line is not None and where.column is not None
+        yield (where, record, text.find("\\", index, end) != -1,
+               JsonPositions(text, index, where.line, index - where.column + 1))
         element += 1
         index = WHITESPACE.match(text, end).end()
         delimiter = text[index:index + 1]
@@ -195,13 +287,10 @@ def _yaml_records(source: DataFile) -> Records:
     if not isinstance(loaded.data, list):
         yield _error(Location(display, 1, 1), "expected a YAML list of examples")
         return
-    positions = loaded.positions.values
     for index, record in enumerate(loaded.data):
-        line, column = positions[(index,)]
-        fields = {name: positions[(index, name)] for name in (source.input_field,
-                                                             source.output_field)
-                  if (index, name) in positions}
-        yield Location(display, line, column), record, True, fields
+        line, column = loaded.positions.values[(index,)]
+        yield (Location(display, line, column), record, True,
+               YamlPositions(loaded.positions, (index,)))
 
 
 READERS: dict[str, Callable[[DataFile], Records]] = {

@@ -16,6 +16,7 @@ import math
 import os
 import statistics
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -24,6 +25,7 @@ from .backends.base import Backend, RemoteModel, TokenCount
 from .countcache import CountCache
 from .data import Example
 from .errors import ConfigError, JobSpecError, PermanentBackendError, UsageError
+from .identity import Identity
 from .spec import Job
 from .trained import TrainedExamples, trained_examples
 
@@ -32,6 +34,10 @@ if TYPE_CHECKING:
 
 PRICE_VARIABLE = "JOBSPEC_PRICE_PER_MILLION_TOKENS"
 RUNS_MEASURED = 5  # the latest earlier runs of the base model that a rate is taken from
+# The most characters of example text one command keeps in memory (a few MB, whatever the number
+# of jobs), so that each later walk of a small data set (the backend's count, finding the
+# longest) reads memory, not the file again; beyond it, examples are read again when walked.
+HELD_CHARACTERS = 4 * 1024 * 1024
 
 
 Counted = tuple[TokenCount, TrainedExamples]  # a job's examples in tokens, and they
@@ -51,26 +57,34 @@ class _Content:
 
 class _TrainedExamples:
     """Jobs' trained examples, read once per data source and split: a thousand jobs of one data
-    file read it once."""
+    file read it once. What they hold in memory, together, is at most HELD_CHARACTERS."""
 
     def __init__(self) -> None:
         self._read: dict[tuple[object, float | None], TrainedExamples] = {}
+        self._may_hold = HELD_CHARACTERS
 
-    def of(self, job: Job) -> TrainedExamples:
+    def of(self, job: Job, identity: Identity) -> TrainedExamples:
         source = (job.training_data, getattr(job, "validation_split", None))
         try:
             found = self._read.get(source)
         except TypeError:  # examples written in the job file: read for this job alone
-            return trained_examples(job)
+            return self._read_now(job, identity)
         if found is None:
-            found = self._read[source] = trained_examples(job)
+            found = self._read[source] = self._read_now(job, identity)
         return found
 
+    def _read_now(self, job: Job, identity: Identity) -> TrainedExamples:
+        examples = trained_examples(job, identity, hold=self._may_hold)
+        self._may_hold -= examples.held_characters
+        return examples
 
-def count_jobs(jobs: list[Job], backend: Backend,
+
+def count_jobs(jobs: Sequence[tuple[Job, Identity]], backend: Backend,
                cache: CountCache | None = None) -> list[Counted | JobSpecError]:
     """Each job's trained examples in tokens (the backend's count, else an estimate from
     characters) and the examples in the order counted, or why they could not be counted.
+    Each job comes with its identity, whose validation split (as identify drew it) says which
+    examples it trains on.
 
     Jobs of one base model and the same examples are counted once; what the cache does not hold
     is asked in one batched request per base model (the backend splits it where it must); what
@@ -81,9 +95,9 @@ def count_jobs(jobs: list[Job], backend: Backend,
     # Each job keeps its own examples: equal ones from another file are counted once, but
     # are at that file's lines.
     of_job: list[tuple[_Content, TrainedExamples] | JobSpecError] = []
-    for job in jobs:
+    for job, identity in jobs:
         try:
-            examples = reader.of(job)
+            examples = reader.of(job, identity)
         except JobSpecError as exc:
             of_job.append(exc)
             continue
@@ -147,12 +161,24 @@ def _asked(backend: Backend, base_model: str,
     return list(counted)
 
 
-def count(job: Job, backend: Backend) -> Counted:
+def count(job: Job, identity: Identity, backend: Backend) -> Counted:
     """The examples the job trains on, in tokens (as ``count_jobs``); raises why it cannot."""
-    (counted,) = count_jobs([job], backend)
+    (counted,) = count_jobs([(job, identity)], backend)
     if isinstance(counted, JobSpecError):
         raise counted
     return counted
+
+
+PRICE_EXPECTED = "expected a price (a number, 0 or more)"
+
+
+def parse_price(text: str) -> float | None:
+    """A price per million tokens as written (a finite number, 0 or more); None if it is none."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value >= 0 else None
 
 
 def price(given: float | None) -> float | None:
@@ -162,12 +188,9 @@ def price(given: float | None) -> float | None:
     text = os.environ.get(PRICE_VARIABLE, "").strip()
     if not text:
         return None
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value >= 0):
-        raise UsageError(f"{PRICE_VARIABLE}={text}: expected a price (a number, 0 or more)")
+    value = parse_price(text)
+    if value is None:
+        raise UsageError(f"{PRICE_VARIABLE}={text}: {PRICE_EXPECTED}")
     return value
 
 
@@ -327,7 +350,7 @@ def for_plan(plan: "Plan", backend: Backend, unit_price: float | None) -> list[J
     changing = [j for j in plan.jobs if j.changes]
     if not changing:
         return []
-    counted = count_jobs([j.job for j in changing], backend)
+    counted = count_jobs([(j.job, j.identity) for j in changing], backend)
     rates = {base: measured_rate(list(plan.models), base)
              for base in {j.job.base_model for j in changing}}
     # The named examples of each set, found in one pass for every job that trains on it.

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import stats
+from .conversation import Turn
 from .evaluate import Answer, EvalResult, pass_fraction, verdict
 
 
@@ -87,6 +88,14 @@ class PromptOutcome:
     expect: Mapping[str, Any]  # the expectation as the job file writes it (Expectation.as_dict)
     tuned: Answers
     base: Answers | None = None  # with compare_base
+    system: str | None = None  # the system instruction it was asked with
+    history: tuple[Turn, ...] = ()  # the turns before its input
+
+    @property
+    def asked(self) -> tuple[str, Mapping[str, Any], str | None, tuple[Turn, ...]]:
+        """What makes it the same question: the input and expectation, and the conversation
+        it is asked in (a changed system instruction or history is another question)."""
+        return self.input, dict(self.expect), self.system, self.history
 
     @property
     def unasked(self) -> bool:
@@ -152,5 +161,6 @@ def eval_outcome(evaluation: EvalResult) -> EvalOutcome:
         paired=paired, gate_passed=gate_passed,
         errors=sum(any(a.error is not None for a in r.tuned) for r in results),
         prompts=tuple(PromptOutcome(r.input, r.expect.as_dict(), Answers.of(r.tuned),
-                                    None if r.base is None else Answers.of(r.base))
+                                    None if r.base is None else Answers.of(r.base),
+                                    r.system, r.history)
                       for r in results))

@@ -9,6 +9,7 @@ from typing import Any
 
 from . import stats
 from .backends.base import Backend, RemoteModel
+from .conversation import Conversation, Turn
 from .errors import JobSpecError
 from .spec import EvalSpec, Expectation, Job
 
@@ -43,6 +44,8 @@ class PromptResult:
     expect: Expectation
     tuned: tuple[Answer, ...]  # one per sample
     base: tuple[Answer, ...] | None = None
+    system: str | None = None  # the system instruction it was asked with (the prompt's or job's)
+    history: tuple[Turn, ...] = ()  # the turns before its input
 
     @property
     def paired_fractions(self) -> tuple[float | None, float | None]:
@@ -100,7 +103,7 @@ def deterministic(config: dict[str, Any]) -> bool:
     return not config.get("temperature")
 
 
-def _ask(backend: Backend, model: str, prompt: str, expect: Expectation,
+def _ask(backend: Backend, model: str, prompt: Conversation, expect: Expectation,
          config: dict[str, Any]) -> Answer:
     try:
         text = backend.generate(model, prompt, config)
@@ -111,19 +114,22 @@ def _ask(backend: Backend, model: str, prompt: str, expect: Expectation,
 
 def evaluate(job: Job, tuned: RemoteModel, backend: Backend) -> EvalResult | None:
     """Ask every eval prompt of the tuned model (and, with compare_base, of its base model),
-    ``samples`` times each; None when the job has no eval section."""
+    ``samples`` times each, with its system instruction and history; None when the job has no
+    eval section."""
     if job.eval is None:
         return None
     spec = job.eval
     config = generation_config(spec)
     results = []
     for prompt in spec.prompts:
-        answers = tuple(_ask(backend, tuned.generation_target, prompt.input, prompt.expect,
-                             config) for _ in range(spec.samples))
-        base = (tuple(_ask(backend, backend.base_target(job), prompt.input, prompt.expect,
-                           config) for _ in range(spec.samples))
+        asked = prompt.conversation(job.system_instruction)
+        answers = tuple(_ask(backend, tuned.generation_target, asked, prompt.expect, config)
+                        for _ in range(spec.samples))
+        base = (tuple(_ask(backend, backend.base_target(job), asked, prompt.expect, config)
+                      for _ in range(spec.samples))
                 if spec.compare_base else None)
-        results.append(PromptResult(prompt.input, prompt.expect, answers, base))
+        results.append(PromptResult(prompt.input, prompt.expect, answers, base, asked.system,
+                                    prompt.history))
     return EvalResult(tuple(results), spec.min_pass_rate, spec.compare_base, config,
                       spec.samples, spec.require_improvement, spec.significance)
 

@@ -1,9 +1,11 @@
 """A job's identity: the fingerprint of what determines its trained weights, and its model id.
 
 The fingerprint is SHA-256 over a canonical byte form of the format version, the base model, the
-resolved hyperparameters and the training examples in order (after field mapping), and, only
-when the job gives them, its validation split, early stopping and validation examples (which
-do not change the weights without early stopping, but do change what the run measures).
+resolved hyperparameters and the training examples in order (each a conversation, after field
+mapping and the job's system instruction: the same conversations in any form fingerprint
+alike), and, only when the job gives them, its validation split, early stopping and validation
+examples (which do not change the weights without early stopping, but do change what the run
+measures).
 Anything that does not change the weights or the run (display name, description, eval prompts,
 YAML layout, the examples' file format) is left out, so editing it never causes retraining.
 """
@@ -16,9 +18,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from . import split
+from .conversation import MODEL, USER
 from .data import Example, Tally, iter_examples
 from .errors import ConfigErrors
-from .spec import FORMAT_VERSION, Job, examples_problems
+from .spec import DEFAULT_TUNING_MODE, FORMAT_VERSION, Job, examples_problems
 from .split import Split
 
 FINGERPRINT_PREFIX_LENGTH = 8
@@ -54,15 +57,47 @@ def _header(job: Job) -> bytes:
         header["validation_split"] = job.validation_split
     if job.early_stopping is not None:
         header["early_stopping"] = {"patience": job.early_stopping}
+    # What is trained, so part of the identity; written out as the default (lora), it is the
+    # job it was, as an explicit default hyperparameter is.
+    if job.tuning_mode_or_default != DEFAULT_TUNING_MODE:
+        header["tuning_mode"] = job.tuning_mode_or_default
     return json.dumps(header, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+
+
+def _utf8(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
+
+
+# A conversation's record starts with this letter, where a one-turn example's starts with a
+# digit (its length prefix): no record of one can be read as the other's, nor run into the next.
+_CONVERSATION = b"C"
+_ROLES = {(USER, True): b"u", (MODEL, True): b"m", (MODEL, False): b"c"}  # c: context (weight 0)
 
 
 def example_record(example: Example) -> bytes:
     """One example in its canonical byte form, as the fingerprint hashes it (length-prefixed
-    UTF-8, unambiguous): equal examples, and only they, have equal records."""
-    text_input = example.text_input.encode("utf-8", "surrogatepass")
-    output = example.output.encode("utf-8", "surrogatepass")
-    return b"%d:%b%d:%b" % (len(text_input), text_input, len(output), output)
+    UTF-8, unambiguous): equal examples, and only they, have equal records.
+
+    A one-turn conversation without a system instruction (today's ``{text_input, output}``)
+    is ``LEN:INPUTLEN:OUTPUT``, as every example always was, so no fingerprint made before
+    conversations changes. Any other is ``C``, then ``s`` LEN:SYSTEM or ``n`` (none), then
+    the number of turns and ``:``, then each turn as its role letter (``u`` user, ``m`` model,
+    ``c`` a model turn of weight 0) and LEN:TEXT."""
+    if example.pair is not None:  # a one-turn conversation
+        text_input, output = map(_utf8, example.pair)
+        return b"%d:%b%d:%b" % (len(text_input), text_input, len(output), output)
+    conversation = example.conversation
+    parts = [_CONVERSATION]
+    if conversation.system is None:
+        parts.append(b"n")
+    else:
+        system = _utf8(conversation.system)
+        parts.append(b"s%d:%b" % (len(system), system))
+    parts.append(b"%d:" % len(conversation.turns))
+    for turn in conversation.turns:
+        text = _utf8(turn.text)
+        parts.append(b"%b%d:%b" % (_ROLES[turn.role, turn.trained], len(text), text))
+    return b"".join(parts)
 
 
 def record_rank(record: bytes) -> bytes:

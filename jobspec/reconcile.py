@@ -187,6 +187,11 @@ class Applier:
         if self.stop.wait(seconds):
             raise Interrupted()
 
+    def _failed(self, outcome: Outcome, error: JobSpecError) -> None:
+        """A request about the job failed: its outcome is ERROR, with why, and it is said."""
+        outcome.state, outcome.error = "ERROR", str(error)
+        self.on_event(Event(outcome.job_plan.job.name, "error", str(error)))
+
     def _submit(self, outcome: Outcome) -> None:
         job_plan = outcome.job_plan
         name = job_plan.job.name
@@ -195,8 +200,7 @@ class Applier:
                 self._delete_failed(job_plan)
             progress = self.backend.create(job_plan.job, job_plan.identity)
         except JobSpecError as exc:
-            outcome.state, outcome.error = "ERROR", str(exc)
-            self.on_event(Event(name, "error", str(exc)))
+            self._failed(outcome, exc)
             return
         outcome.progress = progress
         total = f", {progress.total_steps} steps" if progress.total_steps else ""
@@ -251,8 +255,7 @@ class Applier:
         try:
             progress = policy.poll(check, lambda seen: seen.done, sleep=self._sleep)
         except JobSpecError as exc:
-            outcome.state, outcome.error = "ERROR", str(exc)
-            self.on_event(Event(name, "error", str(exc)))
+            self._failed(outcome, exc)
             return
         if not progress.done:
             outcome.progress = progress

@@ -17,8 +17,9 @@ from xml.etree import ElementTree
 
 from . import stats
 from .backends.base import ACTIVE
+from .conversation import Turn
 from .evaloutcome import Answers, EvalOutcome, Interval, PairedOutcome, PromptOutcome, Sample
-from .reportmd import markdown, summary_markdown
+from .reportmd import asked_in, markdown, shared_system, summary_markdown
 from .results import JobResult, LossPoint, Timings, Tokens
 
 REPORT_VERSION = 1
@@ -69,6 +70,17 @@ def _answers(answers: Answers, prefix: str = "") -> dict[str, Any]:
     return values
 
 
+def _asked_in(prompt: PromptOutcome) -> dict[str, Any]:
+    """The conversation a prompt was asked in, where it had one: its system instruction and
+    the turns before its input (absent otherwise, as reports always wrote such prompts)."""
+    values: dict[str, Any] = {}
+    if prompt.system is not None:
+        values["system"] = prompt.system
+    if prompt.history:
+        values["history"] = [{"role": t.role, "text": t.text} for t in prompt.history]
+    return values
+
+
 def _gate(evaluation: EvalOutcome) -> str:
     return "passed" if evaluation.gate_passed else "failed"
 
@@ -91,7 +103,8 @@ def eval_json(evaluation: EvalOutcome) -> dict[str, Any]:
         "paired": _paired(evaluation.paired),
         "gate": _gate(evaluation),
         "errors": evaluation.errors,
-        "prompts": [{"input": p.input, "expect": dict(p.expect), **_answers(p.tuned),
+        "prompts": [{"input": p.input, **_asked_in(p), "expect": dict(p.expect),
+                     **_answers(p.tuned),
                      **(_answers(p.base, "base_") if p.base is not None else {})}
                     for p in evaluation.prompts],
     }
@@ -180,10 +193,12 @@ def _element(parent: ElementTree.Element, tag: str, text: str | None = None,
 
 def junit(results: Sequence[JobResult]) -> str:
     """One suite per job: a case for its model's state (failing unless ACTIVE), then one per
-    eval prompt."""
+    eval prompt, named by its input (and, for one asked in a conversation, where: its system
+    instruction unless every prompt had it, and how many turns came before)."""
     suites = ElementTree.Element("testsuites", name="jobspec")
     for result in results:
         prompts = result.evaluation.prompts if result.evaluation else ()
+        shared = shared_system(result.evaluation) if result.evaluation else None
         active = result.state == ACTIVE
         suite = _element(suites, "testsuite", name=result.job, tests=str(len(prompts) + 1),
                          failures=str(sum(p.tuned.verdict == "fail" for p in prompts)
@@ -195,7 +210,9 @@ def junit(results: Sequence[JobResult]) -> str:
             _element(case, "failure", result.reason or "",
                      message=f"{result.state}: {result.reason or 'not ACTIVE'}")
         for prompt in prompts:
-            case = _element(suite, "testcase", classname=result.job, name=prompt.input)
+            where = asked_in(prompt, shared)
+            case = _element(suite, "testcase", classname=result.job,
+                            name=f"{prompt.input} ({where})" if where else prompt.input)
             expected = json.dumps(dict(prompt.expect), ensure_ascii=False)
             if prompt.tuned.verdict == "fail":
                 _element(case, "failure", f"answer: {prompt.tuned.answer!r}",
@@ -257,7 +274,9 @@ def _read_eval(data: Any) -> EvalOutcome | None:
             gate_passed={"passed": True, "failed": False}[data["gate"]], errors=data["errors"],
             prompts=tuple(PromptOutcome(p["input"], p["expect"], _read_answers(p),
                                         _read_answers(p, "base_") if "base_verdict" in p
-                                        else None)
+                                        else None, p.get("system"),
+                                        tuple(Turn(t["role"], t["text"])
+                                              for t in p.get("history", ())))
                           for p in data["prompts"]))
     except (KeyError, TypeError, AttributeError):
         return None

@@ -10,7 +10,7 @@ from typing import Any
 
 from . import stats
 from .charts import epoch_means, loss_chart
-from .evaloutcome import Answers, EvalOutcome, Interval
+from .evaloutcome import Answers, EvalOutcome, Interval, PromptOutcome
 from .results import KEPT, NOT_RUN, REUSED, SKIPPED, JobResult
 from .timestamps import duration_text
 
@@ -113,10 +113,44 @@ def _mark(answers: Answers, samples: int) -> str:
     return shown
 
 
+def one_line(text: str, width: int = 60) -> str:
+    """``text`` on one line, cut to ``width`` characters with an ellipsis."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[:width - 1].rstrip() + "…"
+
+
+def shared_system(evaluation: EvalOutcome) -> str | None:
+    """The system instruction every prompt was asked with, when they all had the same one."""
+    systems = {prompt.system for prompt in evaluation.prompts}
+    return systems.pop() if len(systems) == 1 else None
+
+
+def asked_in(prompt: PromptOutcome, shared: str | None = None) -> str:
+    """Where a prompt was asked, compactly, as plain text ("" for a prompt asked alone): its
+    system instruction on one line (unless it is ``shared``, said once for all) and how many
+    turns came before it."""
+    said = []
+    if prompt.system is not None and prompt.system != shared:
+        said.append(f"system: “{one_line(prompt.system)}”")
+    if prompt.history:
+        n = len(prompt.history)
+        said.append(f"after {n} turn{'s' if n != 1 else ''}")
+    return "; ".join(said)
+
+
+def _asked_in(prompt: PromptOutcome, shared: str | None) -> str:
+    said = asked_in(prompt, shared)
+    return f" <sub>({_md(said)})</sub>" if said else ""
+
+
 def _eval_table(evaluation: EvalOutcome) -> list[str]:
     compare = evaluation.base_pass_rate is not None
     samples = evaluation.samples
+    shared = shared_system(evaluation)
     lines = []
+    if shared is not None:
+        lines += [f"_Every prompt was asked with the system instruction "
+                  f"“{_md(one_line(shared))}”._", ""]
     if compare:
         lines += ["| input | expected | base answer | | tuned answer | |",
                   "|---|---|---|---|---|---|"]
@@ -126,7 +160,7 @@ def _eval_table(evaluation: EvalOutcome) -> list[str]:
         expected = "; ".join(f"{k}: {' or '.join(v) if isinstance(v, list) else v}"
                              for k, v in prompt.expect.items())
         tuned = prompt.tuned.answer if prompt.tuned.error is None else prompt.tuned.error
-        row = [_md(prompt.input), _md(expected)]
+        row = [_md(prompt.input) + _asked_in(prompt, shared), _md(expected)]
         if compare:
             base = prompt.base
             assert base is not None  # every prompt of an eval that compared has a base side

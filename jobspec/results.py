@@ -214,8 +214,9 @@ def job_result(status: JobStatus, backend: str, endpoint: str,
 def matching_eval(earlier: JobResult | None, status: JobStatus, backend: str,
                   endpoint: str) -> EvalOutcome | None:
     """The eval of an earlier result when it asked exactly what the job asks now (prompts,
-    expectations, gate, compare_base, generation config, samples) of the same model (name and
-    fingerprint) on the same backend and endpoint; else None."""
+    each with its system instruction and history, expectations, gate, compare_base, generation
+    config, samples) of the same model (name and fingerprint) on the same backend and
+    endpoint; else None."""
     spec = status.job.eval
     if earlier is None or spec is None or earlier.evaluation is None:
         return None
@@ -224,8 +225,10 @@ def matching_eval(earlier: JobResult | None, status: JobStatus, backend: str,
                   and earlier.backend == backend
                   and earlier.endpoint == public_endpoint(endpoint))
     old = earlier.evaluation
-    asked = [(p.input, p.expect) for p in old.prompts]
-    wanted = [(p.input, p.expect.as_dict()) for p in spec.prompts]
+    system = status.job.system_instruction
+    asked = [p.asked for p in old.prompts]
+    wanted = [(p.input, p.expect.as_dict(), p.conversation(system).system, p.history)
+              for p in spec.prompts]
     same_asks = (asked == wanted and old.min_pass_rate == spec.min_pass_rate
                  and (old.base_pass_rate is not None) == spec.compare_base
                  and old.generation_config == generation_config(spec)

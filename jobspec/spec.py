@@ -15,6 +15,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from . import data
+from .conversation import USER, Conversation, ConversationProblem, Turn, turns_from_history
+from .datareaders import YamlPositions
+from .datarecords import TEXT
 from .errors import ConfigError, ConfigErrors, Location, UsageError
 from .schema import job_schema, schema_errors
 from .workspace import find_root
@@ -24,6 +27,7 @@ MAX_JOB_FILE_BYTES = 1024 * 1024
 JOB_SUFFIXES = (".yaml", ".yml")
 FORMAT_VERSION = 1
 MATCHERS = ("equals", "contains", "regex", "one_of", "not_contains")
+DEFAULT_TUNING_MODE = "lora"  # the schema's tuning_mode values: lora, full
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,14 @@ class Expectation:
 class EvalPrompt:
     input: str
     expect: Expectation
+    system: str | None = None  # its own system instruction, over the job's
+    history: tuple[Turn, ...] = ()  # earlier turns, user first, model last; input comes next
+
+    def conversation(self, job_system: str | None) -> Conversation:
+        """What generateContent is asked: the system instruction (the prompt's, else the
+        job's), the history, then the input as the user's turn."""
+        return Conversation((*self.history, Turn(USER, self.input)),
+                            self.system if self.system is not None else job_system)
 
 
 @dataclass(frozen=True)
@@ -120,14 +132,27 @@ class Job:
     validation_data: data.DataSource | None = None
     validation_split: float | None = None
     early_stopping: int | None = None  # patience in epochs, on validation loss
+    # `lora` or `full` as the job file gives it; None: not given (lora, the default), so that
+    # fingerprints made before it existed stay the same (tuning_mode_or_default).
+    tuning_mode: str | None = None
     name_at: Location | None = field(default=None, compare=False)  # where `name:` is, for messages
     positions: Positions | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def tuning_mode_or_default(self) -> str:
+        return self.tuning_mode or DEFAULT_TUNING_MODE
 
     def at(self, *field_path: str | int) -> Location:
         """Where in the job file ``field_path`` is (or would be), for messages."""
         found = self.positions.of_value(tuple(field_path)) if self.positions else None
         line, column = found or (None, None)
         return Location(self.path, line, column, format_path(tuple(field_path)))
+
+
+def _field_path(field: str) -> FieldPath:
+    """``history[2].role`` → ``("history", 2, "role")`` (format_path's inverse)."""
+    return tuple(int(index) if index else name
+                 for name, index in re.findall(r"([^.\[\]]+)|\[(\d+)\]", field))
 
 
 def _defaults() -> dict[str, Any]:
@@ -219,6 +244,7 @@ class _JobBuilder:
         self.limits = rules.limits(declared_type if isinstance(declared_type, str) else None) \
             if rules else None
         self.errors: list[ConfigError] = []
+        self.schema_fields: set[str] = set()  # where the schema found problems (build)
 
     def error(self, field_path: FieldPath, message: str, *, at_key: bool = False) -> None:
         pos = self.positions.of_key(field_path) if at_key else self.positions.of_value(field_path)
@@ -246,14 +272,14 @@ class _JobBuilder:
     def training_data(self, key: str = "training_data") -> data.DataSource:
         spec = self.raw[key]
         declared_at = self._location((key,))
+        system = self.raw.get("system_instruction")
         if isinstance(spec, list):
-            entries = [(self._location((key, i)), record, {
-                name: self.positions.values[(key, i, name)]
-                for name in (data.DEFAULT_INPUT_FIELD, data.DEFAULT_OUTPUT_FIELD)
-                if (key, i, name) in self.positions.values})
-                for i, record in enumerate(spec)]
+            entries = [(self._location((key, i)), record,
+                        YamlPositions(self.positions, (key, i)))
+                       for i, record in enumerate(spec)]
             return data.DataSource(display_path=self.path, inline=tuple(entries),
-                                   limits=self.limits, declared_at=declared_at)
+                                   system_instruction=system, limits=self.limits,
+                                   declared_at=declared_at)
         if isinstance(spec, str):
             spec = {"path": spec}
             field_path: FieldPath = (key,)
@@ -266,7 +292,9 @@ class _JobBuilder:
             display_path=os.path.normpath(str(resolved)), path=resolved,
             input_field=spec.get("input_field", data.DEFAULT_INPUT_FIELD),
             output_field=spec.get("output_field", data.DEFAULT_OUTPUT_FIELD),
+            form=spec.get("format"), system_instruction=system,
             limits=self.limits, declared_at=declared_at)
+        self._check_form(key, spec, source)
         root = self.places.root(job_dir)
         if not self.allow_outside_paths and not self.places.is_within(resolved, root):
             self.error(field_path, f"{spec['path']!r} resolves outside the repository ({root}); "
@@ -277,6 +305,28 @@ class _JobBuilder:
         except ConfigError as exc:
             self.error(field_path, f"{spec['path']}: {exc.message}")
         return source
+
+    def _check_form(self, key: str, spec: dict[str, Any], source: data.DataSource) -> None:
+        """A declared format the file cannot have, or field names it does not use."""
+        if source.form is None or source.form == TEXT:
+            return
+        if source.format == ".csv":
+            self.error((key, "format"), f"a CSV file holds text examples only (one column "
+                       f"each for input and output), not {source.form}; write the "
+                       f"conversations as .jsonl, .json or .yaml")
+        for name in ("input_field", "output_field"):
+            if name in spec:
+                self.error((key, name), f"{name} names a field of the text form; the "
+                           f"{source.form} form has none: remove it", at_key=True)
+
+    def system_instruction(self) -> str | None:
+        """The job's system instruction, within what its backend takes of one."""
+        system = self.raw.get("system_instruction")
+        limit = self.limits.max_input_chars if self.limits else None
+        if system is not None and limit is not None and len(system) > limit:
+            self.error(("system_instruction",), f"is {len(system):,} characters, over the "
+                       f"limit of {limit:,}")
+        return system
 
     def validation_data(self) -> data.DataSource | None:
         if self.raw.get("validation_data") is None:
@@ -309,8 +359,10 @@ class _JobBuilder:
             return None
         prompts = []
         for index, prompt in enumerate(spec["prompts"]):
-            prompts.append(EvalPrompt(prompt["input"], self._expectation(
-                prompt["expect"], ("eval", "prompts", index, "expect"))))
+            where = ("eval", "prompts", index)
+            prompts.append(EvalPrompt(prompt["input"],
+                                      self._expectation(prompt["expect"], where + ("expect",)),
+                                      prompt.get("system"), self._history(prompt, where)))
         improve = spec.get("require_improvement", False)
         if improve and spec.get("compare_base") is False:
             self.error(("eval", "compare_base"), "require_improvement compares the tuned model "
@@ -323,6 +375,23 @@ class _JobBuilder:
                         require_improvement=improve,
                         significance=spec.get("significance", 0.05),
                         samples=spec.get("samples", 1))
+
+    def _history(self, prompt: dict[str, Any], where: FieldPath) -> tuple[Turn, ...]:
+        """A prompt's history, checked by conversation.py's rules; a problem is reported at its
+        field (``eval.prompts[1].history[2].role``), unless the schema has already reported one
+        inside that history."""
+        if "history" not in prompt:
+            return ()
+        at = where + ("history",)
+        if any(field == format_path(at) or field.startswith((format_path(at) + "[",
+                                                              format_path(at) + "."))
+               for field in self.schema_fields):
+            return ()
+        try:
+            return turns_from_history(prompt["history"], "history")
+        except ConversationProblem as problem:
+            self.error(where + _field_path(problem.field), problem.message)
+            return ()
 
     def _expectation(self, expect: str | dict, field_path: FieldPath) -> Expectation:
         if isinstance(expect, str):
@@ -358,9 +427,10 @@ class _JobBuilder:
 
     def build(self, schema_problems: list[ConfigError]) -> Job:
         """The Job, or ConfigErrors with the schema's problems and every cross-field one."""
+        self.schema_fields = {problem.location.field or "" for problem in schema_problems}
         sections = {}
         for section in ("hyperparameters", "training_data", "eval", "backend", "validation_data",
-                        "validation_split", "early_stopping"):
+                        "validation_split", "early_stopping", "system_instruction"):
             try:
                 sections[section] = getattr(self, section)()
             except (KeyError, TypeError, AttributeError, ValueError):
@@ -371,7 +441,7 @@ class _JobBuilder:
             job = Job(path=self.path, name=self.raw["name"], base_model=self.raw["base_model"],
                       display_name=self.raw.get("display_name"),
                       description=self.raw.get("description"),
-                      system_instruction=self.raw.get("system_instruction"),
+                      tuning_mode=self.raw.get("tuning_mode"),
                       name_at=self._location(("name",)), positions=self.positions, **sections)
             problems = self.rules.check(job) if self.rules else []
         if problems:

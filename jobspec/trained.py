@@ -1,6 +1,9 @@
-"""The examples a job trains on, for plans: its training data less a validation split, as a
-sequence that holds none of them (a data set of hundreds of MB is read again when walked, never
-held whole), with the count and digest of the pass that checked them."""
+"""The examples a job trains on, for plans: its training data less a validation split, with the
+count and digest of the pass that checked them. A plan walks them again (the backend counts their
+tokens, the longest is found): that pass keeps them when they are few (as many characters as its
+caller allows), so that those walks read memory, not the file; a larger data set (hundreds of
+MB) is never held whole, and is read again when walked. The split is the one identify drew
+(``Identity.split``), never drawn again: that would be one more pass over the file."""
 
 from __future__ import annotations
 
@@ -10,26 +13,33 @@ from typing import overload
 
 from . import data
 from .data import Example
-from .identity import draw_split, examples_digest
+from .identity import Identity, examples_digest
 from .spec import Job
 
 
 class TrainedExamples(Sequence[Example]):
-    """The examples a job trains on, as a sequence that holds none of them: walking it reads
-    the data file again (a data set of hundreds of MB is never held whole), and an example is
-    found by its index the same way (``at`` finds several in one pass). Its length and digest
-    come from the pass that checked them."""
+    """The examples a job trains on, as a sequence: the examples themselves when ``held``, else
+    read from the data file again each time it is walked, and an example is found by its index
+    the same way (``at`` finds several in one pass). Its length and digest come from the pass
+    that checked them."""
 
-    def __init__(self, stream: Callable[[], Iterator[Example]], count: int, digest: str) -> None:
+    def __init__(self, stream: Callable[[], Iterator[Example]], count: int, digest: str,
+                 held: list[Example] | None = None) -> None:
         self._stream = stream
         self.count = count
         self.digest = digest
+        self._held = held
+
+    @property
+    def held_characters(self) -> int:
+        """The characters of example text this holds in memory (0: it reads the file)."""
+        return sum(map(_characters, self._held)) if self._held is not None else 0
 
     def __len__(self) -> int:
         return self.count
 
     def __iter__(self) -> Iterator[Example]:
-        return self._stream()
+        return iter(self._held) if self._held is not None else self._stream()
 
     @overload
     def __getitem__(self, index: int) -> Example: ...
@@ -57,24 +67,35 @@ class TrainedExamples(Sequence[Example]):
         return found
 
 
-def trained_examples(job: Job) -> TrainedExamples:
-    """The examples the job trains on: its training data, less the training side of its
-    validation split (drawn as identify draws it, identity.draw_split: examples that cannot be
-    split stay whole, as identify refuses them)."""
+def _characters(example: Example) -> int:
+    return len(example.text_input) + len(example.output)
+
+
+def trained_examples(job: Job, identity: Identity, *, hold: int = 0) -> TrainedExamples:
+    """The examples the job trains on: its training data, less the training side of the
+    validation split identify drew (``identity.split``); read once here, for their count and
+    digest, and kept in memory when their text is at most ``hold`` characters."""
     def all_examples() -> Iterator[Example]:
         return data.iter_examples(job.training_data)
 
     stream: Callable[[], Iterator[Example]] = all_examples
-    if job.validation_split is not None:
-        stream, _ = draw_split(all_examples(), job.validation_split).sides(all_examples)
+    if identity.split is not None:
+        stream, _ = identity.split.sides(all_examples)
 
-    count = 0
+    count, characters = 0, 0
+    held: list[Example] | None = [] if hold > 0 else None
 
     def counted() -> Iterator[Example]:
-        nonlocal count
+        nonlocal count, characters, held
         for example in stream():
             count += 1
+            if held is not None:
+                characters += _characters(example)
+                if characters <= hold:
+                    held.append(example)
+                else:
+                    held = None  # too many to keep: walked, they are read again
             yield example
 
     digest = examples_digest(counted())
-    return TrainedExamples(stream, count, digest)
+    return TrainedExamples(stream, count, digest, held)

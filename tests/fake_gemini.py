@@ -3,9 +3,11 @@
 Built from the contract in ../shared/reference/gemini-tuning-api.md (§3 paths, §4 schemas, §5
 wire examples, §9 error envelope): create on /v1beta/tunedModels?tunedModelId= answering the
 Operation without `done`, operations polled on /v1/, the TunedModel with `@type` in the
-response, ALREADY_EXISTS as 409, paging with nextPageToken. It also serves an OAuth token
-endpoint, so google-auth's refresh of application-default credentials can be observed. It
-records every request's method, path, query and headers.
+response, ALREADY_EXISTS as 409, paging with nextPageToken; generateContent on
+``tunedModels/*`` and ``models/*`` as fake_generate answers it (answers scripted with
+``script``). It also serves an OAuth token endpoint, so google-auth's refresh of
+application-default credentials can be observed. It records every request's method, path,
+query, headers and body; ``generate_bodies`` gives the generateContent bodies received.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
+
+from tests.fake_generate import generate_content
 
 TYPE = "type.googleapis.com/google.ai.generativelanguage.v1beta."
 
@@ -25,6 +29,8 @@ class FakeGemini:
         self.polls: dict[str, int] = {}
         self.tokens_issued = 0
         self.polls_until_done = polls_until_done
+        self.answers: dict[tuple[str, str], list[str]] = {}
+        self.system_answers: dict[tuple[str, str, str], list[str]] = {}  # asked with a system
         self.lock = threading.Lock()
         fake = self
 
@@ -42,7 +48,8 @@ class FakeGemini:
                     fake.requests.append({"method": self.command, "path": url.path,
                                           "query": parse_qs(url.query), "headers": dict(self.headers),
                                           "body": raw})
-                    status, body = fake.route(self.command, url.path, parse_qs(url.query), raw)
+                    status, body, *_ = fake.route(self.command, url.path,
+                                                  parse_qs(url.query), raw)
                 data = json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -62,6 +69,25 @@ class FakeGemini:
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+    def script(self, model: str, prompt: str, *parts: str, system: str | None = None) -> None:
+        """What ``model`` (``tunedModels/x`` or ``models/x``) answers to ``prompt``: the text of
+        each part of the first candidate; with ``system``, only when asked with that system
+        instruction."""
+        if system is None:
+            self.answers[(model, prompt)] = list(parts)
+        else:
+            self.system_answers[(model, prompt, system)] = list(parts)
+
+    def generate_bodies(self, model: str | None = None) -> list[dict]:
+        """The GenerateContentRequest bodies received (for ``model``, or all), in order."""
+        return [json.loads(r["body"]) for r in self.requests
+                if r["path"].endswith(":generateContent")
+                and (model is None or r["path"] == f"/v1beta/{model}:generateContent")]
+
+    def _scripted(self, model: str, prompt: str, system: str | None) -> list[str] | None:
+        return self.system_answers.get((model, prompt, system or "")) \
+            or self.answers.get((model, prompt))
 
     @staticmethod
     def error(code: int, status: str, message: str) -> tuple[int, dict]:
@@ -104,6 +130,12 @@ class FakeGemini:
                 page["nextPageToken"] = str(start + size)
             return 200, page
         parts = path.strip("/").split("/")
+        if method == "POST" and path.endswith(":generateContent") and len(parts) == 3 \
+                and parts[1] in ("tunedModels", "models"):
+            model = f"{parts[1]}/{parts[2].split(':')[0]}"
+            if parts[1] == "tunedModels" and model.split("/")[1] not in self.models:
+                return self.error(404, "NOT_FOUND", f"{model} is not found")
+            return generate_content(model, raw, self._scripted)
         if method == "GET" and len(parts) == 5 and parts[0] == "v1" and parts[3] == "operations":
             model_id = parts[2]
             self.polls[model_id] = self.polls.get(model_id, 0) + 1

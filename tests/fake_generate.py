@@ -6,15 +6,23 @@ and nextPageToken, tunedModels.get and delete (§3.1; the TunedModel of §4 in c
 with 9 fractional digits and a Z as Google writes them); tunedModels.create answering the
 Operation without ``done`` (§5), polled on /v1/ and listed on /v1beta/ (§3.3, §3.4), training
 for as long as the test says (for ever by default: a job that takes hours); and
-generateContent on ``tunedModels/*`` and ``models/*`` (§6): the prompt is
-``contents[0].parts[].text``, the answer ``candidates[0].content.parts[].text`` with ``role``,
-``finishReason``, ``index``, ``usageMetadata`` and ``modelVersion``. An unscripted prompt, and
-anything else, is answered in Google's error envelope (§9). Every request is recorded.
+generateContent on ``tunedModels/*`` and ``models/*`` (§6; the request is
+GenerateContentRequest of ../shared/reference/generativelanguage.v1beta.json: ``contents``, the
+conversation so far, each Content a ``role`` of user or model, unset meaning user, and text
+``parts``; an optional ``systemInstruction`` Content, text only; ``generationConfig``): the
+prompt is the last Content, the user's, and the answer, scripted per model and prompt (and, if
+the test says, per system instruction), is ``candidates[0].content.parts[].text`` with ``role``,
+``finishReason``, ``index``, ``usageMetadata`` and ``modelVersion``. A body the reference does
+not allow, an unscripted prompt, and anything else, is answered in Google's error envelope
+(§9). Every request is recorded; ``generate_bodies`` gives the generateContent bodies received.
+``generate_content`` is that handling, for other fakes of the Gemini API (fake_gemini).
 """
 
 from __future__ import annotations
 
 import json
+
+from collections.abc import Callable
 
 from tests.loopback_http import LoopbackJsonServer, Request
 
@@ -30,6 +38,7 @@ class FakeGenerate(LoopbackJsonServer):
         self.refuse_creates = refuse_creates  # answer every create 400 INVALID_ARGUMENT, thus
         self.models: dict[str, dict] = {}
         self.answers: dict[tuple[str, str], list[str]] = {}
+        self.system_answers: dict[tuple[str, str, str], list[str]] = {}  # asked with a system
         self.polls: dict[str, int] = {}
         self.polls_until_done = polls_until_done  # None: training never ends
 
@@ -53,14 +62,22 @@ class FakeGenerate(LoopbackJsonServer):
             "updateTime": COMPLETED, "tuningTask": task}
         return self.models[model_id]
 
-    def script(self, model: str, prompt: str, *parts: str) -> None:
+    def script(self, model: str, prompt: str, *parts: str, system: str | None = None) -> None:
         """What ``model`` (``tunedModels/x`` or ``models/x``) answers to ``prompt``: the text of
-        each part of the first candidate."""
-        self.answers[(model, prompt)] = list(parts)
+        each part of the first candidate; with ``system``, only when asked with that system
+        instruction (before an answer scripted without one)."""
+        if system is None:
+            self.answers[(model, prompt)] = list(parts)
+        else:
+            self.system_answers[(model, prompt, system)] = list(parts)
 
     def generate_requests(self, model: str | None = None) -> list[Request]:
         return [r for r in self.requests if r.path.endswith(":generateContent")
                 and (model is None or r.path == f"/v1beta/{model}:generateContent")]
+
+    def generate_bodies(self, model: str | None = None) -> list[dict]:
+        """The GenerateContentRequest bodies received (for ``model``, or all), in order."""
+        return [r.json() for r in self.generate_requests(model)]
 
     # The wire.
 
@@ -128,19 +145,81 @@ class FakeGenerate(LoopbackJsonServer):
     def _generate(self, model: str, request: Request):
         if model.startswith("tunedModels/") and model.split("/")[1] not in self.models:
             return self.error(404, "NOT_FOUND", f"{model} is not found")
-        body = json.loads(request.body)
-        prompt = "".join(p.get("text", "") for p in body["contents"][0]["parts"])
-        answer = self.answers.get((model, prompt))
-        if answer is None:
-            return self.error(400, "INVALID_ARGUMENT",
-                              f"fake_generate: no answer scripted for {prompt!r} of {model}")
-        return 200, {
-            "candidates": [{"content": {"parts": [{"text": t} for t in answer], "role": "model"},
-                            "finishReason": "STOP", "index": 0}],
-            "usageMetadata": {"promptTokenCount": len(prompt.split()),
-                              "candidatesTokenCount": len(answer),
-                              "totalTokenCount": len(prompt.split()) + len(answer)},
-            "modelVersion": model}, {}
+        return generate_content(model, request.body, self._scripted)
+
+    def _scripted(self, model: str, prompt: str, system: str | None) -> list[str] | None:
+        return self.system_answers.get((model, prompt, system or "")) \
+            or self.answers.get((model, prompt))
+
+
+# GenerateContentRequest's fields (generativelanguage.v1beta.json); the fake reads the three
+# jobspec sends and accepts the rest as the API does.
+REQUEST_FIELDS = {"model", "contents", "systemInstruction", "generationConfig", "tools",
+                  "toolConfig", "safetySettings", "cachedContent"}
+
+
+def _text(content: object, where: str) -> tuple[str | None, str | None]:
+    """A Content's text (its text parts joined), or what is wrong with it."""
+    if not isinstance(content, dict) or not isinstance(content.get("parts"), list) \
+            or not content["parts"]:
+        return None, f"{where}.parts must be a non-empty list of parts."
+    texts = []
+    for index, part in enumerate(content["parts"]):
+        if not isinstance(part, dict) or not isinstance(part.get("text"), str):
+            return None, f"{where}.parts[{index}]: only text parts are answered by this fake."
+        texts.append(part["text"])
+    return "".join(texts), None
+
+
+def generate_content(model: str, raw: bytes,
+                     scripted: Callable[[str, str, str | None], list[str] | None]):
+    """A generateContent request for ``model`` answered as the Gemini API answers it (a
+    (status, body, headers) reply): ``scripted(model, prompt, system)`` gives the answer's
+    parts for the last user turn and the system instruction, None when there is none."""
+    def invalid(message: str):
+        return 400, {"error": {"code": 400, "message": message,
+                               "status": "INVALID_ARGUMENT"}}, {}
+
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        return invalid(f"Invalid JSON payload received. {exc}")
+    unknown = sorted(set(body) - REQUEST_FIELDS) if isinstance(body, dict) else []
+    if not isinstance(body, dict) or unknown:
+        return invalid(f'Invalid JSON payload received. Unknown name "{unknown[0]}": '
+                       "Cannot find field." if unknown else "Invalid JSON payload received.")
+    contents = body.get("contents")
+    if not isinstance(contents, list) or not contents:
+        return invalid("* GenerateContentRequest.contents: contents is not specified")
+    for index, content in enumerate(contents):
+        role = content.get("role", "user") if isinstance(content, dict) else None
+        if role not in ("user", "model"):
+            return invalid(f"* GenerateContentRequest.contents[{index}].role: Please use a "
+                           "valid role: user, model.")
+        _, problem = _text(content, f"contents[{index}]")
+        if problem:
+            return invalid(problem)
+    if contents[-1].get("role", "user") != "user":
+        return invalid("* GenerateContentRequest.contents: the last content must be the "
+                       "user's.")
+    system = None
+    if "systemInstruction" in body:
+        system, problem = _text(body["systemInstruction"], "systemInstruction")
+        if problem:
+            return invalid(problem)
+    prompt, _ = _text(contents[-1], "")
+    assert prompt is not None
+    answer = scripted(model, prompt, system)
+    if answer is None:
+        return invalid(f"fake_generate: no answer scripted for {prompt!r} of {model}")
+    asked = sum(len((_text(c, "")[0] or "").split()) for c in contents) + len(
+        (system or "").split())
+    return 200, {
+        "candidates": [{"content": {"parts": [{"text": t} for t in answer], "role": "model"},
+                        "finishReason": "STOP", "index": 0}],
+        "usageMetadata": {"promptTokenCount": asked, "candidatesTokenCount": len(answer),
+                          "totalTokenCount": asked + len(answer)},
+        "modelVersion": model}, {}
 
 
 # Variables that would change which backend, endpoint, owner or credentials a test's jobspec uses.
@@ -152,7 +231,7 @@ ENVIRONMENT = ("GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_OAUTH_ACCESS_TOKEN",
 def serve_job(fake: FakeGenerate, cli, job_file, *, state: str = "ACTIVE") -> str:
     """Put the tuned model of ``job_file`` on ``fake``, as jobspec would have created it (its
     id, and jobspec's mark with this workspace as owner); its resource name."""
-    from jobspec.backends.gemini import marker
+    from jobspec.backends.tunedmodels import marker
     from jobspec.workspace import owner
 
     shown = cli("show", str(job_file), "--format", "json").json()

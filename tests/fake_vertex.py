@@ -48,7 +48,17 @@ point JOBSPEC_VERTEX_ENDPOINT and JOBSPEC_STORAGE_ENDPOINT at ``fake.url``.
   last 60 s, under google-auth's refresh threshold, so every use refreshes (``tokens_issued``).
 * Errors: Google's envelope ``{"error": {"code", "message", "status"}}`` (§1).
 
-Simplifications: v1 only (no v1beta1, operations, rebaseTunedModel, streamGenerateContent);
+* Open models (tests/fake_vertex_open.py, from jobspec/backends/reference/vertex-open-models.md):
+  every route is served under ``/v1beta1/`` too, whose create parses v1beta1's TuningJob
+  (``outputUri``, ``supervisedTuningSpec.tuningMode``, ``hyperParameters.learningRate`` /
+  ``batchSize``; unknown names on v1) and applies the open models' checks (a model Vertex
+  tunes, a tuning mode it is offered in, a region, ``outputUri``; Gemini-only and open-only
+  fields); their training file is the chat form. A finished open-model job has
+  ``tunedModel.model`` and no endpoint (it is not served until deployed). The fake serves a
+  job's v1beta1 fields on v1 reads too (no source says whether v1 leaves them out).
+
+Simplifications: v1 and v1beta1 alike but for create's fields (no operations,
+rebaseTunedModel, streamGenerateContent);
 real fields the fake does not model (``preTunedModel``, ``preferenceOptimizationSpec``,
 ``encryptionSpec``, ``evaluationConfig``, non-text parts, tools, …) are refused with a 400 that
 says "fake_vertex does not model"; only lowerCamel JSON names are accepted (Google's parser
@@ -57,7 +67,9 @@ and value bare or quoted; with a dash, quoted, as AIP-160 requires) joined by ``
 refuses the rest; ``epochCount`` has no range (none is published).
 
 Every request is recorded in ``fake.requests`` (tests.loopback_http.Request: method, path,
-parsed query, headers as sent, body bytes), ``fake.requests_to(prefix)`` filters them. Hooks:
+parsed query, headers as sent, body bytes), ``fake.requests_to(prefix)`` filters them,
+``fake.generate_bodies(kind)`` gives the generateContent bodies (``systemInstruction``,
+``contents``, ``generationConfig``, as GenerateContentRequest names them). Hooks:
 ``fail_next_job``, ``expire_next_job``, ``end_job``, ``add_foreign_job``,
 ``drop_next_create_answer``, ``lag_next_listing`` (the list, eventually consistent, leaves a new
 job out for a while), ``catch_up_listing``, ``fail_next_requests``, ``script``.
@@ -77,6 +89,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from tests import fake_vertex_open
 from tests.fake_gcs import FakeClock, FakeStorage, Reply, google_error, header, rfc3339
 from tests.loopback_http import Request
 
@@ -216,6 +229,16 @@ TUNING_JOB = Message("TuningJob", {
     "error": OUTPUT_ONLY, "labels": StringMap(), "experiment": OUTPUT_ONLY,
     "tunedModel": OUTPUT_ONLY, "tuningDataStats": OUTPUT_ONLY, "encryptionSpec": UNMODELLED,
     "serviceAccount": STRING, "evaluateDatasetRuns": OUTPUT_ONLY})
+# v1beta1's TuningJob: v1's and the open models' fields (fake_vertex_open.py, §4 of
+# jobspec/backends/reference/vertex-open-models.md).
+TUNING_JOB_V1BETA1 = Message("TuningJob", {
+    **TUNING_JOB.fields, "outputUri": STRING, "customBaseModel": UNMODELLED,
+    "supervisedTuningSpec": Message("SupervisedTuningSpec", {
+        **SUPERVISED_TUNING_SPEC.fields,
+        "tuningMode": Enum("SupervisedTuningSpec.TuningMode", fake_vertex_open.TUNING_MODES),
+        "hyperParameters": Message("SupervisedHyperParameters", {
+            **SUPERVISED_TUNING_SPEC.fields["hyperParameters"].fields,
+            "learningRate": DOUBLE, "batchSize": INT64})})})
 CONTENT = Message("Content", {"role": STRING, "parts": Repeated(Message("Part", {
     "text": STRING, **dict.fromkeys(("inlineData", "fileData", "functionCall", "functionResponse",
                                      "executableCode", "codeExecutionResult", "videoMetadata",
@@ -371,6 +394,13 @@ class FakeVertex:
         with self.lock:
             return [r for r in self.requests if r.path.startswith(path_prefix)]
 
+    def generate_bodies(self, target_kind: str | None = None) -> list[dict]:
+        """The GenerateContentRequest bodies received, in order: of "tuned" endpoints, of
+        "base" (publisher) models, or (None) of both."""
+        where = {"tuned": "/endpoints/", "base": "/publishers/", None: "/"}[target_kind]
+        return [r.json() for r in self.requests_to("/v1/") if r.method == "POST"
+                and r.path.endswith(":generateContent") and where in r.path]
+
     # What a test sets up.
 
     def script(self, target_kind: str, prompt: str, answer: str) -> None:
@@ -522,7 +552,8 @@ class FakeVertex:
     def _route_vertex(self, request: Request) -> Reply | None:
         method = request.method
         segments = [unquote(s) for s in request.path.split("/")[2:]]
-        if not request.path.startswith("/v1/") or len(segments) < 5 \
+        version = request.path.split("/")[1]
+        if version not in ("v1", "v1beta1") or len(segments) < 5 \
                 or segments[0] != "projects" or segments[2] != "locations":
             return google_error(404, f"fake_vertex does not serve {method} {request.path}")
         if segments[1] not in (self.project, self.project_number):
@@ -590,13 +621,19 @@ class FakeVertex:
         return stored, None
 
     def _create(self, request: Request) -> Reply | None:
-        job, refused = self._read(request.body, TUNING_JOB, "tuning_job")
+        beta = request.path.startswith("/v1beta1/")
+        job, refused = self._read(request.body, TUNING_JOB_V1BETA1 if beta else TUNING_JOB,
+                                  "tuning_job")
         if refused:
             return refused
         base_model, spec = job.get("baseModel", ""), job.get("supervisedTuningSpec", {})
         if not base_model:
             return google_error(400, "baseModel is required.")
-        if base_model not in self.base_models:
+        refused = fake_vertex_open.check_create(job, self.location, self.storage.buckets)
+        if refused:
+            return refused
+        is_open = fake_vertex_open.open_model(base_model) is not None
+        if base_model not in self.base_models and not is_open:
             return google_error(400, f"Base model {base_model} is not supported.")
         training, refused = self._dataset(spec, "trainingDatasetUri")
         if refused:
@@ -606,7 +643,7 @@ class FakeVertex:
             if refused:
                 return refused
         hyper = spec.get("hyperParameters", {})
-        if hyper.get("adapterSize") == "ADAPTER_SIZE_THIRTY_TWO":
+        if hyper.get("adapterSize") == "ADAPTER_SIZE_THIRTY_TWO" and not is_open:
             return google_error(400, "The adapter size is not supported for this base model.")
         labels = job.get("labels", {})
         if len(labels) > 64:
@@ -619,8 +656,9 @@ class FakeVertex:
                     "underscores and dashes; keys must start with a lowercase letter."))
         if len(job.get("tunedModelDisplayName", "")) > 128:
             return google_error(400, "tunedModelDisplayName must be at most 128 characters.")
-        stats, problem = supervised_tuning_data_stats(training.data,
-                                                      int(hyper.get("epochCount", 1)))
+        stats, problem = (fake_vertex_open.data_stats if is_open else
+                          supervised_tuning_data_stats)(training.data,
+                                                        int(hyper.get("epochCount", 1)))
         progress = Progress(stats=stats) if stats else \
             Progress(FAILED, {"code": 3, "message": problem})
         if self._next_endings:
@@ -667,8 +705,11 @@ class FakeVertex:
                 job["tuningDataStats"] = {"supervisedTuningDataStats": stats}
             number = next(self._ids)  # models and endpoints numbered apart, as Vertex's are
             model = f"{self.parent}/models/{8_000_000_000_000_000_000 + number}@1"
+            job["tunedModel"] = {"model": model}
+            if fake_vertex_open.open_model(job.get("baseModel", "")):
+                return  # a tuned open model is not served until it is deployed (§6)
             endpoint = f"{self.parent}/endpoints/{9_000_000_000_000_000_000 + number}"
-            job["tunedModel"] = {"model": model, "endpoint": endpoint}
+            job["tunedModel"]["endpoint"] = endpoint
             self.endpoints[endpoint] = job["name"]
 
     def _list(self, query: dict[str, str]) -> Reply:

@@ -9,7 +9,7 @@ import shutil
 import httpx
 import pytest
 
-from jobspec.backends.gemini import marker
+from jobspec.backends.tunedmodels import marker
 from tests.conftest import ROOT
 
 

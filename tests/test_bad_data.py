@@ -336,4 +336,4 @@ def test_inline_examples_know_their_job_file_line(repo):
         Location("jobs/demo.yaml", 9, 5, "training_data[0]"),
         Location("jobs/demo.yaml", 10, 5, "training_data[1]")]
     # Where an example is written is not part of what it is (nor of the fingerprint).
-    assert examples[0] == data.Example("a", "b") and "where" not in repr(examples[0])
+    assert examples[0] == data.Example.one_turn("a", "b") and "where" not in repr(examples[0])

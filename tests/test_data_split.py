@@ -30,7 +30,7 @@ def examples_with_repeats(draw) -> list[Example]:
     """Examples drawn from a few different ones, so that equal examples are common."""
     pool = draw(st.lists(st.tuples(st.text(max_size=4), st.text(max_size=4)), min_size=1,
                          max_size=6, unique=True))
-    return [Example(*pair) for pair in draw(st.lists(st.sampled_from(pool), max_size=40))]
+    return [Example.one_turn(*pair) for pair in draw(st.lists(st.sampled_from(pool), max_size=40))]
 
 
 @given(examples_with_repeats(), FRACTIONS)
@@ -73,7 +73,7 @@ def _job(repo, examples, extra="validation_split: 0.25\n", hyperparameters=None)
 
 
 def _lowest_ranked_first(pool: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    return sorted(pool, key=lambda pair: example_rank(Example(*pair)))
+    return sorted(pool, key=lambda pair: example_rank(Example.one_turn(*pair)))
 
 
 POOL = [(f"{n} plus one", str(n + 1)) for n in range(12)]
@@ -101,9 +101,9 @@ def test_identity_streams_and_plans_trained_examples_agree(repo, examples, extra
     assert (identity.example_count, identity.trained_count, identity.held_out) == (
         len(examples), len(training), len(validation))
     assert sorted(training + validation, key=repr) == sorted(
-        (Example(*pair) for pair in examples), key=repr)
+        (Example.one_turn(*pair) for pair in examples), key=repr)
     assert not set(training) & set(validation)
-    planned = trained_examples(job)
+    planned = trained_examples(job, identity)
     assert (len(planned), list(planned)) == (len(training), training)
     assert planned.digest == examples_digest(training)
 

@@ -17,6 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 KNOWN_BAD = {
     "pyyaml": ("6.0.3", "nested merge keys expand exponentially before anything counts them "
                         "(yaml/pyyaml#937, fixed in 6.0.4)"),
+    "tenacity": ("8.1.0", "Retrying calls stop and wait with retry_state= by keyword, which "
+                          "retrying.Budget's stop and wait do not take (positional from 8.2)"),
     "torch": ("2.5.1", "torch.load(weights_only=True) can run code from a crafted file "
                        "(CVE-2025-32434, fixed in 2.6.0)"),
 }

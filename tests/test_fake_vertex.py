@@ -239,7 +239,7 @@ def test_a_project_or_location_the_fake_is_not(client):
     other_location = "/v1/projects/my-project/locations/us-east9/tuningJobs"
     assert error_of(client.post(other_location, json=job_body()), 404,
                     "NOT_FOUND") == "Location us-east9 is not supported."
-    assert "v1beta1" in error_of(client.get(JOBS.replace("/v1/", "/v1beta1/")), 404, "NOT_FOUND")
+    assert "v2" in error_of(client.get(JOBS.replace("/v1/", "/v2/")), 404, "NOT_FOUND")
 
 
 def test_resource_names_use_the_project_number_when_given():

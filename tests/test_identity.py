@@ -149,3 +149,62 @@ def test_golden_fingerprint_from_every_format(repo, cli):
     for source in sources:
         repo.write("jobs/golden.yaml", GOLDEN_JOB.format(data=source))
         assert identity(cli, "jobs/golden.yaml") == GOLDEN, source
+
+
+# A conversation job (issue 18): a system instruction, two exchanges, one answer of weight 0.
+# Pinned when conversations were first fingerprinted, as the literals above were: the same
+# conversations in the contents and messages forms give it, and the one-turn examples of the
+# other golden jobs keep theirs.
+GOLDEN_CONVERSATIONS = [
+    {"messages": [{"role": "system", "content": "Answer with a number."},
+                  {"role": "user", "content": "1"}, {"role": "assistant", "content": "2"},
+                  {"role": "user", "content": "naïve café ☕"},
+                  {"role": "assistant", "content": "😀 ünïcödé", "weight": 0},
+                  {"role": "user", "content": "line one\nline two"},
+                  {"role": "assistant", "content": 'tab\there "quoted"'}]},
+    {"messages": [{"role": "user", "content": "twenty two"},
+                  {"role": "assistant", "content": "twenty three"}]},
+]
+GOLDEN_CONVERSATION = ("4df28cedb03bf2d418cf36cc3fdec783dd934786796f81bbef1aa1747fcc1c30",
+                       "golden-4df28ced")
+
+
+def _as_contents(record: dict) -> dict:
+    messages = record["messages"]
+    found: dict = {}
+    if messages[0]["role"] == "system":
+        found["systemInstruction"] = {"parts": [{"text": messages[0]["content"]}]}
+        messages = messages[1:]
+    found["contents"] = [{"role": "model" if m["role"] == "assistant" else "user",
+                          "parts": [{"text": m["content"]}]} for m in messages]
+    return found
+
+
+def test_golden_fingerprint_of_conversations(repo, cli):
+    repo.write("jobs/data/golden.jsonl", "".join(
+        json.dumps(record, ensure_ascii=False) + "\n" for record in GOLDEN_CONVERSATIONS))
+    repo.write("jobs/golden.yaml", GOLDEN_JOB.format(data="data/golden.jsonl"))
+    assert identity(cli, "jobs/golden.yaml") == GOLDEN_CONVERSATION
+    # The contents form has no weights: without the weight-0 answer, the contents and messages
+    # forms of the same conversations fingerprint alike.
+    trained = [{"messages": [{k: v for k, v in m.items() if k != "weight"}
+                             for m in record["messages"]]} for record in GOLDEN_CONVERSATIONS]
+    repo.write("jobs/data/golden.jsonl", "".join(
+        json.dumps(record, ensure_ascii=False) + "\n" for record in trained))
+    as_messages = identity(cli, "jobs/golden.yaml")
+    assert as_messages != GOLDEN_CONVERSATION
+    repo.write("jobs/data/golden.json", json.dumps([_as_contents(r) for r in trained]))
+    repo.write("jobs/golden.yaml", GOLDEN_JOB.format(data="data/golden.json"))
+    assert identity(cli, "jobs/golden.yaml") == as_messages
+
+
+def test_golden_fingerprint_of_conversations_with_the_jobs_system_instruction(repo, cli):
+    """A job-level system_instruction fills in where an example has none: the golden job's
+    second example gains it, so the fingerprint moves; without it, the golden stays."""
+    repo.write("jobs/data/golden.jsonl", "".join(
+        json.dumps(record, ensure_ascii=False) + "\n" for record in GOLDEN_CONVERSATIONS))
+    repo.write("jobs/golden.yaml", GOLDEN_JOB.format(data="data/golden.jsonl")
+               + "system_instruction: Answer with a number.\n")
+    assert identity(cli, "jobs/golden.yaml") != GOLDEN_CONVERSATION
+    repo.write_jsonl("jobs/data/golden.jsonl", GOLDEN_EXAMPLES)
+    assert identity(cli, "jobs/golden.yaml") != GOLDEN

@@ -92,7 +92,7 @@ def test_the_gemini_api_takes_no_validation_data(repo, cli, extra, key):
 
 
 def test_a_split_is_drawn_from_the_examples_themselves():
-    examples = [Example(i, o) for i, o in NUMBER_EXAMPLES]
+    examples = [Example.one_turn(i, o) for i, o in NUMBER_EXAMPLES]
     training, held = split_examples(examples, 0.2)
     assert len(held) == 3 and len(training) == 12
     assert [e for e in examples if e not in held] == training  # order kept
@@ -108,7 +108,7 @@ def examples_with_repeats(draw) -> list[Example]:
     """Examples drawn from a few different ones, so that equal examples are common."""
     pool = draw(st.lists(st.tuples(st.text(max_size=4), st.text(max_size=4)), min_size=1,
                          max_size=5, unique=True))
-    return [Example(*pair) for pair in draw(st.lists(st.sampled_from(pool), max_size=30))]
+    return [Example.one_turn(*pair) for pair in draw(st.lists(st.sampled_from(pool), max_size=30))]
 
 
 @given(examples_with_repeats(), st.floats(min_value=0.01, max_value=0.99))

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from .. import data
 from ..auth import Credentials
+from ..conversation import MODEL, Conversation, texts
 from ..data import DataLimits, Example
 from ..errors import ConfigError
 from ..identity import Identity
@@ -67,11 +68,15 @@ class TokenCount:
     limit: int | None = None  # the most tokens one example may have on this backend, if known
 
     @classmethod
-    def estimated(cls, examples: list[Any], *, limit: int | None = None,
+    def estimated(cls, examples: Sequence[Example], *, limit: int | None = None,
                   why: str = "this backend does not count tuning examples") -> "TokenCount":
-        """Google's rule of thumb for Gemini models: a token is about four characters."""
-        return cls(tuple(math.ceil(len(e.text_input) / CHARS_PER_TOKEN) for e in examples),
-                   tuple(math.ceil(len(e.output) / CHARS_PER_TOKEN) for e in examples),
+        """Google's rule of thumb for Gemini models: a token is about four characters. Every
+        text of a conversation counts: the trained model turns as output, the rest (system
+        instruction, user turns, model turns of weight 0) as input."""
+        sizes = [(len(e.pair[0]), len(e.pair[1])) if e.pair is not None
+                 else _characters(e.conversation) for e in examples]
+        return cls(tuple(math.ceil(given / CHARS_PER_TOKEN) for given, _ in sizes),
+                   tuple(math.ceil(trained / CHARS_PER_TOKEN) for _, trained in sizes),
                    exact=False, method=f"estimated at {CHARS_PER_TOKEN} characters per token "
                                        f"({why})", limit=limit)
 
@@ -99,6 +104,13 @@ class TokenCount:
         if self.limit is None:
             return []
         return [n for n, (i, o) in enumerate(zip(self.inputs, self.outputs)) if i + o > self.limit]
+
+
+def _characters(conversation: Conversation) -> tuple[int, int]:
+    """(characters the model is given, characters it learns to say) of a conversation."""
+    trained = sum(len(turn.text) for turn in conversation.turns
+                  if turn.role == MODEL and turn.trained)
+    return sum(map(len, texts(conversation))) - trained, trained
 
 
 @dataclass(frozen=True)
@@ -217,9 +229,10 @@ class Backend(Protocol):
     def remove(self, model: RemoteModel, kind: str = "") -> str:
         """Delete ``model`` (or, where the service cannot delete it, stop it and say what is left
         and how to remove it); returns what was done, for people: "deleted {kind} {name}"."""
-    def generate(self, target: str, prompt: str, config: dict[str, Any]) -> str:
-        """Ask ``target`` (a model's ``generation_target``, or ``base_target``) one prompt;
-        ``config`` is the job's generation config, snake_case."""
+    def generate(self, target: str, prompt: Conversation, config: dict[str, Any]) -> str:
+        """Ask ``target`` (a model's ``generation_target``, or ``base_target``) for the next
+        turn of ``prompt`` (its system instruction and turns, the last the user's); ``config``
+        is the job's generation config, snake_case."""
     def base_target(self, job: Job) -> str: ...
     def counting_digest(self, base_model: str) -> str | None:
         """What identifies how this service counts ``base_model``'s examples (a digest that

@@ -1,27 +1,31 @@
 """The Gemini API's tuning surface (tunedModels, their operations, generateContent), spoken to
 Google or, by the local backend, to jobspec's local service. The wire contract both sides share
-is jobspec/wire.py."""
+is jobspec/wire.py; the requests and answers themselves, as pure functions, are
+backends/tunedmodels.py."""
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
-import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from .. import auth, data, wire
 from ..client import ApiClient
+from ..conversation import Conversation
 from ..data import Example
 from ..errors import ConfigError, JobSpecError, PermanentBackendError
 from ..identity import Identity
 from ..ownership import adopt, tuned_model_ids
 from ..spec import Job
 from ..workspace import Owner
-from . import generate, tokencount, uploads
-from .base import (ACTIVE, CREATING, FAILED, BackendType, ExampleStreams, OpenRequest,
-                   PollDefaults, Progress, RemoteModel, Snapshot, TokenCount, example_streams)
+from . import generate, openmodels, tokencount, uploads
+from .base import (BackendType, ExampleStreams, OpenRequest, PollDefaults, Progress,
+                   RemoteModel, TokenCount, example_streams)
 from .endpoints import Endpoint, check_destination
+from .tunedmodels import (create_body, inline_dataset, model_path, model_progress,
+                          operation_progress, refused_example, tuned_model_from_wire,
+                          uploaded_dataset)
 
 GOOGLE_ENDPOINT = "https://generativelanguage.googleapis.com"
 POLL = PollDefaults(initial=5.0, maximum=60.0)  # Google's tuning runs take minutes to hours
@@ -29,27 +33,15 @@ API_KEY_VARIABLES = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",
           "https://www.googleapis.com/auth/generative-language.tuning")
 
-# A tuned model of the Gemini API has no labels, so jobspec marks the models it creates in their
-# description: `[jobspec job=... fingerprint=... owner=...]`, always as its last paragraph, after
-# the job's own description. Only a mark in that place is read: the job file's author writes the
-# description, and a mark written there (another job's, another owner's) is followed by
-# jobspec's own, so it is never taken for it. Models created before owners were recorded carry
-# no `owner=`; they parse with owner None, and are never pruned.
-_MARKER = re.compile(r"(?:\A|\n\n)\[jobspec job=(?P<job>[a-z][a-z0-9-]*) "
-                     r"fingerprint=(?P<fp>[0-9a-f]{64})(?: owner=(?P<owner>[0-9a-f]{8,64}))?\]"
-                     r"\s*\Z")
-# How the Gemini API (and the local service) name one example in an INVALID_ARGUMENT message:
-# the i-th inline example, or line i+1 of the uploaded training examples.
-_EXAMPLE_INDEX = re.compile(f"(?:{re.escape(wire.EXAMPLES_FIELD)}|"
-                            f"{re.escape(wire.UPLOADED_EXAMPLES_FIELD)})" + r"\[(\d+)\]")
-_STATES = {wire.CREATING: CREATING, wire.ACTIVE: ACTIVE, wire.FAILED: FAILED}
-
 # Google states no size for a tunedModels.create request; the one figure it publishes for tuning
 # data is a 4 MB dataset (shared/reference/gemini-tuning-api.md §10). Each example travels as
 # {"textInput":...,"output":...}, comma-separated (JSON, UTF-8, compact, non-ASCII unescaped:
 # what httpx sends); the envelope is room for the display name (<= 40 characters), description
 # (<= 10,000), jobspec's marker, base model and hyperparameters.
 INLINE_EXAMPLE_BYTES = len('{"textInput":,"output":},')
+# The Gemini API's TuningExample is one text input and its output: conversations (more turns, a
+# system instruction) are refused where the examples are read, naming the backends that take them.
+CONVERSATIONS_ELSEWHERE = "local or vertex"
 CREATE_ENVELOPE_BYTES = 64 * 1024
 
 
@@ -60,59 +52,8 @@ def inline_limits(backend: str, max_bytes: int, unit_bytes: int, unit: str,
         backend, max_input_chars=wire.MAX_INPUT_CHARS, max_output_chars=wire.MAX_OUTPUT_CHARS,
         max_bytes=max_bytes, per_example_bytes=INLINE_EXAMPLE_BYTES,
         envelope_bytes=CREATE_ENVELOPE_BYTES, unit_bytes=unit_bytes, unit=unit,
-        stated_by=stated_by, shared_with_validation=True)
-
-
-def marker(job_name: str, fingerprint: str, owner_id: str) -> str:
-    return f"[jobspec job={job_name} fingerprint={fingerprint} owner={owner_id}]"
-
-
-def parse_marker(description: str | None) -> dict[str, str | None]:
-    """{"job", "fingerprint", "owner"} as RemoteModel fields, from jobspec's mark at the end
-    of ``description``; all None without one there."""
-    found = _MARKER.search(description or "")
-    if not found:
-        return {"job": None, "fingerprint": None, "owner": None}
-    return {"job": found["job"], "fingerprint": found["fp"], "owner": found["owner"]}
-
-
-def _snapshots(items: list[dict[str, Any]]) -> tuple[Snapshot, ...]:
-    return tuple(Snapshot(int(s.get("step", 0)), int(s.get("epoch", 0)),
-                          float(s.get("meanLoss", 0.0)), s.get("computeTime")) for s in items)
-
-
-def tuned_model_from_wire(body: dict[str, Any]) -> RemoteModel:
-    task = body.get("tuningTask", {})
-    hyperparameters = {wire.HYPERPARAMETERS.get(k, k): v
-                       for k, v in task.get("hyperparameters", {}).items()}
-    state = body.get("state", wire.STATE_UNSPECIFIED)
-    return RemoteModel(
-        name=body["name"], state=_STATES.get(state, CREATING), service_state=state,
-        base_model=body.get("baseModel", body.get("tunedModelSource", {}).get("baseModel", "")),
-        display_name=body.get("displayName"), description=body.get("description"),
-        hyperparameters=hyperparameters, create_time=body.get("createTime"),
-        start_time=task.get("startTime"), complete_time=task.get("completeTime"),
-        snapshots=_snapshots(task.get("snapshots", [])),
-        # jobspec's local service adds these to the TuningTask (Google's has none of them).
-        validation=_snapshots(task.get("validationSnapshots", [])),
-        kept_epoch=task.get("keptEpoch"), stop_reason=task.get("stopReason"),
-        device=task.get("device"), **parse_marker(body.get("description")))
-
-
-def _dataset(examples: Iterable[Example]) -> dict[str, Any]:
-    """A Dataset of the Gemini API, with the examples inline."""
-    return {"examples": {"examples": [{"textInput": e.text_input, "output": e.output}
-                                      for e in examples]}}
-
-
-def _uploaded(name: str) -> dict[str, Any]:
-    """A Dataset of the local service that names an upload (its extension, jobspec/wire.py)."""
-    return {wire.UPLOAD_FIELD: name}
-
-
-def _model_path(name: str) -> str:
-    """``tunedModels/x`` from a tuned model's name or bare id."""
-    return name if name.startswith("tunedModels/") else f"tunedModels/{name}"
+        stated_by=stated_by, shared_with_validation=True,
+        conversations_elsewhere=CONVERSATIONS_ELSEWHERE)
 
 
 class GeminiBackend:
@@ -157,15 +98,15 @@ class GeminiBackend:
 
     def legacy_name(self, identity: Identity) -> str:
         """The job's first id, which every model had before owners were recorded."""
-        return _model_path(identity.tuned_model_id)
+        return model_path(identity.tuned_model_id)
 
     def planned_name(self, identity: Identity, models: Sequence[RemoteModel] = ()) -> str:
         """The first of the job's ids (``tuned_model_ids``) that no model holds: the id create
         will take, unless another owner's create takes it first."""
         taken = {m.name for m in models}
-        free = (name for name in map(_model_path, tuned_model_ids(identity, self.owner.id))
+        free = (name for name in map(model_path, tuned_model_ids(identity, self.owner.id))
                 if name not in taken)
-        return next(free, _model_path(identity.tuned_model_id))
+        return next(free, model_path(identity.tuned_model_id))
 
     def expected_steps(self, job: Job, identity: Identity) -> int | None:
         hp = job.hyperparameters
@@ -176,37 +117,11 @@ class GeminiBackend:
 
     def get_model(self, name: str) -> RemoteModel | None:
         try:
-            return tuned_model_from_wire(self.client.request("GET", _model_path(name)))
+            return tuned_model_from_wire(self.client.request("GET", model_path(name)))
         except PermanentBackendError as exc:
             if exc.http_status == 404:
                 return None
             raise
-
-    def create_body(self, job: Job, identity: Identity, training: dict[str, Any],
-                    validation: dict[str, Any] | None = None) -> dict[str, Any]:
-        """The create request, given its Datasets (examples inline, or an upload named)."""
-        description = "\n\n".join(filter(None, [job.description,
-                                                marker(job.name, identity.fingerprint,
-                                                       self.owner.id)]))
-        wanted = job.hyperparameters.as_dict()
-        hyperparameters = {camel: wanted[snake] for camel, snake in wire.HYPERPARAMETERS.items()
-                           if snake in wanted}
-        task: dict[str, Any] = {
-            "hyperparameters": hyperparameters,
-            "trainingData": training,
-        }
-        # The local service's additions (check_job keeps them from the Gemini API, which has
-        # neither): validation examples, as a Dataset like trainingData, and early stopping.
-        if validation:
-            task["validationData"] = validation
-        if job.early_stopping is not None:
-            task["earlyStopping"] = {"patience": job.early_stopping}
-        return {
-            "displayName": (job.display_name or job.name)[:40],
-            "description": description,
-            "baseModel": job.base_model,
-            "tuningTask": task,
-        }
 
     def create(self, job: Job, identity: Identity) -> Progress:
         """Create the job's model under the first of its ids (``tuned_model_ids``). An id that
@@ -218,7 +133,7 @@ class GeminiBackend:
         when it does not have them already), and the create names the uploads."""
         streams = example_streams(job, identity)
         training, validation, uploaded_bytes = self._datasets(streams)
-        body = self.create_body(job, identity, training, validation)
+        body = create_body(job, identity, self.owner.id, training, validation)
         # A create that names uploads is answered once the service has read them.
         timeout = uploads.answer_timeout(uploaded_bytes) if uploaded_bytes else None
         ids = tuned_model_ids(identity, self.owner.id)
@@ -236,7 +151,7 @@ class GeminiBackend:
                                                self.legacy_name(identity)).allowed:
                     return dataclasses.replace(self.progress(there.name), adopted=True)
                 continue
-            return self._progress_from_operation(operation)
+            return operation_progress(operation)
         raise PermanentBackendError(
             f"every id this job's model may take ({', '.join(ids)}) is held by a model that is "
             "not this workspace's (see `jobspec get`)", http_status=409, status="ALREADY_EXISTS")
@@ -255,13 +170,13 @@ class GeminiBackend:
                 self._upload(streams.training, training)
                 if streams.validation is not None and validation is not None:
                     self._upload(streams.validation, validation)
-                return (_uploaded(training.name),
-                        _uploaded(validation.name) if validation is not None else None,
+                return (uploaded_dataset(training.name),
+                        uploaded_dataset(validation.name) if validation is not None else None,
                         training.size + (validation.size if validation is not None else 0))
             except uploads.UploadsUnsupported:
                 pass  # _upload noted it: the examples go inline
-        return (_dataset(streams.training()),
-                _dataset(streams.validation()) if streams.validation else None, 0)
+        return (inline_dataset(streams.training()),
+                inline_dataset(streams.validation()) if streams.validation else None, 0)
 
     def _upload(self, examples: Callable[[], Iterable[Example]],
                 measured: uploads.Measured) -> None:
@@ -278,56 +193,37 @@ class GeminiBackend:
         """A refusal that names training example i (inline, or line i+1 of their upload),
         shown against the line of the user's data file that holds it; any other error as it
         came."""
-        found = _EXAMPLE_INDEX.search(error.message)
-        index = int(found[1]) if found else -1
-        example = next(itertools.islice(examples(), index, None), None) if index >= 0 else None
+        index = refused_example(error.message)
+        example = next(itertools.islice(examples(), index, None), None) \
+            if index is not None else None
         if example is not None and example.where is not None:
             return ConfigError(example.where, f"the {self.name} backend refused this "
                                f"example ({error.http_status} {error.status}): {error.message}")
         return error
 
-    def _progress_from_operation(self, operation: dict[str, Any]) -> Progress:
-        metadata = operation.get("metadata", {})
-        model_name = metadata.get("tunedModel") or operation["name"].split("/operations/")[0]
-        error = operation.get("error")
-        model = None
-        if operation.get("done") and not error and "response" in operation:
-            model = tuned_model_from_wire(operation["response"])
-        return Progress(
-            model_name=model_name, operation=operation.get("name"),
-            done=bool(operation.get("done")), total_steps=metadata.get("totalSteps"),
-            completed_steps=int(metadata.get("completedSteps", 0)),
-            snapshots=_snapshots(metadata.get("snapshots", [])),
-            error=(f"{error.get('message', 'failed')} (code {error.get('code')})" if error else None),
-            model=model)
-
     def progress(self, model: str, operation: str | None = None) -> Progress:
         if operation:
             # Google documents polling tuning operations on /v1/.
-            return self._progress_from_operation(self.client.request("GET", operation, version="v1"))
-        path = _model_path(model)
+            return operation_progress(self.client.request("GET", operation, version="v1"))
+        path = model_path(model)
         operations = self.client.request("GET", f"{path}/operations").get("operations", [])
         if operations:
-            return self._progress_from_operation(operations[-1])
+            return operation_progress(operations[-1])
         found = self.get_model(path)
         if found is None:
             raise PermanentBackendError(f"{path} does not exist", http_status=404,
                                         status="NOT_FOUND")
-        done = found.state in (ACTIVE, FAILED)
-        return Progress(found.name, None, done, None,
-                        found.snapshots[-1].step if found.snapshots else 0, found.snapshots,
-                        "tuning failed" if found.state == FAILED else None,
-                        found if found.state == ACTIVE else None)
+        return model_progress(found)
 
     def remove(self, model: RemoteModel, kind: str = "") -> str:
         try:
-            self.client.request("DELETE", _model_path(model.name))
+            self.client.request("DELETE", model_path(model.name))
         except PermanentBackendError as exc:
             if exc.http_status != 404:  # already gone is what we wanted
                 raise
         return " ".join(filter(None, ["deleted", kind, model.name]))
 
-    def generate(self, target: str, prompt: str, config: dict[str, Any]) -> str:
+    def generate(self, target: str, prompt: Conversation, config: dict[str, Any]) -> str:
         return generate.generate(self.client, target, prompt, config)
 
     def base_target(self, job: Job) -> str:
@@ -397,6 +293,34 @@ def refuse_validation(job: Job) -> list[ConfigError]:
     return problems
 
 
+def refuse_system_instruction(job: Job) -> list[ConfigError]:
+    """The Gemini API's tuning takes no system instruction (its examples are text in, text
+    out)."""
+    if job.system_instruction is None:
+        return []
+    return [ConfigError(job.at("system_instruction"), (
+        "the Gemini API's tuning takes no system instruction (a tuning example is one text "
+        f"input and its output); remove it, or tune on {CONVERSATIONS_ELSEWHERE}, which take "
+        "conversations"))]
+
+
+def refuse_full_tuning(job: Job, why: str) -> list[ConfigError]:
+    if job.tuning_mode == "full":
+        return [ConfigError(job.at("tuning_mode"), why)]
+    return []
+
+
+def refuse_open_model(job: Job) -> list[ConfigError]:
+    """The Gemini API tunes Gemini models only; a Hugging Face id goes to vertex or local."""
+    if not openmodels.is_open_model(job.base_model):
+        return []
+    vertex = ("vertex (Vertex AI's managed open-model tuning) or local"
+              if openmodels.vertex_open_model(job.base_model) else "local")
+    return [ConfigError(job.at("base_model"), (
+        f"the Gemini API tunes no open models; tune {job.base_model} on {vertex} (the local "
+        "service tunes the Hugging Face models it serves)"))]
+
+
 def refuse_adapter_size(job: Job, why: str) -> list[ConfigError]:
     if "adapter_size" in job.hyperparameters.given:
         return [ConfigError(job.at("hyperparameters", "adapter_size"), why)]
@@ -409,6 +333,8 @@ GEMINI = BackendType(
                          "the Gemini API's published limit for tuning data"),
     open=_open, poll=POLL, credentials=gemini_credentials,
     default_endpoint=lambda options, jobs: GOOGLE_ENDPOINT,
-    check_job=lambda job: refuse_adapter_size(
+    check_job=lambda job: refuse_open_model(job) + refuse_adapter_size(
         job, "the Gemini API takes no adapter size (Vertex AI does); remove it, or tune on vertex")
-    + refuse_validation(job))
+    + refuse_full_tuning(job, "the Gemini API has no full fine-tuning; remove tuning_mode, or "
+                              "tune an open model on vertex")
+    + refuse_validation(job) + refuse_system_instruction(job))

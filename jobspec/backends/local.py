@@ -42,7 +42,7 @@ from ..errors import BackendError
 from ..wire import IDENTITY_PATH, IDENTITY_SECRET_VARIABLE, identity_proof
 from .base import BackendType, OpenRequest, PollDefaults
 from .endpoints import Endpoint, check_destination, is_loopback_host
-from .gemini import GeminiBackend, refuse_adapter_size
+from .gemini import GeminiBackend, refuse_adapter_size, refuse_full_tuning
 
 URL_VARIABLE = "JOBSPEC_LOCAL_URL"
 KEY_VARIABLE = "JOBSPEC_LOCAL_API_KEY"
@@ -239,4 +239,7 @@ LOCAL = BackendType(
                                                           "the embedded local service"),
     check_job=lambda job: refuse_adapter_size(
         job, "the local service trains a LoRA of rank 8 and takes no adapter size (Vertex AI "
-             "does); remove it, or tune on vertex"))
+             "does); remove it, or tune on vertex")
+    + refuse_full_tuning(job, "the local service trains a LoRA adapter, not every weight; "
+                              "remove tuning_mode: full, or tune on vertex (full fine-tuning "
+                              "of some open models)"))

@@ -1,6 +1,11 @@
 """Counting tuning examples in tokens on jobspec's local service (its ``models.countExampleTokens``
 extension, described in jobspec/server/counting.py), as few requests as its body limit allows.
 
+An example goes as its upload line has it (``uploads.wire_example``): a one-turn example as
+the Gemini API's TuningExample, as it always went; a conversation as its contents line, which
+the service reads as it reads an upload's, and counts as context tokens (``inputTokens``) and
+trained tokens (``outputTokens``: the model turns the loss covers).
+
 A plan counts every distinct set of examples of one base model in one batched request (several
 when they would not fit in one body: a set too large for one is cut across entries, and its
 answers joined again); where the service takes uploads (backends/uploads.py), each set is
@@ -19,6 +24,7 @@ from ..client import ApiClient
 from ..data import Example
 from ..errors import PermanentBackendError
 from .base import TokenCount
+from .uploads import wire_example
 
 DIGEST_FIELD = "countingDigest"  # the local service's extension of the Model
 # The most bytes one batched request carries: the service's limit on a body.
@@ -26,7 +32,7 @@ BATCH_BYTES = wire.LOCAL_MAX_BODY_BYTES
 _BATCH_ENVELOPE = len('{"requests":[]}')
 _ENTRY_ENVELOPE = len('{"examples":[]},')
 
-Entry = tuple[int, list[dict[str, str]]]  # (which set, its examples or a run of them)
+Entry = tuple[int, list[dict[str, Any]]]  # (which set, its examples or a run of them)
 
 
 def counting_digest(client: ApiClient, base_model: str) -> str | None:
@@ -42,10 +48,6 @@ def counting_digest(client: ApiClient, base_model: str) -> str | None:
     return digest if isinstance(digest, str) and digest else None
 
 
-def _wire_example(example: Example) -> dict[str, str]:
-    return {"textInput": example.text_input, "output": example.output}
-
-
 def _size(value: Any) -> int:
     """Bytes of ``value`` in the body as httpx sends JSON (compact, UTF-8, unescaped)."""
     return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
@@ -57,9 +59,9 @@ def batches(example_sets: Sequence[Sequence[Example]], max_bytes: int) -> Iterat
     body: list[Entry] = []
     size = _BATCH_ENVELOPE
     for index, examples in enumerate(example_sets):
-        entry: list[dict[str, str]] | None = None
+        entry: list[dict[str, Any]] | None = None
         for example in examples:
-            item = _wire_example(example)
+            item = wire_example(example)
             item_size = _size(item) + 1  # and its comma
             room = max_bytes - size - (0 if entry is not None else _ENTRY_ENVELOPE)
             if item_size > room and body:
@@ -87,7 +89,7 @@ def count_example_sets(client: ApiClient, base_model: str,
     path = f"{base_model}:countExampleTokens"
     if not batched:
         return [_count(client.request("POST", path, body={
-            "examples": [_wire_example(e) for e in examples]}), method)
+            "examples": [wire_example(e) for e in examples]}), method)
             for examples in example_sets]
     inputs: list[list[int]] = [[] for _ in example_sets]
     outputs: list[list[int]] = [[] for _ in example_sets]

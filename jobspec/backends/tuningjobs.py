@@ -1,5 +1,5 @@
 """The Vertex AI tuningJobs wire format (shared/reference/vertex-tuning-api.md): its states
-(§5), its hyperparameters (§3), the JSONL line of one training example (§6), the TuningJob a job
+(§5), its hyperparameters (§3), the JSONL line of one training conversation (§6), the TuningJob a job
 creates (§4), and a TuningJob read as jobspec's backend-neutral RemoteModel and Progress."""
 
 from __future__ import annotations
@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ..conversation import Conversation, to_contents
 from ..identity import Identity
-from ..spec import Job
+from ..spec import Hyperparameters, Job
 from .base import ACTIVE, CREATING, FAILED, DataStats, Progress, RemoteModel
+from .openmodels import VERTEX_TUNING_MODES, from_vertex_name
 
 LABEL_NAME, LABEL_FINGERPRINT, LABEL_OWNER = ("jobspec-name", "jobspec-fingerprint",
                                               "jobspec-owner")
@@ -22,17 +24,20 @@ ADAPTER_SIZES = {1: "ADAPTER_SIZE_ONE", 2: "ADAPTER_SIZE_TWO", 4: "ADAPTER_SIZE_
                  8: "ADAPTER_SIZE_EIGHT", 16: "ADAPTER_SIZE_SIXTEEN",
                  32: "ADAPTER_SIZE_THIRTY_TWO"}
 ADAPTER_NUMBERS = {name: size for size, name in ADAPTER_SIZES.items()}
+TUNING_MODES = {wire: mode for mode, wire in VERTEX_TUNING_MODES.items()}  # open models'
 
 
-def jsonl_line(text_input: str, output: str) -> bytes:
-    """One training example as Vertex reads it (§6), compact UTF-8, newline-terminated."""
-    return (json.dumps({"contents": [{"role": "user", "parts": [{"text": text_input}]},
-                                     {"role": "model", "parts": [{"text": output}]}]},
-                       ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+def jsonl_line(conversation: Conversation) -> bytes:
+    """One training example as Vertex reads it (§6: ``{"systemInstruction"?, "contents"}``),
+    compact UTF-8, newline-terminated: a line of a Vertex training file the user already has is
+    staged as it was written (in this key order, compact)."""
+    return (json.dumps(to_contents(conversation), ensure_ascii=False,
+                       separators=(",", ":")) + "\n").encode("utf-8")
 
 
-# What a line adds around its two JSON strings (data.py counts each string with its quotes).
-JSONL_EXAMPLE_BYTES = len(jsonl_line("", "")) - 4
+# What a one-turn example's line adds around its two JSON strings (data.py counts each string
+# with its quotes).
+JSONL_EXAMPLE_BYTES = len(jsonl_line(Conversation.one_turn("", ""))) - 4
 
 
 def hyperparameters_to_wire(epoch_count: int, learning_rate_multiplier: float | None,
@@ -44,6 +49,29 @@ def hyperparameters_to_wire(epoch_count: int, learning_rate_multiplier: float | 
     if adapter_size is not None:
         hyper["adapterSize"] = ADAPTER_SIZES[adapter_size]
     return hyper
+
+
+def job_labels(job_name: str, fingerprint: str, owner_id: str) -> dict[str, str]:
+    """The labels that say whose tuning job this is, for which job file and fingerprint (§3:
+    keys and values of at most 64 lowercase letters, digits, ``_`` and ``-``), the owner first:
+    a listing filters by them in this order."""
+    return {LABEL_OWNER: owner_id, LABEL_NAME: job_name, LABEL_FINGERPRINT: fingerprint}
+
+
+def label_filter(labels: dict[str, str]) -> str:
+    """The tuningJobs.list filter for jobs with all of ``labels``. The filter is AIP-160's,
+    where a bare ``-`` is negation: the keys (``jobspec-owner``) are quoted."""
+    return " AND ".join(f'labels."{key}"="{value}"' for key, value in labels.items())
+
+
+def applied_hyperparameters(hp: Hyperparameters) -> dict[str, Any]:
+    """What Vertex AI v1 applies of a job's hyperparameters, as ``tuning_job_from_wire`` reads
+    them back (snake_case; the batch size is its own choice, so not shown)."""
+    applied: dict[str, Any] = {"epoch_count": hp.epoch_count,
+                               "learning_rate_multiplier": hp.learning_rate_multiplier}
+    if hp.adapter_size is not None:
+        applied["adapter_size"] = hp.adapter_size
+    return applied
 
 
 def tuning_job_to_wire(job: Job, identity: Identity, owner_id: str, training_uri: str,
@@ -58,8 +86,7 @@ def tuning_job_to_wire(job: Job, identity: Identity, owner_id: str, training_uri
         "tunedModelDisplayName": identity.tuned_model_id,
         "supervisedTuningSpec": {"trainingDatasetUri": training_uri,
                                  "hyperParameters": hyper},
-        "labels": {LABEL_NAME: job.name, LABEL_FINGERPRINT: identity.fingerprint,
-                   LABEL_OWNER: owner_id}}
+        "labels": job_labels(job.name, identity.fingerprint, owner_id)}
     if validation_uri is not None:
         body["supervisedTuningSpec"]["validationDatasetUri"] = validation_uri
     if job.description:
@@ -107,11 +134,22 @@ def tuning_job_from_wire(job: dict[str, Any]) -> RemoteModel:
         hyperparameters["learning_rate_multiplier"] = hyper["learningRateMultiplier"]
     if hyper.get("adapterSize") in ADAPTER_NUMBERS:
         hyperparameters["adapter_size"] = ADAPTER_NUMBERS[hyper["adapterSize"]]
+    # An open model's settings (vertexopen.py): its tuning mode, absolute rate and batch size.
+    mode = job.get("supervisedTuningSpec", {}).get("tuningMode")
+    if mode in TUNING_MODES:
+        hyperparameters["tuning_mode"] = TUNING_MODES[mode]
+    if "learningRate" in hyper:
+        hyperparameters["learning_rate"] = hyper["learningRate"]
+    if _int(hyper.get("batchSize")) is not None:
+        hyperparameters["batch_size"] = _int(hyper["batchSize"])
+    # An open model by the Hugging Face id its job names, not Vertex's name for it.
+    open_model = from_vertex_name(job.get("baseModel", ""))
     stats = _stats(job)
     managed = bool(labels.get(LABEL_NAME) and labels.get(LABEL_FINGERPRINT))
     return RemoteModel(
         name=job["name"], state=_STATES.get(service_state, CREATING),
-        service_state=service_state, base_model=job.get("baseModel", ""),
+        service_state=service_state,
+        base_model=open_model.hf_id if open_model else job.get("baseModel", ""),
         display_name=job.get("tunedModelDisplayName"), description=job.get("description"),
         hyperparameters=hyperparameters, create_time=job.get("createTime"),
         start_time=job.get("startTime"), complete_time=job.get("endTime"),

@@ -2,7 +2,9 @@
 extension, jobspec/wire.py), so that a data set of hundreds of MB goes once, streamed, and the
 create stays small.
 
-An upload is named by the SHA-256 of its content (one example a line, ``wire.upload_line``): a
+An upload is named by the SHA-256 of its content (one example a line, ``wire.conversation_line``:
+a one-turn example's line is today's ``{"textInput", "output"}``, so uploads made before
+conversations keep their names): a
 first pass over the examples measures it, then the service is asked whether it has it already
 (``GET uploads/{sha256}``); only when it has not is the content sent (``PUT``, streamed by a
 second pass, with that Content-Length; the service keeps it only when it is what its name says).
@@ -15,9 +17,11 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from .. import wire
 from ..client import ApiClient
+from ..conversation import to_contents
 from ..data import Example
 from ..errors import PermanentBackendError
 from . import streaming
@@ -53,8 +57,19 @@ class Measured:
 
 def lines(examples: Iterable[Example]) -> Iterator[bytes]:
     """The upload's content, in chunks of about CHUNK_BYTES."""
-    return streaming.rechunk((wire.upload_line(e.text_input, e.output) for e in examples),
+    return streaming.rechunk((wire.upload_line(*e.pair) if e.pair is not None
+                              else wire.conversation_line(e.conversation) for e in examples),
                              CHUNK_BYTES)
+
+
+def wire_example(example: Example) -> dict[str, Any]:
+    """One example inline in a request, as its upload line has it: a one-turn example the
+    Gemini API's TuningExample ``{"textInput", "output"}``, as ever; any other conversation
+    its contents line (``{"systemInstruction"?, "contents"}``, weights included), which the
+    local service reads where it reads uploads (countExampleTokens)."""
+    if example.pair is not None:
+        return {"textInput": example.pair[0], "output": example.pair[1]}
+    return to_contents(example.conversation, weights=True)
 
 
 def measure(chunks: Iterable[bytes]) -> Measured:

@@ -11,7 +11,9 @@ create made. Another team's jobs (other labels, or none) are never listed as thi
 adopted or cancelled.
 
 The training data goes to Cloud Storage first (gcs.py) as Vertex's JSONL, one
-``{"contents": [user turn, model turn]}`` per example (§6), named by the fingerprint. Vertex
+``{"systemInstruction"?, "contents": [user turn, model turn, ...]}`` per example (§6), named by
+the fingerprint. Vertex trains on every model turn: a turn of weight 0 (context) is refused
+where the examples are read (``LIMITS``). Vertex
 cannot delete a tuning job: removing one cancels it while it runs, and for a finished one says
 what stays (its tuned model and endpoint) and how to remove that.
 """
@@ -25,6 +27,7 @@ from typing import Any
 
 from .. import auth, data
 from ..client import ApiClient
+from ..conversation import Conversation
 from ..errors import (AuthError, ConfigError, Interrupted, PermanentBackendError,
                       TransientBackendError, UsageError)
 from ..identity import Identity
@@ -32,15 +35,16 @@ from ..ownership import adopt, newest
 from ..retrying import Budget, Deadline, PollPolicy
 from ..spec import Job
 from ..workspace import Owner
-from . import generate
+from . import generate, openmodels, vertexopen
 from .base import (CREATING, BackendOptions, BackendType, OpenRequest, PollDefaults,
                    Progress, RemoteModel, TokenCount, example_streams)
 from .endpoints import Endpoint, checked_url, check_destination
 from .gcs import STORAGE_ENDPOINT, Storage, rechunk
-from .tuningjobs import (JSONL_EXAMPLE_BYTES, LABEL_FINGERPRINT, LABEL_NAME, LABEL_OWNER,
-                         jsonl_line, progress_of, removal_commands, tuning_job_from_wire,
-                         tuning_job_to_wire)
-from .vertexsettings import BUCKET_VARIABLE, Settings, check_settings, location, settings
+from .tuningjobs import (JSONL_EXAMPLE_BYTES, LABEL_OWNER, applied_hyperparameters,
+                         job_labels, jsonl_line, label_filter, progress_of, removal_commands,
+                         tuning_job_from_wire, tuning_job_to_wire)
+from .vertexrules import check_job
+from .vertexsettings import BUCKET_VARIABLE, Settings, location, settings
 
 POLL = PollDefaults(initial=30.0, maximum=300.0)  # Vertex tuning jobs take tens of minutes
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
@@ -61,6 +65,7 @@ LISTING_SETTLE_SECONDS = 60.0
 LIMITS = data.DataLimits(
     "vertex", max_examples=1_000_000, max_bytes=data.GB, carrier="training file",
     per_example_bytes=JSONL_EXAMPLE_BYTES, unit_bytes=data.GB, unit="GB",
+    weights_elsewhere="local, which takes them",
     stated_by="Vertex AI's published limits for supervised tuning: a JSONL training file of "
               "at most 1 GB and 1M text examples")
 
@@ -99,10 +104,8 @@ class VertexBackend:
     # Finding jobs.
 
     def _list(self, **labels: str) -> list[RemoteModel]:
-        """The tuning jobs with these labels, following every page. The list filter is
-        AIP-160's, where a bare ``-`` is negation: the keys (``jobspec-owner``) are quoted."""
-        query = {"filter": " AND ".join(f'labels."{key}"="{value}"'
-                                        for key, value in labels.items())}
+        """The tuning jobs with these labels, following every page."""
+        query = {"filter": label_filter(labels)}
         path = f"{self.settings.parent}/tuningJobs"
         found: list[RemoteModel] = []
         while True:
@@ -140,13 +143,11 @@ class VertexBackend:
         return None  # Vertex counts its steps once it has read the data
 
     def hyperparameters(self, job: Job) -> dict[str, Any]:
-        """What Vertex AI v1 takes (the batch size is its own choice, so not shown)."""
-        hp = job.hyperparameters
-        applied: dict[str, Any] = {"epoch_count": hp.epoch_count,
-                                   "learning_rate_multiplier": hp.learning_rate_multiplier}
-        if hp.adapter_size is not None:
-            applied["adapter_size"] = hp.adapter_size
-        return applied
+        """What Vertex AI v1 takes (the batch size is its own choice, so not shown); for an
+        open model, what its tuning takes (vertexopen.py)."""
+        if openmodels.is_open_model(job.base_model):
+            return vertexopen.applied_hyperparameters(job)
+        return applied_hyperparameters(job.hyperparameters)
 
     def _job_name(self, name: str) -> str:
         if name.startswith("projects/"):
@@ -169,7 +170,13 @@ class VertexBackend:
 
     @staticmethod
     def _lines(examples: Iterable[data.Example]) -> Iterator[bytes]:
-        return rechunk(jsonl_line(e.text_input, e.output) for e in examples)
+        return rechunk(jsonl_line(e.conversation) for e in examples)
+
+    def _job_lines(self, job: Job, examples: Iterable[data.Example]) -> Iterator[bytes]:
+        """The training file's lines for ``job``: an open model reads the chat form."""
+        if openmodels.is_open_model(job.base_model):
+            return rechunk(vertexopen.messages_line(e.conversation) for e in examples)
+        return self._lines(examples)
 
     def _stage(self, job: Job, identity: Identity) -> tuple[str, str | None]:
         """The training (and validation) JSONL in Cloud Storage, uploaded unless there, each
@@ -180,7 +187,7 @@ class VertexBackend:
                              f"pass --staging-bucket, or set {BUCKET_VARIABLE}")
         streams = example_streams(job, identity)
         name = bucket.object_name(TRAINING_OBJECT.format(fingerprint=identity.fingerprint))
-        self.storage.stage(bucket, name, lambda: self._lines(streams.training()))
+        self.storage.stage(bucket, name, lambda: self._job_lines(job, streams.training()))
         validation = streams.validation
         if validation is None:
             return bucket.uri(name), None
@@ -191,7 +198,7 @@ class VertexBackend:
             raise ConfigError(job.at(where), f"{held_out:,} validation examples; Vertex AI "
                               f"takes at most {MAX_VALIDATION_EXAMPLES:,} (§6)")
         checked = bucket.object_name(VALIDATION_OBJECT.format(fingerprint=identity.fingerprint))
-        self.storage.stage(bucket, checked, lambda: self._lines(validation()))
+        self.storage.stage(bucket, checked, lambda: self._job_lines(job, validation()))
         return bucket.uri(name), bucket.uri(checked)
 
     def create(self, job: Job, identity: Identity) -> Progress:
@@ -201,8 +208,7 @@ class VertexBackend:
         next attempt. After one whose outcome is unknown (no answer, or an error that may
         follow the job's making), no create is sent until the listing has had time to show
         what it made (``_after_unknown_create``), which is then adopted."""
-        labels = {LABEL_OWNER: self.owner.id, LABEL_NAME: job.name,
-                  LABEL_FINGERPRINT: identity.fingerprint}
+        labels = job_labels(job.name, identity.fingerprint, self.owner.id)
         budget = self.client.retry.budget()
         known: set[str] | None = None  # the jobs there before this create
         staged, failed, attempt = None, None, 0
@@ -219,10 +225,10 @@ class VertexBackend:
                     "retry)", http_status=failed.http_status, status=failed.status)
             staged = staged or self._stage(job, identity)
             attempt += 1
-            body = tuning_job_to_wire(job, identity, self.owner.id, *staged)
+            body, version = self._create_body(job, identity, staged)
             try:
                 created = self.client.request("POST", f"{self.settings.parent}/tuningJobs",
-                                              body=body, retry=False)
+                                              body=body, retry=False, version=version)
             except TransientBackendError as exc:
                 if exc.http_status not in REFUSED_CREATE:
                     made = self._after_unknown_create(exc, labels, job, identity, known,
@@ -237,6 +243,17 @@ class VertexBackend:
                     self._sleep(wait, "to retry creating a Vertex AI tuning job")
                 continue
             return progress_of(tuning_job_from_wire(created))
+
+    def _create_body(self, job: Job, identity: Identity,
+                     staged: tuple[str, str | None]) -> tuple[dict[str, Any], str | None]:
+        """The TuningJob to create and the API version to create it in: v1 for a Gemini
+        model; v1beta1, with its output under the staging bucket, for an open model."""
+        if not openmodels.is_open_model(job.base_model):
+            return tuning_job_to_wire(job, identity, self.owner.id, *staged), None
+        assert self.settings.bucket is not None  # _stage has refused a job without one
+        output = vertexopen.output_uri(self.settings.bucket, identity)
+        return (vertexopen.tuning_job_to_wire(job, identity, self.owner.id, *staged, output),
+                vertexopen.CREATE_VERSION)
 
     def _sleep(self, seconds: float, why: str) -> None:
         if self._stop.wait(seconds):
@@ -297,7 +314,7 @@ class VertexBackend:
                 f"jobspec leaves in place what it made: {', '.join(left)}. To remove them:\n"
                 + "\n".join(f"  {command}" for command in removal_commands(tuned)))
 
-    def generate(self, target: str, prompt: str, config: dict[str, Any]) -> str:
+    def generate(self, target: str, prompt: Conversation, config: dict[str, Any]) -> str:
         return generate.generate(self.client, target, prompt, config, version="v1")
 
     def base_target(self, job: Job) -> str:
@@ -310,8 +327,12 @@ class VertexBackend:
     def count_tokens(self, base_model: str,
                      example_sets: Sequence[Sequence[Any]]) -> list[TokenCount]:
         """Estimates: the contract (shared/reference/vertex-tuning-api.md) states no method
-        that counts tuning examples; the limit is Vertex's 131,072 tokens an example (§6)."""
-        return [TokenCount.estimated(examples, limit=MAX_EXAMPLE_TOKENS,
+        that counts tuning examples; the limit is Vertex's 131,072 tokens an example (§6), or
+        for an open model the longest sequence Vertex publishes for it (in any tuning mode:
+        the counts are per model, not per job)."""
+        model = openmodels.vertex_open_model(base_model)
+        limit = model.longest_sequence if model is not None else MAX_EXAMPLE_TOKENS
+        return [TokenCount.estimated(examples, limit=limit,
                                      why="Vertex AI states no way to count tuning examples")
                 for examples in example_sets]
 
@@ -366,24 +387,6 @@ def _default_endpoint(options: BackendOptions, jobs: list[Job]) -> str:
     if os.environ.get(VERTEX_ENDPOINT_VARIABLE):
         return os.environ[VERTEX_ENDPOINT_VARIABLE].rstrip("/")
     return f"https://{location(options, jobs)}-aiplatform.googleapis.com"
-
-
-def check_job(job: Job) -> list[ConfigError]:
-    """What Vertex AI v1 does not take, refused at the job file's line before anything is
-    sent (§3: learningRate and batchSize are v1beta1 only)."""
-    given, problems = job.hyperparameters.given, []
-    if "learning_rate" in given:
-        problems.append(ConfigError(job.at("hyperparameters", "learning_rate"), (
-            "Vertex AI takes no learning rate; use learning_rate_multiplier (a multiplier on "
-            "Vertex's recommended rate for the base model) instead")))
-    if "batch_size" in given:
-        problems.append(ConfigError(job.at("hyperparameters", "batch_size"), (
-            "Vertex AI takes no batch size (it chooses one); remove batch_size")))
-    if job.early_stopping is not None:
-        problems.append(ConfigError(job.at("early_stopping"), (
-            "Vertex AI has no early stopping (its validation loss is only measured); remove "
-            "early_stopping, or tune on the local backend")))
-    return problems + check_settings(job)
 
 
 VERTEX = BackendType(

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from ..errors import ConfigError, Location, UsageError
 from ..spec import Job
+from . import openmodels
 from .base import BackendOptions
 from .gcs import StagingBucket
 
@@ -83,8 +84,20 @@ def settings(options: BackendOptions, jobs: list[Job]) -> Settings:
                          "data (in the same region as the tuning jobs): pass --staging-bucket "
                          "gs://BUCKET, set backend.staging_bucket in the job file, or set "
                          f"{BUCKET_VARIABLE}")
-    return Settings(project[0], location[0] if location else DEFAULT_LOCATION,
-                    StagingBucket.parse(*bucket) if bucket else None)
+    region = location[0] if location else DEFAULT_LOCATION
+    _check_open_model_region(jobs, region, location[1] if location else "the default region")
+    return Settings(project[0], region, StagingBucket.parse(*bucket) if bucket else None)
+
+
+def _check_open_model_region(jobs: list[Job], region: str, source: str) -> None:
+    """Vertex AI tunes open models in some regions only (a job file's backend.location is
+    refused at its line by check_job; this is the region from a flag or a variable)."""
+    open_jobs = [job for job in jobs if openmodels.is_open_model(job.base_model)]
+    if open_jobs and region not in openmodels.VERTEX_OPEN_MODEL_REGIONS:
+        raise UsageError(f"{source} {region}: Vertex AI tunes open models ({open_jobs[0].path}: "
+                         f"{open_jobs[0].base_model}) in "
+                         f"{', '.join(openmodels.VERTEX_OPEN_MODEL_REGIONS)} only; pass "
+                         "--location with one of them")
 
 
 def location(options: BackendOptions, jobs: list[Job]) -> str:

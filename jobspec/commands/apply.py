@@ -22,7 +22,7 @@ from ..reconcile import ApplyOptions
 from ..retrying import PollPolicy
 from ..results import EvalMode
 from . import planview, replay
-from .common import load_jobs, open_backend
+from .common import plan_jobs
 from .progress import printer_for
 from .results import add_report_arguments, evaluate_and_report, report_directory
 
@@ -55,22 +55,9 @@ def parallelism(text: str) -> int:
     return value
 
 
-def _plan(args: argparse.Namespace) -> tuple[reconcile.Plan, Backend]:
-    """The plan, and the open backend it was made against (the caller closes it)."""
-    jobs = load_jobs(args)
-    identified = reconcile.identify_all(jobs)
-    backend = open_backend(args, jobs)
-    try:
-        return reconcile.plan(identified, backend,
-                              recreate_failed=getattr(args, "recreate_failed", False)), backend
-    except BaseException:
-        backend.close()
-        raise
-
-
 def cmd_plan(args: argparse.Namespace) -> int:
     unit_price = estimate.price(args.price_per_million_tokens)
-    plan, backend = _plan(args)
+    plan, backend = plan_jobs(args)
     try:
         estimates = estimate.for_plan(plan, backend, unit_price)
         if args.format == "json":
@@ -140,7 +127,7 @@ def _still_training(args: argparse.Namespace) -> str:
 def cmd_apply(args: argparse.Namespace) -> int:
     if args.prune and not args.yes and not sys.stdin.isatty():
         raise UsageError("--prune deletes models: add --yes, or run it in a terminal to confirm")
-    plan, backend = _plan(args)
+    plan, backend = plan_jobs(args)
     started = time.monotonic()
     try:
         print(planview.text(plan), file=sys.stderr)
@@ -190,13 +177,10 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def price_argument(text: str) -> float:
-    """argparse type: a price, a finite number of 0 or more."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a price (a number, 0 or more)")
+    """argparse type: a price, a finite number of 0 or more (estimate.parse_price)."""
+    value = estimate.parse_price(text)
+    if value is None:
+        raise argparse.ArgumentTypeError(f"{text!r}: {estimate.PRICE_EXPECTED}")
     return value
 
 

@@ -1,5 +1,5 @@
-"""What several commands share: their job and backend options, loading the jobs in scope and
-opening their backend."""
+"""What several commands share: their job and backend options, loading the jobs in scope,
+opening their backend and planning them against it."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 import dataclasses
 import sys
 
-from .. import spec, workspace
+from .. import reconcile, spec, workspace
 from ..backends import registry
 from ..backends.base import Backend, BackendOptions
 from ..backends.endpoints import BACKEND_VARIABLE
@@ -56,12 +56,18 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
                         help="allow training data outside the repository")
 
 
-def load_jobs(args: argparse.Namespace) -> list[spec.Job]:
-    """The jobs in scope: every file valid (else ConfigErrors), filtered by --target."""
+def job_paths(args: argparse.Namespace) -> list[str]:
+    """The job files the command's paths name (else the workspace's): a UsageError if none."""
     given = args.paths or workspace.default_job_paths()
     paths = spec.expand_paths(given)
     if not paths:
         raise UsageError(f"no job files (*.yaml, *.yml) in {' '.join(given)}")
+    return paths
+
+
+def load_jobs(args: argparse.Namespace) -> list[spec.Job]:
+    """The jobs in scope: every file valid (else ConfigErrors), filtered by --target."""
+    paths = job_paths(args)
     jobs = spec.load_jobs(paths, allow_outside_paths=args.allow_outside_paths,
                           rules=registry.Rules(getattr(args, "backend", None)))
     if args.target:
@@ -80,6 +86,20 @@ def notify(message: str) -> None:
 def open_backend(args: argparse.Namespace, jobs: list[spec.Job]) -> Backend:
     return registry.open_backend(getattr(args, "backend", None),
                                  backend_options(args), jobs, notify)
+
+
+def plan_jobs(args: argparse.Namespace) -> tuple[reconcile.Plan, Backend]:
+    """The jobs in scope, each identified, compared with what their backend holds: the plan,
+    and the open backend it was made against (the caller closes it)."""
+    jobs = load_jobs(args)
+    identified = reconcile.identify_all(jobs)
+    backend = open_backend(args, jobs)
+    try:
+        return reconcile.plan(identified, backend,
+                              recreate_failed=getattr(args, "recreate_failed", False)), backend
+    except BaseException:
+        backend.close()
+        raise
 
 
 def describe(backend: Backend) -> str:

@@ -9,12 +9,14 @@ from typing import Any
 
 import yaml
 
-from .. import errors, spec, workspace
+from .. import data, errors, spec
 from ..backends import registry
-from ..errors import ConfigError, ConfigErrors, UsageError
+from ..datarecords import TEXT
+from ..errors import ConfigError, ConfigErrors
 from ..evaluate import warnings as eval_warnings
 from ..identity import identify
 from ..schema import schema_text
+from .common import job_paths
 
 
 def print_config_errors(exc: ConfigError, output_format: str) -> None:
@@ -27,12 +29,8 @@ def print_config_errors(exc: ConfigError, output_format: str) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    given = args.paths or workspace.default_job_paths()
-    paths = spec.expand_paths(given)
-    if not paths:
-        raise UsageError(f"no job files (*.yaml, *.yml) in {' '.join(given)}")
     try:
-        jobs = spec.load_jobs(paths, allow_outside_paths=args.allow_outside_paths,
+        jobs = spec.load_jobs(job_paths(args), allow_outside_paths=args.allow_outside_paths,
                               check_examples=True, rules=registry.Rules(args.backend))
     except ConfigError as exc:
         print_config_errors(exc, args.format)
@@ -55,12 +53,15 @@ def resolved_job(job: spec.Job, chosen_backend: str | None = None) -> dict[str, 
     """The job as jobspec will apply it: defaults filled in, with its identity."""
     identity = identify(job)
     source = job.training_data
+    form = data.source_form(source)  # text, contents or messages
     training: dict[str, Any]
     if source.path is None:
-        training = {"inline": True}
+        training = {"inline": True, "form": form}
     else:
         training = {"path": source.display_path, "format": source.format.lstrip("."),
-                    "input_field": source.input_field, "output_field": source.output_field}
+                    "form": form}
+        if form == TEXT:
+            training.update(input_field=source.input_field, output_field=source.output_field)
     training["example_count"] = identity.example_count
     if job.validation_split is not None:  # equal examples stay on one side (split.draw)
         training["held_out"] = identity.held_out
@@ -70,6 +71,8 @@ def resolved_job(job: spec.Job, chosen_backend: str | None = None) -> dict[str, 
         "display_name": job.display_name,
         "description": job.description,
         "base_model": job.base_model,
+        "system_instruction": job.system_instruction,
+        "tuning_mode": job.tuning_mode,  # shown when the job file gives it
         "hyperparameters": job.hyperparameters.as_dict(),
         "training_data": training,
         "backend": registry.in_effect(job.backend.type if job.backend else None, chosen_backend),

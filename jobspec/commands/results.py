@@ -12,13 +12,13 @@ import os
 import sys
 from pathlib import Path
 
-from .. import errors, estimate, reconcile, report, results, stats, workspace
+from .. import errors, estimate, report, results, stats, workspace
 from ..backends.base import ACTIVE, Backend
 from ..evaloutcome import EvalOutcome, eval_outcome
 from ..evaluate import evaluate
 from ..reportmd import paired_text
 from ..results import EvalMode, JobStatus
-from .common import load_jobs, open_backend
+from .common import plan_jobs
 
 
 def add_report_arguments(parser: argparse.ArgumentParser) -> None:
@@ -102,7 +102,7 @@ def _result(status: JobStatus, backend: Backend, directory: Path,
 def _count(status: JobStatus, backend: Backend) -> results.Tokens | None:
     """The job's tokens counted (or estimated) now; None when they cannot be."""
     try:
-        counted, _ = estimate.count(status.job, backend)
+        counted, _ = estimate.count(status.job, status.identity, backend)
     except errors.JobSpecError:
         return None
     return results.counted_tokens(counted, status.job.hyperparameters.epoch_count)
@@ -121,12 +121,9 @@ def evaluate_and_report(statuses: list[JobStatus], backend: Backend, directory: 
 
 
 def _run(args: argparse.Namespace, mode: EvalMode) -> int:
-    jobs = load_jobs(args)
-    identified = reconcile.identify_all(jobs)
-    backend = open_backend(args, jobs)
+    plan, backend = plan_jobs(args)
     try:
-        statuses = [results.status_now(job_plan)
-                    for job_plan in reconcile.plan(identified, backend).jobs]
+        statuses = [results.status_now(job_plan) for job_plan in plan.jobs]
         passed = evaluate_and_report(statuses, backend, report_directory(args), mode)
     finally:
         backend.close()

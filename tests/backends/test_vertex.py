@@ -14,8 +14,12 @@ import time
 
 import pytest
 
+from jobspec.backends.registry import Rules
+from jobspec.backends.vertex import VertexBackend
+from jobspec.data import iter_examples
+from jobspec.spec import load_job
 from tests.backends.conftest import (JOBS_PATH, OWNER_ID, PARENT, TOKEN, Vertex,
-                                     apply)
+                                     apply, job_text)
 from tests.conftest import NUMBER_EXAMPLES
 from tests.fake_gcs import google_error
 from tests.fake_vertex import RUNNING, SUCCEEDED
@@ -466,3 +470,65 @@ def test_early_stopping_is_refused_for_vertex_before_anything_is_sent(vertex: Ve
     assert result.code == 1
     assert "early_stopping: Vertex AI has no early stopping" in result.err
     assert vertex.fake.requests == []
+
+
+VERTEX_CONVERSATIONS = [
+    {"systemInstruction": {"parts": [{"text": "Answer with one word."}]},
+     "contents": [{"role": "user", "parts": [{"text": "hot?"}]},
+                  {"role": "model", "parts": [{"text": "cold"}]},
+                  {"role": "user", "parts": [{"text": "naïve \"up\"?"}]},
+                  {"role": "model", "parts": [{"text": "down 😀"}]}]},
+    {"contents": [{"role": "user", "parts": [{"text": "big?"}]},
+                  {"role": "model", "parts": [{"text": "small"}]}]},
+]
+
+
+def test_a_vertex_training_file_is_staged_as_the_user_wrote_it(vertex: Vertex, cli):
+    """A file already in Vertex AI's own format (contents, systemInstruction) is staged line
+    for line as written; the same conversations as chat messages stage the same lines."""
+    written = "".join(json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n"
+                      for line in VERTEX_CONVERSATIONS).encode("utf-8")
+    (vertex.repo.root / "jobs/data/numbers.jsonl").write_bytes(written)
+    vertex.repo.write("jobs/numbers.yaml", job_text("numbers", "data/numbers.jsonl"))
+    fp = fingerprint(cli)
+    assert apply(cli, "--skip-eval").code == 0
+    staged = vertex.fake.objects[("my-bucket", f"jobspec/training/{fp}.jsonl")]
+    assert vertex.uploads()[0].body == written
+    assert staged.lines() == VERTEX_CONVERSATIONS
+
+    # The same conversations as chat messages: the same fingerprint (so the same object), and
+    # the same lines staged from them.
+    messages = [{"messages": [{"role": "system", "content": "Answer with one word."},
+                              {"role": "user", "content": "hot?"},
+                              {"role": "assistant", "content": "cold"},
+                              {"role": "user", "content": "naïve \"up\"?"},
+                              {"role": "assistant", "content": "down 😀"}]},
+                {"messages": [{"role": "user", "content": "big?"},
+                              {"role": "assistant", "content": "small"}]}]
+    vertex.repo.write("jobs/data/numbers.jsonl",
+                      "".join(json.dumps(m) + "\n" for m in messages))
+    assert fingerprint(cli) == fp
+    job = load_job("jobs/numbers.yaml", rules=Rules("vertex"))
+    assert b"".join(VertexBackend._lines(iter_examples(job.training_data))) == written
+
+
+def test_a_plan_estimates_a_conversation_from_every_text(vertex: Vertex, cli):
+    """Vertex AI counts nothing before tuning: the plan estimates each conversation from all of
+    its texts (system instruction and user turns as input, model turns as output), and names
+    the longest by its line."""
+    lines = [{"systemInstruction": {"parts": [{"text": "s" * 40}]},
+              "contents": [{"role": "user", "parts": [{"text": "u" * 8}]},
+                           {"role": "model", "parts": [{"text": "m" * 8}]},
+                           {"role": "user", "parts": [{"text": "u" * 4}]},
+                           {"role": "model", "parts": [{"text": "m" * 4}]}]},
+             {"contents": [{"role": "user", "parts": [{"text": "u" * 4}]},
+                           {"role": "model", "parts": [{"text": "m" * 4}]}]}]
+    vertex.repo.write("jobs/data/numbers.jsonl", "".join(json.dumps(x) + "\n" for x in lines))
+    vertex.repo.write("jobs/numbers.yaml", job_text("numbers", "data/numbers.jsonl"))
+    plan = cli("plan", "jobs/", "--format", "json")
+    assert plan.code == 0, plan.err
+    (job,) = plan.json()["jobs"]
+    estimate = job["estimate"]
+    assert (estimate["input_tokens"], estimate["output_tokens"]) == (13 + 1, 3 + 1)
+    assert estimate["longest_example"] == {"where": "jobs/data/numbers.jsonl:1", "tokens": 16}
+    assert not estimate["exact"]

@@ -46,10 +46,12 @@ def test_hyperparameters_vertex_v1_does_not_take_are_refused_at_their_lines(vert
         result = cli(command, "jobs/") if command != "apply" else apply(cli)
         assert result.code == 1, (command, result.err)
         assert ("jobs/numbers.yaml:6:15: hyperparameters.batch_size: Vertex AI takes no batch "
-                "size (it chooses one); remove batch_size") in result.out + result.err
+                "size for a Gemini model (it chooses one; it takes one only for an open "
+                "model); remove batch_size") in result.out + result.err
         assert ("jobs/numbers.yaml:7:18: hyperparameters.learning_rate: Vertex AI takes no "
-                "learning rate; use learning_rate_multiplier (a multiplier on Vertex's "
-                "recommended rate for the base model) instead") in result.out + result.err
+                "learning rate for a Gemini model (only for an open model); use "
+                "learning_rate_multiplier (a multiplier on Vertex's recommended rate for the "
+                "base model) instead") in result.out + result.err
     assert vertex.fake.requests == []
 
 
