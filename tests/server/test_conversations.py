@@ -50,9 +50,10 @@ def labelled_runs(tokenizer, labels: list[int]) -> list[str]:
 
 
 def as_messages(conversation: Conversation) -> list[dict[str, str]]:
-    return [{"role": "system", "content": conversation.system}] * (conversation.system is not None) \
-        + [{"role": "assistant" if t.role == MODEL else "user", "content": t.text}
-           for t in conversation.turns]
+    system = [] if conversation.system is None else [{"role": "system",
+                                                      "content": conversation.system}]
+    return system + [{"role": "assistant" if t.role == MODEL else "user", "content": t.text}
+                     for t in conversation.turns]
 
 
 def test_the_loss_covers_exactly_the_trained_model_turns_and_their_end_of_turn(tokenizer):
@@ -174,6 +175,11 @@ def test_a_job_trains_on_an_upload_of_conversations_and_counts_them_as_rendered(
         prompt = Conversation(DIALOGUE.turns[:-1], DIALOGUE.system)
         assert answer.json()["usageMetadata"]["promptTokenCount"] == len(
             conversation_prompt_ids(tokenizer, prompt))
+    with service.client(extensions=True) as http:  # laid out as the tuned model was trained
+        rendered = http.post(f"/v1beta/tunedModels/conversations:{wire.RENDER_EXAMPLE_METHOD}",
+                             json={"example": to_contents(DIALOGUE, weights=True)})
+    assert rendered.status_code == 200, rendered.text
+    assert rendered.json()["tokenCount"] == len(expected[0][0])
 
 
 @pytest.mark.timeout(60)
