@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import glob
 import os
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from . import data
-from .conversation import USER, Conversation, ConversationProblem, Turn, turns_from_history
 from .datareaders import YamlPositions
 from .datarecords import TEXT
+# The eval section is evalspec.py's; its values are named here too, where callers find a job's parts.
+from .evalspec import MATCHERS, EvalPrompt, EvalSpec, Expectation, read_eval  # noqa: F401
 from .errors import ConfigError, ConfigErrors, Location, UsageError
 from .schema import job_schema, schema_errors
 from .workspace import find_root
@@ -26,7 +26,6 @@ from .yamlload import FieldPath, Positions, format_path, load_yaml
 MAX_JOB_FILE_BYTES = 1024 * 1024
 JOB_SUFFIXES = (".yaml", ".yml")
 FORMAT_VERSION = 1
-MATCHERS = ("equals", "contains", "regex", "one_of", "not_contains")
 DEFAULT_TUNING_MODE = "lora"  # the schema's tuning_mode values: lora, full
 
 
@@ -60,47 +59,6 @@ class BackendRules(Protocol):
         """The backend types that take ``backend.<setting>``, when only some do (empty: all)."""
     def limits(self, declared_type: str | None) -> data.DataLimits | None: ...
     def check(self, job: "Job") -> list[ConfigError]: ...
-
-
-@dataclass(frozen=True)
-class Expectation:
-    kind: str  # one of MATCHERS
-    value: str | tuple[str, ...]
-    case_sensitive: bool = True
-
-    def as_dict(self) -> dict[str, Any]:
-        value = list(self.value) if isinstance(self.value, tuple) else self.value
-        result: dict[str, Any] = {self.kind: value}
-        if not self.case_sensitive:
-            result["case_sensitive"] = False
-        return result
-
-
-@dataclass(frozen=True)
-class EvalPrompt:
-    input: str
-    expect: Expectation
-    system: str | None = None  # its own system instruction, over the job's
-    history: tuple[Turn, ...] = ()  # earlier turns, user first, model last; input comes next
-
-    def conversation(self, job_system: str | None) -> Conversation:
-        """What generateContent is asked: the system instruction (the prompt's, else the
-        job's), the history, then the input as the user's turn."""
-        return Conversation((*self.history, Turn(USER, self.input)),
-                            self.system if self.system is not None else job_system)
-
-
-@dataclass(frozen=True)
-class EvalSpec:
-    prompts: tuple[EvalPrompt, ...]
-    min_pass_rate: float = 1.0
-    compare_base: bool = False
-    generation_config: dict[str, Any] = field(default_factory=dict)
-    # The tuned model must pass significantly more prompts than the base (exact McNemar test,
-    # p <= significance); implies compare_base.
-    require_improvement: bool = False
-    significance: float = 0.05
-    samples: int = 1  # answers asked per prompt (sampled generation)
 
 
 @dataclass(frozen=True)
@@ -147,12 +105,6 @@ class Job:
         found = self.positions.of_value(tuple(field_path)) if self.positions else None
         line, column = found or (None, None)
         return Location(self.path, line, column, format_path(tuple(field_path)))
-
-
-def _field_path(field: str) -> FieldPath:
-    """``history[2].role`` → ``("history", 2, "role")`` (format_path's inverse)."""
-    return tuple(int(index) if index else name
-                 for name, index in re.findall(r"([^.\[\]]+)|\[(\d+)\]", field))
 
 
 def _defaults() -> dict[str, Any]:
@@ -354,62 +306,7 @@ class _JobBuilder:
         return Location(self.path, line, column, format_path(field_path))
 
     def eval(self) -> EvalSpec | None:
-        spec = self.raw.get("eval")
-        if spec is None:
-            return None
-        prompts = []
-        for index, prompt in enumerate(spec["prompts"]):
-            where = ("eval", "prompts", index)
-            prompts.append(EvalPrompt(prompt["input"],
-                                      self._expectation(prompt["expect"], where + ("expect",)),
-                                      prompt.get("system"), self._history(prompt, where)))
-        improve = spec.get("require_improvement", False)
-        if improve and spec.get("compare_base") is False:
-            self.error(("eval", "compare_base"), "require_improvement compares the tuned model "
-                       "with the base model: remove compare_base: false", at_key=True)
-        # With require_improvement the significance test is the gate: min_pass_rate defaults to 0.
-        return EvalSpec(prompts=tuple(prompts),
-                        min_pass_rate=spec.get("min_pass_rate", 0.0 if improve else 1.0),
-                        compare_base=spec.get("compare_base", False) or improve,
-                        generation_config=dict(spec.get("generation_config", {})),
-                        require_improvement=improve,
-                        significance=spec.get("significance", 0.05),
-                        samples=spec.get("samples", 1))
-
-    def _history(self, prompt: dict[str, Any], where: FieldPath) -> tuple[Turn, ...]:
-        """A prompt's history, checked by conversation.py's rules; a problem is reported at its
-        field (``eval.prompts[1].history[2].role``), unless the schema has already reported one
-        inside that history."""
-        if "history" not in prompt:
-            return ()
-        at = where + ("history",)
-        if any(field == format_path(at) or field.startswith((format_path(at) + "[",
-                                                              format_path(at) + "."))
-               for field in self.schema_fields):
-            return ()
-        try:
-            return turns_from_history(prompt["history"], "history")
-        except ConversationProblem as problem:
-            self.error(where + _field_path(problem.field), problem.message)
-            return ()
-
-    def _expectation(self, expect: str | dict, field_path: FieldPath) -> Expectation:
-        if isinstance(expect, str):
-            return Expectation("equals", expect)
-        kinds = [k for k in MATCHERS if k in expect]
-        if len(kinds) != 1:
-            found = ", ".join(kinds) if kinds else "none"
-            self.error(field_path, f"give exactly one of {', '.join(MATCHERS)} (found: {found})")
-            return Expectation("equals", "")
-        kind = kinds[0]
-        case_sensitive = expect.get("case_sensitive", True)
-        value = expect[kind]
-        if kind == "regex":
-            try:
-                re.compile(value, 0 if case_sensitive else re.IGNORECASE)
-            except re.error as exc:
-                self.error(field_path + ("regex",), f"invalid regular expression: {exc}")
-        return Expectation(kind, tuple(value) if kind == "one_of" else value, case_sensitive)
+        return read_eval(self.raw.get("eval"), self.error, self.schema_fields)
 
     def backend(self) -> BackendSpec | None:
         spec = self.raw.get("backend")
