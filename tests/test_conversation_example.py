@@ -71,6 +71,7 @@ def test_the_example_end_to_end_with_the_real_model(tmp_path):
         check_report(report)
         curve = [p["mean_loss"] for p in report["loss_curve"]]
         assert curve[-1] < curve[0] / 2, curve  # it learns the model turns
+        assert report["eval"]["pass_rate"] > report["eval"]["base_pass_rate"]  # tuning helped
         print(json.dumps({"pass_rate": report["eval"]["pass_rate"],
                           "base_pass_rate": report["eval"].get("base_pass_rate"),
                           "loss": [curve[0], curve[-1]],
