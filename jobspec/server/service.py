@@ -128,7 +128,10 @@ class TuningService:
     def list_models(self, page_size: str | None, page_token: str | None) -> dict[str, Any]:
         paging.single_page(page_size, page_token)
         models = [self.base_model(m) for m in self.registry.models]
-        models += [self.base_model(a, alias_of=t) for a, t in self.registry.aliases.items()]
+        # A Hugging Face id (owner/name) is accepted as a base model name but is no models/NAME
+        # a caller could get: the model is listed under its own id.
+        models += [self.base_model(a, alias_of=t) for a, t in self.registry.aliases.items()
+                   if "/" not in a]
         return {"models": models}
 
     def get_model(self, model_id: str) -> dict[str, Any]:

@@ -37,7 +37,7 @@ class WorkerConfig:
     """What a worker process is started with (pickled across the spawn)."""
 
     state_dir: str
-    model_paths: tuple[str, ...]
+    models: tuple[Any, ...]  # models.BaseModel, resolved by the service (hub ids included)
     alias_specs: tuple[str, ...]
     threads: int
     max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS
@@ -206,7 +206,7 @@ def worker_main(config: WorkerConfig, ready: Any) -> None:
     # The parent handles Ctrl-C and then terminates its workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(config.threads)
-    registry = ModelRegistry.build(list(config.model_paths), list(config.alias_specs))
+    registry = ModelRegistry.of(list(config.models), list(config.alias_specs))
     worker = Worker(Path(config.state_dir), registry, max_batch_tokens=config.max_batch_tokens,
                     checkpoint_seconds=config.checkpoint_seconds)
     ready.set()

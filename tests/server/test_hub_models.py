@@ -1,0 +1,104 @@
+"""`jobspec serve --model` with a Hugging Face id: found in a Hugging Face cache the test builds
+(models--ORG--NAME/snapshots/REV + refs/main under its own HF_HOME, HF_HUB_OFFLINE=1, so
+nothing asks the network), served and trained like a folder; offline and not cached, a clear
+refusal before anything starts. HF_TOKEN never appears in what the service says.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.server.test_app import tutorial_body
+from tests.service import LocalService
+
+HUB_ID = "test-org/Tiny-Chat-0.1B"
+TOKEN = "hf_NotARealTokenButSecret1234567890"
+REVISION = "0123456789abcdef0123456789abcdef01234567"
+
+
+def hub_cache(root: Path, tiny_model: Path, hub_id: str = HUB_ID) -> Path:
+    """``root`` as HF_HOME holding ``hub_id`` as huggingface_hub lays out a fetched model."""
+    repo = root / "hub" / f"models--{hub_id.replace('/', '--')}"
+    shutil.copytree(tiny_model, repo / "snapshots" / REVISION)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(REVISION)
+    return root
+
+
+def offline_env(hf_home: Path) -> dict[str, str]:
+    env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", "HF_TOKEN": TOKEN}
+    env.pop("HF_HUB_CACHE", None)
+    return env
+
+
+@pytest.mark.timeout(300)
+def test_a_cached_hugging_face_id_is_served_and_trained(tiny_model, tmp_path):
+    hf_home = hub_cache(tmp_path / "hf", tiny_model)
+    service = LocalService(tmp_path / "state", "--model", HUB_ID,
+                           env=offline_env(hf_home)).start()
+    try:
+        with service.client() as http:
+            names = [m["name"] for m in http.get("/v1beta/models").json()["models"]]
+            assert "models/tiny-chat-0.1b" in names
+            answer = http.post("/v1beta/models/tiny-chat-0.1b:generateContent", json={
+                "contents": [{"role": "user", "parts": [{"text": "1"}]}],
+                "generationConfig": {"maxOutputTokens": 4}})
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["candidates"][0]["content"]["role"] == "model"
+            # A job names the model by its Hugging Face id, as it would for Vertex.
+            created = http.post("/v1beta/tunedModels", json=tutorial_body(
+                base_model=HUB_ID, epochs=1))
+            assert created.status_code == 200, created.text
+        done = service.wait_done(created.json()["name"])
+        assert "error" not in done, done
+        assert done["response"]["baseModel"] == HUB_ID
+        assert f"base models: models/tiny-chat-0.1b" in service.log
+    finally:
+        service.stop()
+    assert TOKEN not in service.log
+
+
+def test_a_local_folder_still_serves_under_its_folder_name(tiny_model, tmp_path):
+    service = LocalService(tmp_path / "state", "--model", str(tiny_model),
+                           env={"HF_TOKEN": TOKEN}).start()
+    try:
+        with service.client() as http:
+            answer = http.post("/v1beta/models/tiny-smollm2:generateContent", json={
+                "contents": [{"role": "user", "parts": [{"text": "1"}]}],
+                "generationConfig": {"maxOutputTokens": 2}})
+            assert answer.status_code == 200, answer.text
+    finally:
+        service.stop()
+    assert TOKEN not in service.log
+
+
+def test_offline_and_not_cached_says_what_to_fetch_and_starts_nothing(tiny_model, tmp_path):
+    hf_home = hub_cache(tmp_path / "hf", tiny_model)  # holds another model, not this one
+    state = tmp_path / "state"
+    done = subprocess.run(
+        [sys.executable, "-m", "jobspec.server", "--port", "0", "--state-dir", str(state),
+         "--model", "test-org/Not-Fetched"], env=offline_env(hf_home), capture_output=True,
+        text=True, timeout=120)
+    assert done.returncode != 0
+    assert "--model test-org/Not-Fetched: not in the Hugging Face cache" in done.stderr
+    assert str(hf_home / "hub") in done.stderr
+    assert "HF_HUB_OFFLINE is set" in done.stderr
+    assert "hf download test-org/Not-Fetched" in done.stderr
+    assert "listening" not in done.stderr
+    assert TOKEN not in done.stderr + done.stdout
+    assert not (state / "state.db").exists()
+
+
+def test_a_path_that_is_neither_a_file_nor_a_hugging_face_id_is_refused(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "jobspec.server", "--port", "0", "--state-dir",
+         str(tmp_path / "state"), "--model", str(tmp_path / "no" / "such" / "model")],
+        env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert "no such file or folder, nor a Hugging Face id" in done.stderr
