@@ -55,6 +55,14 @@ def test_a_cached_hugging_face_id_is_served_and_trained(tiny_model, tmp_path):
             created = http.post("/v1beta/tunedModels", json=tutorial_body(
                 base_model=HUB_ID, epochs=1))
             assert created.status_code == 200, created.text
+            unserved = http.post("/v1beta/tunedModels", json=tutorial_body(
+                base_model="Qwen/Qwen2.5-0.5B-Instruct", epochs=1))
+            assert unserved.status_code == 404
+            message = unserved.json()["error"]["message"]
+            assert message.startswith("Base model Qwen/Qwen2.5-0.5B-Instruct is not found. This "
+                                      "jobspec local service serves models/tiny-chat-0.1b, "
+                                      f"{HUB_ID};")
+            assert "jobspec serve --model OWNER/NAME" in message
         done = service.wait_done(created.json()["name"])
         assert "error" not in done, done
         assert done["response"]["baseModel"] == HUB_ID
