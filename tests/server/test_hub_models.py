@@ -63,9 +63,12 @@ def test_a_cached_hugging_face_id_is_served_and_trained(tiny_model, tmp_path):
                                       "jobspec local service serves models/tiny-chat-0.1b, "
                                       f"{HUB_ID};")
             assert "jobspec serve --model OWNER/NAME" in message
-        done = service.wait_done(created.json()["name"])
+        done = service.wait_done(created.json()["name"], extensions=True)
         assert "error" not in done, done
         assert done["response"]["baseModel"] == HUB_ID
+        # What trained it, in the extension field a caller that asks gets (and the report shows):
+        # the CPU, fp32, no quantisation.
+        assert done["response"]["tuningTask"]["device"] == "cpu (fp32)"
         assert f"base models: models/tiny-chat-0.1b" in service.log
     finally:
         service.stop()
@@ -110,3 +113,31 @@ def test_a_path_that_is_neither_a_file_nor_a_hugging_face_id_is_refused(tmp_path
         env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1
     assert "no such file or folder, nor a Hugging Face id" in done.stderr
+
+
+def test_quantize_is_refused_here_with_the_reason_and_starts_nothing(tmp_path):
+    import importlib.util
+
+    import torch
+
+    if importlib.util.find_spec("bitsandbytes") and torch.cuda.is_available():
+        pytest.skip("this machine can quantise: nothing to refuse")
+    state = tmp_path / "state"
+    done = subprocess.run(
+        [sys.executable, "-m", "jobspec.server", "--port", "0", "--state-dir", str(state),
+         "--quantize", "4bit"], capture_output=True, text=True, timeout=120,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 64
+    if importlib.util.find_spec("bitsandbytes") is None:
+        assert "--quantize 4bit needs bitsandbytes, which is not installed" in done.stderr
+    else:
+        assert "--quantize 4bit needs a CUDA GPU" in done.stderr
+    assert "listening" not in done.stderr
+    assert not (state / "state.db").exists()
+
+
+def test_what_trained_a_model_names_device_dtype_and_quantisation():
+    from jobspec.server.worker import trained_on_text
+
+    assert trained_on_text("cpu", "fp32", None) == "cpu (fp32)"
+    assert trained_on_text("cuda:0", "bf16", "4bit") == "cuda:0 (bf16, 4-bit NF4 base weights)"
