@@ -6,6 +6,7 @@ refusal before anything starts. HF_TOKEN never appears in what the service says.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -37,42 +38,75 @@ def offline_env(hf_home: Path) -> dict[str, str]:
     return env
 
 
-@pytest.mark.timeout(300)
-def test_a_cached_hugging_face_id_is_served_and_trained(tiny_model, tmp_path):
-    hf_home = hub_cache(tmp_path / "hf", tiny_model)
-    service = LocalService(tmp_path / "state", "--model", HUB_ID,
+@pytest.fixture(scope="module")
+def hub_service(tiny_model, tmp_path_factory):
+    """The real service started with ``--model HUB_ID``, found in a cache the test built."""
+    hf_home = hub_cache(tmp_path_factory.mktemp("hf"), tiny_model)
+    service = LocalService(tmp_path_factory.mktemp("state"), "--model", HUB_ID,
                            env=offline_env(hf_home)).start()
-    try:
-        with service.client() as http:
-            names = [m["name"] for m in http.get("/v1beta/models").json()["models"]]
-            assert "models/tiny-chat-0.1b" in names
-            answer = http.post("/v1beta/models/tiny-chat-0.1b:generateContent", json={
-                "contents": [{"role": "user", "parts": [{"text": "1"}]}],
-                "generationConfig": {"maxOutputTokens": 4}})
-            assert answer.status_code == 200, answer.text
-            assert answer.json()["candidates"][0]["content"]["role"] == "model"
-            # A job names the model by its Hugging Face id, as it would for Vertex.
-            created = http.post("/v1beta/tunedModels", json=tutorial_body(
-                base_model=HUB_ID, epochs=1))
-            assert created.status_code == 200, created.text
-            unserved = http.post("/v1beta/tunedModels", json=tutorial_body(
-                base_model="Qwen/Qwen2.5-0.5B-Instruct", epochs=1))
-            assert unserved.status_code == 404
-            message = unserved.json()["error"]["message"]
-            assert message.startswith("Base model Qwen/Qwen2.5-0.5B-Instruct is not found. This "
-                                      "jobspec local service serves models/tiny-chat-0.1b, "
-                                      f"{HUB_ID};")
-            assert "jobspec serve --model OWNER/NAME" in message
-        done = service.wait_done(created.json()["name"], extensions=True)
-        assert "error" not in done, done
-        assert done["response"]["baseModel"] == HUB_ID
-        # What trained it, in the extension field a caller that asks gets (and the report shows):
-        # the CPU, fp32, no quantisation.
-        assert done["response"]["tuningTask"]["device"] == "cpu (fp32)"
-        assert f"base models: models/tiny-chat-0.1b" in service.log
-    finally:
-        service.stop()
+    yield service
+    service.stop()
     assert TOKEN not in service.log
+
+
+@pytest.mark.timeout(300)
+def test_a_cached_hugging_face_id_is_served_and_trained(hub_service):
+    service = hub_service
+    with service.client() as http:
+        names = [m["name"] for m in http.get("/v1beta/models").json()["models"]]
+        assert "models/tiny-chat-0.1b" in names
+        answer = http.post("/v1beta/models/tiny-chat-0.1b:generateContent", json={
+            "contents": [{"role": "user", "parts": [{"text": "1"}]}],
+            "generationConfig": {"maxOutputTokens": 4}})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["candidates"][0]["content"]["role"] == "model"
+        # The model's methods answer by its Hugging Face id too, as jobspec addresses the
+        # open model a job names.
+        by_id = http.post(f"/v1beta/{HUB_ID}:countExampleTokens",
+                          json={"examples": [{"textInput": "1", "output": "2"}]})
+        assert by_id.status_code == 200, by_id.text
+        assert by_id.json() == http.post("/v1beta/models/tiny-chat-0.1b:countExampleTokens", json={
+            "examples": [{"textInput": "1", "output": "2"}]}).json()
+        assert http.get(f"/v1beta/{HUB_ID}").json()["name"] == "models/tiny-chat-0.1b"
+        # A job names the model by its Hugging Face id, as it would for Vertex.
+        created = http.post("/v1beta/tunedModels", json=tutorial_body(
+            base_model=HUB_ID, epochs=1))
+        assert created.status_code == 200, created.text
+        unserved = http.post("/v1beta/tunedModels", json=tutorial_body(
+            base_model="Qwen/Qwen2.5-0.5B-Instruct", epochs=1))
+        assert unserved.status_code == 404
+        message = unserved.json()["error"]["message"]
+        assert message.startswith("Base model Qwen/Qwen2.5-0.5B-Instruct is not found. This "
+                                  "jobspec local service serves models/tiny-chat-0.1b, "
+                                  f"{HUB_ID};")
+        assert "jobspec serve --model OWNER/NAME" in message
+    done = service.wait_done(created.json()["name"], extensions=True)
+    assert "error" not in done, done
+    assert done["response"]["baseModel"] == HUB_ID
+    # What trained it, in the extension field a caller that asks gets (and the report shows):
+    # the CPU, fp32, no quantisation.
+    assert done["response"]["tuningTask"]["device"] == "cpu (fp32)"
+    assert "base models: models/tiny-chat-0.1b" in service.log
+    assert TOKEN not in service.log
+
+
+@pytest.mark.timeout(300)
+def test_a_job_naming_the_hugging_face_id_plans_and_applies_on_the_local_service(
+        hub_service, repo, cli, monkeypatch):
+    monkeypatch.delenv("JOBSPEC_BACKEND", raising=False)
+    monkeypatch.setenv("JOBSPEC_LOCAL_URL", hub_service.url)
+    repo.job(name="open", base_model=HUB_ID,
+             hyperparameters="batch_size: 4\n  learning_rate: 0.001\n  epoch_count: 1")
+    plan = cli("plan", "--format", "json")
+    assert plan.code == 0, plan.err
+    (job,) = plan.json()["jobs"]
+    assert job["estimate"]["exact"], job["estimate"]
+    applied = cli("apply", "jobs/", "--poll-interval", "0.05")
+    assert applied.code == 0, applied.err + applied.out
+    assert "Apply complete: 1/1 jobs ACTIVE" in applied.err
+    report = json.loads((repo.root / "reports/open.json").read_text())
+    assert report["base_model"] == HUB_ID
+    assert report["device"] == "cpu (fp32)"  # the CPU trained it, in fp32, not quantised
 
 
 def test_a_local_folder_still_serves_under_its_folder_name(tiny_model, tmp_path):
