@@ -175,3 +175,15 @@ def test_what_trained_a_model_names_device_dtype_and_quantisation():
 
     assert trained_on_text("cpu", "fp32", None) == "cpu (fp32)"
     assert trained_on_text("cuda:0", "bf16", "4bit") == "cuda:0 (bf16, 4-bit NF4 base weights)"
+
+
+def test_a_folder_of_the_hugging_face_cache_is_known_by_its_id(tiny_model, tmp_path):
+    from jobspec.server.models import ModelNotFound, ModelRegistry
+
+    snapshot = hub_cache(tmp_path / "hf", tiny_model) / "hub" / \
+        f"models--{HUB_ID.replace('/', '--')}" / "snapshots" / REVISION
+    registry = ModelRegistry.build([str(snapshot)], [])
+    assert registry.default.id == "tiny-chat-0.1b"
+    assert registry.resolve(HUB_ID) == registry.resolve("models/tiny-chat-0.1b")
+    with pytest.raises(ModelNotFound):
+        registry.resolve("other-org/Tiny-Chat-0.1B")
