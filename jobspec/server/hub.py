@@ -33,7 +33,8 @@ class HubModelUnavailable(Exception):
 
 
 def offline() -> bool:
-    """Whether the user asked for the cache only (``HF_HUB_OFFLINE``, as huggingface_hub reads it)."""
+    """Whether the user asked for the cache only (``HF_HUB_OFFLINE``, read as huggingface_hub
+    reads it)."""
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() not in _FALSE
 
 
@@ -60,8 +61,8 @@ def _hidden(text: str) -> str:
 
 
 def resolve(hub_id: str) -> Path:
-    """The folder of ``hub_id``'s newest cached or fetched snapshot; HubModelUnavailable with what to
-    do when it is neither cached nor can be fetched."""
+    """The folder of ``hub_id``'s cached (else fetched) snapshot; HubModelUnavailable with what
+    to do when it is neither cached nor can be fetched."""
     from huggingface_hub import snapshot_download  # noqa: PLC0415
     from huggingface_hub import errors  # noqa: PLC0415
 
@@ -89,14 +90,15 @@ def resolve(hub_id: str) -> Path:
     except errors.LocalEntryNotFoundError:
         why = "HF_HUB_OFFLINE is set" if cache_only else "the Hugging Face Hub cannot be reached"
         raise HubModelUnavailable(f"--model {hub_id}: not in the Hugging Face cache "
-                            f"({cache_dir()}) and {why}: {_fetch_advice(hub_id)}") from None
+                                  f"({cache_dir()}) and {why}: {_fetch_advice(hub_id)}") \
+            from None
     except (errors.HfHubHTTPError, OSError, ValueError) as exc:
-        raise HubModelUnavailable(_hidden(f"--model {hub_id}: could not be fetched from Hugging "
-                                    f"Face: {exc}")) from None
+        raise HubModelUnavailable(_hidden(f"--model {hub_id}: could not be fetched from "
+                                          f"Hugging Face: {exc}")) from None
     path = Path(folder)
     if not (path / "config.json").is_file():
-        raise HubModelUnavailable(f"--model {hub_id}: its snapshot ({path}) has no config.json; it is "
-                            "not a transformers model folder")
+        raise HubModelUnavailable(f"--model {hub_id}: its snapshot ({path}) has no "
+                                  "config.json; it is not a transformers model folder")
     return path
 
 
