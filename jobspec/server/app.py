@@ -41,6 +41,18 @@ MAX_BODY_BYTES = LOCAL_MAX_BODY_BYTES
 NAME = r"([a-z0-9][a-z0-9.-]*)"
 
 Handler = Callable[[TuningService, Request, tuple[str, ...], Any], Any]
+# A Hugging Face id as the path of a base model (``Qwen/Qwen2.5-0.5B-Instruct:countExampleTokens``
+# or under ``models/``): how jobspec's client addresses the open model a job names.
+HUB_PATH = re.compile(r"(?:models/)?([A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)(:\w+)?")
+
+
+def open_model_path(service: TuningService, rest: str) -> str:
+    """``rest`` with a Hugging Face id the service serves replaced by its ``models/ID`` (so
+    the methods of a base model answer by either name); any other path as it is."""
+    found = HUB_PATH.fullmatch(rest)
+    if found is None or found[1] not in service.registry.aliases:
+        return rest
+    return f"models/{service.registry.aliases[found[1]]}{found[2] or ''}"
 
 
 def _query(request: Request, name: str) -> str | None:
@@ -227,6 +239,7 @@ def build_app(service: TuningService, api_key: str | None, guard: RequestGuard,
         version, _, rest = path.partition("/")
         if version not in ("v1beta", "v1"):
             raise ApiError("NOT_FOUND", f"Unknown API version in /{path}; use /v1beta/ or /v1/.")
+        rest = open_model_path(service, rest)
         allowed = []
         for pattern, method in _COMPILED:
             match = pattern.fullmatch(rest)

