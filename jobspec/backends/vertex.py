@@ -173,8 +173,13 @@ class VertexBackend:
     def _lines(examples: Iterable[data.Example]) -> Iterator[bytes]:
         return rechunk(jsonl_line(e.conversation) for e in examples)
 
-    def _job_lines(self, job: Job, examples: Iterable[data.Example]) -> Iterator[bytes]:
-        return rechunk(training_line(job, e) for e in examples)
+    @staticmethod
+    def _job_lines(job: Job, examples: Iterable[data.Example]) -> Iterator[bytes]:
+        """The training file's lines for ``job``: a Gemini model reads the contents form (§6),
+        an open model the chat form (vertexopen.py)."""
+        if openmodels.is_open_model(job.base_model):
+            return rechunk(vertexopen.messages_line(e.conversation) for e in examples)
+        return VertexBackend._lines(examples)
 
     def _stage(self, job: Job, identity: Identity) -> tuple[str, str | None]:
         """The training (and validation) JSONL in Cloud Storage, uploaded unless there, each
@@ -369,11 +374,8 @@ def _api_root(request: OpenRequest, location: str) -> Endpoint:
 
 
 def training_line(job: Job, example: data.Example) -> bytes:
-    """A line of ``job``'s training file: a Gemini model reads the contents form (§6), an open
-    model the chat form (vertexopen.py)."""
-    if openmodels.is_open_model(job.base_model):
-        return vertexopen.messages_line(example.conversation)
-    return jsonl_line(example.conversation)
+    """``example`` as a line of ``job``'s training file."""
+    return b"".join(VertexBackend._job_lines(job, [example]))
 
 
 def _open(request: OpenRequest) -> VertexBackend:
