@@ -89,6 +89,17 @@ def refuse_full_tuning(job: Job) -> list[ConfigError]:
         f"{LORA}, or leave it out"))]
 
 
+def refuse_deployment(job: Job) -> list[ConfigError]:
+    """Vertex AI serves a tuned Gemini model on the endpoint its tuning job made; only a
+    tuned open model needs deploying (``eval.deploy``)."""
+    if job.eval is None or job.eval.deploy is None:
+        return []
+    return [ConfigError(job.at("eval", "deploy"), (
+        f"Vertex AI serves a tuned Gemini model ({job.base_model}) on the endpoint its tuning "
+        "job makes; eval.deploy is for an open model (by Hugging Face id), which Vertex serves "
+        "only once deployed: remove it"))]
+
+
 def messages_line(chat: conversation.Conversation) -> bytes:
     """One training example in the chat form Vertex's open-model tuning reads (its system
     instruction as the first message), compact UTF-8, newline-terminated."""
