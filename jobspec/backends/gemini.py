@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager as ContextManager, nullcontext
 from typing import Any
 
 from .. import auth, data, wire
@@ -17,6 +18,7 @@ from ..data import Example
 from ..errors import ConfigError, JobSpecError, PermanentBackendError
 from ..identity import Identity
 from ..ownership import adopt, tuned_model_ids
+from ..retrying import PollPolicy
 from ..spec import Job
 from ..workspace import Owner
 from . import generate, openmodels, preview, tokencount, uploads
@@ -228,6 +230,13 @@ class GeminiBackend:
 
     def base_target(self, job: Job) -> str:
         return job.base_model
+
+    def why_not_served(self, job: Job) -> str | None:
+        return None  # a tuned model is served as soon as it is ACTIVE
+
+    def serving(self, job: Job, model: RemoteModel, poll: PollPolicy,
+                say: Callable[[str], None]) -> ContextManager[str]:
+        return nullcontext(model.generation_target)
 
     def counting_digest(self, base_model: str) -> str | None:
         """The local service reports one per base model (asked once per command); the Gemini
