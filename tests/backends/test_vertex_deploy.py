@@ -152,3 +152,20 @@ def test_without_eval_deploy_the_report_says_the_eval_was_not_run_and_why(vertex
     assert (report["eval_status"], report["eval"]) == ("not_deployed", None)
     markdown = (vertex.repo.root / "reports" / "numbers.md").read_text()
     assert "not run: Vertex AI serves a tuned open model only once it is deployed" in markdown
+
+
+def test_plan_says_the_eval_will_deploy_the_model(vertex: Vertex, cli):
+    deploy_job(vertex)
+    text = cli("plan", "jobs/")
+    assert text.code == 0, text.err
+    assert ("      eval deploys the tuned model to an endpoint on g2-standard-12 with 1 x "
+            "NVIDIA_L4 (billed while deployed), asks the prompts, then undeploys it and "
+            "deletes the endpoint") in text.out + text.err
+    (job,) = cli("plan", "jobs/", "--format", "json").json()["jobs"]
+    assert job["eval_deployment"] == {"machine_type": "g2-standard-12",
+                                      "accelerator_type": "NVIDIA_L4", "accelerator_count": 1}
+    open_job(vertex, extra=PROMPTS)
+    (job,) = cli("plan", "jobs/", "--format", "json").json()["jobs"]
+    assert job["eval_deployment"] is None
+    assert "eval deploys" not in cli("plan", "jobs/").err
+    assert vertex.fake.deploys.calls == []  # a plan deploys nothing
