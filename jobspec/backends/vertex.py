@@ -333,9 +333,8 @@ class VertexBackend:
         if not openmodels.is_open_model(job.base_model):
             yield model.generation_target
             return
-        deployer = vertexdeploy.Deployer(self.client, self.settings.parent, self._sleep)
-        with vertexdeploy.deployed_for(deployer, job, model, self.owner.id, poll,
-                                       say) as endpoint:
+        deployer = vertexdeploy.Deployer(self.client, self.settings.parent, self._sleep, poll)
+        with vertexdeploy.deployed_for(deployer, job, model, self.owner.id, say) as endpoint:
             self._deployed.add(endpoint)
             try:
                 yield endpoint

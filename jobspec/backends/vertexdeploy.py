@@ -37,7 +37,7 @@ _CHAT_NAMES = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k",
                "max_output_tokens": "max_tokens"}
 # Removing what the eval deployed is waited for even after Ctrl-C, but not for ever: a run
 # that gives up leaves a labelled endpoint that the next eval of the job removes.
-CLEANUP_POLL = PollPolicy(initial=2.0, maximum=30.0, timeout=900.0)
+CLEANUP_SECONDS = 900.0
 Sleep = Callable[[float, str], None]
 
 
@@ -77,12 +77,17 @@ def _serves(endpoint: dict[str, Any], model: str, deployment: Deployment) -> boo
 
 
 class Deployer:
-    """Endpoints of one project and region, through ``client`` (Vertex AI's v1)."""
+    """Endpoints of one project and region, through ``client`` (Vertex AI's v1); their
+    operations polled as ``poll`` says, with ``sleep`` (which Ctrl-C cuts short), except
+    while removing, which is waited for after Ctrl-C too, for ``CLEANUP_SECONDS`` at most."""
 
-    def __init__(self, client: ApiClient, parent: str, sleep: Sleep) -> None:
+    def __init__(self, client: ApiClient, parent: str, sleep: Sleep, poll: PollPolicy) -> None:
         self.client = client
         self.parent = parent
         self._sleep = sleep
+        self.poll = poll
+        self.cleanup_poll = PollPolicy(poll.initial, poll.maximum, CLEANUP_SECONDS, poll.growth)
+        self._deploying: dict[str, dict[str, Any]] = {}  # endpoint -> its deploy operation
 
     def _wait(self, operation: dict[str, Any], what: str, poll: PollPolicy,
               sleep: Sleep) -> dict[str, Any]:
@@ -107,7 +112,7 @@ class Deployer:
         return self.client.paginate(f"{self.parent}/endpoints", "endpoints",
                                     params={"filter": label_filter(labels)})
 
-    def create(self, labels: dict[str, str], display_name: str, poll: PollPolicy,
+    def create(self, labels: dict[str, str], display_name: str,
                made: Callable[[str], None]) -> str:
         """A new endpoint's name; ``made`` hears it as soon as the create answers, before it is
         ready, so that a failure while waiting still removes it."""
@@ -115,22 +120,30 @@ class Deployer:
                                         body={"displayName": display_name, "labels": labels})
         endpoint = operation["name"].split("/operations/")[0]
         made(endpoint)
-        self._wait(operation, f"create the endpoint {endpoint}", poll, self._sleep)
+        self._wait(operation, f"create the endpoint {endpoint}", self.poll, self._sleep)
         return endpoint
 
-    def deploy(self, endpoint: str, model: str, deployment: Deployment, display_name: str,
-               poll: PollPolicy) -> None:
+    def deploy(self, endpoint: str, model: str, deployment: Deployment,
+               display_name: str) -> None:
         operation = self.client.request(
             "POST", f"{endpoint}:deployModel", retry=False,
             body=deployed_model_body(model, deployment, display_name))
-        self._wait(operation, f"deploy {model} to {endpoint}", poll, self._sleep)
+        self._deploying[endpoint] = operation
+        self._wait(operation, f"deploy {model} to {endpoint}", self.poll, self._sleep)
+        del self._deploying[endpoint]
 
     def remove(self, endpoint: str) -> None:
         """Undeploy every model ``endpoint`` serves, then delete it; waited for even after
-        Ctrl-C (``CLEANUP_POLL``)."""
+        Ctrl-C (``cleanup_poll``)."""
         def sleep(seconds: float, why: str) -> None:
             time.sleep(seconds)
 
+        pending = self._deploying.pop(endpoint, None)
+        if pending is not None:  # stopped while deploying: Vertex cannot delete it until done
+            try:
+                self._wait(pending, f"finish deploying to {endpoint}", self.cleanup_poll, sleep)
+            except PermanentBackendError:
+                pass  # a deploy that failed left nothing deployed
         try:
             found = self.client.request("GET", endpoint)
         except PermanentBackendError as exc:
@@ -140,15 +153,15 @@ class Deployer:
         for deployed in found.get("deployedModels", []):
             operation = self.client.request("POST", f"{endpoint}:undeployModel",
                                             body={"deployedModelId": deployed["id"]})
-            self._wait(operation, f"undeploy {deployed['id']} from {endpoint}", CLEANUP_POLL,
+            self._wait(operation, f"undeploy {deployed['id']} from {endpoint}", self.cleanup_poll,
                        sleep)
         self._wait(self.client.request("DELETE", endpoint), f"delete the endpoint {endpoint}",
-                   CLEANUP_POLL, sleep)
+                   self.cleanup_poll, sleep)
 
 
 @contextmanager
 def deployed(deployer: Deployer, model: str, deployment: Deployment, labels: dict[str, str],
-             display_name: str, poll: PollPolicy, say: Callable[[str], None]) -> Iterator[str]:
+             display_name: str, say: Callable[[str], None]) -> Iterator[str]:
     """The endpoint serving ``model`` for as long as the ``with`` lasts: an endpoint a killed
     run left is reused when it serves the model on this machine, else removed; a new one is
     created and the model deployed. On leaving (normally, by an error, or by Ctrl-C) the model
@@ -170,8 +183,8 @@ def deployed(deployer: Deployer, model: str, deployment: Deployment, labels: dic
         if endpoint is None:
             say(f"deploying {model} on {deployment.machine_type} with "
                 f"{deployment.accelerator_count} x {deployment.accelerator_type}")
-            new = deployer.create(labels, display_name, poll, made)
-            deployer.deploy(new, model, deployment, display_name, poll)
+            new = deployer.create(labels, display_name, made)
+            deployer.deploy(new, model, deployment, display_name)
         yield endpoint
     finally:
         if endpoint is not None:
@@ -194,7 +207,7 @@ def why_not_served(job: Job) -> str | None:
 
 @contextmanager
 def deployed_for(deployer: Deployer, job: Job, model: RemoteModel, owner_id: str,
-                 poll: PollPolicy, say: Callable[[str], None]) -> Iterator[str]:
+                 say: Callable[[str], None]) -> Iterator[str]:
     """``job``'s tuned open model (its tuning job ``model``) deployed as ``eval.deploy``
     says, its endpoint labelled as the tuning job is (``deployed``)."""
     assert job.eval is not None and job.eval.deploy is not None, "why_not_served said"
@@ -204,5 +217,5 @@ def deployed_for(deployer: Deployer, job: Job, model: RemoteModel, owner_id: str
                                     "(tunedModel.model)")
     labels = job_labels(job.name, model.fingerprint or "", owner_id)
     display = f"jobspec {job.name} eval"
-    with deployed(deployer, tuned, job.eval.deploy, labels, display, poll, say) as endpoint:
+    with deployed(deployer, tuned, job.eval.deploy, labels, display, say) as endpoint:
         yield endpoint
