@@ -19,7 +19,8 @@ contract states it (jobspec/backends/reference/vertex-open-models.md §8, its so
   {role: "assistant", content}, finish_reason}], usage}``; the answer is the fake's
   ``("tuned", prompt)`` answer for the last user message; an endpoint serving nothing: 400.
 
-Hooks: ``fail_next_deploy`` (the deploy operation ends with an error); ``calls`` records
+Hooks: ``fail_next_deploy`` (the deploy operation ends with an error), ``slow_next_deploy``
+(it takes that many polls); ``calls`` records
 (verb, resource) in order for tests to read.
 """
 
@@ -77,9 +78,15 @@ class FakeEndpoints:
     chat_bodies: list[dict] = field(default_factory=list)
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
     _failing_deploys: list[str] = field(default_factory=list)
+    _slow_deploys: list[int] = field(default_factory=list)
 
     def fail_next_deploy(self, message: str = "Machine type temporarily unavailable.") -> None:
         self._failing_deploys.append(message)
+
+    def slow_next_deploy(self, polls: int) -> None:
+        """The next deploy operation is done after ``polls`` gets (a deployment takes
+        minutes)."""
+        self._slow_deploys.append(polls)
 
     def _operation(self, resource: str, metadata_type: str,
                    finish: Callable[[], tuple[dict | None, dict | None]]) -> Reply:
@@ -120,7 +127,7 @@ class FakeEndpoints:
                 404, f"Endpoint `{name}` not found.")
         if len(rest) == 4 and rest[2:] == ["chat", "completions"] and method == "POST":
             if version != "v1beta1":
-                return google_error(404, f"fake_vertex serves chat completions on v1beta1 only")
+                return google_error(404, "fake_vertex serves chat completions on v1beta1 only")
             return self._chat(name, body)
         if len(rest) != 2:
             return None
@@ -193,7 +200,10 @@ class FakeEndpoints:
             return {"@type": OPERATION_TYPE + "DeployModelResponse",
                     "deployedModel": {"id": model_id}}, None
 
-        return self._operation(name, "DeployModelOperationMetadata", finish)
+        reply = self._operation(name, "DeployModelOperationMetadata", finish)
+        if self._slow_deploys:
+            self.operations[reply[1]["name"]].polls_left = self._slow_deploys.pop(0)
+        return reply
 
     def _undeploy(self, name: str, raw: bytes) -> Reply:
         wanted = json.loads(raw or b"{}").get("deployedModelId")

@@ -6,6 +6,10 @@ tests/fake_vertex_deploy.py, from jobspec/backends/reference/vertex-open-models.
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -169,3 +173,32 @@ def test_plan_says_the_eval_will_deploy_the_model(vertex: Vertex, cli):
     assert job["eval_deployment"] is None
     assert "eval deploys" not in cli("plan", "jobs/").err
     assert vertex.fake.deploys.calls == []  # a plan deploys nothing
+
+
+@pytest.mark.timeout(180)
+def test_ctrl_c_while_deploying_still_undeploys_and_deletes(vertex: Vertex, cli):
+    deploy_job(vertex)
+    assert apply(cli, "--skip-eval").code == 0
+    deploys = vertex.fake.deploys
+    deploys.slow_next_deploy(12)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "jobspec", "apply", "jobs/", "--poll-interval", "0.05"],
+        cwd=vertex.repo.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def deploy_polled_twice() -> bool:
+        operations = [o for o in list(deploys.operations.values())
+                      if o.metadata_type == "DeployModelOperationMetadata"]
+        return bool(operations) and operations[0].polls_left <= 10
+
+    deadline = time.monotonic() + 60
+    while not deploy_polled_twice():  # waiting for the deployment
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.02)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    (endpoint,) = {name for _, name in deploys.calls}
+    assert f"undeploying {vertex.job_of('numbers')['tunedModel']['model']} and deleting " \
+           f"{endpoint}" in err
+    assert [verb for verb, _ in deploys.calls] == ["create", "deploy", "undeploy", "delete"]
+    assert deploys.endpoints == {}
