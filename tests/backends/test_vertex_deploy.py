@@ -11,10 +11,12 @@ import subprocess
 import sys
 import time
 
+import jsonschema
 import pytest
 
 from tests.backends.conftest import OWNER_ID, PARENT, Vertex, apply
 from tests.backends.test_vertex_open_models import fingerprint, open_job, refusals
+from tests.conftest import ROOT
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -154,6 +156,7 @@ def test_without_eval_deploy_the_report_says_the_eval_was_not_run_and_why(vertex
                 or r.path.endswith("/chat/completions")]
     report = vertex.report("numbers")
     assert (report["eval_status"], report["eval"]) == ("not_deployed", None)
+    jsonschema.validate(report, json.loads((ROOT / "schemas/report.schema.json").read_text()))
     markdown = (vertex.repo.root / "reports" / "numbers.md").read_text()
     assert "not run: Vertex AI serves a tuned open model only once it is deployed" in markdown
 
