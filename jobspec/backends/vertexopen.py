@@ -67,6 +67,12 @@ def check_job(job: Job) -> list[ConfigError]:
         problems.append(ConfigError(job.at("early_stopping"), (
             "Vertex AI has no early stopping (its validation loss is only measured); remove "
             "early_stopping, or tune on the local backend")))
+    if job.eval is not None and job.eval.compare_base:
+        field = "require_improvement" if job.eval.require_improvement else "compare_base"
+        problems.append(ConfigError(job.at("eval", field), (
+            f"{field} asks the base model too, and Vertex AI serves an open base model only "
+            "once it is deployed as well, which jobspec does not do; remove it (eval.deploy "
+            "deploys the tuned model only)")))
     location = job.backend.location if job.backend is not None else None
     if location and location not in VERTEX_OPEN_MODEL_REGIONS:
         problems.append(ConfigError(job.at("backend", "location"), region_problem(location)))

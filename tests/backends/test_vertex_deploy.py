@@ -205,3 +205,12 @@ def test_ctrl_c_while_deploying_still_undeploys_and_deletes(vertex: Vertex, cli)
            f"{endpoint}" in err
     assert [verb for verb, _ in deploys.calls] == ["create", "deploy", "undeploy", "delete"]
     assert deploys.endpoints == {}
+
+
+def test_comparing_with_an_open_base_model_is_refused_at_its_line(vertex: Vertex, cli):
+    open_job(vertex, extra=PROMPTS + DEPLOY + "  compare_base: true\n")
+    assert refusals(cli) == [
+        "jobs/numbers.yaml:18:17: eval.compare_base: compare_base asks the base model too, and "
+        "Vertex AI serves an open base model only once it is deployed as well, which jobspec "
+        "does not do; remove it (eval.deploy deploys the tuned model only)"]
+    assert vertex.fake.requests == []
