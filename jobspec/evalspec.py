@@ -47,6 +47,20 @@ class EvalPrompt:
 
 
 @dataclass(frozen=True)
+class Deployment:
+    """Where a tuned open model is deployed on Vertex AI for its eval (``eval.deploy``): one
+    replica of this machine, with these accelerators (Vertex's ``machineSpec``)."""
+
+    machine_type: str
+    accelerator_type: str
+    accelerator_count: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"machine_type": self.machine_type, "accelerator_type": self.accelerator_type,
+                "accelerator_count": self.accelerator_count}
+
+
+@dataclass(frozen=True)
 class EvalSpec:
     prompts: tuple[EvalPrompt, ...]
     min_pass_rate: float = 1.0
@@ -57,6 +71,7 @@ class EvalSpec:
     require_improvement: bool = False
     significance: float = 0.05
     samples: int = 1  # answers asked per prompt (sampled generation)
+    deploy: Deployment | None = None  # Vertex open models: where the eval deploys the model
 
 
 def read_eval(spec: dict[str, Any] | None, error: ErrorSink,
@@ -84,7 +99,15 @@ def read_eval(spec: dict[str, Any] | None, error: ErrorSink,
                     generation_config=dict(spec.get("generation_config", {})),
                     require_improvement=improve,
                     significance=spec.get("significance", 0.05),
-                    samples=spec.get("samples", 1))
+                    samples=spec.get("samples", 1),
+                    deploy=_deployment(spec.get("deploy")))
+
+
+def _deployment(deploy: dict[str, Any] | None) -> Deployment | None:
+    if deploy is None:
+        return None
+    return Deployment(deploy["machine_type"], deploy["accelerator_type"],
+                      deploy["accelerator_count"])
 
 
 def _history(prompt: dict[str, Any], where: FieldPath, error: ErrorSink,

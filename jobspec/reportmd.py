@@ -11,7 +11,7 @@ from typing import Any
 from . import stats
 from .charts import epoch_means, loss_chart
 from .evaloutcome import Answers, EvalOutcome, Interval, PromptOutcome
-from .results import KEPT, NOT_RUN, REUSED, SKIPPED, JobResult
+from .results import KEPT, NOT_DEPLOYED, NOT_RUN, REUSED, SKIPPED, JobResult
 from .timestamps import duration_text
 
 _UNPRINTABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -19,7 +19,11 @@ _UNPRINTABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 # How an eval came about, in words, where it was not asked now.
 EVAL_NOTES = {REUSED: "reused from the last report: the same prompts of the same model",
               KEPT: "kept from the last report", SKIPPED: "skipped (--skip-eval)",
-              NOT_RUN: "not run: the model is not ACTIVE"}
+              NOT_RUN: "not run: the model is not ACTIVE",
+              NOT_DEPLOYED: "not run: Vertex AI serves a tuned open model only once it is "
+                            "deployed, and the job has no eval.deploy (add eval.deploy: "
+                            "{machine_type, accelerator_type, accelerator_count} to deploy it "
+                            "for the eval and remove it after)"}
 
 
 def _visible(text: str) -> str:

@@ -27,8 +27,8 @@ from .spec import Job
 NOT_CREATED, ERROR = "NOT_CREATED", "ERROR"
 
 # How a job's eval came to be in its result.
-ASKED, REUSED, KEPT, SKIPPED, NO_EVAL, NOT_RUN = (
-    "asked", "reused", "kept", "skipped", "none", "not_run")
+ASKED, REUSED, KEPT, SKIPPED, NO_EVAL, NOT_RUN, NOT_DEPLOYED = (
+    "asked", "reused", "kept", "skipped", "none", "not_run", "not_deployed")
 
 
 class EvalMode(enum.Enum):
@@ -153,7 +153,7 @@ class JobResult:
     kept_epoch: int | None
     stop_reason: str | None
     device: str | None
-    eval_status: str  # ASKED, REUSED, KEPT, SKIPPED, NO_EVAL or NOT_RUN
+    eval_status: str  # ASKED, REUSED, KEPT, SKIPPED, NO_EVAL, NOT_RUN or NOT_DEPLOYED
     evaluation: EvalOutcome | None
 
     @property
@@ -255,7 +255,7 @@ def reuse_refusal(earlier: EvalOutcome) -> str | None:
 class EvalDecision:
     """How a job's eval comes about in this run, decided before anything is asked."""
 
-    how: str  # ASKED, REUSED, KEPT, SKIPPED, NO_EVAL or NOT_RUN
+    how: str  # ASKED, REUSED, KEPT, SKIPPED, NO_EVAL, NOT_RUN or NOT_DEPLOYED
     earlier: EvalOutcome | None = None  # the eval REUSED or KEPT
     refusal: str | None = None  # why an earlier eval of the same asks is asked again
 

@@ -46,6 +46,8 @@ point JOBSPEC_VERTEX_ENDPOINT and JOBSPEC_STORAGE_ENDPOINT at ``fake.url``.
   OAuth-only APIs give (the fake's stand-in: the reference quotes none for Vertex); any
   non-empty Bearer token is accepted. ``POST /token`` is an OAuth token endpoint whose tokens
   last 60 s, under google-auth's refresh threshold, so every use refreshes (``tokens_issued``).
+* Endpoints to deploy a tuned open model to, their long-running operations and chat
+  completions on them: tests/fake_vertex_deploy.py (``fake.deploys``).
 * Errors: Google's envelope ``{"error": {"code", "message", "status"}}`` (§1).
 
 * Open models (tests/fake_vertex_open.py, from jobspec/backends/reference/vertex-open-models.md):
@@ -90,6 +92,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from tests import fake_vertex_open
+from tests.fake_vertex_deploy import FakeEndpoints
 from tests.fake_gcs import FakeClock, FakeStorage, Reply, google_error, header, rfc3339
 from tests.loopback_http import Request
 
@@ -369,6 +372,8 @@ class FakeVertex:
         self._creates_to_drop = 0
         self._listing_lag = 0
         self._faults: deque[tuple[int, str | None]] = deque()
+        # Endpoints to deploy tuned open models to (tests/fake_vertex_deploy.py).
+        self.deploys = FakeEndpoints(self.parent, self._tuned_models, self._deployed_answer)
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -389,6 +394,14 @@ class FakeVertex:
     @property
     def uploads(self):
         return self.storage.uploads
+
+    def _tuned_models(self) -> set[str]:
+        return {job["tunedModel"]["model"] for job in self.jobs.values() if "tunedModel" in job}
+
+    def _deployed_answer(self, endpoint: str, prompt: str) -> str | None:
+        if callable(self.answers):
+            return self.answers("tuned", endpoint, prompt)
+        return self.answers.get(("tuned", prompt))
 
     def requests_to(self, path_prefix: str) -> list[Request]:
         with self.lock:
@@ -561,6 +574,10 @@ class FakeVertex:
         if segments[3] != self.location:
             return google_error(404, f"Location {segments[3]} is not supported.")
         rest = segments[4:]
+        deployed = self.deploys.route(method, rest, version, request.body,
+                                      {key: values[-1] for key, values in request.query.items()})
+        if deployed is not None:
+            return deployed
         if rest == ["tuningJobs"] and method == "POST":
             return self._create(request)
         if rest == ["tuningJobs"] and method == "GET":

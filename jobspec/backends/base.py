@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager as ContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -22,7 +23,7 @@ from ..conversation import MODEL, Conversation, texts
 from ..data import DataLimits, Example
 from ..errors import ConfigError
 from ..identity import Identity
-from ..retrying import PollDefaults, RetryPolicy
+from ..retrying import PollDefaults, PollPolicy, RetryPolicy
 from ..spec import Job
 from ..workspace import Owner
 from .endpoints import Endpoint
@@ -234,6 +235,14 @@ class Backend(Protocol):
         turn of ``prompt`` (its system instruction and turns, the last the user's); ``config``
         is the job's generation config, snake_case."""
     def base_target(self, job: Job) -> str: ...
+    def why_not_served(self, job: Job) -> str | None:
+        """Why ``job``'s tuned model cannot be asked its eval prompts here (None: it can),
+        said in the report instead of an eval."""
+    def serving(self, job: Job, model: "RemoteModel", poll: PollPolicy,
+                say: Callable[[str], None]) -> ContextManager[str]:
+        """``model``'s generation target, served for as long as the ``with`` lasts: where the
+        service serves a tuned model only once deployed (and bills for it), deployed on
+        entering and removed on leaving, however it is left; ``say`` hears each step."""
     def counting_digest(self, base_model: str) -> str | None:
         """What identifies how this service counts ``base_model``'s examples (a digest that
         changes whenever a count of the same examples could); None when it does not say, and

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager as ContextManager, nullcontext
 from typing import Any
 
 from .. import auth, data, wire
@@ -17,6 +18,7 @@ from ..data import Example
 from ..errors import ConfigError, JobSpecError, PermanentBackendError
 from ..identity import Identity
 from ..ownership import adopt, tuned_model_ids
+from ..retrying import PollPolicy
 from ..spec import Job
 from ..workspace import Owner
 from . import generate, openmodels, preview, tokencount, uploads
@@ -229,6 +231,13 @@ class GeminiBackend:
     def base_target(self, job: Job) -> str:
         return job.base_model
 
+    def why_not_served(self, job: Job) -> str | None:
+        return None  # a tuned model is served as soon as it is ACTIVE
+
+    def serving(self, job: Job, model: RemoteModel, poll: PollPolicy,
+                say: Callable[[str], None]) -> ContextManager[str]:
+        return nullcontext(model.generation_target)
+
     def counting_digest(self, base_model: str) -> str | None:
         """The local service reports one per base model (asked once per command); the Gemini
         API counts no tuning examples."""
@@ -310,6 +319,14 @@ def refuse_full_tuning(job: Job, why: str) -> list[ConfigError]:
     return []
 
 
+def refuse_deployment(job: Job, why: str) -> list[ConfigError]:
+    """``eval.deploy`` is for a tuned open model on Vertex AI, which is served only once
+    deployed; every other backend serves what it tunes."""
+    if job.eval is not None and job.eval.deploy is not None:
+        return [ConfigError(job.at("eval", "deploy"), why)]
+    return []
+
+
 def refuse_open_model(job: Job) -> list[ConfigError]:
     """The Gemini API tunes Gemini models only; a Hugging Face id goes to vertex or local."""
     if not openmodels.is_open_model(job.base_model):
@@ -337,7 +354,9 @@ GEMINI = BackendType(
         job, "the Gemini API takes no adapter size (Vertex AI does); remove it, or tune on vertex")
     + refuse_full_tuning(job, "the Gemini API has no full fine-tuning; remove tuning_mode, or "
                               "tune an open model on vertex")
-    + refuse_validation(job) + refuse_system_instruction(job),
+    + refuse_validation(job) + refuse_system_instruction(job)
+    + refuse_deployment(job, "the Gemini API serves a tuned model as soon as it is ACTIVE; "
+                             "eval.deploy is for an open model tuned on vertex: remove it"),
     preview=preview.offline("a TuningExample in its create request",
                             lambda job, example: uploads.wire_example(example),
                             "the Gemini API does not count tuning examples"))

@@ -44,7 +44,7 @@ from ..spec import Job
 from . import preview
 from .base import Backend, BackendType, OpenRequest, PollDefaults
 from .endpoints import Endpoint, check_destination, is_loopback_host
-from .gemini import GeminiBackend, refuse_adapter_size, refuse_full_tuning
+from .gemini import GeminiBackend, refuse_adapter_size, refuse_deployment, refuse_full_tuning
 
 URL_VARIABLE = "JOBSPEC_LOCAL_URL"
 KEY_VARIABLE = "JOBSPEC_LOCAL_API_KEY"
@@ -252,5 +252,7 @@ LOCAL = BackendType(
              "does); remove it, or tune on vertex")
     + refuse_full_tuning(job, "the local service trains a LoRA adapter, not every weight; "
                               "remove tuning_mode: full, or tune on vertex (full fine-tuning "
-                              "of some open models)"),
+                              "of some open models)")
+    + refuse_deployment(job, "the local service serves what it tunes; eval.deploy is for an "
+                             "open model tuned on vertex: remove it"),
     preview=_preview)

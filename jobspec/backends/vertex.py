@@ -23,7 +23,8 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from .. import auth, data
@@ -36,7 +37,7 @@ from ..ownership import adopt, newest
 from ..retrying import Budget, Deadline, PollPolicy
 from ..spec import Job
 from ..workspace import Owner
-from . import generate, openmodels, preview, vertexopen
+from . import generate, openmodels, preview, vertexdeploy, vertexopen
 from .base import (CREATING, BackendOptions, BackendType, OpenRequest, PollDefaults,
                    Progress, RemoteModel, TokenCount, example_streams)
 from .endpoints import Endpoint, checked_url, check_destination
@@ -83,6 +84,7 @@ class VertexBackend:
         self.poll = POLL
         self.endpoint = f"{client.base_url}/v1/{settings.parent}"
         self._stop = threading.Event()
+        self._deployed: set[str] = set()  # endpoints serving an open model for its eval
 
     def __enter__(self) -> "VertexBackend":
         return self
@@ -318,7 +320,31 @@ class VertexBackend:
                 + "\n".join(f"  {command}" for command in removal_commands(tuned)))
 
     def generate(self, target: str, prompt: Conversation, config: dict[str, Any]) -> str:
+        if target in self._deployed:  # an open model's serving container: chat completions
+            answer = self.client.request("POST", f"{target}/chat/completions",
+                                         body=vertexdeploy.chat_body(prompt, config),
+                                         version=vertexdeploy.CHAT_VERSION)
+            return vertexdeploy.chat_answer(answer, target)
         return generate.generate(self.client, target, prompt, config, version="v1")
+
+    def why_not_served(self, job: Job) -> str | None:
+        return vertexdeploy.why_not_served(job)
+
+    @contextmanager
+    def serving(self, job: Job, model: RemoteModel, poll: PollPolicy,
+                say: Callable[[str], None]) -> Iterator[str]:
+        """A Gemini model's tuning endpoint; an open model deployed for as long as the
+        ``with`` lasts (vertexdeploy.py)."""
+        if not openmodels.is_open_model(job.base_model):
+            yield model.generation_target
+            return
+        deployer = vertexdeploy.Deployer(self.client, self.settings.parent, self._sleep, poll)
+        with vertexdeploy.deployed_for(deployer, job, model, self.owner.id, say) as endpoint:
+            self._deployed.add(endpoint)
+            try:
+                yield endpoint
+            finally:
+                self._deployed.discard(endpoint)
 
     def base_target(self, job: Job) -> str:
         return (f"{self.settings.parent}/publishers/google/models/"

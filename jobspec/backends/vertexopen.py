@@ -67,6 +67,12 @@ def check_job(job: Job) -> list[ConfigError]:
         problems.append(ConfigError(job.at("early_stopping"), (
             "Vertex AI has no early stopping (its validation loss is only measured); remove "
             "early_stopping, or tune on the local backend")))
+    if job.eval is not None and job.eval.compare_base:
+        field = "require_improvement" if job.eval.require_improvement else "compare_base"
+        problems.append(ConfigError(job.at("eval", field), (
+            f"{field} asks the base model too, and Vertex AI serves an open base model only "
+            "once it is deployed as well, which jobspec does not do; remove it (eval.deploy "
+            "deploys the tuned model only)")))
     location = job.backend.location if job.backend is not None else None
     if location and location not in VERTEX_OPEN_MODEL_REGIONS:
         problems.append(ConfigError(job.at("backend", "location"), region_problem(location)))
@@ -87,6 +93,17 @@ def refuse_full_tuning(job: Job) -> list[ConfigError]:
         f"Vertex AI tunes Gemini models with an adapter (LoRA) only; full fine-tuning is for "
         f"some open models (by Hugging Face id: {vertex_model_list()}); use tuning_mode: "
         f"{LORA}, or leave it out"))]
+
+
+def refuse_deployment(job: Job) -> list[ConfigError]:
+    """Vertex AI serves a tuned Gemini model on the endpoint its tuning job made; only a
+    tuned open model needs deploying (``eval.deploy``)."""
+    if job.eval is None or job.eval.deploy is None:
+        return []
+    return [ConfigError(job.at("eval", "deploy"), (
+        f"Vertex AI serves a tuned Gemini model ({job.base_model}) on the endpoint its tuning "
+        "job makes; eval.deploy is for an open model (by Hugging Face id), which Vertex serves "
+        "only once deployed: remove it"))]
 
 
 def messages_line(chat: conversation.Conversation) -> bytes:

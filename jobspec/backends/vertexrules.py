@@ -37,4 +37,5 @@ def check_job(job: Job) -> list[ConfigError]:
         problems.append(ConfigError(job.at("early_stopping"), (
             "Vertex AI has no early stopping (its validation loss is only measured); remove "
             "early_stopping, or tune on the local backend")))
-    return problems + vertexopen.refuse_full_tuning(job) + check_settings(job)
+    return (problems + vertexopen.refuse_full_tuning(job) + vertexopen.refuse_deployment(job)
+            + check_settings(job))

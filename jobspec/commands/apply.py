@@ -153,7 +153,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
                 statuses = [results.status_after_apply(o, still_training) for o in outcomes]
                 gates_passed = evaluate_and_report(
                     statuses, backend, report_directory(args),
-                    EvalMode.SKIP if args.skip_eval else EvalMode.REUSE)
+                    EvalMode.SKIP if args.skip_eval else EvalMode.REUSE, options.poll)
         except (KeyboardInterrupt, Interrupted):
             applier.stop.set()
             backend.interrupt()

@@ -35,6 +35,18 @@ def _detail(job_plan: JobPlan) -> str:
     return job_plan.model_name
 
 
+def _deployment(job_plan: JobPlan) -> str | None:
+    """What the eval will deploy (``eval.deploy``: a tuned open model on Vertex AI), which is
+    billed while it runs."""
+    spec = job_plan.job.eval
+    if spec is None or spec.deploy is None:
+        return None
+    d = spec.deploy
+    return (f"eval deploys the tuned model to an endpoint on {d.machine_type} with "
+            f"{d.accelerator_count} x {d.accelerator_type} (billed while deployed), asks the "
+            "prompts, then undeploys it and deletes the endpoint")
+
+
 def _size(e: JobEstimate) -> str:
     tokens = e.tokens
     assert tokens is not None
@@ -103,6 +115,9 @@ def text(plan: Plan, estimates: list[JobEstimate] | None = None) -> str:
             lines.append(f"      because: {'; '.join(job_plan.reasons)}")
         if job_plan.job.name in by_job:
             lines += [f"      {line}" for line in estimate_lines(by_job[job_plan.job.name])]
+        deployment = _deployment(job_plan)
+        if deployment:
+            lines.append(f"      {deployment}")
         for model in job_plan.superseded:
             lines.append(f"  - {job_plan.job.name:<{width}}  superseded {model.name} "
                          "(apply --prune deletes it)")
@@ -151,6 +166,9 @@ def as_json(plan: Plan, estimates: list[JobEstimate] | None = None) -> dict[str,
             "superseded": [m.name for m in j.superseded],
             "foreign": [{"name": m.name, "owner": m.owner} for m in j.foreign],
             "estimate": by_job.get(j.job.name),
+            "eval_deployment": (j.job.eval.deploy.as_dict()
+                                if j.job.eval is not None and j.job.eval.deploy is not None
+                                else None),
         } for j in plan.jobs],
         "totals": None if total is None else {
             "jobs": total.jobs, "tokens_trained": total.trained_tokens, "exact": total.exact,

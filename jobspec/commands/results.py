@@ -8,6 +8,7 @@ run. How each eval comes about is the command's choice (``results.EvalMode``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ from ..evaloutcome import EvalOutcome, eval_outcome
 from ..evaluate import evaluate
 from ..reportmd import paired_text
 from ..results import EvalMode, JobStatus
+from ..retrying import PollPolicy
 from .common import plan_jobs
 
 
@@ -78,19 +80,27 @@ def _print_reused(name: str, evaluation: EvalOutcome) -> None:
     print(f"{name}: tuned {figures}", file=sys.stderr)
 
 
-def _result(status: JobStatus, backend: Backend, directory: Path,
-            mode: EvalMode) -> results.JobResult:
-    """One job's result: its eval as ``mode`` and its earlier report allow, said as it goes."""
+def _result(status: JobStatus, backend: Backend, directory: Path, mode: EvalMode,
+            poll: PollPolicy) -> results.JobResult:
+    """One job's result: its eval as ``mode`` and its earlier report allow, said as it goes;
+    an eval the backend cannot serve is not run, and the report says why."""
     name = status.job.name
     earlier = report.earlier(directory, name)
     decision = results.decide_eval(status, mode, earlier, backend.name, backend.endpoint)
+    unserved = backend.why_not_served(status.job) if decision.asks else None
+    if unserved:
+        print(f"{name}: eval not run: {unserved}", file=sys.stderr)
+        decision = results.EvalDecision(results.NOT_DEPLOYED)
     evaluation = decision.earlier
     if decision.how == results.REUSED and evaluation is not None:
         _print_reused(name, evaluation)
     if decision.refusal:
         print(f"{name}: asking the eval prompts again: {decision.refusal}", file=sys.stderr)
     if decision.asks and status.model is not None:
-        asked = evaluate(status.job, status.model, backend)
+        with backend.serving(status.job, status.model, poll,
+                             lambda step: print(f"{name}: {step}", file=sys.stderr)) as target:
+            asked = evaluate(status.job, dataclasses.replace(status.model, target=target),
+                             backend)
         assert asked is not None  # the job has an eval section
         evaluation = eval_outcome(asked)
         _print_verdict(name, evaluation)
@@ -109,10 +119,12 @@ def _count(status: JobStatus, backend: Backend) -> results.Tokens | None:
 
 
 def evaluate_and_report(statuses: list[JobStatus], backend: Backend, directory: Path,
-                        mode: EvalMode) -> bool:
+                        mode: EvalMode, poll: PollPolicy | None = None) -> bool:
     """Run evals as ``mode`` says and write every planned job's reports; True when every gate
-    that was judged passed (a job that is not ACTIVE is the caller's to count)."""
-    built = [_result(status, backend, directory, mode) for status in statuses]
+    that was judged passed (a job that is not ACTIVE is the caller's to count). ``poll``: how
+    a deployment for an eval is waited for (default: the backend's polling)."""
+    poll = poll or PollPolicy.for_backend(backend.poll)
+    built = [_result(status, backend, directory, mode, poll) for status in statuses]
     if built:
         written = report.write(directory, built)
         print(f"Reports: {len(written)} files in {_shown(directory)}{os.sep} (SUMMARY.md, "
