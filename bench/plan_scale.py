@@ -62,7 +62,7 @@ def seed_models(repo: Path, state: Path) -> None:
     """Record every job's model as ACTIVE, as a finished apply leaves the service's state."""
     sys.path.insert(0, str(repo))
     from jobspec import spec, workspace
-    from jobspec.backends.gemini import marker
+    from jobspec.backends.tunedmodels import marker
     from jobspec.identity import identify
     from jobspec.server.store import Store
 
