@@ -186,3 +186,17 @@ def service(tiny_model, tmp_path_factory):
     running = LocalService(tmp_path_factory.mktemp("state"), "--model", str(tiny_model)).start()
     yield running
     running.stop()
+
+
+@pytest.fixture
+def clean_service(service, monkeypatch):
+    """The module's tiny-model service as this test's local backend, holding no tuned model."""
+    import httpx
+
+    monkeypatch.setenv("JOBSPEC_LOCAL_URL", service.url)
+    monkeypatch.delenv("JOBSPEC_BACKEND", raising=False)
+    with httpx.Client(base_url=service.url) as http:
+        for model in http.get("/v1beta/tunedModels", params={"pageSize": 1000}).json().get(
+                "tunedModels", []):
+            http.delete(f"/v1beta/{model['name']}")
+    return service

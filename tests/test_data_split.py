@@ -6,7 +6,6 @@ estimate and steps against the local service's own count once applied."""
 
 from __future__ import annotations
 
-import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -124,17 +123,6 @@ def test_examples_that_cannot_be_split_are_refused_before_any_split_is_used(repo
     with pytest.raises(ConfigErrors) as refused:
         identify(job)
     assert "cannot split 3 examples that are all the same" in str(refused.value)
-
-
-@pytest.fixture
-def clean_service(service, monkeypatch):
-    monkeypatch.setenv("JOBSPEC_LOCAL_URL", service.url)
-    monkeypatch.delenv("JOBSPEC_BACKEND", raising=False)
-    with httpx.Client(base_url=service.url) as http:
-        for model in http.get("/v1beta/tunedModels", params={"pageSize": 1000}).json().get(
-                "tunedModels", []):
-            http.delete(f"/v1beta/{model['name']}")
-    return service
 
 
 @pytest.mark.timeout(180)

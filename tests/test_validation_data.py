@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 
-import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -142,17 +141,6 @@ SPLIT_JOB = """
     validation_split: 0.25
     """
 SPLIT_FINGERPRINT = "eeecdf93de09c0ac22ed1d3fd41ef00a14a25acd14b430c4e7fb598be9697087"  # pinned
-
-
-@pytest.fixture
-def clean_service(service, monkeypatch):
-    monkeypatch.setenv("JOBSPEC_LOCAL_URL", service.url)
-    monkeypatch.delenv("JOBSPEC_BACKEND", raising=False)
-    with httpx.Client(base_url=service.url) as http:
-        for model in http.get("/v1beta/tunedModels", params={"pageSize": 1000}).json().get(
-                "tunedModels", []):
-            http.delete(f"/v1beta/{model['name']}")
-    return service
 
 
 @pytest.mark.timeout(240)
