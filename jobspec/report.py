@@ -147,6 +147,8 @@ def as_json(result: JobResult) -> dict[str, Any]:
         "stop_reason": result.stop_reason,
         "device": result.device,
         "eval_status": result.eval_status,
+        # Only where there is one, so that every report written before it reads the same.
+        **({} if result.eval_note is None else {"eval_note": result.eval_note}),
         "eval": None if result.evaluation is None else eval_json(result.evaluation),
     }
 
@@ -158,7 +160,9 @@ def summary(results: Sequence[JobResult]) -> dict[str, Any]:
         e = r.evaluation
         jobs.append({
             "job": r.job, "tuned_model": r.tuned_model, "state": r.state, "reason": r.reason,
-            "eval_status": r.eval_status, "prompt_count": e.prompt_count if e else None,
+            "eval_status": r.eval_status,
+            **({} if r.eval_note is None else {"eval_note": r.eval_note}),
+            "prompt_count": e.prompt_count if e else None,
             "samples": e.samples if e else None, "passed": e.passed if e else None,
             "pass_rate": e.pass_rate if e else None,
             "interval": _interval(e.interval) if e else None,
@@ -200,15 +204,20 @@ def junit(results: Sequence[JobResult]) -> str:
         prompts = result.evaluation.prompts if result.evaluation else ()
         shared = shared_system(result.evaluation) if result.evaluation else None
         active = result.state == ACTIVE
-        suite = _element(suites, "testsuite", name=result.job, tests=str(len(prompts) + 1),
+        missing = result.eval_missing  # an eval meant to run, not run: an error of its own
+        suite = _element(suites, "testsuite", name=result.job,
+                         tests=str(len(prompts) + 1 + missing),
                          failures=str(sum(p.tuned.verdict == "fail" for p in prompts)
                                       + (not active)),
-                         errors=str(sum(p.tuned.verdict == "error" for p in prompts)))
+                         errors=str(sum(p.tuned.verdict == "error" for p in prompts) + missing))
         case = _element(suite, "testcase", classname=result.job,
                         name=f"{result.tuned_model} is ACTIVE")
         if not active:
             _element(case, "failure", result.reason or "",
                      message=f"{result.state}: {result.reason or 'not ACTIVE'}")
+        if missing:
+            case = _element(suite, "testcase", classname=result.job, name="eval")
+            _element(case, "error", result.eval_note or "", message=result.eval_status)
         for prompt in prompts:
             where = asked_in(prompt, shared)
             case = _element(suite, "testcase", classname=result.job,
@@ -303,7 +312,8 @@ def from_json(data: dict[str, Any]) -> JobResult:
         loss_curve=_read_curve(data["loss_curve"]),
         validation_curve=_read_curve(data["validation_curve"]),
         kept_epoch=data["kept_epoch"], stop_reason=data["stop_reason"], device=data["device"],
-        eval_status=data["eval_status"], evaluation=_read_eval(data["eval"]))
+        eval_status=data["eval_status"], evaluation=_read_eval(data["eval"]),
+        eval_note=data.get("eval_note"))
 
 
 def earlier(directory: Path, job: str) -> JobResult | None:

@@ -11,7 +11,7 @@ from typing import Any
 from . import stats
 from .charts import epoch_means, loss_chart
 from .evaloutcome import Answers, EvalOutcome, Interval, PromptOutcome
-from .results import KEPT, NOT_DEPLOYED, NOT_RUN, REUSED, SKIPPED, JobResult
+from .results import DEPLOY_FAILED, KEPT, NOT_DEPLOYED, NOT_RUN, REUSED, SKIPPED, JobResult
 from .timestamps import duration_text
 
 _UNPRINTABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -23,7 +23,16 @@ EVAL_NOTES = {REUSED: "reused from the last report: the same prompts of the same
               NOT_DEPLOYED: "not run: Vertex AI serves a tuned open model only once it is "
                             "deployed, and the job has no eval.deploy (add eval.deploy: "
                             "{machine_type, accelerator_type, accelerator_count} to deploy it "
-                            "for the eval and remove it after)"}
+                            "for the eval and remove it after)",
+              DEPLOY_FAILED: "not run: deploying the tuned model for it failed (the "
+                             "deployment was removed)"}
+
+
+def eval_note(result: JobResult) -> str:
+    """How the eval came about, in words, where it was not asked now ("" where it was):
+    its status's note, then the result's own words, if any."""
+    note = EVAL_NOTES.get(result.eval_status, "")
+    return f"{note}: {result.eval_note}" if note and result.eval_note else note
 
 
 def _visible(text: str) -> str:
@@ -94,7 +103,8 @@ def what_tuning_did(result: JobResult) -> list[str]:
         if evaluation.paired:
             lines.append(f"- **Paired by prompt**: {paired_text(evaluation)}")
     else:
-        lines.append(f"- **Eval**: {EVAL_NOTES.get(result.eval_status, 'none in this job')}")
+        note = eval_note(result)
+        lines.append(f"- **Eval**: {_md(note) if note else 'none in this job'}")
     loss = _loss_text(result)
     if loss:
         lines.append(f"- **Loss**: {loss}")
@@ -200,7 +210,7 @@ def markdown(result: JobResult) -> str:
     lines += [f"| {k} | {v} |" for k, v in result.hyperparameters.items()]
     lines += ["", "### Loss", ""] + loss_chart(result.loss_curve, result.validation_curve)
     if result.eval_status in EVAL_NOTES:
-        lines += ["", "### Eval", "", f"_Eval {EVAL_NOTES[result.eval_status]}._"]
+        lines += ["", "### Eval", "", f"_Eval {_md(eval_note(result))}._"]
     if evaluation:
         if result.eval_status not in EVAL_NOTES:
             lines += ["", "### Eval"]
@@ -237,7 +247,7 @@ def summary_markdown(results: Sequence[JobResult]) -> str:
              "/ base only, p | tokens trained | time | gate | note |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for result in results:
-        note = result.reason or EVAL_NOTES.get(result.eval_status, "")
+        note = result.reason or eval_note(result)
         gate = ("-" if result.evaluation is None
                 else "passed" if result.evaluation.gate_passed else "failed")
         lines.append(f"| [{result.job}]({result.job}.md) | `{result.tuned_model}` | "

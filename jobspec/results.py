@@ -10,7 +10,7 @@ reportmd.py and charts.py only show these values.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -29,6 +29,9 @@ NOT_CREATED, ERROR = "NOT_CREATED", "ERROR"
 # How a job's eval came to be in its result.
 ASKED, REUSED, KEPT, SKIPPED, NO_EVAL, NOT_RUN, NOT_DEPLOYED = (
     "asked", "reused", "kept", "skipped", "none", "not_run", "not_deployed")
+# The eval was to be asked, but the model could not be served for it (a deployment for the
+# eval failed); the result's ``eval_note`` says why. The run is then not complete.
+DEPLOY_FAILED = "deploy_failed"
 
 
 class EvalMode(enum.Enum):
@@ -153,8 +156,9 @@ class JobResult:
     kept_epoch: int | None
     stop_reason: str | None
     device: str | None
-    eval_status: str  # ASKED, REUSED, KEPT, SKIPPED, NO_EVAL, NOT_RUN or NOT_DEPLOYED
+    eval_status: str  # ASKED, REUSED, ... or DEPLOY_FAILED (the constants above)
     evaluation: EvalOutcome | None
+    eval_note: str | None = None  # why the eval was not run, in words, beyond its status
 
     @property
     def gate_passed(self) -> bool:
@@ -162,8 +166,13 @@ class JobResult:
         return self.evaluation is None or self.evaluation.gate_passed
 
     @property
+    def eval_missing(self) -> bool:
+        """Whether the eval this run set out to ask could not be run (DEPLOY_FAILED)."""
+        return self.eval_status == DEPLOY_FAILED
+
+    @property
     def ok(self) -> bool:
-        return self.state == ACTIVE and self.gate_passed
+        return self.state == ACTIVE and self.gate_passed and not self.eval_missing
 
 
 def public_endpoint(url: str) -> str:
@@ -182,8 +191,9 @@ def _curve(snapshots: tuple[Snapshot, ...]) -> tuple[LossPoint, ...]:
 
 def job_result(status: JobStatus, backend: str, endpoint: str,
                evaluation: EvalOutcome | None, eval_status: str,
-               tokens: Tokens | None = None) -> JobResult:
-    """One job's result, from where it stands and how its eval went."""
+               tokens: Tokens | None = None, eval_note: str | None = None) -> JobResult:
+    """One job's result, from where it stands and how its eval went (``eval_note``: why it
+    was not run, where its status does not say all)."""
     job, identity, model = status.job, status.identity, status.model
     snapshots = status.snapshots or (model.snapshots if model is not None else ())
     started = model.start_time if model else None
@@ -208,7 +218,19 @@ def job_result(status: JobStatus, backend: str, endpoint: str,
         kept_epoch=model.kept_epoch if model else None,
         stop_reason=model.stop_reason if model else None,
         device=model.device if model else None,
-        eval_status=eval_status, evaluation=evaluation)
+        eval_status=eval_status, evaluation=evaluation, eval_note=eval_note)
+
+
+def eval_trouble(built: Sequence[JobResult]) -> str:
+    """What went wrong with a run's evals, as the run's last line says it ("" when nothing
+    did): a gate that failed, and evals that could not be run."""
+    notes = []
+    if not all(result.gate_passed for result in built):
+        notes.append("an eval gate failed")
+    missing = [result.job for result in built if result.eval_missing]
+    if missing:
+        notes.append(f"the eval of {', '.join(missing)} could not be run")
+    return "; ".join(notes)
 
 
 def matching_eval(earlier: JobResult | None, status: JobStatus, backend: str,

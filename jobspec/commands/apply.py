@@ -151,7 +151,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
                     display.close()
                 still_training = _still_training(args)
                 statuses = [results.status_after_apply(o, still_training) for o in outcomes]
-                gates_passed = evaluate_and_report(
+                eval_trouble = evaluate_and_report(
                     statuses, backend, report_directory(args),
                     EvalMode.SKIP if args.skip_eval else EvalMode.REUSE, options.poll)
         except (KeyboardInterrupt, Interrupted):
@@ -165,14 +165,14 @@ def cmd_apply(args: argparse.Namespace) -> int:
     not_done = [s for s in statuses if s.state != ACTIVE]
     for status in not_done:
         print(f"{status.job.name}: {status.state}: {status.reason}", file=sys.stderr)
-    complete = not not_done and gates_passed
-    gate_note = "" if gates_passed else "; an eval gate failed"
+    complete = not not_done and not eval_trouble
+    eval_note = f"; {eval_trouble}" if eval_trouble else ""
     print(f"Apply {'complete' if complete else 'incomplete'}: {len(statuses) - len(not_done)}/"
-          f"{len(statuses)} jobs ACTIVE{gate_note} in {time.monotonic() - started:.1f}s "
+          f"{len(statuses)} jobs ACTIVE{eval_note} in {time.monotonic() - started:.1f}s "
           f"({backend.request_count()} requests).", file=sys.stderr)
     if args.no_wait:
         submitted = all(s.state in (ACTIVE, CREATING) for s in statuses)
-        return errors.EXIT_OK if submitted and gates_passed else errors.EXIT_FAILURE
+        return errors.EXIT_OK if submitted and not eval_trouble else errors.EXIT_FAILURE
     return errors.EXIT_OK if complete else errors.EXIT_FAILURE
 
 

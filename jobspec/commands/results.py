@@ -8,6 +8,7 @@ run. How each eval comes about is the command's choice (``results.EvalMode``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import sys
@@ -96,17 +97,37 @@ def _result(status: JobStatus, backend: Backend, directory: Path, mode: EvalMode
         _print_reused(name, evaluation)
     if decision.refusal:
         print(f"{name}: asking the eval prompts again: {decision.refusal}", file=sys.stderr)
+    how, note = decision.how, None
     if decision.asks and status.model is not None:
-        with backend.serving(status.job, status.model, poll,
-                             lambda step: print(f"{name}: {step}", file=sys.stderr)) as target:
-            asked = evaluate(status.job, dataclasses.replace(status.model, target=target),
-                             backend)
-        assert asked is not None  # the job has an eval section
-        evaluation = eval_outcome(asked)
-        _print_verdict(name, evaluation)
+        asked = _ask(status, backend, poll)
+        if isinstance(asked, str):
+            print(f"{name}: eval not run: {asked}", file=sys.stderr)
+            how, note = results.DEPLOY_FAILED, asked
+        else:
+            evaluation = asked
+            _print_verdict(name, evaluation)
     tokens = results.earlier_tokens(earlier, status, backend.name) or _count(status, backend)
-    return results.job_result(status, backend.name, backend.endpoint, evaluation, decision.how,
-                              tokens)
+    return results.job_result(status, backend.name, backend.endpoint, evaluation, how,
+                              tokens, eval_note=note)
+
+
+def _ask(status: JobStatus, backend: Backend, poll: PollPolicy) -> EvalOutcome | str:
+    """The job's eval, asked of its model where the backend serves it; or, when the model
+    could not be served (a deployment for the eval failed, and was removed), why, in words:
+    one job's failed deployment must not keep the run's other jobs from their evals and
+    reports. A failure while asking or removing is not caught here."""
+    assert status.model is not None  # decide_eval asks only of an ACTIVE model
+    name = status.job.name
+    with contextlib.ExitStack() as stack:
+        try:
+            target = stack.enter_context(backend.serving(
+                status.job, status.model, poll,
+                lambda step: print(f"{name}: {step}", file=sys.stderr)))
+        except errors.JobSpecError as exc:
+            return str(exc)
+        asked = evaluate(status.job, dataclasses.replace(status.model, target=target), backend)
+    assert asked is not None  # the job has an eval section
+    return eval_outcome(asked)
 
 
 def _count(status: JobStatus, backend: Backend) -> results.Tokens | None:
@@ -119,31 +140,32 @@ def _count(status: JobStatus, backend: Backend) -> results.Tokens | None:
 
 
 def evaluate_and_report(statuses: list[JobStatus], backend: Backend, directory: Path,
-                        mode: EvalMode, poll: PollPolicy | None = None) -> bool:
-    """Run evals as ``mode`` says and write every planned job's reports; True when every gate
-    that was judged passed (a job that is not ACTIVE is the caller's to count). ``poll``: how
-    a deployment for an eval is waited for (default: the backend's polling)."""
+                        mode: EvalMode, poll: PollPolicy | None = None) -> str:
+    """Run evals as ``mode`` says and write every planned job's reports; what went wrong with
+    the evals ("" when every gate that was judged passed and every eval meant to run ran; a
+    job that is not ACTIVE is the caller's to count). ``poll``: how a deployment for an eval
+    is waited for (default: the backend's polling)."""
     poll = poll or PollPolicy.for_backend(backend.poll)
     built = [_result(status, backend, directory, mode, poll) for status in statuses]
     if built:
         written = report.write(directory, built)
         print(f"Reports: {len(written)} files in {_shown(directory)}{os.sep} (SUMMARY.md, "
               "summary.json, junit.xml and one .json/.md per job)", file=sys.stderr)
-    return all(result.gate_passed for result in built)
+    return results.eval_trouble(built)
 
 
 def _run(args: argparse.Namespace, mode: EvalMode) -> int:
     plan, backend = plan_jobs(args)
     try:
         statuses = [results.status_now(job_plan) for job_plan in plan.jobs]
-        passed = evaluate_and_report(statuses, backend, report_directory(args), mode)
+        trouble = evaluate_and_report(statuses, backend, report_directory(args), mode)
     finally:
         backend.close()
     missing = [s for s in statuses if s.state != ACTIVE]
     for status in missing:
         print(f"{status.job.name}: {status.model_name}: {status.state}: "
               f"{status.reason}", file=sys.stderr)
-    return errors.EXIT_OK if passed and not missing else errors.EXIT_FAILURE
+    return errors.EXIT_OK if not trouble and not missing else errors.EXIT_FAILURE
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

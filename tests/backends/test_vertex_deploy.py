@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from xml.etree import ElementTree
 
 import jsonschema
 import pytest
@@ -90,15 +91,59 @@ def test_apply_deploys_asks_on_the_endpoint_then_undeploys_and_deletes(vertex: V
     assert f"numbers: undeploying {tuned} and deleting {endpoint}" in result.err
 
 
-def test_a_failed_deployment_still_deletes_the_endpoint(vertex: Vertex, cli):
+def test_a_failed_deployment_is_removed_and_reported_and_the_other_jobs_still_run(
+        vertex: Vertex, cli):
+    """The first job's deployment fails: its endpoint is still deleted, its result says the
+    eval was not run and why, the second job is deployed and asked, every report is written,
+    and apply exits 1."""
     deploy_job(vertex)
+    letters = (vertex.repo.root / "jobs/numbers.yaml").read_text().replace(
+        "name: numbers\n", "name: letters\n")
+    vertex.repo.write("jobs/letters.yaml", letters)
     vertex.fake.deploys.fail_next_deploy("The machine type is out of capacity.")
     result = apply(cli)
-    assert result.code != 0
-    assert "Vertex AI could not deploy" in result.err
-    assert "The machine type is out of capacity." in result.err
-    assert [verb for verb, _ in vertex.fake.deploys.calls] == ["create", "deploy", "delete"]
-    assert vertex.fake.deploys.endpoints == {}
+    assert result.code == 1, result.err
+    (failed,) = [line for line in result.err.splitlines()
+                 if line.startswith("letters: eval not run: ")]
+    assert "Vertex AI could not deploy" in failed
+    assert "The machine type is out of capacity." in failed
+    assert "Apply incomplete: 2/2 jobs ACTIVE; the eval of letters could not be run" \
+        in result.err
+    calls = vertex.fake.deploys.calls
+    assert [verb for verb, _ in calls] == ["create", "deploy", "delete",  # letters
+                                           "create", "deploy", "undeploy", "delete"]  # numbers
+    assert calls[0][1] != calls[3][1]
+    assert vertex.fake.deploys.endpoints == {}  # nothing left serving, nothing left billing
+    schema = json.loads((ROOT / "schemas/report.schema.json").read_text())
+    lost = vertex.report("letters")
+    jsonschema.validate(lost, schema)
+    assert (lost["state"], lost["eval_status"], lost["eval"]) == ("ACTIVE", "deploy_failed",
+                                                                 None)
+    assert lost["eval_note"] == failed.removeprefix("letters: eval not run: ")
+    asked = vertex.report("numbers")
+    jsonschema.validate(asked, schema)
+    assert (asked["eval_status"], asked["eval"]["pass_rate"]) == ("asked", 1.0)
+    assert "eval_note" not in asked
+    reports = vertex.repo.root / "reports"
+    summary = json.loads((reports / "summary.json").read_text())
+    jsonschema.validate(summary, {**schema["$defs"]["summary"], "$defs": schema["$defs"]})
+    assert [(j["job"], j["eval_status"], j["ok"]) for j in summary["jobs"]] == [
+        ("letters", "deploy_failed", False), ("numbers", "asked", True)]
+    assert summary["ok"] is False
+    page = (reports / "letters.md").read_text()
+    assert ("_Eval not run: deploying the tuned model for it failed (the deployment was "
+            "removed): Vertex AI could not deploy") in page
+    assert "The machine type is out of capacity." in page
+    overview = (reports / "SUMMARY.md").read_text()
+    assert "❌ 1 of 2 jobs need attention" in overview
+    (row,) = [line for line in overview.splitlines() if line.startswith("| [letters]")]
+    assert "not run: deploying the tuned model for it failed" in row
+    suites = {suite.get("name"): suite for suite in
+              ElementTree.parse(reports / "junit.xml").getroot().findall("testsuite")}
+    assert (suites["letters"].get("tests"), suites["letters"].get("errors")) == ("2", "1")
+    (error,) = suites["letters"].iter("error")
+    assert (error.get("message"), error.text) == ("deploy_failed", lost["eval_note"])
+    assert suites["numbers"].get("errors") == "0"
 
 
 def test_a_failing_eval_request_still_undeploys(vertex: Vertex, cli):
