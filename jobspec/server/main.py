@@ -72,14 +72,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="save a training run's checkpoint this often, besides at the end "
                              "of every epoch, so that a run cut short by a crash resumes from it "
                              f"(default: {CHECKPOINT_SECONDS:g})")
-    parser.add_argument("--max-batch-tokens", type=int, default=DEFAULT_MAX_BATCH_TOKENS,
-                        metavar="N",
+    parser.add_argument("--max-batch-tokens", type=int, default=None, metavar="N",
                         help="most tokens (rows × longest row) one forward pass trains on: a "
                              "larger batch is split into micro-batches with the same result, "
                              "and an example longer than this is refused when the job is "
                              "created. Training memory grows with it, by about 2.8 MB a token "
-                             "for SmolLM2-135M on a CPU "
-                             f"(default: {DEFAULT_MAX_BATCH_TOKENS})")
+                             "for SmolLM2-135M on a CPU. Default: on a CUDA GPU, measured for "
+                             "each run (the most its free memory holds, at least "
+                             f"{DEFAULT_MAX_BATCH_TOKENS}; halved when a step runs out of "
+                             f"memory), on a CPU {DEFAULT_MAX_BATCH_TOKENS}; examples longer "
+                             f"than {DEFAULT_MAX_BATCH_TOKENS} tokens are refused either way")
 
 
 def choose_state_dir(given: str | None) -> Path:
@@ -189,7 +191,7 @@ def serve(args: argparse.Namespace) -> int:
     if args.checkpoint_interval <= 0:
         print("jobspec serve: --checkpoint-interval must be more than 0", file=sys.stderr)
         return 64
-    if args.max_batch_tokens < 1:
+    if args.max_batch_tokens is not None and args.max_batch_tokens < 1:
         print("jobspec serve: --max-batch-tokens must be at least 1", file=sys.stderr)
         return 64
     if args.quantize is not None:
@@ -230,7 +232,8 @@ def serve(args: argparse.Namespace) -> int:
     threading.Thread(target=tokenizers.get, args=(registry.default.id,), daemon=True,
                      name="tokenizer").start()
     service = TuningService(store, registry, generator, tokenizers, state_dir,
-                            max_batch_tokens=args.max_batch_tokens)
+                            max_batch_tokens=(DEFAULT_MAX_BATCH_TOKENS if args.max_batch_tokens
+                                              is None else args.max_batch_tokens))
     def idle() -> bool:
         return (args.idle_exit is not None
                 and time.monotonic() - service.last_activity > args.idle_exit

@@ -264,12 +264,12 @@ class _Snapshots:
 
 
 def _steps(run: _Run, progress: Progress, on_step: Callable[[StepResult], bool],
-           snapshots: _Snapshots | None) -> str | None:
+           snapshots: _Snapshots | None, train_step: Callable[..., Any]) -> str | None:
     """Train the steps after ``progress.step`` to the last; why early stopping stopped it
     before, or None. Raises Cancelled when on_step (or a save) says to stop."""
     total = len(run.plan)
     for step, (epoch, indices) in enumerate(run.plan[progress.step:], start=progress.step + 1):
-        loss, passes = _train_step(run, indices)
+        loss, passes = train_step(run, indices)
         progress.step = step
         ended, value = _evaluate(run, progress)
         if not on_step(StepResult(step, epoch, loss, passes, ended, value)):
@@ -300,14 +300,16 @@ def train(base: Any, tokenizer: Any, examples: Sequence[Example], *, epochs: int
           on_step: Callable[[StepResult], bool], recipe: Recipe = RECIPE,
           validation: Sequence[Example] | None = None, patience: int | None = None,
           checkpoints: Checkpoints | None = None, resume: Resume | None = None,
-          checkpoint_seconds: float = CHECKPOINT_SECONDS) -> TrainResult | None:
+          checkpoint_seconds: float = CHECKPOINT_SECONDS,
+          step_wrapper: Callable[[Any], Any] | None = None) -> TrainResult | None:
     """Train a LoRA adapter on ``examples`` (conversations; a (text_input, output) pair is a
     one-turn one); None when on_step (or a checkpoint) asked to stop.
 
     With ``patience`` (early stopping; needs validation examples) training stops once the
     validation loss has not improved for that many epochs, and the weights of the best epoch
     are kept (also when it runs to its end). ``resume`` (``training_state.resume``'s decision)
-    says where to start; with ``checkpoints`` the run's state is saved there as it goes."""
+    says where to start; with ``checkpoints`` the run's state is saved there as it goes.
+    ``step_wrapper`` wraps each step (batchfit.FittedSteps: the pass size fitted to a GPU)."""
     validation = list(validation or [])
     if patience is not None and not validation:
         raise ValueError("early stopping needs validation examples")
@@ -323,7 +325,8 @@ def train(base: Any, tokenizer: Any, examples: Sequence[Example], *, epochs: int
                     else Progress.fresh(patience))
         snapshots = None if checkpoints is None or resume is None else _Snapshots(
             checkpoints, resume.key, checkpoint_seconds)
-        stop_reason = _steps(run, progress, on_step, snapshots)
+        stop_reason = _steps(run, progress, on_step, snapshots,
+                             step_wrapper(_train_step) if step_wrapper else _train_step)
     except Cancelled:
         return None
     finally:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import datasets
+from . import batchfit, datasets
 from . import recipe as recipes
 from . import trainer
 from .adapters import discard_partial, partial_dir, publish, save_partial
@@ -40,7 +40,7 @@ class WorkerConfig:
     models: tuple[Any, ...]  # models.BaseModel, resolved by the service (hub ids included)
     alias_specs: tuple[str, ...]
     threads: int
-    max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS
+    max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS  # None: measured on a GPU
     checkpoint_seconds: float = trainer.CHECKPOINT_SECONDS
 
 
@@ -52,7 +52,7 @@ class Worker:
     """
 
     def __init__(self, state_dir: Path, registry: Any, *,
-                 max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS, pid: int | None = None,
+                 max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS, pid: int | None = None,
                  checkpoint_seconds: float = trainer.CHECKPOINT_SECONDS) -> None:
         self.state_dir = state_dir
         self.store = Store(state_dir / "state.db")
@@ -125,11 +125,13 @@ class Worker:
                 f"{record.total_steps} steps{stopping}) on {trained_on}")
             hp = record.hyperparameters
             started = time.time()
+            passes = batchfit.FittedSteps(device, self.max_batch_tokens,
+                                          lambda text: log(f"train {name}: {text}"))
 
             def on_step(result: StepResult) -> bool:
                 self.check_parent()
                 split = (f" ({result.micro_batches} micro-batches of at most "
-                         f"{self.max_batch_tokens} tokens)" if result.micro_batches > 1 else "")
+                         f"{passes.tokens} tokens)" if result.micro_batches > 1 else "")
                 measured = (f"; validation loss {result.validation_loss:.4f} after epoch "
                             f"{result.completed_epoch}" if result.validation_loss is not None
                             else "")
@@ -145,10 +147,11 @@ class Worker:
             result = train(network, tokenizer, examples,
                            epochs=int(hp["epochCount"]), batch_size=int(hp["batchSize"]),
                            learning_rate=record.effective_lr,
-                           max_batch_tokens=self.max_batch_tokens, on_step=on_step,
+                           max_batch_tokens=passes.tokens, on_step=on_step,
                            recipe=recipe, validation=validation, patience=patience,
                            checkpoints=checkpoints, resume=start,
-                           checkpoint_seconds=self.checkpoint_seconds)
+                           checkpoint_seconds=self.checkpoint_seconds,
+                           step_wrapper=passes.wrap)
             if result is None:  # cancelled, deleted, or no longer this worker's job
                 self._stopped(record, name)
                 return
