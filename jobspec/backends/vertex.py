@@ -3,12 +3,10 @@ shared/reference/vertex-tuning-api.md.
 
 Vertex chooses a tuning job's id, so jobspec records who made a job, and for which job file and
 fingerprint, in the job's ``labels`` (``jobspec-name``, ``jobspec-fingerprint``, the full 64 hex,
-and ``jobspec-owner``) and finds its jobs by listing with a label filter, every page. A create is
-never repeated blindly: before it, jobspec lists the jobs of this owner, job and fingerprint and
-adopts one that is not FAILED; after a create whose answer was lost, it lists again, for as
-long as the listing may lag behind a create, before it would try again, and adopts what the lost
-create made. Another team's jobs (other labels, or none) are never listed as this workspace's,
-adopted or cancelled.
+and ``jobspec-owner``) and finds its jobs by listing with a label filter, every page. Listing
+and creating, which must never make a job twice, are vertexjobs.py's. Another team's jobs (other
+labels, or none) are never listed as this workspace's, adopted or cancelled. A tuned open model
+is deployed for its eval by vertexdeploy.py.
 
 The training data goes to Cloud Storage first (gcs.py) as Vertex's JSONL, one
 ``{"systemInstruction"?, "contents": [user turn, model turn, ...]}`` per example (§6), named by
@@ -30,23 +28,21 @@ from typing import Any
 from .. import auth, data
 from ..client import ApiClient
 from ..conversation import Conversation
-from ..errors import (AuthError, ConfigError, Interrupted, PermanentBackendError,
-                      TransientBackendError, UsageError)
+from ..errors import AuthError, Interrupted, PermanentBackendError
 from ..identity import Identity
-from ..ownership import adopt, newest
-from ..retrying import Budget, Deadline, PollPolicy
+from ..retrying import PollPolicy
 from ..spec import Job
 from ..workspace import Owner
 from . import generate, openmodels, preview, vertexdeploy, vertexopen
 from .base import (CREATING, BackendOptions, BackendType, OpenRequest, PollDefaults,
-                   Progress, RemoteModel, TokenCount, example_streams)
+                   Progress, RemoteModel, TokenCount)
 from .endpoints import Endpoint, checked_url, check_destination
 from .gcs import STORAGE_ENDPOINT, Storage, rechunk
 from .tuningjobs import (JSONL_EXAMPLE_BYTES, LABEL_OWNER, applied_hyperparameters,
-                         job_labels, jsonl_line, label_filter, progress_of, removal_commands,
-                         tuning_job_from_wire, tuning_job_to_wire)
+                         jsonl_line, progress_of, removal_commands, tuning_job_from_wire)
+from .vertexjobs import TuningJobs
 from .vertexrules import check_job
-from .vertexsettings import BUCKET_VARIABLE, Settings, location, settings
+from .vertexsettings import Settings, location, settings
 
 POLL = PollDefaults(initial=30.0, maximum=300.0)  # Vertex tuning jobs take tens of minutes
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
@@ -54,15 +50,6 @@ MAX_EXAMPLE_TOKENS = 131_072  # input and output of one example, Gemini 2.5 and 
 VERTEX_ENDPOINT_VARIABLE, STORAGE_ENDPOINT_VARIABLE = ("JOBSPEC_VERTEX_ENDPOINT",
                                                        "JOBSPEC_STORAGE_ENDPOINT")
 API_KEY_VARIABLES = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
-TRAINING_OBJECT = "jobspec/training/{fingerprint}.jsonl"  # in the staging bucket (and prefix)
-VALIDATION_OBJECT = "jobspec/validation/{fingerprint}.jsonl"
-MAX_VALIDATION_EXAMPLES = 5_000  # §6
-# A create answered 429 or 503 was refused before anything was made (RESOURCE_EXHAUSTED,
-# UNAVAILABLE); any other failure (no answer, 500, 502, 504) may have followed the job's making.
-REFUSED_CREATE = (429, 503)
-# How long Vertex AI's listing is given to show a job a create made. The list is the only way
-# to find a job whose create answer was lost, and it may lag behind the create.
-LISTING_SETTLE_SECONDS = 60.0
 
 LIMITS = data.DataLimits(
     "vertex", max_examples=1_000_000, max_bytes=data.GB, carrier="training file",
@@ -85,6 +72,8 @@ class VertexBackend:
         self.endpoint = f"{client.base_url}/v1/{settings.parent}"
         self._stop = threading.Event()
         self._deployed: set[str] = set()  # endpoints serving an open model for its eval
+        self.jobs = TuningJobs(settings, client, self.storage, owner, self._job_lines,
+                               self._sleep)
 
     def __enter__(self) -> "VertexBackend":
         return self
@@ -104,37 +93,10 @@ class VertexBackend:
     def request_count(self) -> int:
         return self.client.request_count + self.storage.client.request_count
 
-    # Finding jobs.
-
-    def _list(self, **labels: str) -> list[RemoteModel]:
-        """The tuning jobs with these labels, following every page."""
-        query = {"filter": label_filter(labels)}
-        path = f"{self.settings.parent}/tuningJobs"
-        found: list[RemoteModel] = []
-        while True:
-            try:
-                page = self.client.request("GET", path, params=query)
-            except PermanentBackendError as exc:
-                if exc.http_status == 404:
-                    raise PermanentBackendError(
-                        f"{exc.message} (project {self.settings.project}, location "
-                        f"{self.settings.location}: check --project and --location; tuning "
-                        "runs in the regions Vertex AI lists for it)", http_status=404,
-                        status=exc.status) from None
-                raise
-            found.extend(tuning_job_from_wire(job) for job in page.get("tuningJobs", []))
-            if not page.get("nextPageToken"):
-                return found
-            query = {**query, "pageToken": page["nextPageToken"]}
+    # Finding jobs (vertexjobs.py lists them).
 
     def list_models(self) -> list[RemoteModel]:
-        return self._list(**{LABEL_OWNER: self.owner.id})
-
-    def _adoptable(self, models: list[RemoteModel], job: Job, identity: Identity,
-                   existed: set[str]) -> list[RemoteModel]:
-        """What a create takes instead of making a job (``ownership.adopt``)."""
-        return [m for m in models if adopt(m, self.owner.id, job.name, identity.fingerprint,
-                                           existed=existed).allowed]
+        return self.jobs.labelled(**{LABEL_OWNER: self.owner.id})
 
     def legacy_name(self, identity: Identity) -> None:
         return None  # every tuning job jobspec made here is labelled with its owner
@@ -169,7 +131,7 @@ class VertexBackend:
         return progress_of(tuning_job_from_wire(self.client.request("GET",
                                                                   self._job_name(model))))
 
-    # Creating one.
+    # Creating one (vertexjobs.py), from the training file's lines.
 
     @staticmethod
     def _lines(examples: Iterable[data.Example]) -> Iterator[bytes]:
@@ -183,116 +145,14 @@ class VertexBackend:
             return rechunk(vertexopen.messages_line(e.conversation) for e in examples)
         return VertexBackend._lines(examples)
 
-    def _stage(self, job: Job, identity: Identity) -> tuple[str, str | None]:
-        """The training (and validation) JSONL in Cloud Storage, uploaded unless there, each
-        read as a stream (a validation split's sides as identify drew it)."""
-        bucket = self.settings.bucket
-        if bucket is None:
-            raise UsageError("the vertex backend needs a staging bucket to create a tuning job: "
-                             f"pass --staging-bucket, or set {BUCKET_VARIABLE}")
-        streams = example_streams(job, identity)
-        name = bucket.object_name(TRAINING_OBJECT.format(fingerprint=identity.fingerprint))
-        self.storage.stage(bucket, name, lambda: self._job_lines(job, streams.training()))
-        validation = streams.validation
-        if validation is None:
-            return bucket.uri(name), None
-        held_out = (identity.held_out if job.validation_data is None
-                    else data.count_examples(job.validation_data))
-        if held_out > MAX_VALIDATION_EXAMPLES:
-            where = "validation_data" if job.validation_data is not None else "validation_split"
-            raise ConfigError(job.at(where), f"{held_out:,} validation examples; Vertex AI "
-                              f"takes at most {MAX_VALIDATION_EXAMPLES:,} (§6)")
-        checked = bucket.object_name(VALIDATION_OBJECT.format(fingerprint=identity.fingerprint))
-        self.storage.stage(bucket, checked, lambda: self._job_lines(job, validation()))
-        return bucket.uri(name), bucket.uri(checked)
-
     def create(self, job: Job, identity: Identity) -> Progress:
         """Adopt this owner's job of the same name and fingerprint if one is not FAILED; else
-        stage the data and create one. The create is sent once per attempt, never retried
-        blindly. After one the service refused (429, 503) the jobs are listed again before the
-        next attempt. After one whose outcome is unknown (no answer, or an error that may
-        follow the job's making), no create is sent until the listing has had time to show
-        what it made (``_after_unknown_create``), which is then adopted."""
-        labels = job_labels(job.name, identity.fingerprint, self.owner.id)
-        budget = self.client.retry.budget()
-        known: set[str] | None = None  # the jobs there before this create
-        staged, failed, attempt = None, None, 0
-        while True:
-            found = self._list(**labels)
-            known = {m.name for m in found} if known is None else known
-            taken = self._adoptable(found, job, identity, known)
-            if taken:
-                return progress_of(newest(taken), adopted=True)
-            if failed is not None:  # the last attempt's create made nothing, and none is left
-                raise TransientBackendError(
-                    f"{failed.message} (creating the tuning job: gave up after {attempt} "
-                    f"attempt{'s' if attempt > 1 else ''}, and no job was made; apply again to "
-                    "retry)", http_status=failed.http_status, status=failed.status)
-            staged = staged or self._stage(job, identity)
-            attempt += 1
-            body, version = self._create_body(job, identity, staged)
-            try:
-                created = self.client.request("POST", f"{self.settings.parent}/tuningJobs",
-                                              body=body, retry=False, version=version)
-            except TransientBackendError as exc:
-                if exc.http_status not in REFUSED_CREATE:
-                    made = self._after_unknown_create(exc, labels, job, identity, known,
-                                                      budget)
-                    if made:
-                        return progress_of(newest(made), adopted=True)
-                # As ApiClient waits between attempts; None: give up.
-                wait = budget.next_wait(exc, attempt)
-                if wait is None:
-                    failed = exc  # list once more: a lost answer may have made the job
-                else:
-                    self._sleep(wait, "to retry creating a Vertex AI tuning job")
-                continue
-            return progress_of(tuning_job_from_wire(created))
-
-    def _create_body(self, job: Job, identity: Identity,
-                     staged: tuple[str, str | None]) -> tuple[dict[str, Any], str | None]:
-        """The TuningJob to create and the API version to create it in: v1 for a Gemini
-        model; v1beta1, with its output under the staging bucket, for an open model."""
-        if not openmodels.is_open_model(job.base_model):
-            return tuning_job_to_wire(job, identity, self.owner.id, *staged), None
-        assert self.settings.bucket is not None  # _stage has refused a job without one
-        output = vertexopen.output_uri(self.settings.bucket, identity)
-        return (vertexopen.tuning_job_to_wire(job, identity, self.owner.id, *staged, output),
-                vertexopen.CREATE_VERSION)
+        stage the data and create one, never twice (vertexjobs.py)."""
+        return self.jobs.create(job, identity)
 
     def _sleep(self, seconds: float, why: str) -> None:
         if self._stop.wait(seconds):
             raise Interrupted(f"interrupted while waiting {why}") from None
-
-    def _after_unknown_create(self, error: TransientBackendError, labels: dict[str, str],
-                              job: Job, identity: Identity, known: set[str],
-                              budget: Budget) -> list[RemoteModel]:
-        """The jobs a create whose outcome is unknown made, once the listing shows them; []
-        once ``LISTING_SETTLE_SECONDS`` have passed with none (it made nothing). Vertex AI
-        takes no request id and chooses the job's name, so the listing is the only way to
-        find the job, and it may lag behind the create: until it has had that long, jobspec
-        lists again (waits doubling from the retry policy's first) and never creates again.
-        If the retry deadline ends first, it stops with nothing created a second time."""
-        policy = self.client.retry
-        settled = Deadline(LISTING_SETTLE_SECONDS)
-        listings = PollPolicy(policy.initial_wait, policy.max_wait, growth=2.0)
-
-        def made() -> list[RemoteModel]:
-            return self._adoptable(self._list(**labels), job, identity, known)
-
-        found = listings.poll(made, bool, until=Deadline.earliest(settled, budget.deadline),
-                              sleep=lambda seconds: self._sleep(
-                                  seconds, "for Vertex AI to list the tuning job a create may "
-                                  "have made"))
-        if found or settled.left() <= 0:
-            return found
-        waited = LISTING_SETTLE_SECONDS - settled.left()
-        raise TransientBackendError(
-            f"{error.message} (creating the tuning job: whether that create made a "
-            f"job is unknown, and after {waited:.0f}s Vertex AI's listing, which can lag "
-            "behind a create, shows none; jobspec did not create another. Apply again "
-            "in a minute: it adopts the job if the create made one, or creates it)",
-            http_status=error.http_status, status=error.status)
 
     # Removing, asking.
 
