@@ -1,4 +1,5 @@
-"""Job files: finding them, loading them with positions, validating them, and the ``Job`` value.
+"""Job files: loading them with positions, validating them, and the ``Job`` value (finding and
+reading them, and where the data files they name lie, are jobfiles.py's).
 
 Validation reports every problem it can find in one pass, each as
 ``path:line:column: field: message``, and never executes anything the file says.
@@ -6,7 +7,6 @@ Validation reports every problem it can find in one pass, each as
 
 from __future__ import annotations
 
-import glob
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -18,13 +18,11 @@ from .datareaders import YamlPositions
 from .datarecords import TEXT
 # The eval section is evalspec.py's; its values are named here too, where callers find a job's parts.
 from .evalspec import MATCHERS, EvalPrompt, EvalSpec, Expectation, read_eval  # noqa: F401
-from .errors import ConfigError, ConfigErrors, Location, UsageError
+from .errors import ConfigError, ConfigErrors, Location
+from .jobfiles import Places, read_job_text
 from .schema import job_schema, schema_errors
-from .workspace import find_root
 from .yamlload import FieldPath, Positions, format_path, load_yaml
 
-MAX_JOB_FILE_BYTES = 1024 * 1024
-JOB_SUFFIXES = (".yaml", ".yml")
 FORMAT_VERSION = 1
 DEFAULT_TUNING_MODE = "lora"  # the schema's tuning_mode values: lora, full
 
@@ -112,81 +110,14 @@ def _defaults() -> dict[str, Any]:
     return {name: spec["default"] for name, spec in props.items() if "default" in spec}
 
 
-def expand_paths(arguments: Iterable[str]) -> list[str]:
-    """Files, directories (their *.yaml/*.yml, not recursive) and globs, in a stable order."""
-    found: list[str] = []
-    for argument in arguments:
-        if any(ch in argument for ch in "*?["):
-            matches = sorted(glob.glob(argument, recursive=True))
-            if not matches:
-                raise UsageError(f"{argument}: no files match this pattern")
-            found.extend(m for m in matches if not os.path.isdir(m))
-        elif os.path.isdir(argument):
-            entries = sorted(e for e in os.listdir(argument) if e.endswith(JOB_SUFFIXES))
-            found.extend(os.path.join(argument, e) for e in entries)
-        else:
-            found.append(argument)
-    unique = list(dict.fromkeys(os.path.normpath(p) for p in found))
-    return unique
-
-
-def read_job_text(path: str) -> str:
-    where = Location(path)
-    try:
-        with open(path, "rb") as handle:  # one open and one fstat: validate reads thousands
-            size = os.fstat(handle.fileno()).st_size
-            if size > MAX_JOB_FILE_BYTES:
-                raise ConfigError(where, f"job file is {size:,} bytes, over the limit of "
-                                  f"{MAX_JOB_FILE_BYTES:,} bytes")
-            raw = handle.read()
-    except IsADirectoryError:
-        raise ConfigError(where, "is a directory, not a job file") from None
-    except FileNotFoundError:
-        raise ConfigError(where, "no such job file") from None
-    except PermissionError:
-        raise ConfigError(where, "cannot read job file: permission denied") from None
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(where, f"not valid UTF-8 (byte {exc.start})") from None
-
-
-class _Places:
-    """Repository roots, whether a data file lies inside one and whether it can be read, each
-    worked out once for the jobs loaded together (a thousand job files in one directory share a
-    root and, often, a data file)."""
-
-    def __init__(self) -> None:
-        self._roots: dict[Path, Path] = {}
-        self._within: dict[tuple[Path, Path], bool] = {}
-        self._readable: set[tuple[Path, str]] = set()
-
-    def root(self, directory: Path) -> Path:
-        if directory not in self._roots:
-            self._roots[directory] = find_root(directory)
-        return self._roots[directory]
-
-    def is_within(self, path: Path, root: Path) -> bool:
-        if (path, root) not in self._within:
-            self._within[path, root] = data.is_within(path, root)
-        return self._within[path, root]
-
-    def check_file(self, source: data.DataSource) -> None:
-        """data.check_file, once for each file it passes."""
-        assert source.path is not None
-        if (source.path, source.format) not in self._readable:
-            data.check_file(source)
-            self._readable.add((source.path, source.format))
-
-
 class _JobBuilder:
     """Cross-field rules the schema cannot express, then the ``Job`` value."""
 
     def __init__(self, path: str, raw: dict[str, Any], positions: Positions,
                  allow_outside_paths: bool, rules: BackendRules | None,
-                 places: _Places | None = None) -> None:
+                 places: Places | None = None) -> None:
         self.path = path
-        self.places = places or _Places()
+        self.places = places or Places()
         self.raw = raw
         self.positions = positions
         self.allow_outside_paths = allow_outside_paths
@@ -349,7 +280,7 @@ class _JobBuilder:
 
 
 def load_job(path: str, *, allow_outside_paths: bool = False,
-             rules: BackendRules | None = None, places: _Places | None = None) -> Job:
+             rules: BackendRules | None = None, places: Places | None = None) -> Job:
     """Load and check one job file (not its examples); raise ConfigErrors listing every problem.
 
     With ``rules`` (those of the backend the job goes to) the job is checked against them too,
@@ -382,7 +313,7 @@ def load_jobs(paths: Iterable[str], *, allow_outside_paths: bool = False,
     """
     jobs: list[Job] = []
     errors: list[ConfigError] = []
-    places, counts = _Places(), data.ExampleCounts()
+    places, counts = Places(), data.ExampleCounts()
     for path in paths:
         try:
             job = load_job(path, allow_outside_paths=allow_outside_paths, rules=rules,

@@ -7,7 +7,7 @@ import argparse
 import dataclasses
 import sys
 
-from .. import reconcile, spec, workspace
+from .. import jobfiles, reconcile, spec, workspace
 from ..backends import registry
 from ..backends.base import Backend, BackendOptions
 from ..backends.endpoints import BACKEND_VARIABLE
@@ -59,7 +59,7 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
 def job_paths(args: argparse.Namespace) -> list[str]:
     """The job files the command's paths name (else the workspace's): a UsageError if none."""
     given = args.paths or workspace.default_job_paths()
-    paths = spec.expand_paths(given)
+    paths = jobfiles.expand_paths(given)
     if not paths:
         raise UsageError(f"no job files (*.yaml, *.yml) in {' '.join(given)}")
     return paths
