@@ -20,7 +20,8 @@ contract states it (jobspec/backends/reference/vertex-open-models.md §8, its so
   ``("tuned", prompt)`` answer for the last user message; an endpoint serving nothing: 400.
 
 Hooks: ``fail_next_deploy`` (the deploy operation ends with an error), ``slow_next_deploy``
-(it takes that many polls); ``calls`` records
+(it takes that many polls), ``fail_next_delete`` (the delete operation ends with an error and
+the endpoint stays); ``calls`` records
 (verb, resource) in order for tests to read.
 """
 
@@ -79,9 +80,13 @@ class FakeEndpoints:
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
     _failing_deploys: list[str] = field(default_factory=list)
     _slow_deploys: list[int] = field(default_factory=list)
+    _failing_deletes: list[str] = field(default_factory=list)
 
     def fail_next_deploy(self, message: str = "Machine type temporarily unavailable.") -> None:
         self._failing_deploys.append(message)
+
+    def fail_next_delete(self, message: str = "Internal error deleting the endpoint.") -> None:
+        self._failing_deletes.append(message)
 
     def slow_next_deploy(self, polls: int) -> None:
         """The next deploy operation is done after ``polls`` gets (a deployment takes
@@ -227,8 +232,11 @@ class FakeEndpoints:
             return google_error(400, f"Endpoint {name} has deployed or being deployed "
                                      "DeployedModel(s).", "FAILED_PRECONDITION")
         self.calls.append(("delete", name))
+        failure = self._failing_deletes.pop(0) if self._failing_deletes else None
 
         def finish() -> tuple[dict | None, dict | None]:
+            if failure:
+                return None, {"code": 13, "message": failure}
             self.endpoints.pop(name, None)
             return {"@type": "type.googleapis.com/google.protobuf.Empty"}, None
 

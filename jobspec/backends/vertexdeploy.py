@@ -20,7 +20,7 @@ from typing import Any
 
 from ..client import ApiClient
 from ..conversation import Conversation, to_messages
-from ..errors import PermanentBackendError, TransientBackendError
+from ..errors import JobSpecError, PermanentBackendError, TransientBackendError
 from ..evalspec import Deployment
 from ..retrying import PollPolicy
 from ..spec import Job
@@ -167,6 +167,7 @@ def deployed(deployer: Deployer, model: str, deployment: Deployment, labels: dic
     created and the model deployed. On leaving (normally, by an error, or by Ctrl-C) the model
     is undeployed and the endpoint deleted."""
     endpoint: str | None = None
+    failure: JobSpecError | None = None  # why the deployment or the eval failed, if it did
 
     def made(name: str) -> None:
         nonlocal endpoint
@@ -186,10 +187,22 @@ def deployed(deployer: Deployer, model: str, deployment: Deployment, labels: dic
             new = deployer.create(labels, display_name, made)
             deployer.deploy(new, model, deployment, display_name)
         yield endpoint
+    except JobSpecError as exc:
+        failure = exc
+        raise
     finally:
         if endpoint is not None:
             say(f"undeploying {model} and deleting {endpoint}")
-            deployer.remove(endpoint)
+            try:
+                deployer.remove(endpoint)
+            except JobSpecError as exc:
+                if failure is None:
+                    raise
+                # Both are said: the first is why, the second what may still be billed.
+                raise PermanentBackendError(
+                    f"{failure}; then removing {endpoint} failed too, so it may still be "
+                    f"deployed (the next eval of this job removes it, or remove it by hand): "
+                    f"{exc}") from exc
 
 
 

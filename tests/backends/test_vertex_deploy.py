@@ -146,6 +146,32 @@ def test_a_failed_deployment_is_removed_and_reported_and_the_other_jobs_still_ru
     assert suites["numbers"].get("errors") == "0"
 
 
+def test_when_removing_a_failed_deployment_fails_too_both_are_said_and_a_rerun_removes_it(
+        vertex: Vertex, cli):
+    deploy_job(vertex)
+    deploys = vertex.fake.deploys
+    deploys.fail_next_deploy("The machine type is out of capacity.")
+    deploys.fail_next_delete("Internal error deleting the endpoint.")
+    result = apply(cli)
+    assert result.code == 1, result.err
+    (endpoint,) = deploys.endpoints  # left behind, labelled as the tuning job
+    note = vertex.report("numbers")["eval_note"]
+    assert note.startswith("Vertex AI could not deploy ")
+    assert "The machine type is out of capacity." in note
+    assert (f"; then removing {endpoint} failed too, so it may still be deployed (the next "
+            "eval of this job removes it, or remove it by hand): Vertex AI could not delete "
+            f"the endpoint {endpoint}: Internal error deleting the endpoint.") in note
+    assert f"numbers: eval not run: {note}" in result.err
+    deploys.calls.clear()
+    again = apply(cli)
+    assert again.code == 0, again.err
+    assert f"numbers: removing {endpoint}, which an earlier run left" in again.err
+    assert [verb for verb, _ in deploys.calls] == ["delete", "create", "deploy", "undeploy",
+                                                   "delete"]
+    assert deploys.endpoints == {}
+    assert vertex.report("numbers")["eval_status"] == "asked"
+
+
 def test_a_failing_eval_request_still_undeploys(vertex: Vertex, cli):
     deploy_job(vertex)
     vertex.fake.answers.pop(("tuned", "7"))  # the endpoint answers 400 to that prompt
