@@ -248,15 +248,17 @@ class FittedSteps:
         config = run.model.get_base_model().config
         row_tokens = min(int(getattr(config, "max_position_embeddings", self.tokens)),
                          DEFAULT_MAX_BATCH_TOKENS)
+        measured: list[Measurement] | None = None
         try:
             measured = _measure(run, row_tokens, memory)
         except torch.cuda.OutOfMemoryError:
-            memory.release_cache()
+            pass  # said below, once the failed pass's tensors are freed with its traceback
+        memory.release_cache()  # what the passes cached is free for the run
+        if measured is None:
             self.say(f"micro-batches of at most {self.tokens:,} tokens (the default): measuring "
                      f"passes of {row_tokens:,} and {2 * row_tokens:,} tokens ran out of memory "
                      f"on {self.device}")
             return
-        memory.release_cache()  # what the passes cached is free for the run
         choice = choose_tokens(measured, free_bytes=memory.free(), in_use_bytes=memory.in_use(),
                                extra_bytes=_optimizer_state_bytes(run))
         self.tokens = choice.tokens
@@ -276,18 +278,19 @@ class FittedSteps:
             except torch.cuda.OutOfMemoryError:
                 if self._stepping:  # weights may be half updated: nothing to retry from
                     raise
-                run.optimizer.zero_grad(set_to_none=True)  # this step's partial gradients
-                _restore(run, randomness)
-                lengths = [len(run.encoded[i][0]) for i in indices]
-                smaller = halved(self.tokens, lengths)
+                smaller = halved(self.tokens, [len(run.encoded[i][0]) for i in indices])
                 if smaller is None:
                     raise
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-                self.say(f"{self.device} ran out of memory in passes of at most "
-                         f"{self.tokens:,} tokens; the step's gradients were zeroed and it runs "
-                         f"again in passes of at most {smaller:,}")
-                self.tokens = run.max_batch_tokens = smaller
+            # Out of the except clause the failed pass's tensors, which its traceback held, are
+            # freed, and what they took can be given back.
+            run.optimizer.zero_grad(set_to_none=True)  # this step's partial gradients
+            _restore(run, randomness)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            self.say(f"{self.device} ran out of memory in passes of at most {self.tokens:,} "
+                     f"tokens; the step's gradients were zeroed and it runs again in passes of "
+                     f"at most {smaller:,}")
+            self.tokens = run.max_batch_tokens = smaller
 
 
 def _random_state(run: Any) -> tuple[Any, Any, Any]:
