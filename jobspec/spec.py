@@ -71,6 +71,15 @@ class BackendSpec:
 
 
 @dataclass(frozen=True)
+class Resources:
+    """What one training run may use on the local service (``resources:``); None: the
+    service's default. Not part of the job's identity: more workers train the same steps."""
+
+    workers: int | None = None
+    gpus_per_worker: float | None = None
+
+
+@dataclass(frozen=True)
 class Job:
     path: str  # as given on the command line
     name: str
@@ -91,6 +100,7 @@ class Job:
     # `lora` or `full` as the job file gives it; None: not given (lora, the default), so that
     # fingerprints made before it existed stay the same (tuning_mode_or_default).
     tuning_mode: str | None = None
+    resources: Resources | None = None
     name_at: Location | None = field(default=None, compare=False)  # where `name:` is, for messages
     positions: Positions | None = field(default=None, compare=False, repr=False)
 
@@ -103,6 +113,13 @@ class Job:
         found = self.positions.of_value(tuple(field_path)) if self.positions else None
         line, column = found or (None, None)
         return Location(self.path, line, column, format_path(tuple(field_path)))
+
+    def key_at(self, *field_path: str | int) -> Location:
+        """Where the key of ``field_path`` is: for a refusal of a whole section, its first line."""
+        found = self.positions.of_key(tuple(field_path)) if self.positions else None
+        if found is None:
+            return self.at(*field_path)
+        return Location(self.path, found[0], found[1], format_path(tuple(field_path)))
 
 
 def _defaults() -> dict[str, Any]:
@@ -232,6 +249,14 @@ class _JobBuilder:
                        "validation_data or validation_split too", at_key=True)
         return int(spec["patience"] if isinstance(spec, dict) else spec)
 
+    def resources(self) -> Resources | None:
+        spec = self.raw.get("resources")
+        if spec is None:
+            return None
+        gpus = spec.get("gpus_per_worker")
+        return Resources(workers=spec.get("workers"),
+                         gpus_per_worker=None if gpus is None else float(gpus))
+
     def _location(self, field_path: FieldPath) -> Location:
         line, column = self.positions.of_value(field_path) or (None, None)
         return Location(self.path, line, column, format_path(field_path))
@@ -258,7 +283,7 @@ class _JobBuilder:
         self.schema_fields = {problem.location.field or "" for problem in schema_problems}
         sections = {}
         for section in ("hyperparameters", "training_data", "eval", "backend", "validation_data",
-                        "validation_split", "early_stopping", "system_instruction"):
+                        "validation_split", "early_stopping", "system_instruction", "resources"):
             try:
                 sections[section] = getattr(self, section)()
             except (KeyError, TypeError, AttributeError, ValueError):

@@ -40,6 +40,14 @@ EXTENSIONS_ON = "1"
 # The largest request body the local service reads (its own limit; Google states none).
 LOCAL_MAX_BODY_BYTES = 32 * 1024 * 1024
 
+# What one training run may use (the local service's extension, a job file's ``resources:``): a
+# TuningTask's "resources": {"workers": N, "gpusPerWorker": M}. Data-parallel workers where the
+# service fronts a Ray cluster (`jobspec serve --ray`); a service without Ray trains in one
+# process, with the same steps. Absent: the service's defaults.
+RESOURCES_FIELD = "resources"
+MAX_WORKERS = 64
+MAX_GPUS_PER_WORKER = 16
+
 # Examples uploaded apart from the create (the local service's extension; Google's media upload,
 # ``media.upload`` at /upload/v1beta/files, takes files up to the same 2 GiB), so that a data
 # set of hundreds of MB is streamed once, never held whole by either side, and never sent again:

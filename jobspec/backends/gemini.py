@@ -327,6 +327,14 @@ def refuse_deployment(job: Job, why: str) -> list[ConfigError]:
     return []
 
 
+def refuse_resources(job: Job, why: str) -> list[ConfigError]:
+    """``resources:`` sizes a run on the local service (its Ray cluster); Google's services
+    choose their own machines."""
+    if job.resources is not None:
+        return [ConfigError(job.key_at("resources"), why)]
+    return []
+
+
 def refuse_open_model(job: Job) -> list[ConfigError]:
     """The Gemini API tunes Gemini models only; a Hugging Face id goes to vertex or local."""
     if not openmodels.is_open_model(job.base_model):
@@ -356,7 +364,9 @@ GEMINI = BackendType(
                               "tune an open model on vertex")
     + refuse_validation(job) + refuse_system_instruction(job)
     + refuse_deployment(job, "the Gemini API serves a tuned model as soon as it is ACTIVE; "
-                             "eval.deploy is for an open model tuned on vertex: remove it"),
+                             "eval.deploy is for an open model tuned on vertex: remove it")
+    + refuse_resources(job, "the Gemini API chooses the machines it tunes on; resources "
+                            "applies to the local service: remove it, or tune on local"),
     preview=preview.offline("a TuningExample in its create request",
                             lambda job, example: uploads.wire_example(example),
                             "the Gemini API does not count tuning examples"))

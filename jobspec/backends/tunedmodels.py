@@ -14,7 +14,7 @@ from typing import Any
 from .. import wire
 from ..data import Example
 from ..identity import Identity
-from ..spec import Job
+from ..spec import Job, Resources
 from .uploads import wire_example
 from .base import ACTIVE, CREATING, FAILED, Progress, RemoteModel, Snapshot
 
@@ -107,12 +107,24 @@ def create_body(job: Job, identity: Identity, owner_id: str, training: dict[str,
         task["validationData"] = validation
     if job.early_stopping is not None:
         task["earlyStopping"] = {"patience": job.early_stopping}
+    if job.resources is not None:
+        task[wire.RESOURCES_FIELD] = resources_body(job.resources)
     return {
         "displayName": (job.display_name or job.name)[:MAX_DISPLAY_NAME],
         "description": description,
         "baseModel": job.base_model,
         "tuningTask": task,
     }
+
+
+def resources_body(resources: Resources) -> dict[str, Any]:
+    """``resources:`` as the local service's create takes it (its extension; wire.py)."""
+    body: dict[str, Any] = {}
+    if resources.workers is not None:
+        body["workers"] = resources.workers
+    if resources.gpus_per_worker is not None:
+        body["gpusPerWorker"] = resources.gpus_per_worker
+    return body
 
 
 def refused_example(message: str) -> int | None:

@@ -8,7 +8,11 @@ from __future__ import annotations
 from ..errors import ConfigError
 from ..spec import Job
 from . import openmodels, vertexopen
+from .gemini import refuse_resources
 from .vertexsettings import check_settings
+
+RESOURCES_REFUSED = ("Vertex AI chooses the machines it tunes on; resources applies to the local "
+                     "service: remove it, or tune on local")
 
 
 def check_job(job: Job) -> list[ConfigError]:
@@ -17,7 +21,8 @@ def check_job(job: Job) -> list[ConfigError]:
     an open model by its Hugging Face id has the rules of Vertex's open-model tuning
     (vertexopen.check_job)."""
     if openmodels.is_open_model(job.base_model):
-        return vertexopen.check_job(job) + check_settings(job)
+        return (vertexopen.check_job(job) + check_settings(job)
+                + refuse_resources(job, RESOURCES_REFUSED))
     given, problems = job.hyperparameters.given, []
     named = openmodels.from_vertex_name(job.base_model)
     if named is not None:
@@ -38,4 +43,4 @@ def check_job(job: Job) -> list[ConfigError]:
             "Vertex AI has no early stopping (its validation loss is only measured); remove "
             "early_stopping, or tune on the local backend")))
     return (problems + vertexopen.refuse_full_tuning(job) + vertexopen.refuse_deployment(job)
-            + check_settings(job))
+            + check_settings(job) + refuse_resources(job, RESOURCES_REFUSED))

@@ -71,6 +71,8 @@ def resolved_job(job: spec.Job, chosen_backend: str | None = None) -> dict[str, 
                             if job.validation_data is not None else None),
         "validation_split": job.validation_split,
         "early_stopping": job.early_stopping,
+        "resources": ({k: v for k, v in vars(job.resources).items() if v is not None}
+                      if job.resources is not None else None),
         "backend": registry.in_effect(job.backend.type if job.backend else None, chosen_backend),
         "fingerprint": identity.fingerprint,
         "tuned_model_id": identity.tuned_model_id,

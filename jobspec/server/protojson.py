@@ -101,6 +101,7 @@ TUNING_TASK: Spec = {
     # on that loss, and what training measured and decided (output only).
     "validation_data": DATASET,
     "early_stopping": {"patience": "int32"},
+    "resources": {"workers": "int32", "gpus_per_worker": "float"},  # wire.RESOURCES_FIELD
     "validation_snapshots": [SNAPSHOT], "kept_epoch": "int32", "stop_reason": "string",
     "device": "string",
 }

@@ -64,6 +64,7 @@ class TuningService:
                 "keptEpoch": record.kept_epoch,
                 "stopReason": record.stop_reason,
                 "device": record.device,
+                "resources": _resources(record),
             },
         })
 
@@ -179,6 +180,7 @@ class TuningService:
         held_out = datasets.read(self.uploads, task["validation_data"], datasets.VALIDATION_DATA) \
             if "validation_data" in task else None
         patience = validation.early_stopping(task, held_out.examples if held_out else [])
+        workers, gpus_per_worker = validation.resources(task)
         hyperparameters, learning_rate = validation.hyperparameters(
             task.get("hyperparameters", {}), training.count)
         steps = total_steps(training.count, hyperparameters["epochCount"],
@@ -208,6 +210,7 @@ class TuningService:
                 examples=datasets.inline(training), total_steps=steps,
                 validation=datasets.inline(held_out) if held_out else [],
                 early_stopping_patience=patience, upload=datasets.uploaded(training),
+                workers=workers, gpus_per_worker=gpus_per_worker,
                 validation_upload=datasets.uploaded(held_out) if held_out else None)
         except AlreadyExists:
             raise ApiError("ALREADY_EXISTS", f"Tuned model tunedModels/{tuned_model_id} already "
@@ -333,3 +336,7 @@ class TuningService:
             "totalTokenCount": result.prompt_token_count + produced}, "modelVersion": name}
 
 
+def _resources(record: TunedModelRecord) -> dict[str, Any] | None:
+    """What the job asked of its run (wire.RESOURCES_FIELD), as it asked it."""
+    asked = {"workers": record.workers, "gpusPerWorker": record.gpus_per_worker}
+    return {k: v for k, v in asked.items() if v is not None} or None

@@ -81,6 +81,9 @@ _ADDED_COLUMNS = {
         ("stop_reason", "TEXT"),  # why training stopped before its last step
         ("device", "TEXT"),  # what trained it, e.g. "cpu (bf16)"
         ("checkpoint_step", "INTEGER"),  # the last checkpoint's step, while training
+        # What the job asked of its run (wire.RESOURCES_FIELD); NULL: the service's default.
+        ("workers", "INTEGER"),
+        ("gpus_per_worker", "REAL"),
     ),
     # JSON list of [input, output], or NULL; and the uploads (uploads.py) that hold the
     # examples instead, by SHA-256, when they were uploaded (``data`` is then []).
@@ -128,6 +131,8 @@ class TunedModelRecord:
     stop_reason: str | None = None
     device: str | None = None
     checkpoint_step: int | None = None
+    workers: int | None = None
+    gpus_per_worker: float | None = None
     snapshots: tuple[Snapshot, ...] = field(default=())
     validation_snapshots: tuple[Snapshot, ...] = field(default=())
 
@@ -252,9 +257,12 @@ class Store:
                total_steps: int, validation: list[tuple[str, str]] | None = None,
                early_stopping_patience: int | None = None,
                upload: tuple[str, int] | None = None,
-               validation_upload: tuple[str, int] | None = None) -> TunedModelRecord:
+               validation_upload: tuple[str, int] | None = None,
+               workers: int | None = None,
+               gpus_per_worker: float | None = None) -> TunedModelRecord:
         """``upload`` and ``validation_upload``: (SHA-256, example count) of an upload that
-        holds the training (validation) examples, given instead of them."""
+        holds the training (validation) examples, given instead of them. ``workers`` and
+        ``gpus_per_worker``: what the job asked of its run (None: the service's default)."""
         now = time.time()
         example_count = upload[1] if upload else len(examples)
         validation_count = validation_upload[1] if validation_upload else len(validation or ())
@@ -268,12 +276,12 @@ class Store:
                 "INSERT INTO tuned_models (id, seq, operation_id, display_name, description, "
                 "base_model, local_model, temperature, top_p, top_k, state, create_time, "
                 "update_time, hyperparameters, effective_lr, example_count, total_steps, "
-                "validation_count, early_stopping_patience) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "validation_count, early_stopping_patience, workers, gpus_per_worker) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (model_id, seq, _random_id(), display_name, description, base_model, local_model,
                  temperature, top_p, top_k, CREATING, now, now, json.dumps(hyperparameters),
                  effective_lr, example_count, total_steps, validation_count,
-                 early_stopping_patience))
+                 early_stopping_patience, workers, gpus_per_worker))
             db.execute("INSERT INTO examples (model_id, data, validation, upload, "
                        "validation_upload) VALUES (?, ?, ?, ?, ?)",
                        (model_id, json.dumps([] if upload else examples, ensure_ascii=False),

@@ -94,6 +94,19 @@ def early_stopping(task: dict[str, Any], validation: Sized) -> int | None:
     return patience
 
 
+def resources(task: dict[str, Any]) -> tuple[int | None, float | None]:
+    """(workers, GPUs per worker) a job asks for (``wire.RESOURCES_FIELD``); None: the
+    service's default."""
+    asked = task.get(wire.RESOURCES_FIELD) or {}
+    where = f"tuned_model.tuning_task.{wire.RESOURCES_FIELD}"
+    workers, gpus = asked.get("workers"), asked.get("gpus_per_worker")
+    if workers is not None:
+        in_range(f"{where}.workers", workers, 1, wire.MAX_WORKERS)
+    if gpus is not None:
+        in_range(f"{where}.gpus_per_worker", gpus, 0, wire.MAX_GPUS_PER_WORKER)
+    return workers, gpus
+
+
 def check_example_tokens(tokenizers: Tokenizers, model_id: str,
                          examples: Iterable[tuple[str, str]],
                          context: int, max_batch_tokens: int, where: str = EXAMPLES) -> None:

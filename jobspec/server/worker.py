@@ -121,6 +121,10 @@ class Worker:
                 self._stopped(record, name)
                 return
             where = start.reason if start.state is not None else "started"
+            if (record.workers or 1) > 1:
+                log(f"train {name}: asks for {record.workers} data-parallel workers; this "
+                    "service trains in one process, with the same steps (start it with --ray "
+                    "ADDRESS to train on a Ray cluster)")
             log(f"train {name}: {where} ({record.example_count} examples{held_out}, "
                 f"{record.total_steps} steps{stopping}) on {trained_on}")
             hp = record.hyperparameters
