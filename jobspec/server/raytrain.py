@@ -45,6 +45,13 @@ ADAPTER = "adapter"  # the adapter's folder in the run's storage
 # resuming from the run's last checkpoint, before the run fails.
 MAX_FAILURES = 3
 CHECKPOINTS_KEPT = 2  # the last one is what a restart resumes from
+# Ray Train's controller takes the workers' reports when it polls them (every 2 s by default),
+# one report per worker per poll, and a worker's next report waits until its last was taken: a
+# job whose steps take less than the interval would be held to one step per interval. Polling
+# every 0.1 s keeps a report's wait under a step of any real job. The variable is read, and
+# handed to the controller, by fit() in the process that calls it; a value set there wins.
+POLL_INTERVAL_VARIABLE = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+POLL_INTERVAL_SECONDS = "0.1"
 EXAMPLES_FIELD = f"tuned_model.tuning_task.training_data.{wire.UPLOAD_FIELD}"
 VALIDATION_FIELD = f"tuned_model.tuning_task.validation_data.{wire.UPLOAD_FIELD}"
 
@@ -79,7 +86,8 @@ def run_name(model_id: str, operation_id: str) -> str:
 def build_trainer(job: RayTrainJob, callbacks: Sequence[Any] = ()) -> Any:
     """The TorchTrainer of ``job``: ``job.workers`` workers, each with its CPUs (and GPUs), its
     run named ``run_name`` under ``ray_storage_path(job.storage)``, restarted from its last
-    checkpoint up to MAX_FAILURES times. Same name and storage: a new fit() resumes the run."""
+    checkpoint up to MAX_FAILURES times. Same name and storage: a new fit() resumes the run.
+    Sets POLL_INTERVAL_VARIABLE in this process's environment unless it is set already."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig  # noqa: PLC0415
     from ray.train.torch import TorchTrainer  # noqa: PLC0415
 
@@ -87,6 +95,7 @@ def build_trainer(job: RayTrainJob, callbacks: Sequence[Any] = ()) -> Any:
 
     if job.workers < 1:
         raise ValueError(f"workers must be at least 1, got {job.workers}")
+    os.environ.setdefault(POLL_INTERVAL_VARIABLE, POLL_INTERVAL_SECONDS)
     resources: dict[str, float] = {"CPU": job.cpus_per_worker}
     if job.gpus_per_worker > 0:
         resources["GPU"] = job.gpus_per_worker
