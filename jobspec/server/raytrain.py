@@ -36,7 +36,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import wire
 from .models import BaseModel
 
 CHECKPOINT_FILE = "training_state.pt"  # in a Ray checkpoint's folder: TrainingState.to_checkpoint()
@@ -52,8 +51,6 @@ CHECKPOINTS_KEPT = 2  # the last one is what a restart resumes from
 # handed to the controller, by fit() in the process that calls it; a value set there wins.
 POLL_INTERVAL_VARIABLE = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 POLL_INTERVAL_SECONDS = "0.1"
-EXAMPLES_FIELD = f"tuned_model.tuning_task.training_data.{wire.UPLOAD_FIELD}"
-VALIDATION_FIELD = f"tuned_model.tuning_task.validation_data.{wire.UPLOAD_FIELD}"
 
 
 @dataclass(frozen=True)
@@ -125,7 +122,6 @@ class RayCheckpoints:
 
     def __init__(self) -> None:
         self.pending: dict[str, Any] | None = None
-        self.saved = 0
 
     def load(self) -> dict[str, Any] | None:
         import ray.train  # noqa: PLC0415
@@ -174,7 +170,9 @@ def train_loop(config: dict[str, Any]) -> None:
     import ray.train  # noqa: PLC0415
     import torch  # noqa: PLC0415
 
+    from .. import wire  # noqa: PLC0415
     from . import recipe as recipes  # noqa: PLC0415
+    from .datasets import TRAINING_DATA, VALIDATION_DATA  # noqa: PLC0415
     from .data_parallel import Shard, from_rank0, gather_objects  # noqa: PLC0415
     from .models import load_base, quiet_libraries  # noqa: PLC0415
     from .raystorage import RunStorage  # noqa: PLC0415
@@ -192,9 +190,13 @@ def train_loop(config: dict[str, Any]) -> None:
     storage = RunStorage(job.storage, job.model_id, job.operation_id)
     with tempfile.TemporaryDirectory(prefix="jobspec-run-") as scratch:
         local = Path(scratch)
-        examples = StoredExamples(storage.local_examples("training", local), EXAMPLES_FIELD)
+        # Named as the service names an upload's examples, should a line fail to read.
+        examples = StoredExamples(storage.local_examples("training", local),
+                                  f"{TRAINING_DATA}.{wire.UPLOAD_FIELD}")
         validation = (StoredExamples(storage.local_examples("validation", local),
-                                     VALIDATION_FIELD) if job.has_validation else [])
+                                     f"{VALIDATION_DATA}.{wire.UPLOAD_FIELD}")
+                      if job.has_validation else [])
+        # On a GPU worker "cuda" is the device Ray Train made this worker's current one.
         network, tokenizer = load_base(job.base, node_cache_dir())
         recipe = recipes.RECIPE
         device = str(next(network.parameters()).device)
@@ -230,7 +232,8 @@ def train_loop(config: dict[str, Any]) -> None:
                        checkpoints=checkpoints, resume=start,
                        checkpoint_seconds=job.checkpoint_seconds, shard=shard,
                        after_step=after_step)
-        assert result is not None  # on_step never stops it: the service stops the run instead
+        if result is None:  # on_step and save never stop it: the service stops the run
+            raise RuntimeError("training stopped without being asked to")
         if rank == 0:
             _upload_adapter(result.model, recipe, storage, local / ADAPTER)
         report({"event": "done", "steps": result.steps, "kept_epoch": result.kept_epoch,

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from jobspec.server.data_parallel import Shard, passes_per_rank
 from tests.raynet import run_python_in_namespace, skip_without_ray_namespace
 
 SCENARIO = Path(__file__).resolve().parents[1] / "ray_scenarios" / "ddp_curve.py"
@@ -151,3 +152,28 @@ def test_a_new_fit_of_the_same_run_goes_on_from_its_latest_checkpoint(scenario):
     assert all(steps[s]["loss"] == reference[s]["loss"] for s in steps)
     assert events(again, "done") == events(single, "done")
     assert again["adapter_sha256"] == single["adapter_sha256"]
+
+
+def test_every_rank_plans_every_ranks_passes_over_its_share_of_the_batch():
+    lengths = [73, 70, 92, 80, 40]
+    plan = passes_per_rank(lengths, 2, 160)
+    # Rank 0 has rows 0, 2, 4 (73, 92, 40 tokens): 3 × 92 padded is over 160, so longest first,
+    # 92 alone (2 × 92 > 160), then 73 and 40; rank 1's rows 1 and 3 fit one pass (2 × 80).
+    # Rank 1 then runs one zero-weighted pass besides, as many passes as rank 0.
+    assert plan == [[[2], [0, 4]], [[1, 3]]]
+    assert passes_per_rank([50], 3, 160) == [[[0]], [], []]  # ranks 1 and 2 have no row
+    for world in (1, 2, 3, 4):
+        plan = passes_per_rank(lengths, world, 160)
+        rows = sorted(i for groups in plan for group in groups for i in group)
+        assert rows == list(range(len(lengths)))  # each row on exactly one rank, once
+        for rank, groups in enumerate(plan):
+            assert all(i % world == rank for group in groups for i in group)
+            assert all(len(group) * max(lengths[i] for i in group) <= 160 or len(group) == 1
+                       for group in groups)
+
+
+def test_a_shard_is_a_rank_within_its_world():
+    assert Shard(1, 3).rows(8) == [1, 4, 7]
+    for rank, world in ((2, 2), (-1, 2), (0, 0)):
+        with pytest.raises(ValueError, match="rank 0 to world - 1"):
+            Shard(rank, world)
