@@ -205,10 +205,17 @@ def train_loop(config: dict[str, Any]) -> None:
                       job.patience, recipe)
         checkpoints = RayCheckpoints()
         start = resume(checkpoints, key, total, job.patience)
-        # Where each rank runs; every rank reports rank 0's node and all ranks' addresses.
-        here = (ray.util.get_node_ip_address(), ray.get_runtime_context().get_node_id())
+        # Where each rank runs (every rank reports rank 0's node and all ranks' addresses), and
+        # where it resumes: ranks that would resume at different steps (one could not read the
+        # checkpoint) would wait on each other's collectives for ever, so that fails the group,
+        # which Ray Train then restarts.
+        here = (ray.util.get_node_ip_address(), ray.get_runtime_context().get_node_id(),
+                start.step)
         places = gather_objects(here) if shard is not None else [here]
-        addresses = sorted({ip for ip, _ in places})
+        if len({step for _, _, step in places}) > 1:
+            raise RuntimeError("the workers would resume at different steps: "
+                               + ", ".join(f"rank {r} at {p[2]}" for r, p in enumerate(places)))
+        addresses = sorted({ip for ip, _, _ in places})
         plural = "s" if world != 1 else ""
         precision = recipes.precision_for(recipe, device)
         trained_on = (f"{trained_on_text(device, precision, job.base.quantize)}, "

@@ -11,6 +11,9 @@ local Ray instance, three Ray Train runs of the same job through raytrain.build_
                  checkpoint it has
     again        the single run's job fitted again (same run name and storage), after it ended
 
+Before Ray starts, the same job is trained without Ray, as the local service's worker does
+(trainer.train in this process), for the single run to be compared with.
+
 Usage: ddp_curve.py TINY_MODEL_FOLDER WORK_FOLDER. Prints one JSON object (the last line): per
 run, every report each rank made (as a callback on the Ray Train controller saw them), how many
 checkpoints came with them, the SHA-256 of the adapter it stored, its wall time; and the largest
@@ -117,10 +120,36 @@ def max_weight_difference(first: Path, second: Path) -> float:
     return max(float((a[k] - b[k]).abs().max()) for k in a)
 
 
+def without_ray(base: BaseModel, work: Path) -> dict:
+    """The same job trained as the local service's worker trains it (trainer.train in this
+    process, one torch thread as each Ray worker has): its step losses and adapter."""
+    import torch
+
+    from jobspec.server.models import load_base
+    from jobspec.server.trainer import train
+
+    torch.set_num_threads(1)
+    network, tokenizer = load_base(base, work / "cache")
+    losses = {}
+
+    def on_step(result) -> bool:
+        losses[result.step] = [result.loss, result.validation_loss]
+        return True
+
+    result = train(network, tokenizer, examples(), epochs=2, batch_size=4, learning_rate=1e-2,
+                   max_batch_tokens=MAX_BATCH_TOKENS, on_step=on_step, validation=VALIDATION,
+                   patience=1)
+    result.model.save_pretrained(work / "local-adapter")
+    weights = (work / "local-adapter" / "adapter_model.safetensors").read_bytes()
+    return {"losses": losses, "kept_epoch": result.kept_epoch,
+            "adapter_sha256": hashlib.sha256(weights).hexdigest()}
+
+
 def main(tiny_model: str, work_folder: str) -> None:
     import ray
 
     work = Path(work_folder)
+    local = without_ray(BaseModel("tiny-smollm2", Path(tiny_model)), work)
     started = time.monotonic()
     ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False)
     init_seconds = time.monotonic() - started
@@ -145,7 +174,7 @@ def main(tiny_model: str, work_folder: str) -> None:
                                               Path(runs[name]["adapter"]))
                   for name in ("ddp", "ddp3")}
     ray.shutdown()
-    print(json.dumps({"runs": runs, "adapter_max_difference": difference,
+    print(json.dumps({"runs": runs, "adapter_max_difference": difference, "local": local,
                       "init_seconds": round(init_seconds, 1),
                       "total_seconds": round(time.monotonic() - started, 1)}))
 

@@ -108,6 +108,12 @@ def test_data_parallel_matches_one_process_on_the_same_global_batches(scenario):
         assert [r["metrics"][0].get("step") for r in run["reports"] if r["checkpoint"]] == [8]
     [start] = events(single, "start")
     assert start["trained_on"] == "cpu (fp32), 1 worker on 127.0.0.1"
+    # One Ray worker trains exactly as the local service's worker does: every loss, bit for bit.
+    local = scenario["local"]
+    assert {int(step): losses for step, losses in local["losses"].items()} == {
+        step: [r["loss"], r["validation_loss"]] for step, r in reference.items()}
+    assert local["adapter_sha256"] == single["adapter_sha256"]
+    assert local["kept_epoch"] == 1
     # patience 1: the validation loss rose in epoch 2, so epoch 1's weights are kept.
     assert reference[15]["validation_loss"] > reference[8]["validation_loss"]
     assert events(single, "done") == [{"event": "done", "steps": STEPS, "kept_epoch": 1,
