@@ -9,7 +9,8 @@ local Ray instance, three Ray Train runs of the same job through raytrain.build_
                  once, when its CHECKPOINT_TO_KILL_AT-th checkpoint reaches Ray Train's
                  controller, and Ray Train restarts it (FailureConfig), resuming from the last
                  checkpoint it has
-    again        the single run's job fitted again (same run name and storage), after it ended
+    again        the ddp run's job fitted again (same run name and storage) after it ended: both
+                 ranks resume from its last checkpoint
 
 Before Ray starts, the same job is trained without Ray, as the local service's worker does
 (trainer.train in this process), for the single run to be compared with.
@@ -169,7 +170,7 @@ def main(tiny_model: str, work_folder: str) -> None:
                                work, kill_at=CHECKPOINT_TO_KILL_AT),
             # A new fit() of a run of the same name and storage: it goes on from the run's
             # latest checkpoint (a restarted service starting a job's run again).
-            "again": run("again", job("op-single"), work)}
+            "again": run("again", job("op-ddp", workers=2), work)}
     difference = {name: max_weight_difference(Path(runs["single"]["adapter"]),
                                               Path(runs[name]["adapter"]))
                   for name in ("ddp", "ddp3")}
