@@ -27,9 +27,11 @@ from pathlib import Path
 import pytest
 
 # Ray's own switches for a quiet, self-contained cluster: no usage report (it would try to reach
-# the internet), no dashboard.
+# the internet); no token authentication, whose token Ray would otherwise write into (and then
+# expect in) the real home directory, ~/.ray/auth_token, outside the test.
 RAY_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_AUTH_MODE": "disabled",
     "RAY_DEDUP_LOGS": "0",
     "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
 }
