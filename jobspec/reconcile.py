@@ -114,15 +114,19 @@ def compare(jobs: Sequence[tuple[Job, Identity]], models: Sequence[RemoteModel],
     workspace owns can be superseded (and so pruned); a model of the same job name that another
     repository, checkout or older jobspec created is listed as foreign and left alone.
     """
-    planned = tuple(_compare_job(job, identity, models, naming, recreate_failed)
+    grouped = ownership.by_job(models)  # once: each job then looks at its own models only
+    planned = tuple(_compare_job(job, identity, grouped.get(job.name, []), models, naming,
+                                 recreate_failed)
                     for job, identity in jobs)
     return Plan(naming.name, naming.endpoint, naming.owner, planned, tuple(models))
 
 
-def _compare_job(job: Job, identity: Identity, models: Sequence[RemoteModel], naming: Naming,
-                 recreate_failed: bool) -> JobPlan:
+def _compare_job(job: Job, identity: Identity, job_models: Sequence[RemoteModel],
+                 models: Sequence[RemoteModel], naming: Naming, recreate_failed: bool) -> JobPlan:
+    """``job_models``: the models recording this job (``ownership.by_job``); ``models``: the
+    whole listing, for the name a new model will take."""
     owner_id = naming.owner.id
-    found = ownership.job_models(models, owner_id, job.name, identity.fingerprint,
+    found = ownership.job_models(job_models, owner_id, job.name, identity.fingerprint,
                                  naming.legacy_name(identity))
     current, superseded = found.current, found.superseded
     percent = None
