@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from . import ownership
 from .backends.base import ACTIVE, CREATING, FAILED, Backend, Progress, RemoteModel
 from .errors import Interrupted, JobSpecError, PermanentBackendError
-from .identity import Identity, identify
+from .identity import Identity, identify_many
 from .retrying import PollPolicy
 from .spec import Job
 from .workspace import Owner
@@ -328,4 +328,5 @@ class Applier:
 
 
 def identify_all(jobs: list[Job]) -> list[tuple[Job, Identity]]:
-    return [(job, identify(job)) for job in jobs]
+    """Each job with its identity (a data file jobs share read once: identify_many)."""
+    return list(zip(jobs, identify_many(jobs)))
