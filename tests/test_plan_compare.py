@@ -6,7 +6,6 @@ plan` and `apply` against the local service are in test_apply.py and test_owners
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -33,8 +32,7 @@ class Names:
     def legacy_name(self, identity: Identity) -> str:
         return f"tunedModels/{identity.tuned_model_id}"
 
-    def planned_name(self, identity: Identity, models: Sequence[RemoteModel] = ()) -> str:
-        taken = {m.name for m in models}
+    def planned_name(self, identity: Identity, taken: frozenset[str] = frozenset()) -> str:
         return next(f"tunedModels/{i}" for i in ownership.tuned_model_ids(identity, ME.id)
                     if f"tunedModels/{i}" not in taken)
 
