@@ -133,6 +133,9 @@ def main() -> None:
         model = tiny_model(root / "tiny")
         seed_models(repo, state)
         service = Service(state, "--model", str(model), "--alias", "gemini-1.0-pro-001=tiny")
+        # Its start-up (models loading, a worker starting) would otherwise be timed as the first
+        # comparison's.
+        print(f"service idle {service.wait_settled():.1f} s after it listened")
         # This run's own private state (where plan caches token counts), not the user's.
         env = {**os.environ, "JOBSPEC_LOCAL_URL": service.url,
                "XDG_STATE_HOME": str(root / "xdg")}
