@@ -161,16 +161,18 @@ def identify_many(jobs: Sequence[Job]) -> list[Identity]:
     for index, job in enumerate(jobs):
         key = _reading_key(job)
         groups.setdefault(index if key is None else key, []).append(index)
-    found: dict[int, Identity | ConfigErrors] = {}
+    found: dict[int, Identity | ConfigError] = {}
     for indexes in groups.values():
         try:
             found.update(zip(indexes, _identify_reading_alike([jobs[i] for i in indexes])))
-        except ConfigError:
-            pass  # each of these jobs is read alone below, for its own messages
+        except ConfigError as exc:
+            if len(indexes) == 1:  # read for this job alone: its own messages
+                found[indexes[0]] = exc
+            # Otherwise each of these jobs is read alone below, for its own messages.
     identities = []
     for index, job in enumerate(jobs):
         identity = found[index] if index in found else identify(job)
-        if isinstance(identity, ConfigErrors):
+        if isinstance(identity, ConfigError):
             raise identity
         identities.append(identity)
     return identities
