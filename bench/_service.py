@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -45,9 +46,50 @@ class Service:
         return sum(1 for line in self.lines
                    if line.startswith(f"jobspec serve: {http_method} {path_start}"))
 
+    def wait_settled(self, timeout: float = 60.0) -> float:
+        """Wait until the service and its workers are idle (under a tenth of a core for half a
+        second): it goes on loading its models and starting its worker after it listens, which
+        takes two cores for seconds and would be timed as part of whatever runs meanwhile.
+        Returns the seconds waited."""
+        started = time.monotonic()
+        before = cpu_seconds([self.process.pid, *children(self.process.pid)])
+        while time.monotonic() - started < timeout:
+            time.sleep(0.5)
+            now = cpu_seconds([self.process.pid, *children(self.process.pid)])
+            if now - before < 0.05:
+                break
+            before = now
+        return time.monotonic() - started
+
     def stop(self) -> None:
         self.process.send_signal(signal.SIGTERM)
         self.process.wait(timeout=60)
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (Linux: /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User and system CPU time the processes ``pids`` have used so far (gone ones: none)."""
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime (stat fields 14 and 15)
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def tiny_model(folder: Path) -> Path:

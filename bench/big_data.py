@@ -31,7 +31,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench._service import Service  # noqa: E402
+from bench._service import Service, children  # noqa: E402
 from jobspec.wire import EXTENSIONS_HEADER, EXTENSIONS_ON  # noqa: E402
 
 JOBSPEC = [sys.executable, "-m", "jobspec"]
@@ -87,19 +87,6 @@ def high_water_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     raise SystemExit(f"no VmHWM for {pid}")
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                found.append(int(entry.name))
-    return found
 
 
 def wait_for_steps(url: str, steps: int, timeout: float = 1800) -> tuple[str, int, float]:

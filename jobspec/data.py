@@ -236,24 +236,28 @@ class ExampleCounts:
         return self.tally(source).count
 
     def tally(self, source: DataSource) -> Tally:
-        key = self._key(source)
+        key = reading_key(source)
         if key is None:
             return tally_examples(source)
         if key not in self._tallies:
             self._tallies[key] = tally_examples(source)
         return self._tallies[key]
 
-    @staticmethod
-    def _key(source: DataSource) -> tuple[object, ...] | None:
-        if source.path is None:
-            return None
-        try:
-            found = os.stat(source.path)
-        except OSError:
-            return None  # count_examples says what is wrong
-        return (found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns, source.format,
-                source.input_field, source.output_field, source.limits, source.form,
-                source.system_instruction)
+
+def reading_key(source: DataSource) -> tuple[object, ...] | None:
+    """Equal for sources that read as the same examples with the same findings: the same file,
+    unchanged, read with the same fields, form, system instruction and limits (where the file is
+    named differently only its messages differ). None for examples written in the job file, or
+    a file that cannot be looked at (reading it says what is wrong)."""
+    if source.path is None:
+        return None
+    try:
+        found = os.stat(source.path)
+    except OSError:
+        return None
+    return (found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns, source.format,
+            source.input_field, source.output_field, source.limits, source.form,
+            source.system_instruction)
 
 
 def is_within(path: Path, root: Path) -> bool:

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from . import split
 from .conversation import MODEL, USER
-from .data import Example, Tally, iter_examples
-from .errors import ConfigErrors
+from .data import Example, Tally, iter_examples, reading_key
+from .errors import ConfigError, ConfigErrors
 from .spec import DEFAULT_TUNING_MODE, FORMAT_VERSION, Job, examples_problems
 from .split import Split
 
@@ -115,14 +115,15 @@ def draw_split(examples: Iterable[Example], fraction: float) -> Split:
     return split.draw(map(example_rank, examples), fraction, example_rank)
 
 
-def _feed_examples(digest: "hashlib._Hash", examples: Iterable[Example],
+def _feed_examples(digests: Sequence["hashlib._Hash"], examples: Iterable[Example],
                    ranks: list[bytes] | None = None) -> int:
-    """Hash ``examples`` into ``digest``; with ``ranks``, also collect each one's rank in a
-    validation split (``record_rank``), from the same bytes."""
+    """Hash ``examples`` into each of ``digests``; with ``ranks``, also collect each one's rank
+    in a validation split (``record_rank``), from the same bytes."""
     count = 0
     for example in examples:
         record = example_record(example)
-        digest.update(record)
+        for digest in digests:
+            digest.update(record)
         if ranks is not None:
             ranks.append(record_rank(record))
         count += 1
@@ -133,7 +134,7 @@ def examples_digest(examples: Iterable[Example]) -> str:
     """SHA-256 of examples alone, in order, in the fingerprint's canonical form: what a count of
     their tokens depends on besides the tokenizer (plans key the counts they keep by it)."""
     digest = hashlib.sha256(b"examples\n")
-    _feed_examples(digest, examples)
+    _feed_examples([digest], examples)
     return digest.hexdigest()
 
 
@@ -143,18 +144,77 @@ def tuned_model_id(name: str, fingerprint: str) -> str:
 
 def identify(job: Job) -> Identity:
     """Read the job's examples (checking each) and return its identity."""
-    digest = hashlib.sha256(_header(job))
-    ranks: list[bytes] | None = [] if job.validation_split is not None else None
+    found = _identify_reading_alike([job])[0]
+    if isinstance(found, ConfigErrors):
+        raise found
+    return found
+
+
+def identify_many(jobs: Sequence[Job]) -> list[Identity]:
+    """Each job's identity, as ``identify`` gives it (and the same error, of the first job in
+    order that has one); jobs whose examples read alike (the same files, unchanged, read with
+    the same fields and limits: ``data.reading_key``) share one read of them, so that a data
+    file many jobs name is read once per run, as validate reads it (data.ExampleCounts),
+    rather than once per job. Jobs whose shared read fails are read each alone, so that each
+    is told of its own file and line."""
+    groups: dict[object, list[int]] = {}
+    for index, job in enumerate(jobs):
+        key = _reading_key(job)
+        groups.setdefault(index if key is None else key, []).append(index)
+    found: dict[int, Identity | ConfigError] = {}
+    for indexes in groups.values():
+        try:
+            found.update(zip(indexes, _identify_reading_alike([jobs[i] for i in indexes])))
+        except ConfigError as exc:
+            if len(indexes) == 1:  # read for this job alone: its own messages
+                found[indexes[0]] = exc
+            # Otherwise each of these jobs is read alone below, for its own messages.
+    identities = []
+    for index, job in enumerate(jobs):
+        identity = found[index] if index in found else identify(job)
+        if isinstance(identity, ConfigError):
+            raise identity
+        identities.append(identity)
+    return identities
+
+
+def _reading_key(job: Job) -> tuple[object, ...] | None:
+    """Equal for jobs whose training and validation examples read alike; None for a job whose
+    examples can only be read for it alone (written in the job file)."""
+    training = reading_key(job.training_data)
+    if training is None:
+        return None
+    if job.validation_data is None:
+        return (training, None)
+    validation = reading_key(job.validation_data)
+    return None if validation is None else (training, validation)
+
+
+def _identify_reading_alike(jobs: Sequence[Job]) -> list[Identity | ConfigErrors]:
+    """The identities of ``jobs``, whose examples read alike (the first job's are read, each
+    example hashed into every job's digest), or for each job what validate says of its
+    examples; a problem reading them raises. The fingerprint is a job's header (``_header``),
+    then its training examples, then, when it has validation data, its validation examples."""
+    first = jobs[0]
+    digests = [hashlib.sha256(_header(job)) for job in jobs]
+    # The split's ranks depend on the examples alone: one list serves every job that asks.
+    wanted = any(job.validation_split is not None for job in jobs)
+    ranks: list[bytes] | None = [] if wanted else None
     trained, validated = Tally(), Tally()
-    count = _feed_examples(digest, iter_examples(job.training_data, trained), ranks)
-    if job.validation_data is not None:
-        # After a separator no example can produce: a length prefix is digits.
-        digest.update(b"\nvalidation\n")
-        _feed_examples(digest, iter_examples(job.validation_data, validated))
-    problems = examples_problems(job, trained, validated)
-    if problems:  # what validate says of these examples, plan and apply say too
-        raise ConfigErrors(problems)
-    fingerprint = digest.hexdigest()
-    drawn = (split.draw(ranks, job.validation_split, example_rank)
-             if ranks is not None and job.validation_split is not None else None)
-    return Identity(fingerprint, tuned_model_id(job.name, fingerprint), count, drawn)
+    count = _feed_examples(digests, iter_examples(first.training_data, trained), ranks)
+    if first.validation_data is not None:
+        for digest in digests:
+            # After a separator no example can produce: a length prefix is digits.
+            digest.update(b"\nvalidation\n")
+        _feed_examples(digests, iter_examples(first.validation_data, validated))
+    found: list[Identity | ConfigErrors] = []
+    for job, digest in zip(jobs, digests):
+        problems = examples_problems(job, trained, validated)
+        if problems:  # what validate says of these examples, plan and apply say too
+            found.append(ConfigErrors(problems))
+            continue
+        fingerprint = digest.hexdigest()
+        drawn = (split.draw(ranks, job.validation_split, example_rank)
+                 if ranks is not None and job.validation_split is not None else None)
+        found.append(Identity(fingerprint, tuned_model_id(job.name, fingerprint), count, drawn))
+    return found

@@ -122,6 +122,18 @@ def current_model(models: Iterable[RemoteModel], owner_id: str, job: str, finger
     return newest([m for m in mine if m.state != FAILED] or mine)
 
 
+def by_job(models: Iterable[RemoteModel]) -> dict[str, list[RemoteModel]]:
+    """jobspec's ``models`` by the job recorded on each, each job's in listing order. Every model
+    ``job_models`` finds for a job (current, superseded or foreign) records that job, so a job's
+    group stands for the whole listing there; comparing many jobs with one listing then looks
+    at each model once, not once per job (which made plans quadratic in jobs x models)."""
+    grouped: dict[str, list[RemoteModel]] = {}
+    for model in models:
+        if model.job is not None:
+            grouped.setdefault(model.job, []).append(model)
+    return grouped
+
+
 @dataclass(frozen=True)
 class JobModels:
     """A job's models on the service, sorted by standing, each group in listing order."""
@@ -133,9 +145,9 @@ class JobModels:
 
 def job_models(models: Sequence[RemoteModel], owner_id: str, job: str, fingerprint: str,
                legacy_name: str | None = None) -> JobModels:
-    """The job's current, superseded and foreign models of ``models``. This workspace's other
-    models of the same examples (an earlier, failed try) are none of these: a retry, not
-    superseded."""
+    """The job's current, superseded and foreign models of ``models`` (the whole listing, or
+    the job's group of it from ``by_job``: the same answer). This workspace's other models of
+    the same examples (an earlier, failed try) are none of these: a retry, not superseded."""
     current = current_model(models, owner_id, job, fingerprint, legacy_name)
     superseded, foreign = [], []
     for model in models:

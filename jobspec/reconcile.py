@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from . import ownership
 from .backends.base import ACTIVE, CREATING, FAILED, Backend, Progress, RemoteModel
 from .errors import Interrupted, JobSpecError, PermanentBackendError
-from .identity import Identity, identify
+from .identity import Identity, identify_many
 from .retrying import PollPolicy
 from .spec import Job
 from .workspace import Owner
@@ -94,7 +94,7 @@ class Naming(Protocol):
     owner: Owner  # the workspace whose plan it is
 
     def legacy_name(self, identity: Identity) -> str | None: ...
-    def planned_name(self, identity: Identity, models: Sequence[RemoteModel] = ()) -> str: ...
+    def planned_name(self, identity: Identity, taken: frozenset[str] = frozenset()) -> str: ...
     def expected_steps(self, job: Job, identity: Identity) -> int | None: ...
     def hyperparameters(self, job: Job) -> dict[str, Any]: ...
 
@@ -114,15 +114,20 @@ def compare(jobs: Sequence[tuple[Job, Identity]], models: Sequence[RemoteModel],
     workspace owns can be superseded (and so pruned); a model of the same job name that another
     repository, checkout or older jobspec created is listed as foreign and left alone.
     """
-    planned = tuple(_compare_job(job, identity, models, naming, recreate_failed)
+    # Once, not per job: each job then looks at its own models, and at the names taken.
+    grouped, taken = ownership.by_job(models), frozenset(m.name for m in models)
+    planned = tuple(_compare_job(job, identity, grouped.get(job.name, []), taken, naming,
+                                 recreate_failed)
                     for job, identity in jobs)
     return Plan(naming.name, naming.endpoint, naming.owner, planned, tuple(models))
 
 
-def _compare_job(job: Job, identity: Identity, models: Sequence[RemoteModel], naming: Naming,
-                 recreate_failed: bool) -> JobPlan:
+def _compare_job(job: Job, identity: Identity, job_models: Sequence[RemoteModel],
+                 taken: frozenset[str], naming: Naming, recreate_failed: bool) -> JobPlan:
+    """``job_models``: the models recording this job (``ownership.by_job``); ``taken``: the
+    names of every model listed, for the name a new model will take."""
     owner_id = naming.owner.id
-    found = ownership.job_models(models, owner_id, job.name, identity.fingerprint,
+    found = ownership.job_models(job_models, owner_id, job.name, identity.fingerprint,
                                  naming.legacy_name(identity))
     current, superseded = found.current, found.superseded
     percent = None
@@ -145,7 +150,7 @@ def _compare_job(job: Job, identity: Identity, models: Sequence[RemoteModel], na
     if action == CREATE and superseded:
         newest = max(superseded, key=lambda m: m.create_time or "")
         reasons = _why(job, naming.hyperparameters(job), newest)
-    name = current.name if current else naming.planned_name(identity, models)
+    name = current.name if current else naming.planned_name(identity, taken)
     return JobPlan(job, identity, action, name, current, superseded, found.foreign, reasons,
                    percent, naming.expected_steps(job, identity), naming.hyperparameters(job))
 
@@ -324,4 +329,5 @@ class Applier:
 
 
 def identify_all(jobs: list[Job]) -> list[tuple[Job, Identity]]:
-    return [(job, identify(job)) for job in jobs]
+    """Each job with its identity (a data file jobs share read once: identify_many)."""
+    return list(zip(jobs, identify_many(jobs)))

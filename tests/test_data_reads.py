@@ -1,10 +1,11 @@
-"""How many times one command reads each training file: validate once; plan twice (identify's
-pass, and the pass that digests the trained examples and keeps them when they are few, so the
-backend's count and the longest example read memory, not the file, and the validation split is
-identify's, never drawn again); apply as many times as its create needs (identify, the upload's
-measure and, when the service lacks it, its send), plus once for the report's token count;
-nothing more once the model exists. Through the CLI against the real local service (tiny model),
-each pass over a data file counted where its records are read (datareaders.READERS)."""
+"""How many times one command reads each training file, however many jobs name it: validate
+once; plan twice (identify's pass, and the pass that digests the trained examples and keeps
+them when they are few, so the backend's count and the longest example read memory, not the
+file, and the validation split is identify's, never drawn again); apply as many times as its
+create needs (identify, the upload's measure and, when the service lacks it, its send), plus
+once for the report's token count; nothing more once the model exists. Through the CLI against
+the real local service (tiny model), each pass over a data file counted where its records are
+read (datareaders.READERS)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import json
 import httpx
 import pytest
 
-from jobspec import datareaders, estimate
+from jobspec import datareaders, estimate, spec
+from jobspec.identity import identify
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -67,6 +69,22 @@ def test_each_command_reads_a_training_file_the_fewest_times(local_repo, cli, pa
     assert reads(cli, passes, *APPLY) == apply_reads
     assert reads(cli, passes, "plan", "jobs/") == 1  # unchanged: identify alone
     assert reads(cli, passes, *APPLY) == 1
+
+
+def test_jobs_that_share_a_training_file_read_it_as_one_job_does(local_repo, cli, passes):
+    """A data file many jobs name is read once per pass, not once per job: plan's identify
+    reads it for all of them at once, as validate does (it read it once per job, which made
+    plans of 1,000 jobs sharing a file half again as slow as they are now)."""
+    for name, epochs in (("demo", 5), ("demo-b", 6), ("demo-c", 7)):
+        local_repo.job(name, hyperparameters=f"batch_size: 2\n  epoch_count: {epochs}")
+    assert reads(cli, passes, "validate", "jobs/") == 1
+    assert reads(cli, passes, "plan", "jobs/") == 2  # identify, then the trained examples
+    planned = json.loads(cli("plan", "jobs/", "--format", "json").out)["jobs"]
+    # Each job's fingerprint is the one it has alone: the same examples, three fingerprints.
+    alone = {name: identify(spec.load_job(f"jobs/{name}.yaml")).fingerprint
+             for name in ("demo", "demo-b", "demo-c")}
+    assert {job["name"]: job["fingerprint"] for job in planned} == alone
+    assert len(set(alone.values())) == 3
 
 
 def test_examples_too_many_to_hold_are_read_again_and_planned_alike(local_repo, cli, passes,

@@ -6,7 +6,6 @@ plan` and `apply` against the local service are in test_apply.py and test_owners
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -33,8 +32,7 @@ class Names:
     def legacy_name(self, identity: Identity) -> str:
         return f"tunedModels/{identity.tuned_model_id}"
 
-    def planned_name(self, identity: Identity, models: Sequence[RemoteModel] = ()) -> str:
-        taken = {m.name for m in models}
+    def planned_name(self, identity: Identity, taken: frozenset[str] = frozenset()) -> str:
         return next(f"tunedModels/{i}" for i in ownership.tuned_model_ids(identity, ME.id)
                     if f"tunedModels/{i}" not in taken)
 
@@ -177,6 +175,32 @@ def test_a_plan_of_several_jobs_counts_each_action(repo):
     assert planview.summary(plan) == ("Plan: 1 to create, 1 unchanged, 1 in progress, 0 failed, "
                                       "1 superseded.")
     assert not reconcile.compare(list(zip(jobs, identities))[:1], listing, Names()).has_changes
+
+
+def test_each_model_is_judged_for_its_own_job_only(repo, monkeypatch):
+    """A plan of many jobs looks at each listed model for the job it records, not for every job:
+    the standing of a model is decided twice (its job's current model, then the rest), whatever
+    the number of jobs. Deciding it for every job made plans of 1,000 jobs against 1,000 models
+    three times slower (a million decisions)."""
+    jobs = [spec.load_job(str(repo.job(f"job-{i:02d}").relative_to(repo.root)))
+            for i in range(40)]
+    identities = [Identity(FP, f"{j.name}-ffffffff", 15) for j in jobs]
+    listing = [model(f"{j.name}-ffffffff", job=j.name) for j in jobs]  # every job's, unchanged
+    listing += [model(f"{j.name}-eeeeeeee", job=j.name, fingerprint=OLD_FP) for j in jobs[:10]]
+    listing += [model("stranger", job=None, owner=None)]  # not jobspec's: no job's
+    decided = []
+    judge = ownership.standing
+
+    def counted(found: RemoteModel, *args: Any, **kwargs: Any) -> ownership.Standing:
+        decided.append(found.name)
+        return judge(found, *args, **kwargs)
+
+    monkeypatch.setattr(ownership, "standing", counted)
+    plan = reconcile.compare(list(zip(jobs, identities)), listing, Names())
+    assert [j.action for j in plan.jobs] == [reconcile.UNCHANGED] * 40
+    assert len(plan.superseded) == 10
+    assert len(decided) == 2 * (len(listing) - 1)  # twice each, the stranger never
+    assert max(decided.count(name) for name in set(decided)) == 2
 
 
 def test_the_plan_shows_superseded_and_foreign_models(job):

@@ -213,10 +213,10 @@ class Backend(Protocol):
         """The one name a model of ``identity``'s examples could have had when made by a
         jobspec from before owners were recorded (None: no such model can exist here); such a
         model counts as the job's (``ownership.Standing.LEGACY_CURRENT``)."""
-    def planned_name(self, identity: Identity, models: Sequence[RemoteModel] = ()) -> str:
-        """What the model will be called, for plans, given the service's ``models`` (an id
-        another owner's model holds is not this job's; a backend that chooses its own ids
-        says so)."""
+    def planned_name(self, identity: Identity, taken: frozenset[str] = frozenset()) -> str:
+        """What the model will be called, for plans, given ``taken``, the names of the
+        service's models (an id another owner's model holds is not this job's; a backend that
+        chooses its own ids says so)."""
     def expected_steps(self, job: Job, identity: Identity) -> int | None:
         """How many steps the service will train, when that is known before it starts."""
     def hyperparameters(self, job: Job) -> dict[str, Any]:

@@ -102,10 +102,9 @@ class GeminiBackend:
         """The job's first id, which every model had before owners were recorded."""
         return model_path(identity.tuned_model_id)
 
-    def planned_name(self, identity: Identity, models: Sequence[RemoteModel] = ()) -> str:
-        """The first of the job's ids (``tuned_model_ids``) that no model holds: the id create
-        will take, unless another owner's create takes it first."""
-        taken = {m.name for m in models}
+    def planned_name(self, identity: Identity, taken: frozenset[str] = frozenset()) -> str:
+        """The first of the job's ids (``tuned_model_ids``) that no model holds (``taken``): the
+        id create will take, unless another owner's create takes it first."""
         free = (name for name in map(model_path, tuned_model_ids(identity, self.owner.id))
                 if name not in taken)
         return next(free, model_path(identity.tuned_model_id))

@@ -101,7 +101,7 @@ class VertexBackend:
     def legacy_name(self, identity: Identity) -> None:
         return None  # every tuning job jobspec made here is labelled with its owner
 
-    def planned_name(self, identity: Identity, models: Sequence[RemoteModel] = ()) -> str:
+    def planned_name(self, identity: Identity, taken: frozenset[str] = frozenset()) -> str:
         return f"tuningJobs/(new) {identity.tuned_model_id}"
 
     def expected_steps(self, job: Job, identity: Identity) -> int | None:
