@@ -165,16 +165,19 @@ class Worker:
 # -- raydispatch.py follows): one step, the end, a cancel, a failure.
 
 def record_step(store: Store, record: TunedModelRecord, owner: int, result: StepResult,
-                max_batch_tokens: int) -> bool:
-    """Log one step and save its losses; False when the run should stop (Store.record_step)."""
+                max_batch_tokens: int, *, at: float | None = None, logged: bool = True) -> bool:
+    """Log one step and save its losses, as of ``at`` (default: now); False when the run
+    should stop (Store.record_step). ``logged`` false: a step logged before (a restarted
+    service replays the steps of a run it re-attached to)."""
     name = f"tunedModels/{record.id}"
     split = (f" ({result.micro_batches} micro-batches of at most {max_batch_tokens} tokens)"
              if result.micro_batches > 1 else "")
     measured = (f"; validation loss {result.validation_loss:.4f} after epoch "
                 f"{result.completed_epoch}" if result.validation_loss is not None else "")
-    log(f"train {name}: step {result.step}/{record.total_steps} "
-        f"epoch {result.epoch} loss {result.loss:.4f}{split}{measured}")
-    now = time.time()
+    if logged:
+        log(f"train {name}: step {result.step}/{record.total_steps} "
+            f"epoch {result.epoch} loss {result.loss:.4f}{split}{measured}")
+    now = time.time() if at is None else at
     held = None if result.validation_loss is None else Snapshot(
         result.step, result.completed_epoch or result.epoch, result.validation_loss, now)
     return store.record_step(record.id, record.operation_id, owner, Snapshot(
