@@ -1,0 +1,78 @@
+"""Scenario: the node that trains a job is removed from the cluster mid-training; Ray Train
+restarts the worker group on the other node from the run's last checkpoint, and the job ends
+ACTIVE with one continuous snapshot series.
+
+The head has no CPUs for training (the service's run actor and Ray Train's controller take
+none), so training lands on one of the two worker nodes, which can be removed.
+
+Usage: service_node_loss.py TINY_MODEL WORK_DIR. Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from service_common import emit, jobspec, newest_model, progress, scratch_repo, service, \
+    start_cluster, wait_for
+
+EPOCHS = 12  # as the long job of service_apply_restart.py, whose losses the test compares
+
+
+def main() -> None:
+    model, work = Path(sys.argv[1]), Path(sys.argv[2])
+    timings: dict[str, float] = {}
+    out: dict[str, Any] = {"timings": timings}
+    began = time.monotonic()
+    running = cluster = None
+    try:
+        cluster = start_cluster(head_cpus=0, node_cpus=[1, 1])
+        timings["cluster_start"] = round(time.monotonic() - began, 1)
+        running = service(work / "state", model, "--ray", cluster.address,
+                          "--storage", str(work / "storage"), "--checkpoint-interval", "0.2")
+        repo = scratch_repo(work / "repo", epochs=EPOCHS)
+        mark = time.monotonic()
+        created = jobspec(repo, running.url, "apply", "jobs/", "--no-wait", "--skip-eval")
+        out["created_code"] = created.returncode
+
+        def task() -> dict[str, Any]:
+            return newest_model(running.url).get("tuningTask", {})
+
+        # Past the first epoch's end: a checkpoint is there to resume from.
+        wait_for(lambda: len(task().get("snapshots", [])) >= 20, 120, "steps past epoch 2")
+        trained_on = task()["device"]
+        out["device_before"] = trained_on
+        victim = [node for node in cluster.worker_nodes
+                  if f"(node {node.node_id[:8]})" in trained_on]
+        out["victims"] = len(victim)
+        out["steps_at_removal"] = len(task()["snapshots"])
+        progress(f"removing the training node at step {out['steps_at_removal']}")
+        cluster.remove_node(victim[0], allow_graceful=False)
+        timings["to_removal"] = round(time.monotonic() - mark, 1)
+        wait_for(lambda: newest_model(running.url).get("state") in ("ACTIVE", "FAILED"), 150,
+                 "the job after its node was removed")
+        timings["removal_to_done"] = round(time.monotonic() - mark - timings["to_removal"], 1)
+        final = newest_model(running.url)
+        out["state"] = final.get("state")
+        out["error"] = final.get("error")
+        out["device_after"] = final["tuningTask"].get("device")
+        out["steps"] = [s["step"] for s in final["tuningTask"].get("snapshots", [])]
+        out["losses"] = [s["meanLoss"] for s in final["tuningTask"].get("snapshots", [])]
+        out["notes"] = [line for line in running.log.splitlines()
+                        if " step " not in line and not line.startswith("jobspec serve: GET ")]
+    except Exception as exc:  # noqa: BLE001 - said in the JSON, with the service's log
+        out["failure"] = f"{type(exc).__name__}: {exc}"
+        out["log"] = running.log[-5000:] if running else ""
+    finally:
+        if running is not None:
+            running.stop()
+        if cluster is not None:
+            cluster.shutdown()
+    timings["total"] = round(time.monotonic() - began, 1)
+    emit(out)
+
+
+if __name__ == "__main__":
+    main()
