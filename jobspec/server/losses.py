@@ -1,6 +1,7 @@
 """What a batch costs: rows padded into a batch (``collate``), the cross-entropy summed over
 its target tokens (``summed_loss``, what training steps on), and the mean per target token over
-the validation examples (``mean_loss``, what early stopping compares).
+the validation examples (``mean_loss``, what early stopping compares), and how a batch too
+large for one pass is split (``micro_batches``).
 
 A prompt's tokens are context, never targets (``chat.IGNORE_INDEX`` labels): the loss is on the
 answer.
@@ -75,9 +76,34 @@ def summed_loss(model: Any, batch: dict[str, Any], label_smoothing: float = 0.0)
                                              label_smoothing=label_smoothing)
 
 
+def micro_batches(lengths: list[int], max_tokens: int) -> list[list[int]]:
+    """Positions of a batch's rows, grouped so that each group's padded size (rows × longest
+    row) is at most ``max_tokens``; a row longer than that is a group of its own. A batch that
+    fits stays one group, in order; one that does not is packed longest first, which wastes the
+    least padding."""
+    if len(lengths) * max(lengths) <= max_tokens:
+        return [list(range(len(lengths)))]
+    groups: list[list[int]] = []
+    for position in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        # Longest first: a group's first row is its longest, so its padded size is known.
+        if groups and (len(groups[-1]) + 1) * lengths[groups[-1][0]] <= max_tokens:
+            groups[-1].append(position)
+        else:
+            groups.append([position])
+    return groups
+
+
 def mean_loss(model: Any, encoded: list[tuple[list[int], list[int]]], pad_id: int, device: str,
               max_batch_tokens: int, autocast: Any) -> float:
     """Mean cross-entropy per target token over ``encoded`` (the validation examples)."""
+    total, count = validation_sums(model, encoded, pad_id, device, max_batch_tokens, autocast)
+    return total / max(count, 1)
+
+
+def validation_sums(model: Any, encoded: list[tuple[list[int], list[int]]], pad_id: int,
+                    device: str, max_batch_tokens: int, autocast: Any) -> tuple[float, int]:
+    """(cross-entropy summed over the target tokens of ``encoded``, how many there are): the
+    parts of a mean that data-parallel ranks add up across their shares."""
     import torch  # noqa: PLC0415
 
     groups: list[list[int]] = []
@@ -98,4 +124,4 @@ def mean_loss(model: Any, encoded: list[tuple[list[int], list[int]]], pad_id: in
             count += sum(target_count(labels) for _, labels in rows)
     if was_training:
         model.train()
-    return total / max(count, 1)
+    return total, count

@@ -12,6 +12,10 @@ optimiser step. Each micro-batch's loss is a sum over its target tokens divided 
 tokens of the whole batch, so the gradient, the step and the reported loss (the mean over all
 target tokens of the batch) are those of the unsplit batch, up to float rounding.
 
+Data-parallel (``shard``: this process is one rank of a torch process group, as a Ray Train
+worker is), each rank trains its part of every batch behind torch DDP and the step is the one
+process's, up to float rounding (data_parallel.py); a world of one is the one process, exactly.
+
 Everything the service (not the job) decides about training is one ``Recipe`` (recipe.py):
 the prompt layout, the LoRA shape, the learning-rate schedule, the precision. What a batch costs
 (its padding, its loss) is losses.py's.
@@ -40,7 +44,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .chat import EncodedExamples, Example, as_conversation, encode_conversation
-from .losses import collate, mean_loss, summed_loss, target_count
+from .data_parallel import Shard, sharded_step, sharded_validation, wrap
+from .losses import collate, mean_loss, micro_batches, summed_loss, target_count
 from .models import is_quantized
 from .recipe import (RECIPE, SEED, Recipe, lora_config, parameter_groups, precision_for,
                      schedule)
@@ -92,29 +97,13 @@ def lora_model(base: Any, recipe: Recipe = RECIPE, precision: str = "fp32") -> A
     return get_peft_model(frozen, lora_config(recipe))
 
 
-def micro_batches(lengths: list[int], max_tokens: int) -> list[list[int]]:
-    """Positions of a batch's rows, grouped so that each group's padded size (rows × longest
-    row) is at most ``max_tokens``; a row longer than that is a group of its own. A batch that
-    fits stays one group, in order; one that does not is packed longest first, which wastes the
-    least padding."""
-    if len(lengths) * max(lengths) <= max_tokens:
-        return [list(range(len(lengths)))]
-    groups: list[list[int]] = []
-    for position in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
-        # Longest first: a group's first row is its longest, so its padded size is known.
-        if groups and (len(groups[-1]) + 1) * lengths[groups[-1][0]] <= max_tokens:
-            groups[-1].append(position)
-        else:
-            groups.append([position])
-    return groups
-
-
 @dataclass(frozen=True)
 class StepResult:
     step: int
     epoch: int
     loss: float
-    micro_batches: int = 1  # how many passes the batch took under max_batch_tokens
+    # How many passes the batch took under max_batch_tokens (data-parallel: on each rank).
+    micro_batches: int = 1
     # Set at the step that ends an epoch: which epoch, and (with validation examples) the mean
     # loss on them after this step.
     completed_epoch: int | None = None
@@ -174,6 +163,8 @@ class _Run:
     batch_size: int
     max_batch_tokens: int
     recipe: Recipe
+    shard: Shard | None = None  # data-parallel: this process's rank (None: one process)
+    parallel: Any = None  # data-parallel: the model behind DDP (data_parallel.wrap)
 
     def completed_epochs(self, step: int) -> int:
         return completed_epochs(step, len(self.encoded), self.epochs, self.batch_size)
@@ -181,8 +172,10 @@ class _Run:
 
 def _prepare(base: Any, tokenizer: Any, examples: Sequence[Example],
              validation: list[Example], epochs: int, batch_size: int,
-             learning_rate: float, max_batch_tokens: int, recipe: Recipe) -> _Run:
-    """A fresh run: the LoRA, its optimiser and schedule, the batches of every step."""
+             learning_rate: float, max_batch_tokens: int, recipe: Recipe,
+             shard: Shard | None = None) -> _Run:
+    """A fresh run: the LoRA, its optimiser and schedule, the batches of every step; with a
+    ``shard``, the model behind DDP as well."""
     import torch  # noqa: PLC0415
 
     device = str(next(base.parameters()).device)
@@ -205,26 +198,32 @@ def _prepare(base: Any, tokenizer: Any, examples: Sequence[Example],
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(recipe, len(plan)))
     noise = torch.Generator().manual_seed(recipe.seed)
     hook = _neftune(model, recipe.neftune, noise) if recipe.neftune else None
+    parallel = wrap(model, device, recipe.label_smoothing) if shard is not None else None
     return _Run(model, params, optimizer, scheduler, noise, hook, autocast, device, precision,
-                pad_id, encoded, held_out, plan, epochs, batch_size, max_batch_tokens, recipe)
+                pad_id, encoded, held_out, plan, epochs, batch_size, max_batch_tokens, recipe,
+                shard, parallel)
 
 
 def _train_step(run: _Run, indices: list[int]) -> tuple[float, int]:
     """One optimiser step on the batch of ``indices``: (its mean loss, micro-batches run)."""
     rows = [run.encoded[i] for i in indices]
     targets = sum(target_count(labels) for _, labels in rows)
-    groups = micro_batches([len(ids) for ids, _ in rows], run.max_batch_tokens)
-    total = 0.0
-    for group in groups:
-        batch = collate([rows[i] for i in group], run.pad_id, run.device)
-        with run.autocast:
-            loss = summed_loss(run.model, batch, run.recipe.label_smoothing) / max(targets, 1)
-        loss.backward()  # gradients add up across the micro-batches of this step
-        total += float(loss.detach())
+    if run.shard is not None:
+        total, passes = sharded_step(run.parallel, run.shard, rows, targets,
+                                     run.max_batch_tokens, run.pad_id, run.device, run.autocast)
+    else:
+        groups = micro_batches([len(ids) for ids, _ in rows], run.max_batch_tokens)
+        total, passes = 0.0, len(groups)
+        for group in groups:
+            batch = collate([rows[i] for i in group], run.pad_id, run.device)
+            with run.autocast:
+                loss = summed_loss(run.model, batch, run.recipe.label_smoothing) / max(targets, 1)
+            loss.backward()  # gradients add up across the micro-batches of this step
+            total += float(loss.detach())
     run.optimizer.step()
     run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
-    return total, len(groups)
+    return total, passes
 
 
 def _evaluate(run: _Run, progress: Progress) -> tuple[int | None, float | None]:
@@ -235,8 +234,12 @@ def _evaluate(run: _Run, progress: Progress) -> tuple[int | None, float | None]:
     ended = done if done > run.completed_epochs(step - 1) else None
     if ended is None or not run.held_out:
         return ended, None
-    value = mean_loss(run.model, run.held_out, run.pad_id, run.device, run.max_batch_tokens,
-                      run.autocast)
+    if run.shard is not None:
+        value = sharded_validation(run.model, run.held_out, run.shard, run.pad_id, run.device,
+                                   run.max_batch_tokens, run.autocast)
+    else:
+        value = mean_loss(run.model, run.held_out, run.pad_id, run.device,
+                          run.max_batch_tokens, run.autocast)
     progress.validation.append((step, ended, value))
     progress.stopping.record(ended, value, lambda: {n: p.detach().clone()
                                                     for n, p in run.params.items()})
@@ -245,7 +248,8 @@ def _evaluate(run: _Run, progress: Progress) -> tuple[int | None, float | None]:
 
 class _Snapshots:
     """Saves the run's state at every epoch's end and every ``seconds`` (never after its last
-    step: a run that ended needs none)."""
+    step: a run that ended needs none). Data-parallel, every rank holds the same state and only
+    rank 0 saves it."""
 
     def __init__(self, checkpoints: Checkpoints, key: str, seconds: float) -> None:
         self.checkpoints, self.key, self.seconds = checkpoints, key, seconds
@@ -256,6 +260,8 @@ class _Snapshots:
         periodic = time.monotonic() - self.last_saved >= self.seconds
         if progress.step >= len(run.plan) or (ended_epoch is None and not periodic):
             return
+        if run.shard is not None and run.shard.rank != 0:
+            return
         state = snapshot(self.key, progress, run.params, run.optimizer, run.scheduler,
                          run.noise)
         if not self.checkpoints.save(state.to_checkpoint()):
@@ -264,20 +270,27 @@ class _Snapshots:
 
 
 def _steps(run: _Run, progress: Progress, on_step: Callable[[StepResult], bool],
-           snapshots: _Snapshots | None) -> str | None:
+           snapshots: _Snapshots | None,
+           after_step: Callable[[StepResult], None] | None = None) -> str | None:
     """Train the steps after ``progress.step`` to the last; why early stopping stopped it
-    before, or None. Raises Cancelled when on_step (or a save) says to stop."""
+    before, or None. Raises Cancelled when on_step (or a save) says to stop. ``after_step`` is
+    called once a step is wholly done, its checkpoint (if one was due) saved."""
     total = len(run.plan)
     for step, (epoch, indices) in enumerate(run.plan[progress.step:], start=progress.step + 1):
         loss, passes = _train_step(run, indices)
         progress.step = step
         ended, value = _evaluate(run, progress)
-        if not on_step(StepResult(step, epoch, loss, passes, ended, value)):
+        result = StepResult(step, epoch, loss, passes, ended, value)
+        if not on_step(result):
             raise Cancelled
         if progress.stopping.exhausted and step < total:
+            if after_step is not None:
+                after_step(result)
             return progress.stopping.reason(ended, step, total)
         if snapshots is not None:
             snapshots.after(run, progress, ended)
+        if after_step is not None:
+            after_step(result)
     return None
 
 
@@ -300,21 +313,29 @@ def train(base: Any, tokenizer: Any, examples: Sequence[Example], *, epochs: int
           on_step: Callable[[StepResult], bool], recipe: Recipe = RECIPE,
           validation: Sequence[Example] | None = None, patience: int | None = None,
           checkpoints: Checkpoints | None = None, resume: Resume | None = None,
-          checkpoint_seconds: float = CHECKPOINT_SECONDS) -> TrainResult | None:
+          checkpoint_seconds: float = CHECKPOINT_SECONDS, shard: Shard | None = None,
+          after_step: Callable[[StepResult], None] | None = None) -> TrainResult | None:
     """Train a LoRA adapter on ``examples`` (conversations; a (text_input, output) pair is a
     one-turn one); None when on_step (or a checkpoint) asked to stop.
 
     With ``patience`` (early stopping; needs validation examples) training stops once the
     validation loss has not improved for that many epochs, and the weights of the best epoch
     are kept (also when it runs to its end). ``resume`` (``training_state.resume``'s decision)
-    says where to start; with ``checkpoints`` the run's state is saved there as it goes."""
+    says where to start; with ``checkpoints`` the run's state is saved there as it goes.
+
+    ``shard`` trains data-parallel (data_parallel.py): this process is one rank of a torch
+    process group already set up, and trains its part of every batch. ``after_step`` is told
+    each step once it is wholly done, its checkpoint saved if one was due (so a report made there
+    can carry that checkpoint)."""
     validation = list(validation or [])
     if patience is not None and not validation:
         raise ValueError("early stopping needs validation examples")
     if checkpoints is not None and resume is None:
         raise ValueError("checkpoints need the decision to resume (training_state.resume)")
+    if shard is not None and shard.world == 1:
+        shard = None  # one process: today's arithmetic, bit for bit
     run = _prepare(base, tokenizer, examples, validation, epochs, batch_size, learning_rate,
-                   max_batch_tokens, recipe)
+                   max_batch_tokens, recipe, shard)
     try:
         if resume is not None and resume.step > len(run.plan):
             raise ValueError(f"resuming at step {resume.step} of a run of {len(run.plan)}")
@@ -323,7 +344,7 @@ def train(base: Any, tokenizer: Any, examples: Sequence[Example], *, epochs: int
                     else Progress.fresh(patience))
         snapshots = None if checkpoints is None or resume is None else _Snapshots(
             checkpoints, resume.key, checkpoint_seconds)
-        stop_reason = _steps(run, progress, on_step, snapshots)
+        stop_reason = _steps(run, progress, on_step, snapshots, after_step)
     except Cancelled:
         return None
     finally:

@@ -22,9 +22,12 @@ EXAMPLES = [
 ]
 
 
-def test_examples_round_trip_through_the_services_reader(tmp_path):
-    run = RunStorage(str(tmp_path / "storage"), "m-1", "op-1")
-    assert run.uri == f"{tmp_path}/storage/jobs/m-1/op-1"
+@pytest.mark.parametrize("as_uri", [False, True], ids=["path", "file-uri"])
+def test_examples_round_trip_through_the_services_reader(tmp_path, as_uri):
+    # A URI goes through pyarrow's URI resolution, as s3:// or gs:// would.
+    root = f"file://{tmp_path}/storage" if as_uri else str(tmp_path / "storage")
+    run = RunStorage(root, "m-1", "op-1")
+    assert run.uri == f"{root}/jobs/m-1/op-1"
     run.write_examples("training", (wire.conversation_line(c) for c in EXAMPLES))
     # str lines without their newline are written as lines too
     run.write_examples("validation", [wire.conversation_line(EXAMPLES[0]).decode().rstrip("\n")])
@@ -35,7 +38,13 @@ def test_examples_round_trip_through_the_services_reader(tmp_path):
     assert list(StoredExamples(training)) == EXAMPLES
     assert StoredExamples(training)[2] == EXAMPLES[2]
     assert list(StoredExamples(validation)) == EXAMPLES[:1]
-    assert not list((tmp_path / "storage/jobs/m-1/op-1").glob(".partial-*"))
+    assert sorted(p.name for p in (tmp_path / "storage/jobs/m-1/op-1").iterdir()) == [
+        "training.jsonl", "validation.jsonl"]  # no partial file left
+    run.upload_dir(training.parent, "copy")
+    run.download_dir("copy", tmp_path / "copy")
+    assert (tmp_path / "copy/training.jsonl").read_bytes() == training.read_bytes()
+    run.remove()
+    assert not (tmp_path / "storage/jobs/m-1/op-1").exists()
 
 
 def test_a_folder_round_trips_and_remove_leaves_nothing(tmp_path):

@@ -1,0 +1,256 @@
+"""One tuning job as a Ray Train run: what runs on the Ray workers (``train_loop``) and the
+TorchTrainer that runs it (``build_trainer``).
+
+Each worker loads the base model on its own node, reads the job's examples from the run's storage
+(raystorage.py) with the service's own reader, and trains with the service's trainer
+(trainer.train), data-parallel behind torch DDP when the job has several workers
+(data_parallel.py). Everything the service learns comes through Ray Train's own API:
+``ray.train.report`` with a metrics dict for each event (below), a checkpoint riding on the report
+of the step it was taken at, and ``ray.train.get_checkpoint`` when a restarted worker group
+resumes. Whether it resumes is ``training_state.resume``'s decision, as in the local worker.
+
+Reports (every rank reports the same metrics; only rank 0 passes a checkpoint):
+
+    {"event": "start", "from_step", "trained_on", "node_ip", "node_id", "workers", "resumed"}
+        each time the worker group (re)starts
+    {"event": "step", "step", "epoch", "loss", "micro_batches", "completed_epoch",
+     "validation_loss", "time"}
+        after every optimiser step; at epoch ends and every ``checkpoint_seconds`` (never after
+        the last step) with the run's state as a checkpoint (training_state's format, in
+        ``CHECKPOINT_FILE``)
+    {"event": "done", "steps", "kept_epoch", "stop_reason", "adapter": "adapter"}
+        once rank 0 has put the adapter in the run's storage (RunStorage.upload_dir)
+
+The service cancels a run by stopping it; the loop never looks at the store.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .models import BaseModel
+
+CHECKPOINT_FILE = "training_state.pt"  # in a Ray checkpoint's folder: TrainingState.to_checkpoint()
+ADAPTER = "adapter"  # the adapter's folder in the run's storage
+# A worker group that dies (a node lost, a process killed) is restarted this many times, each
+# resuming from the run's last checkpoint, before the run fails.
+MAX_FAILURES = 3
+CHECKPOINTS_KEPT = 2  # the last one is what a restart resumes from
+# Ray Train's controller takes the workers' reports when it polls them (every 2 s by default),
+# one report per worker per poll, and a worker's next report waits until its last was taken: a
+# job whose steps take less than the interval would be held to one step per interval. Polling
+# every 0.1 s keeps a report's wait under a step of any real job. The variable is read, and
+# handed to the controller, by fit() in the process that calls it; a value set there wins.
+POLL_INTERVAL_VARIABLE = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+POLL_INTERVAL_SECONDS = "0.1"
+
+
+@dataclass(frozen=True)
+class RayTrainJob:
+    """All a Ray Train run needs to train one job (pickled to the workers)."""
+
+    model_id: str
+    operation_id: str
+    base: BaseModel  # its source path must exist on every node
+    epochs: int
+    batch_size: int
+    learning_rate: float  # the record's effective rate
+    patience: int | None
+    has_validation: bool
+    max_batch_tokens: int
+    checkpoint_seconds: float
+    storage: str
+    workers: int = 1
+    gpus_per_worker: float = 0.0
+    cpus_per_worker: float = 1.0
+    threads: int = 1  # torch threads per worker
+
+
+def run_name(model_id: str, operation_id: str) -> str:
+    """The Ray Train run's name (and the service's actor's): the same job and operation always
+    get the same one, so a new fit() of it resumes from its last checkpoint."""
+    return f"jobspec-{model_id}-{operation_id}"
+
+
+def build_trainer(job: RayTrainJob, callbacks: Sequence[Any] = ()) -> Any:
+    """The TorchTrainer of ``job``: ``job.workers`` workers, each with its CPUs (and GPUs), its
+    run named ``run_name`` under ``ray_storage_path(job.storage)``, restarted from its last
+    checkpoint up to MAX_FAILURES times. Same name and storage: a new fit() resumes the run.
+    Sets POLL_INTERVAL_VARIABLE in this process's environment unless it is set already."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig  # noqa: PLC0415
+    from ray.train.torch import TorchTrainer  # noqa: PLC0415
+
+    from .raystorage import ray_storage_path  # noqa: PLC0415
+
+    if job.workers < 1:
+        raise ValueError(f"workers must be at least 1, got {job.workers}")
+    os.environ.setdefault(POLL_INTERVAL_VARIABLE, POLL_INTERVAL_SECONDS)
+    resources: dict[str, float] = {"CPU": job.cpus_per_worker}
+    if job.gpus_per_worker > 0:
+        resources["GPU"] = job.gpus_per_worker
+    return TorchTrainer(
+        train_loop,
+        train_loop_config={"job": job},
+        scaling_config=ScalingConfig(num_workers=job.workers, use_gpu=job.gpus_per_worker > 0,
+                                     resources_per_worker=resources),
+        run_config=RunConfig(name=run_name(job.model_id, job.operation_id),
+                             storage_path=ray_storage_path(job.storage),
+                             failure_config=FailureConfig(max_failures=MAX_FAILURES),
+                             checkpoint_config=CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
+                             callbacks=list(callbacks)))
+
+
+def node_cache_dir() -> Path:
+    """Where this node keeps its fp32 conversions of GGUF models: the user's own cache on this
+    node (not the service's state directory, which another node may not have)."""
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "jobspec" / "models"
+
+
+class RayCheckpoints:
+    """``training_state.Checkpoints`` over Ray Train: loads the run's latest checkpoint
+    (``ray.train.get_checkpoint``); a save is held and goes out with the report of the step it
+    was taken at (``StepReporter``), from rank 0 only."""
+
+    def __init__(self) -> None:
+        self.pending: dict[str, Any] | None = None
+
+    def load(self) -> dict[str, Any] | None:
+        import ray.train  # noqa: PLC0415
+        import torch  # noqa: PLC0415
+
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            return None
+        with checkpoint.as_directory() as folder:
+            return torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu",
+                              weights_only=True)
+
+    def save(self, state: dict[str, Any]) -> bool:
+        self.pending = state
+        return True
+
+    def take(self) -> dict[str, Any] | None:
+        state, self.pending = self.pending, None
+        return state
+
+
+def report(metrics: dict[str, Any], state: dict[str, Any] | None = None) -> None:
+    """``ray.train.report`` of ``metrics``, with ``state`` (a checkpoint dict) as a checkpoint
+    when given; the local copy is removed once Ray Train has stored it."""
+    import ray.train  # noqa: PLC0415
+    import torch  # noqa: PLC0415
+
+    if state is None:
+        ray.train.report(metrics)
+        return
+    folder = Path(tempfile.mkdtemp(prefix="jobspec-checkpoint-"))
+    try:
+        torch.save(state, folder / CHECKPOINT_FILE)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(folder)))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _total_steps(example_count: int, epochs: int, batch_size: int) -> int:
+    return math.ceil(example_count * epochs / batch_size)
+
+
+def train_loop(config: dict[str, Any]) -> None:
+    """``train_loop_per_worker``: train ``config["job"]`` (a RayTrainJob) on this worker."""
+    import ray  # noqa: PLC0415
+    import ray.train  # noqa: PLC0415
+    import torch  # noqa: PLC0415
+
+    from .. import wire  # noqa: PLC0415
+    from . import recipe as recipes  # noqa: PLC0415
+    from .datasets import TRAINING_DATA, VALIDATION_DATA  # noqa: PLC0415
+    from .data_parallel import Shard, from_rank0, gather_objects  # noqa: PLC0415
+    from .models import load_base, quiet_libraries  # noqa: PLC0415
+    from .raystorage import RunStorage  # noqa: PLC0415
+    from .trainer import StepResult, train  # noqa: PLC0415
+    from .training_state import resume, run_key  # noqa: PLC0415
+    from .uploads import StoredExamples  # noqa: PLC0415
+    from .worker import trained_on_text  # noqa: PLC0415
+
+    job: RayTrainJob = config["job"]
+    quiet_libraries()
+    torch.set_num_threads(job.threads)
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    shard = Shard(rank, world) if world > 1 else None
+    storage = RunStorage(job.storage, job.model_id, job.operation_id)
+    with tempfile.TemporaryDirectory(prefix="jobspec-run-") as scratch:
+        local = Path(scratch)
+        # Named as the service names an upload's examples, should a line fail to read.
+        examples = StoredExamples(storage.local_examples("training", local),
+                                  f"{TRAINING_DATA}.{wire.UPLOAD_FIELD}")
+        validation = (StoredExamples(storage.local_examples("validation", local),
+                                     f"{VALIDATION_DATA}.{wire.UPLOAD_FIELD}")
+                      if job.has_validation else [])
+        # On a GPU worker "cuda" is the device Ray Train made this worker's current one.
+        network, tokenizer = load_base(job.base, node_cache_dir())
+        recipe = recipes.RECIPE
+        device = str(next(network.parameters()).device)
+        total = _total_steps(len(examples), job.epochs, job.batch_size)
+        key = run_key(examples, validation, job.epochs, job.batch_size, job.learning_rate,
+                      job.patience, recipe)
+        checkpoints = RayCheckpoints()
+        start = resume(checkpoints, key, total, job.patience)
+        # Where each rank runs (every rank reports rank 0's node and all ranks' addresses), and
+        # where it resumes: ranks that would resume at different steps (one could not read the
+        # checkpoint) would wait on each other's collectives for ever, so that fails the group,
+        # which Ray Train then restarts.
+        here = (ray.util.get_node_ip_address(), ray.get_runtime_context().get_node_id(),
+                start.step)
+        places = gather_objects(here) if shard is not None else [here]
+        if len({step for _, _, step in places}) > 1:
+            raise RuntimeError("the workers would resume at different steps: "
+                               + ", ".join(f"rank {r} at {p[2]}" for r, p in enumerate(places)))
+        addresses = sorted({ip for ip, _, _ in places})
+        plural = "s" if world != 1 else ""
+        precision = recipes.precision_for(recipe, device)
+        trained_on = (f"{trained_on_text(device, precision, job.base.quantize)}, "
+                      f"{world} worker{plural} on {', '.join(addresses)}")
+        report({"event": "start", "from_step": start.step, "trained_on": trained_on,
+                "node_ip": places[0][0], "node_id": places[0][1], "workers": world,
+                "resumed": start.reason})
+
+        def after_step(result: StepResult) -> None:
+            now = time.time() if shard is None else from_rank0(time.time(), device)
+            report({"event": "step", "step": result.step, "epoch": result.epoch,
+                    "loss": result.loss, "micro_batches": result.micro_batches,
+                    "completed_epoch": result.completed_epoch,
+                    "validation_loss": result.validation_loss, "time": now},
+                   checkpoints.take())
+
+        result = train(network, tokenizer, examples, epochs=job.epochs,
+                       batch_size=job.batch_size, learning_rate=job.learning_rate,
+                       max_batch_tokens=job.max_batch_tokens, on_step=lambda _: True,
+                       recipe=recipe, validation=validation, patience=job.patience,
+                       checkpoints=checkpoints, resume=start,
+                       checkpoint_seconds=job.checkpoint_seconds, shard=shard,
+                       after_step=after_step)
+        if result is None:  # on_step and save never stop it: the service stops the run
+            raise RuntimeError("training stopped without being asked to")
+        if rank == 0:
+            _upload_adapter(result.model, recipe, storage, local / ADAPTER)
+        report({"event": "done", "steps": result.steps, "kept_epoch": result.kept_epoch,
+                "stop_reason": result.stop_reason, "adapter": ADAPTER})
+
+
+def _upload_adapter(model: Any, recipe: Any, storage: Any, folder: Path) -> None:
+    from .adapters import save_partial  # noqa: PLC0415
+    from .recipe import write_layout  # noqa: PLC0415
+
+    save_partial(model, folder)
+    write_layout(folder, recipe)
+    storage.upload_dir(folder, ADAPTER)
