@@ -309,7 +309,7 @@ def _ray_flags_refused(args: argparse.Namespace) -> str | None:
         given = [flag for flag, value in (("--storage", args.storage),
                                           ("--ray-gpus-per-worker", args.ray_gpus_per_worker))
                  if value is not None]
-        return f"{', '.join(given)} only apply with --ray ADDRESS" if given else None
+        return f"{', '.join(given)}: only with --ray ADDRESS" if given else None
     if not args.ray.strip():
         return "--ray needs an address: auto, ray://HOST:PORT or a head's HOST:PORT"
     if args.ray_workers < 1:

@@ -43,11 +43,6 @@ POLL_SECONDS = 0.5
 CONNECT_SECONDS = 30.0
 # A cluster that answers no poll of a run for this long has lost it: the run fails, saying so.
 LOST_SECONDS = 60.0
-# How often Ray Train's controller collects the workers' reports (Ray's default: 2 s). A worker
-# holds one report unread at most (ray.train.report waits while one is), so with the default a
-# job reporting every step could not step faster than every 2 s. Set for the run's actor, and
-# so inherited by the controller it starts.
-REPORT_POLL_SECONDS = 0.05
 POLL_TIMEOUT_SECONDS = 10.0
 
 
@@ -215,8 +210,6 @@ class RayDispatcher:
             actor = remote_run_actor().options(
                 name=run_name(record.id, record.operation_id), namespace=self.namespace,
                 lifetime="detached", get_if_exists=True, num_cpus=0,
-                runtime_env={"env_vars": {
-                    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": str(REPORT_POLL_SECONDS)}},
                 # On the service's node: the run's controller goes where its driver is, so
                 # the run lives as long as the service's machine, not a worker node.
                 scheduling_strategy=NodeAffinitySchedulingStrategy(self.node_id, soft=False),

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from service_common import apply, emit, jobspec, newest_model, progress, service, \
-    scratch_repo, start_cluster, wait_for
+from service_common import (STEP_LINE, apply, emit, jobspec, newest_model, progress,
+                            scratch_repo, service, start_cluster, wait_for)
 
 
 def main() -> None:
@@ -93,7 +93,7 @@ def main() -> None:
 def notes(log: str) -> list[str]:
     """What a Ray service said of its runs, without the step and request lines."""
     return [line for line in log.splitlines()
-            if " step " not in line and not line.startswith("jobspec serve: GET ")]
+            if not STEP_LINE.search(line) and not line.startswith("jobspec serve: GET ")]
 
 
 def count_runs(address: str) -> dict[str, int]:

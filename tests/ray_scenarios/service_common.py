@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from tests.service import LocalService  # noqa: E402
 
 # The shipped job of README's main command (`jobspec apply jobs/`): the Gemini API tutorial's.
 JOB = "number-generator"
+STEP_LINE = re.compile(r": step \d+/\d+ epoch ")  # the service's log line of each step
 
 
 def start_cluster(head_cpus: float, node_cpus: list[float]) -> Any:

@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from service_common import emit, jobspec, newest_model, progress, scratch_repo, service, \
-    start_cluster, wait_for
+from service_common import (STEP_LINE, emit, jobspec, newest_model, progress, scratch_repo,
+                            service, start_cluster, wait_for)
 
 EPOCHS = 12  # as the long job of service_apply_restart.py, whose losses the test compares
 
@@ -60,8 +60,8 @@ def main() -> None:
         out["device_after"] = final["tuningTask"].get("device")
         out["steps"] = [s["step"] for s in final["tuningTask"].get("snapshots", [])]
         out["losses"] = [s["meanLoss"] for s in final["tuningTask"].get("snapshots", [])]
-        out["notes"] = [line for line in running.log.splitlines()
-                        if " step " not in line and not line.startswith("jobspec serve: GET ")]
+        out["notes"] = [line for line in running.log.splitlines() if not STEP_LINE.search(line)
+                        and not line.startswith("jobspec serve: GET ")]
     except Exception as exc:  # noqa: BLE001 - said in the JSON, with the service's log
         out["failure"] = f"{type(exc).__name__}: {exc}"
         out["log"] = running.log[-5000:] if running else ""
