@@ -97,7 +97,7 @@ def test_a_restarted_service_reattaches_to_the_run_it_started(apply_restart):
 @pytest.mark.timeout(300)
 def test_a_node_lost_mid_training_resumes_on_the_other_node(node_loss, apply_restart):
     assert node_loss["victims"] == 1
-    assert node_loss["state"] == "ACTIVE", node_loss.get("error")
+    assert node_loss["state"] == "ACTIVE", node_loss["job_error"]
     assert node_loss["steps"] == list(range(1, 91))
     assert node_loss["device_after"] != node_loss["device_before"]
     notes = "\n".join(node_loss["notes"])

@@ -56,7 +56,7 @@ def main() -> None:
         timings["removal_to_done"] = round(time.monotonic() - mark - timings["to_removal"], 1)
         final = newest_model(running.url)
         out["state"] = final.get("state")
-        out["error"] = final.get("error")
+        out["job_error"] = final.get("error")
         out["device_after"] = final["tuningTask"].get("device")
         out["steps"] = [s["step"] for s in final["tuningTask"].get("snapshots", [])]
         out["losses"] = [s["meanLoss"] for s in final["tuningTask"].get("snapshots", [])]
