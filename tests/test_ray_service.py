@@ -10,7 +10,8 @@ namespace (tests/raynet.py) with one cluster and prints what the tests assert on
   ACTIVE with one continuous snapshot series.
 - service_node_loss.py: the node that trains is removed mid-training; the run resumes from its
   checkpoint on the other node and ends ACTIVE with one continuous series, its losses those of a
-  run never interrupted (the first scenario's long job).
+  run never interrupted (the first scenario's long job); then a job cancelled mid-training
+  ends FAILED and its run is gone from the cluster.
 An address where no cluster listens is refused within seconds (no cluster needed).
 """
 
@@ -104,6 +105,14 @@ def test_a_node_lost_mid_training_resumes_on_the_other_node(node_loss, apply_res
     assert "resuming from its checkpoint at step" in notes, notes
     # The same losses as the same job never interrupted (the restart scenario's long job).
     assert close(node_loss["losses"], apply_restart["long"]["losses"])
+
+
+@pytest.mark.timeout(300)
+def test_a_cancel_ends_the_run_on_the_cluster(node_loss):
+    assert node_loss["cancel_code"] == 200
+    assert 3 <= node_loss["cancelled_steps"] < 300  # cancelled mid-training, not after it
+    # Neither the run's actor nor its Ray Train run (controller and workers) lives on.
+    assert node_loss["live_after_cancel"] == {"controllers": 0, "run_actors": 0}
 
 
 def test_an_address_where_no_cluster_listens_is_refused_at_once(tmp_path, tiny_model):

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 from service_common import (STEP_LINE, emit, jobspec, newest_model, progress, scratch_repo,
                             service, start_cluster, wait_for)
 
@@ -62,6 +63,24 @@ def main() -> None:
         out["losses"] = [s["meanLoss"] for s in final["tuningTask"].get("snapshots", [])]
         out["notes"] = [line for line in running.log.splitlines() if not STEP_LINE.search(line)
                         and not line.startswith("jobspec serve: GET ")]
+
+        progress("a job cancelled mid-training")
+        job = repo / "jobs" / "number-generator.yaml"
+        job.write_text(job.read_text().replace(f"epoch_count: {EPOCHS}", "epoch_count: 40"))
+        mark = time.monotonic()
+        jobspec(repo, running.url, "apply", "jobs/", "--no-wait", "--skip-eval")
+        wait_for(lambda: len(task().get("snapshots", [])) >= 3, 120, "the cancelled job's steps")
+        cancelled = newest_model(running.url)["name"]
+        with httpx.Client(base_url=running.url, timeout=30) as http:
+            [operation] = http.get(f"/v1beta/{cancelled}/operations").json()["operations"]
+            out["cancel_code"] = http.post(f"/v1beta/{operation['name']}:cancel").status_code
+        wait_for(lambda: newest_model(running.url).get("state") == "FAILED", 60,
+                 "the cancelled job")
+        out["cancelled_steps"] = len(task().get("snapshots", []))
+        wait_for(lambda: live_runs(cluster.address)["controllers"] == 0, 60,
+                 "the cancelled run's end on the cluster", interval=1)
+        out["live_after_cancel"] = live_runs(cluster.address)
+        timings["cancel"] = round(time.monotonic() - mark, 1)
     except Exception as exc:  # noqa: BLE001 - said in the JSON, with the service's log
         out["failure"] = f"{type(exc).__name__}: {exc}"
         out["log"] = running.log[-5000:] if running else ""
@@ -72,6 +91,20 @@ def main() -> None:
             cluster.shutdown()
     timings["total"] = round(time.monotonic() - began, 1)
     emit(out)
+
+
+def live_runs(address: str) -> dict[str, int]:
+    """Ray Train runs (their controllers) and run actors alive on the cluster."""
+    import ray
+
+    ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+    try:
+        alive = [a.get("ActorClassName") or "" for a in ray._private.state.actors().values()
+                 if a.get("State") == "ALIVE"]
+    finally:
+        ray.shutdown()
+    return {"controllers": sum("TrainController" in c for c in alive),
+            "run_actors": sum(c.endswith("RunActor") for c in alive)}
 
 
 if __name__ == "__main__":
