@@ -39,7 +39,7 @@ from .trainer import StepResult
 from .uploads import Uploads
 from .worker import fail_run, finish_trained, log_finished, record_step, stop_run
 
-POLL_SECONDS = 0.5
+POLL_SECONDS = 0.2
 CONNECT_SECONDS = 30.0
 # A cluster that answers no poll of a run for this long has lost it: the run fails, saying so.
 LOST_SECONDS = 60.0
