@@ -110,8 +110,9 @@ def test_prune_keeps_the_old_model_until_its_replacement_is_active(example_repo,
 def test_get_and_delete(example_repo, service, cli):
     assert cli("apply", "--skip-eval", "--target", "antonyms").code == 0
     table = cli("get").out.splitlines()
-    assert table[0].split() == ["NAME", "STATE", "STEP", "LOSS", "BASE", "MODEL", "JOB", "OWNER"]
-    assert "ACTIVE" in table[1] and table[1].endswith("antonyms  this workspace")
+    assert table[0].split() == ["NAME", "STATE", "STEP", "LOSS", "BASE", "MODEL", "JOB", "OWNER",
+                                "TRAINED", "ON"]
+    assert "ACTIVE" in table[1] and table[1].endswith("antonyms  this workspace  cpu (fp32)")
     rows = json.loads(cli("get", "antonyms", "-o", "json").out)
     assert [r["job"] for r in rows] == ["antonyms"] and rows[0]["step"] == 24
     assert cli("delete", "jobs/antonyms.yaml").code == 64

@@ -27,6 +27,7 @@ def _rows(models: list[RemoteModel], owner_id: str) -> list[dict]:
             "step": last.step if last else None, "epoch": last.epoch if last else None,
             "loss": last.mean_loss if last else None, "created": model.create_time,
             "stats": model.stats.as_dict() if model.stats else None, "error": model.error,
+            "device": model.device,  # what trained it: e.g. a Ray node, where the service says
         })
     return rows
 
@@ -46,10 +47,10 @@ def cmd_get(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return errors.EXIT_OK
     print(f"{describe(backend)}; owner {backend.owner}", file=sys.stderr)
-    header = ("NAME", "STATE", "STEP", "LOSS", "BASE MODEL", "JOB", "OWNER")
+    header = ("NAME", "STATE", "STEP", "LOSS", "BASE MODEL", "JOB", "OWNER", "TRAINED ON")
     table = [header] + [(r["name"], r["state_label"], "" if r["step"] is None else str(r["step"]),
                          "" if r["loss"] is None else f"{r['loss']:.4f}", r["base_model"],
-                         r["job"] or "-", r["ownership"]) for r in rows]
+                         r["job"] or "-", r["ownership"], r["device"] or "-") for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())

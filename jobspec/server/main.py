@@ -82,6 +82,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"{DEFAULT_MAX_BATCH_TOKENS}; halved when a step runs out of "
                              f"memory), on a CPU {DEFAULT_MAX_BATCH_TOKENS}; examples longer "
                              f"than {DEFAULT_MAX_BATCH_TOKENS} tokens are refused either way")
+    ray = parser.add_argument_group(
+        "training on a Ray cluster (needs the extra jobspec[ray])")
+    ray.add_argument("--ray", default=None, metavar="ADDRESS",
+                     help="train every job as a Ray Train run on the Ray cluster at ADDRESS: "
+                          "auto (the cluster this machine belongs to, see `ray start`), "
+                          "ray://HOST:PORT (Ray Client) or a head's HOST:PORT; the service "
+                          "itself, its API and its store stay here (default: train on this "
+                          "machine, in worker processes)")
+    ray.add_argument("--storage", default=None, metavar="PATH_OR_URI",
+                     help="with --ray: where the jobs' examples, checkpoints and adapters live "
+                          "for every node to see. A folder is fine for a cluster on one "
+                          "machine; several machines need a folder they all share (a network "
+                          "mount) or s3://BUCKET/PATH, gs://BUCKET/PATH (default: ray-storage "
+                          "in the state directory)")
+    ray.add_argument("--ray-workers", type=int, default=1, metavar="N",
+                     help="with --ray: data-parallel workers of a job whose file does not say "
+                          "(resources.workers) (default: 1)")
+    ray.add_argument("--ray-cpus-per-worker", type=float, default=1.0, metavar="N",
+                     help="with --ray: CPUs each training worker takes on its node, and its "
+                          "torch threads (default: 1)")
+    ray.add_argument("--ray-gpus-per-worker", type=float, default=None, metavar="N",
+                     help="with --ray: GPUs each training worker takes, where the job's file "
+                          "does not say (resources.gpus_per_worker) (default: 1 where the "
+                          "cluster has GPUs, else 0)")
 
 
 def choose_state_dir(given: str | None) -> Path:
@@ -194,6 +218,10 @@ def serve(args: argparse.Namespace) -> int:
     if args.max_batch_tokens is not None and args.max_batch_tokens < 1:
         print("jobspec serve: --max-batch-tokens must be at least 1", file=sys.stderr)
         return 64
+    ray_refused = _ray_flags_refused(args)
+    if ray_refused:
+        print(f"jobspec serve: {ray_refused}", file=sys.stderr)
+        return 64
     if args.quantize is not None:
         from .models import quantization_refused  # noqa: PLC0415
 
@@ -212,6 +240,13 @@ def serve(args: argparse.Namespace) -> int:
         print(f"jobspec serve: another jobspec serve is already using {state_dir}",
               file=sys.stderr)
         return 1
+    ray_node = ""
+    if args.ray is not None:
+        try:
+            ray_node = _join_ray(args, state_dir)
+        except Exception as exc:  # noqa: BLE001 - RayUnreachable, or Ray not installed
+            print(f"jobspec serve: {exc}", file=sys.stderr, flush=True)
+            os._exit(1)  # a half-started Ray client may hold threads that block a plain exit
     try:
         # Hugging Face ids are resolved (fetched, where allowed) before quiet_libraries makes
         # this process and its workers offline.
@@ -222,7 +257,8 @@ def serve(args: argparse.Namespace) -> int:
     quiet_libraries()
     remove_stale_files(state_dir)
     store = Store(state_dir / "state.db")
-    requeued = store.release_orphans(set())
+    # On Ray, the runs a previous service started may still train: RayDispatcher re-attaches.
+    requeued = store.release_orphans(set()) if args.ray is None else []
     if requeued:
         print(f"jobspec serve: {len(requeued)} interrupted training job(s) queued again: "
               f"{', '.join(requeued)}", file=sys.stderr)
@@ -247,7 +283,11 @@ def serve(args: argparse.Namespace) -> int:
     worker_config = WorkerConfig(str(state_dir), tuple(registry.models.values()),
                                  tuple(args.alias), threads, args.max_batch_tokens,
                                  args.checkpoint_interval)
-    workers = Workers(args.max_concurrent_jobs, worker_config, store, idle=idle, on_idle=on_idle)
+    if args.ray is not None:
+        workers = _ray_dispatcher(args, store, state_dir, registry, ray_node, idle, on_idle)
+    else:
+        workers = Workers(args.max_concurrent_jobs, worker_config, store, idle=idle,
+                          on_idle=on_idle)
     workers.start()
     guard = RequestGuard(args.host, allowed_host_names(
         args.allow_host, os.environ.get(ALLOWED_HOSTS_ENV)))
@@ -256,13 +296,65 @@ def serve(args: argparse.Namespace) -> int:
     server = _server_class()(config, banner=lambda port: (
         f"jobspec serve: listening on http://{args.host}:{port} (state {state_dir}; base models: "
         f"{', '.join(f'models/{m}' for m in registry.models)}; "
-        f"auth: {'API key' if args.api_key else 'none, loopback'})"))
+        f"auth: {'API key' if args.api_key else 'none, loopback'}"
+        f"{f'; training on the Ray cluster at {args.ray}' if args.ray else ''})"))
     try:
         server.run()
     finally:
         workers.stop()
         print("jobspec serve: stopped", file=sys.stderr, flush=True)
     return 0
+
+
+def _ray_flags_refused(args: argparse.Namespace) -> str | None:
+    """Why the Ray flags cannot be used as given (None: they can)."""
+    if args.ray is None:
+        given = [flag for flag, value in (("--storage", args.storage),
+                                          ("--ray-gpus-per-worker", args.ray_gpus_per_worker))
+                 if value is not None]
+        return f"{', '.join(given)}: only with --ray ADDRESS" if given else None
+    if not args.ray.strip():
+        return "--ray needs an address: auto, ray://HOST:PORT or a head's HOST:PORT"
+    if args.ray_workers < 1:
+        return "--ray-workers must be at least 1"
+    if args.ray_cpus_per_worker <= 0:
+        return "--ray-cpus-per-worker must be more than 0"
+    if args.ray_gpus_per_worker is not None and args.ray_gpus_per_worker < 0:
+        return "--ray-gpus-per-worker must be 0 or more"
+    if args.quantize is not None:
+        return "--quantize is not available with --ray (it trains in this machine's workers)"
+    if args.storage is not None and not args.storage.strip():
+        return "--storage needs a folder or a URI (s3://BUCKET/PATH, gs://BUCKET/PATH)"
+    return None
+
+
+def _join_ray(args: argparse.Namespace, state_dir: Path) -> str:
+    """Join the cluster of ``--ray``; the service's node id. Before, the API key leaves this
+    process's environment, so that nothing Ray starts from here could see it."""
+    os.environ.pop("JOBSPEC_SERVE_API_KEY", None)
+    try:
+        from .raydispatch import connect, namespace_for  # noqa: PLC0415
+    except ImportError as exc:
+        raise RuntimeError(f"--ray needs Ray: pip install 'jobspec[ray]' ({exc})") from None
+    node = connect(args.ray, namespace_for(state_dir))
+    print(f"jobspec serve: joined the Ray cluster at {args.ray} (this service's node "
+          f"{node[:8]}, namespace {namespace_for(state_dir)})", file=sys.stderr, flush=True)
+    return node
+
+
+def _ray_dispatcher(args: argparse.Namespace, store: Any, state_dir: Path, registry: Any,
+                    node: str, idle: Any, on_idle: Any) -> Any:
+    from .raydispatch import RayDispatcher, RayOptions, namespace_for  # noqa: PLC0415
+
+    storage = args.storage or str(state_dir / "ray-storage")
+    # A run's ranks would all have to halve a measured pass size together (batchfit.py), so on
+    # Ray the pass size is the flag's, or the default, for every run.
+    max_batch_tokens = (DEFAULT_MAX_BATCH_TOKENS if args.max_batch_tokens is None
+                        else args.max_batch_tokens)
+    options = RayOptions(args.ray, storage, args.ray_workers, args.ray_cpus_per_worker,
+                         args.ray_gpus_per_worker, max_batch_tokens, args.checkpoint_interval)
+    return RayDispatcher(store, state_dir, registry, options, args.max_concurrent_jobs, node,
+                         namespace_for(state_dir), idle=idle, on_idle=on_idle)
 
 
 def main(argv: list[str] | None = None) -> int:

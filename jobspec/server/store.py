@@ -456,6 +456,25 @@ class Store:
                        (FAILED, error_message, now, now, CREATING))
         return [row["id"] for row in rows]
 
+    def owned_runs(self) -> list[TunedModelRecord]:
+        """The jobs a training run holds (CREATING, with an owner), oldest first: at the start
+        of a service that trains on Ray, the runs its predecessor left on the cluster."""
+        rows = self._connection().execute(
+            "SELECT * FROM tuned_models WHERE state = ? AND worker_pid IS NOT NULL ORDER BY seq",
+            (CREATING,)).fetchall()
+        return [self._record(row, with_snapshots=False) for row in rows]
+
+    def adopt(self, model_id: str, operation_id: str, previous_owner: int, owner: int) -> bool:
+        """Make ``owner`` the owner of a run ``previous_owner`` held (a restarted service takes
+        over the Ray run its predecessor started, which still trains); False when the run is no
+        longer that one's (it ended, was deleted, or another owner took it)."""
+        with self._transaction() as db:
+            return db.execute(
+                "UPDATE tuned_models SET worker_pid = ?, update_time = ? WHERE id = ? "
+                "AND operation_id = ? AND state = ? AND worker_pid = ?",
+                (owner, time.time(), model_id, operation_id, CREATING,
+                 previous_owner)).rowcount > 0
+
     def release_orphans(self, live_pids: set[int], *, max_attempts: int = 3,
                         charge_attempt: bool = True) -> list[str]:
         """Jobs whose worker died go back to the queue; after max_attempts they fail.

@@ -17,6 +17,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from . import batchfit, datasets
@@ -134,19 +135,7 @@ class Worker:
 
             def on_step(result: StepResult) -> bool:
                 self.check_parent()
-                split = (f" ({result.micro_batches} micro-batches of at most "
-                         f"{passes.tokens} tokens)" if result.micro_batches > 1 else "")
-                measured = (f"; validation loss {result.validation_loss:.4f} after epoch "
-                            f"{result.completed_epoch}" if result.validation_loss is not None
-                            else "")
-                log(f"train {name}: step {result.step}/{record.total_steps} "
-                    f"epoch {result.epoch} loss {result.loss:.4f}{split}{measured}")
-                now = time.time()
-                held = None if result.validation_loss is None else Snapshot(
-                    result.step, result.completed_epoch or result.epoch, result.validation_loss,
-                    now)
-                return self.store.record_step(record.id, record.operation_id, self.pid, Snapshot(
-                    result.step, result.epoch, result.loss, now), held)
+                return record_step(self.store, record, self.pid, result, passes.tokens)
 
             result = train(network, tokenizer, examples,
                            epochs=int(hp["epochCount"]), batch_size=int(hp["batchSize"]),
@@ -160,47 +149,103 @@ class Worker:
                 self._stopped(record, name)
                 return
             self.check_parent()
-            if result.stop_reason:
-                log(f"train {name}: {result.stop_reason}; keeping epoch {result.kept_epoch}")
-            elif result.kept_epoch is not None:
-                log(f"train {name}: keeping epoch {result.kept_epoch}, whose validation loss "
-                    "was the lowest")
-            partial = partial_dir(self.state_dir, record.id, record.operation_id, self.pid)
-            try:
+
+            def save(partial: Path) -> None:
                 save_partial(result.model, partial)
                 recipes.write_layout(partial, recipe)
-                state = self.store.finish(
-                    record.id, record.operation_id, self.pid,
-                    publish=lambda: publish(partial, self.state_dir, record.id,
-                                            record.operation_id),
-                    kept_epoch=result.kept_epoch, stop_reason=result.stop_reason,
-                    completed_steps=result.steps)
-            finally:
-                discard_partial(partial)  # gone already when published
-            if state is not None:
-                remove_checkpoints(self.state_dir, record.id, record.operation_id)
-            if state == ACTIVE:
-                log(f"train {name}: ACTIVE after {time.time() - started:.1f}s on {trained_on}"
-                    + (f" ({checkpoints.saved} checkpoints)" if checkpoints.saved else ""))
-            elif state is None:
-                log(f"train {name}: trained, but the job was deleted or is no longer this "
-                    "worker's (the service restarted meanwhile); its adapter is discarded")
-            else:
-                log(f"train {name}: cancelled after its last step")
+
+            state = finish_trained(self.store, self.state_dir, record, self.pid, save,
+                                   kept_epoch=result.kept_epoch, stop_reason=result.stop_reason,
+                                   steps=result.steps)
+            log_finished(name, state, time.time() - started, trained_on,
+                         f" ({checkpoints.saved} checkpoints)" if checkpoints.saved else "")
         except Exception as exc:  # noqa: BLE001 - a bad job must not take the worker down
             traceback.print_exc(file=sys.stderr)
-            state = self.store.finish(record.id, record.operation_id, self.pid, error_code=13,
-                                      error_message=f"Training failed: {type(exc).__name__}: {exc}")
-            if state is not None:
-                remove_checkpoints(self.state_dir, record.id, record.operation_id)
+            fail_run(self.store, self.state_dir, record, self.pid,
+                     f"Training failed: {type(exc).__name__}: {exc}")
 
     def _stopped(self, record: TunedModelRecord, name: str) -> None:
-        state = self.store.finish(record.id, record.operation_id, self.pid, error_code=1,
-                                  error_message="Operation cancelled.")
-        if state is not None:
-            remove_checkpoints(self.state_dir, record.id, record.operation_id)
-        log(f"train {name}: " + ("cancelled" if state else "stopped: the job was deleted "
-                                 "or is no longer this worker's"))
+        stop_run(self.store, self.state_dir, record, self.pid, name)
+
+
+# -- what a training run does with the store, whoever trains it (this worker, or a Ray run that
+# -- raydispatch.py follows): one step, the end, a cancel, a failure.
+
+def record_step(store: Store, record: TunedModelRecord, owner: int, result: StepResult,
+                max_batch_tokens: int, *, at: float | None = None, logged: bool = True) -> bool:
+    """Log one step and save its losses, as of ``at`` (default: now); False when the run
+    should stop (Store.record_step). ``logged`` false: a step logged before (a restarted
+    service replays the steps of a run it re-attached to)."""
+    name = f"tunedModels/{record.id}"
+    split = (f" ({result.micro_batches} micro-batches of at most {max_batch_tokens} tokens)"
+             if result.micro_batches > 1 else "")
+    measured = (f"; validation loss {result.validation_loss:.4f} after epoch "
+                f"{result.completed_epoch}" if result.validation_loss is not None else "")
+    if logged:
+        log(f"train {name}: step {result.step}/{record.total_steps} "
+            f"epoch {result.epoch} loss {result.loss:.4f}{split}{measured}")
+    now = time.time() if at is None else at
+    held = None if result.validation_loss is None else Snapshot(
+        result.step, result.completed_epoch or result.epoch, result.validation_loss, now)
+    return store.record_step(record.id, record.operation_id, owner, Snapshot(
+        result.step, result.epoch, result.loss, now), held)
+
+
+def finish_trained(store: Store, state_dir: Path, record: TunedModelRecord, owner: int,
+                   save: Callable[[Path], None], *, kept_epoch: int | None,
+                   stop_reason: str | None, steps: int) -> str | None:
+    """End a run that trained every step it will: ``save`` writes the adapter into a partial
+    folder, which is published in the transaction that makes the model ACTIVE (Store.finish).
+    The state it ended in; None when the job is no longer ``owner``'s."""
+    name = f"tunedModels/{record.id}"
+    if stop_reason:
+        log(f"train {name}: {stop_reason}; keeping epoch {kept_epoch}")
+    elif kept_epoch is not None:
+        log(f"train {name}: keeping epoch {kept_epoch}, whose validation loss was the lowest")
+    partial = partial_dir(state_dir, record.id, record.operation_id, owner)
+    try:
+        save(partial)
+        state = store.finish(
+            record.id, record.operation_id, owner,
+            publish=lambda: publish(partial, state_dir, record.id, record.operation_id),
+            kept_epoch=kept_epoch, stop_reason=stop_reason, completed_steps=steps)
+    finally:
+        discard_partial(partial)  # gone already when published
+    if state is not None:
+        remove_checkpoints(state_dir, record.id, record.operation_id)
+    return state
+
+
+def log_finished(name: str, state: str | None, seconds: float, trained_on: str,
+                 detail: str = "") -> None:
+    if state == ACTIVE:
+        log(f"train {name}: ACTIVE after {seconds:.1f}s on {trained_on}{detail}")
+    elif state is None:
+        log(f"train {name}: trained, but the job was deleted or is no longer this "
+            "worker's (the service restarted meanwhile); its adapter is discarded")
+    else:
+        log(f"train {name}: cancelled after its last step")
+
+
+def fail_run(store: Store, state_dir: Path, record: TunedModelRecord, owner: int,
+             message: str) -> str | None:
+    """End a run FAILED with ``message`` (error 13); None when it is no longer ``owner``'s."""
+    state = store.finish(record.id, record.operation_id, owner, error_code=13,
+                         error_message=message)
+    if state is not None:
+        remove_checkpoints(state_dir, record.id, record.operation_id)
+    return state
+
+
+def stop_run(store: Store, state_dir: Path, record: TunedModelRecord, owner: int,
+             name: str) -> None:
+    """End a run that stopped early: cancelled, or no longer ``owner``'s (then unchanged)."""
+    state = store.finish(record.id, record.operation_id, owner, error_code=1,
+                         error_message="Operation cancelled.")
+    if state is not None:
+        remove_checkpoints(state_dir, record.id, record.operation_id)
+    log(f"train {name}: " + ("cancelled" if state else "stopped: the job was deleted "
+                             "or is no longer this worker's"))
 
 
 def log(message: str) -> None:

@@ -1,0 +1,399 @@
+"""`jobspec serve --ray`: each tuning job trains as a Ray Train run on the cluster, followed
+from the service (instead of the local worker processes of supervisor.py).
+
+A thread of the service claims queued jobs from the store (the owner recorded is this service's
+pid), stages their examples into the run's storage (raystorage.RunStorage), and starts one
+detached, named actor per job on the service's own node (rayrun.RunActor, name
+``raytrain.run_name``); the actor runs the Ray Train run and collects its reports through a Ray
+Train callback. The thread polls each actor and applies the reports to the store with the same
+functions as a local worker (worker.record_step, finish_trained, stop_run, fail_run): "start"
+records where the run (re)starts and on which node, "step" a step's losses (a cancel or delete
+kills the run), "done" publishes the adapter from the storage.
+
+What survives what: a node that dies mid-training → Ray Train restarts the worker group
+elsewhere from the run's last checkpoint (a new "start" report, from its step). The service
+stopped or killed → the actors keep training; the next service finds each by name and
+re-attaches, replaying its reports (``RayDispatcher.reattach``). An actor that is gone (the
+cluster restarted) → the job is queued again, and its new run, of the same name and storage,
+resumes from the checkpoint Ray Train kept. A cluster that stops answering → the runs end
+FAILED, saying so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import wire
+from . import datasets
+from .store import Store, TunedModelRecord
+from .trainer import StepResult
+from .uploads import Uploads
+from .worker import fail_run, finish_trained, log_finished, record_step, stop_run
+
+POLL_SECONDS = 0.2
+CONNECT_SECONDS = 30.0
+# A cluster that answers no poll of a run for this long has lost it: the run fails, saying so.
+LOST_SECONDS = 60.0
+POLL_TIMEOUT_SECONDS = 10.0
+
+
+class RayUnreachable(Exception):
+    """No Ray cluster answers at the address given (--ray)."""
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """How the service uses the cluster (from `jobspec serve`'s flags)."""
+
+    address: str  # "auto", "ray://host:port" or a head's "host:port"
+    storage: str  # a folder every node sees, or s3://, gs://
+    workers: int = 1  # a job's data-parallel workers, where the job does not say
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float | None = None  # None: 1 where the cluster has GPUs, else 0
+    max_batch_tokens: int = 0
+    checkpoint_seconds: float = 0.0
+
+
+def namespace_for(state_dir: Path) -> str:
+    """The Ray namespace of the service of ``state_dir``: its run names are looked up there, so
+    two services (two state directories) on one cluster never take each other's runs."""
+    return "jobspec-" + hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:16]
+
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    """Host and port of ``ray://host:port`` or ``host:port``; None for "auto"."""
+    if address == "auto":
+        return None
+    rest = address.removeprefix("ray://")
+    host, _, port = rest.rpartition(":")
+    if not host or not port.isdigit():
+        raise RayUnreachable(f"--ray {address}: not an address; give auto, ray://HOST:PORT or "
+                             "a head's HOST:PORT (its GCS port, 6379 by default)")
+    return host.strip("[]"), int(port)
+
+
+def connect(address: str, namespace: str, timeout: float = CONNECT_SECONDS) -> str:
+    """Join the cluster at ``address`` as a driver in ``namespace``; this node's id. Raises
+    RayUnreachable, saying why, within about ``timeout`` seconds: ray.init alone would keep
+    retrying an address where nothing listens for minutes."""
+    target = _host_port(address)
+    if target is not None:
+        try:
+            socket.create_connection(target, timeout=min(timeout, 5.0)).close()
+        except OSError as exc:
+            raise RayUnreachable(f"no Ray cluster at {address} ({exc.strerror or exc}); start "
+                                 "its head with `ray start --head` or pass its address to "
+                                 "--ray") from None
+    import ray  # noqa: PLC0415
+
+    outcome: dict[str, Any] = {}
+
+    def init() -> None:
+        try:
+            # The driver sends Ray nothing of this process's environment (no runtime_env):
+            # the API key and tokens stay here.
+            ray.init(address=address, namespace=namespace, log_to_driver=False,
+                     logging_level="WARNING", configure_logging=False)
+            outcome["node"] = ray.get_runtime_context().get_node_id()
+        except Exception as exc:  # noqa: BLE001 - said to the user as one line
+            outcome["error"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}" \
+                if str(exc).strip() else type(exc).__name__
+
+    joining = threading.Thread(target=init, daemon=True, name="ray-init")
+    joining.start()
+    joining.join(timeout)
+    if joining.is_alive():
+        raise RayUnreachable(f"the Ray cluster at {address} did not answer within "
+                             f"{timeout:g}s")
+    if "error" in outcome:
+        raise RayUnreachable(f"cannot join the Ray cluster at {address}: {outcome['error']}")
+    return outcome["node"]
+
+
+@dataclass
+class _Run:
+    """A run this service follows: its job, its actor, how many of its reports were applied."""
+
+    record: TunedModelRecord
+    actor: Any
+    applied: int = 0
+    trained_on: str = ""
+    started: float = field(default_factory=time.time)
+    last_answer: float = field(default_factory=time.monotonic)
+    replay_to: int = 0  # steps logged before (a re-attached run): replayed without a log line
+
+
+class RayDispatcher:
+    """Trains the store's queued jobs on the Ray cluster, at most ``max_jobs`` at once."""
+
+    def __init__(self, store: Store, state_dir: Path, registry: Any, options: RayOptions,
+                 max_jobs: int, node_id: str, namespace: str,
+                 idle: Callable[[], bool] = lambda: False,
+                 on_idle: Callable[[], None] = lambda: None) -> None:
+        self.store = store
+        self.state_dir = state_dir
+        self.registry = registry
+        self.options = options
+        self.max_jobs = max_jobs
+        self.node_id = node_id
+        self.namespace = namespace
+        self.idle = idle
+        self.on_idle = on_idle
+        self.owner = os.getpid()
+        self.runs: dict[str, _Run] = {}
+        self.stopping = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.gpus_per_worker = options.gpus_per_worker
+
+    # -- starting and re-attaching -------------------------------------------------------------
+
+    def start(self) -> None:
+        import ray  # noqa: PLC0415
+
+        if self.gpus_per_worker is None:
+            self.gpus_per_worker = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+        self.reattach()
+        self.thread = threading.Thread(target=self._loop, daemon=True, name="ray-dispatch")
+        self.thread.start()
+
+    def reattach(self) -> None:
+        """Take over the runs a previous service left on the cluster: those whose actor is
+        alive are followed again (its reports replayed); the others are queued again (their
+        new run resumes from Ray Train's checkpoint)."""
+        import ray  # noqa: PLC0415
+
+        from .raytrain import run_name  # noqa: PLC0415
+
+        for record in self.store.owned_runs():
+            assert record.worker_pid is not None
+            try:
+                actor = ray.get_actor(run_name(record.id, record.operation_id),
+                                      namespace=self.namespace)
+            except ValueError:  # no actor of that name: nothing trains it any more
+                continue
+            if self.store.adopt(record.id, record.operation_id, record.worker_pid, self.owner):
+                log(f"train tunedModels/{record.id}: re-attached to its Ray run "
+                    f"{run_name(record.id, record.operation_id)}, still training")
+                self.runs[record.id] = _Run(record, actor, replay_to=record.completed_steps,
+                                            started=record.start_time or time.time())
+        requeued = self.store.release_orphans({self.owner})
+        if requeued:
+            log(f"{len(requeued)} interrupted training job(s) queued again: "
+                f"{', '.join(requeued)}")
+
+    def _launch(self, record: TunedModelRecord) -> None:
+        """Stage the job's examples and start its run's actor (or find the one that runs)."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noqa: PLC0415
+
+        from .raystorage import RunStorage  # noqa: PLC0415
+        from .rayrun import remote_run_actor  # noqa: PLC0415
+        from .raytrain import run_name  # noqa: PLC0415
+
+        name = f"tunedModels/{record.id}"
+        try:
+            storage = RunStorage(self.options.storage, record.id, record.operation_id)
+            training, validation = datasets.stored(self.store, Uploads(self.state_dir), record.id,
+                                                   with_validation=bool(record.validation_count))
+            storage.write_examples("training", map(wire.conversation_line, training))
+            if record.validation_count:
+                storage.write_examples("validation", map(wire.conversation_line, validation))
+            job = self._job(record)
+            actor = remote_run_actor().options(
+                name=run_name(record.id, record.operation_id), namespace=self.namespace,
+                lifetime="detached", get_if_exists=True, num_cpus=0,
+                # On the service's node: the run's controller goes where its driver is, so
+                # the run lives as long as the service's machine, not a worker node.
+                scheduling_strategy=NodeAffinitySchedulingStrategy(self.node_id, soft=False),
+            ).remote(job)
+        except Exception as exc:  # noqa: BLE001 - the job fails, the service goes on
+            log(f"train {name}: could not start on the Ray cluster: {type(exc).__name__}: {exc}")
+            fail_run(self.store, self.state_dir, record, self.owner,
+                     f"Training could not start on the Ray cluster: {type(exc).__name__}: {exc}")
+            return
+        log(f"train {name}: started Ray Train run {run_name(record.id, record.operation_id)} "
+            f"({job.workers} worker(s), {self.options.cpus_per_worker:g} CPU"
+            f"{f', {job.gpus_per_worker:g} GPU' if job.gpus_per_worker else ''} each)")
+        self.runs[record.id] = _Run(record, actor)
+
+    def _job(self, record: TunedModelRecord) -> Any:
+        from .raytrain import RayTrainJob  # noqa: PLC0415
+
+        workers = getattr(record, "workers", None) or self.options.workers
+        gpus = getattr(record, "gpus_per_worker", None)
+        hp = record.hyperparameters
+        return RayTrainJob(
+            model_id=record.id, operation_id=record.operation_id,
+            base=self.registry.models[record.local_model], epochs=int(hp["epochCount"]),
+            batch_size=int(hp["batchSize"]), learning_rate=record.effective_lr,
+            patience=record.early_stopping_patience, has_validation=bool(record.validation_count),
+            max_batch_tokens=self.options.max_batch_tokens,
+            checkpoint_seconds=self.options.checkpoint_seconds, storage=self.options.storage,
+            workers=workers, gpus_per_worker=self.gpus_per_worker if gpus is None else gpus,
+            cpus_per_worker=self.options.cpus_per_worker,
+            threads=max(1, int(self.options.cpus_per_worker)))
+
+    # -- following -----------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while not self.stopping.wait(POLL_SECONDS):
+            for run in list(self.runs.values()):
+                try:
+                    self._follow(run)
+                except Exception as exc:  # noqa: BLE001 - one run's trouble must not stop all
+                    self._end(run, f"Training on the Ray cluster failed: {type(exc).__name__}: "
+                                   f"{exc}")
+            while len(self.runs) < self.max_jobs and not self.stopping.is_set():
+                record = self.store.claim_next(self.owner)
+                if record is None:
+                    break
+                self._launch(record)
+            if self.idle():
+                self.on_idle()
+
+    def _still_ours(self, run: _Run) -> bool:
+        now = self.store.get(run.record.id, with_snapshots=False)
+        return (now is not None and now.operation_id == run.record.operation_id
+                and now.worker_pid == self.owner and not now.cancel_requested)
+
+    def _follow(self, run: _Run) -> None:
+        import ray  # noqa: PLC0415
+        from ray.exceptions import GetTimeoutError, RayActorError  # noqa: PLC0415
+
+        name = f"tunedModels/{run.record.id}"
+        if not self._still_ours(run):
+            self._stop(run)
+            return
+        try:
+            reports, ended = ray.get(run.actor.poll.remote(run.applied),
+                                     timeout=POLL_TIMEOUT_SECONDS)
+        except GetTimeoutError:
+            if time.monotonic() - run.last_answer > LOST_SECONDS:
+                self._end(run, f"The Ray cluster did not answer for {LOST_SECONDS:g}s; the "
+                               "run is lost.")
+            return
+        except RayActorError as exc:
+            self._end(run, "The Ray run's actor on the service's node died "
+                           f"({str(exc).strip().splitlines()[0] if str(exc).strip() else exc}); "
+                           "create the job again.")
+            return
+        run.last_answer = time.monotonic()
+        for report in reports:
+            run.applied += 1
+            if not self._apply(run, report):
+                return
+        if ended is not None and run.record.id in self.runs:
+            error = ended.get("error") or "the run ended without its result"
+            log(f"train {name}: the Ray run failed: {error}")
+            self._end(run, f"Training failed on the Ray cluster: {error}")
+
+    def _apply(self, run: _Run, report: dict[str, Any]) -> bool:
+        """Apply one report to the store; False when the run ended (then it is forgotten)."""
+        record, name = run.record, f"tunedModels/{run.record.id}"
+        event = report.get("event")
+        if event == "start":
+            run.trained_on = (f"{report['trained_on']} (node {str(report['node_id'])[:8]})")
+            if not self.store.start_run(record.id, record.operation_id, self.owner,
+                                        int(report["from_step"]), run.trained_on):
+                self._stop(run)
+                return False
+            if int(report["from_step"]) >= run.replay_to:
+                log(f"train {name}: {report.get('resumed') or 'started'} "
+                    f"({record.example_count} examples, {record.total_steps} steps) on "
+                    f"{run.trained_on}")
+            return True
+        if event == "step":
+            result = StepResult(int(report["step"]), int(report["epoch"]), float(report["loss"]),
+                                int(report.get("micro_batches") or 1),
+                                report.get("completed_epoch"), report.get("validation_loss"))
+            if not record_step(self.store, record, self.owner, result,
+                               self.options.max_batch_tokens, at=report.get("time"),
+                               logged=result.step > run.replay_to):
+                self._stop(run)
+                return False
+            return True
+        if event == "done":
+            self._publish(run, report)
+            return False
+        return True  # a report of a later version: nothing this service knows to do
+
+    def _publish(self, run: _Run, report: dict[str, Any]) -> None:
+        from .raystorage import RunStorage  # noqa: PLC0415
+
+        record = run.record
+        storage = RunStorage(self.options.storage, record.id, record.operation_id)
+        state = finish_trained(
+            self.store, self.state_dir, record, self.owner,
+            lambda partial: storage.download_dir(str(report.get("adapter") or "adapter"),
+                                                 partial),
+            kept_epoch=report.get("kept_epoch"), stop_reason=report.get("stop_reason"),
+            steps=int(report["steps"]))
+        log_finished(f"tunedModels/{record.id}", state, time.time() - run.started,
+                     run.trained_on)
+        self._forget(run)
+
+    def _stop(self, run: _Run) -> None:
+        """The job was cancelled or deleted (or is no longer this service's): kill its run."""
+        stop_run(self.store, self.state_dir, run.record, self.owner,
+                 f"tunedModels/{run.record.id}")
+        self._forget(run)
+
+    def _end(self, run: _Run, message: str) -> None:
+        fail_run(self.store, self.state_dir, run.record, self.owner, message)
+        self._forget(run)
+
+    def _forget(self, run: _Run) -> None:
+        """Kill the run's actor (and with it the Ray Train run) and remove its storage."""
+        import ray  # noqa: PLC0415
+
+        from .raystorage import RunStorage, ray_storage_path  # noqa: PLC0415
+        from .raytrain import run_name  # noqa: PLC0415
+
+        self.runs.pop(run.record.id, None)
+        record = run.record
+        try:
+            ray.kill(run.actor, no_restart=True)
+        except Exception as exc:  # noqa: BLE001 - gone already, or the cluster is
+            log(f"train tunedModels/{record.id}: its Ray actor could not be killed: {exc}")
+        try:
+            RunStorage(self.options.storage, record.id, record.operation_id).remove()
+            _remove_tree(ray_storage_path(self.options.storage),
+                         run_name(record.id, record.operation_id))
+        except OSError as exc:
+            log(f"train tunedModels/{record.id}: its storage was not removed: {exc}")
+
+    def stop(self) -> None:
+        """Stop following; the runs go on training on the cluster (a restarted service
+        re-attaches to them), and their jobs stay this service's in the store."""
+        self.stopping.set()
+        if self.thread is not None:
+            self.thread.join(timeout=30)
+        import ray  # noqa: PLC0415
+
+        ray.shutdown()  # this driver leaves; the detached actors stay
+        if self.runs:
+            log(f"{len(self.runs)} job(s) go on training on the Ray cluster; the next "
+                "`jobspec serve --ray` with this state directory re-attaches to them")
+
+
+def _remove_tree(root: str, name: str) -> None:
+    """Remove ``{root}/{name}`` (Ray Train's folder of a finished run), through the same
+    filesystem layer as Ray Train."""
+    import pyarrow.fs  # noqa: PLC0415
+
+    fs, base = pyarrow.fs.FileSystem.from_uri(root)  # ray_storage_path: a URI or absolute
+    target = f"{base}/{name}"
+    if fs.get_file_info(target).type != pyarrow.fs.FileType.NotFound:
+        fs.delete_dir(target)
+
+
+def log(message: str) -> None:
+    print(f"jobspec serve: {message}", file=sys.stderr, flush=True)

@@ -1,0 +1,115 @@
+"""Scenario: `jobspec apply` against `jobspec serve --ray` on a two-node cluster gives what it
+gives against the plain local service; then the Ray service is killed (SIGKILL) while a job
+trains, and the restarted service re-attaches to the run instead of starting a second one.
+
+Usage: service_apply_restart.py TINY_MODEL WORK_DIR. Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from service_common import (STEP_LINE, apply, emit, jobspec, newest_model, progress,
+                            scratch_repo, service, start_cluster, wait_for)
+
+
+def main() -> None:
+    model, work = Path(sys.argv[1]), Path(sys.argv[2])
+    timings: dict[str, float] = {}
+    out: dict[str, Any] = {"timings": timings}
+    began = time.monotonic()
+    services = []
+    cluster = None
+    try:
+        progress("plain local service")
+        local = service(work / "local-state", model)
+        services.append(local)
+        out["local"] = apply(scratch_repo(work / "repo-local"), local.url)
+        local.stop()
+        timings["local"] = round(time.monotonic() - began, 1)
+
+        mark = time.monotonic()
+        cluster = start_cluster(head_cpus=1, node_cpus=[1])
+        timings["cluster_start"] = round(time.monotonic() - mark, 1)
+        state, storage = work / "ray-state", work / "ray-storage"
+        ray_args = ("--ray", cluster.address, "--storage", str(storage),
+                    "--checkpoint-interval", "0.5")
+        progress("Ray service")
+        mark = time.monotonic()
+        first = service(state, model, *ray_args)
+        services.append(first)
+        timings["ray_service_start"] = round(time.monotonic() - mark, 1)
+        repo = scratch_repo(work / "repo-ray")
+        mark = time.monotonic()
+        out["ray"] = apply(repo, first.url)
+        timings["ray_apply"] = round(time.monotonic() - mark, 1)
+
+        out["runs_before"] = count_runs(cluster.address)
+        progress("a longer job, killed mid-training")
+        job = repo / "jobs" / "number-generator.yaml"
+        job.write_text(job.read_text().replace("epoch_count: 5", "epoch_count: 12"))
+        mark = time.monotonic()
+        created = jobspec(repo, first.url, "apply", "jobs/", "--no-wait", "--skip-eval")
+        out["created"] = {"code": created.returncode, "err": created.stderr[-1500:]}
+
+        def steps_done() -> int:
+            return len(newest_model(first.url).get("tuningTask", {}).get("snapshots", []))
+
+        wait_for(lambda: steps_done() >= 8, 120, "the long job's first steps on Ray")
+        out["steps_before_kill"] = steps_done()
+        first.kill(signal.SIGKILL)
+        out["first_notes"] = notes(first.log)
+        progress("restarted Ray service")
+        second = service(state, model, *ray_args)
+        services.append(second)
+        timings["restart"] = round(time.monotonic() - mark, 1)
+        wait_for(lambda: newest_model(second.url).get("state") in ("ACTIVE", "FAILED"), 180,
+                 "the long job after the restart")
+        timings["restart_to_done"] = round(time.monotonic() - mark, 1)
+        long_job = newest_model(second.url)
+        out["long"] = {"state": long_job.get("state"),
+                       "steps": [s["step"] for s in long_job["tuningTask"].get("snapshots", [])],
+                       "device": long_job["tuningTask"].get("device"),
+                       "losses": [s["meanLoss"] for s in long_job["tuningTask"]["snapshots"]]}
+        out["runs"] = count_runs(cluster.address)
+        second.stop()
+        out["second_notes"] = notes(second.log)
+    except Exception as exc:  # noqa: BLE001 - said in the JSON, with the services' logs
+        out["error"] = f"{type(exc).__name__}: {exc}"
+        out["logs"] = [s.log[-4000:] for s in services]
+    finally:
+        for running in services:
+            running.stop()
+        if cluster is not None:
+            cluster.shutdown()
+    timings["total"] = round(time.monotonic() - began, 1)
+    emit(out)
+
+
+def notes(log: str) -> list[str]:
+    """What a Ray service said of its runs, without the step and request lines."""
+    return [line for line in log.splitlines()
+            if not STEP_LINE.search(line) and not line.startswith("jobspec serve: GET ")]
+
+
+def count_runs(address: str) -> dict[str, int]:
+    """How many Ray Train runs (their controller actors, dead or alive) and run actors of the
+    service the cluster has seen."""
+    import ray
+
+    ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+    try:
+        classes = [a.get("ActorClassName") or a.get("class_name") or ""
+                   for a in ray._private.state.actors().values()]
+    finally:
+        ray.shutdown()
+    return {"controllers": sum("TrainController" in c for c in classes),
+            "run_actors": sum(c.endswith("RunActor") for c in classes)}
+
+
+if __name__ == "__main__":
+    main()

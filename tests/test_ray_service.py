@@ -1,0 +1,137 @@
+"""`jobspec serve --ray`: the local service in front of a real Ray cluster on this machine
+(ray.cluster_utils.Cluster: a head and worker nodes), the tiny model, the real CLI.
+
+Each scenario script (tests/ray_scenarios/service_*.py) runs in a loopback-only network
+namespace (tests/raynet.py) with one cluster and prints what the tests assert on:
+- service_apply_restart.py: `jobspec apply jobs/` through a Ray service on a two-node cluster
+  gives what the plain local service gives (state, step losses, eval answers, exit code), and
+  `jobspec get` names the node; then the Ray service is killed with SIGKILL mid-training and
+  restarted: it re-attaches to the run (one Ray Train run for the job, not two) and the job ends
+  ACTIVE with one continuous snapshot series.
+- service_node_loss.py: the node that trains is removed mid-training; the run resumes from its
+  checkpoint on the other node and ends ACTIVE with one continuous series, its losses those of a
+  run never interrupted (the first scenario's long job); then a job cancelled mid-training
+  ends FAILED and its run is gone from the cluster.
+An address where no cluster listens is refused within seconds (no cluster needed).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.raynet import run_python_in_namespace, skip_without_ray_namespace
+
+SCENARIOS = Path(__file__).resolve().parent / "ray_scenarios"
+# A run on one Ray worker trains bit for bit as the local worker, but the local worker uses
+# every core's torch threads and a Ray worker one, so sums may round differently.
+LOSS_TOLERANCE = 1e-5
+
+
+def scenario(name: str, tiny_model: Path, work: Path, timeout: float) -> dict:
+    skip_without_ray_namespace()
+    started = time.monotonic()
+    done = run_python_in_namespace(SCENARIOS / name, str(tiny_model), str(work), timeout=timeout)
+    assert done.returncode == 0, done.stderr[-4000:]
+    outcome = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "failure" not in outcome and "error" not in outcome, outcome
+    print(f"\n{name}: {time.monotonic() - started:.0f} s; {outcome['timings']}")
+    return outcome
+
+
+@pytest.fixture(scope="module")
+def apply_restart(tiny_model, tmp_path_factory) -> dict:
+    return scenario("service_apply_restart.py", tiny_model, tmp_path_factory.mktemp("ray-a"),
+                    timeout=280)
+
+
+@pytest.fixture(scope="module")
+def node_loss(tiny_model, tmp_path_factory) -> dict:
+    return scenario("service_node_loss.py", tiny_model, tmp_path_factory.mktemp("ray-b"),
+                    timeout=280)
+
+
+def close(first: list[float], second: list[float]) -> bool:
+    return len(first) == len(second) and all(abs(a - b) <= LOSS_TOLERANCE
+                                             for a, b in zip(first, second))
+
+
+@pytest.mark.timeout(300)
+def test_apply_through_ray_gives_what_the_local_service_gives(apply_restart):
+    local, ray = apply_restart["local"], apply_restart["ray"]
+    assert local["state"] == ray["state"] == "ACTIVE"
+    # The tiny random model answers nothing right, so both fail the eval gate alike (exit 1).
+    assert local["code"] == ray["code"]
+    assert local["steps"] == ray["steps"] == list(range(1, len(local["steps"]) + 1))
+    assert close(local["losses"], ray["losses"]), (local["losses"], ray["losses"])
+    assert local["answers"] == ray["answers"] and len(ray["answers"]) == 10
+    assert local["device"] == "cpu (fp32)"
+    assert ray["device"].startswith("cpu (fp32), 1 worker") and "(node " in ray["device"]
+    [row] = ray["get"]
+    assert row["state"] == "ACTIVE" and row["device"] == ray["device"]
+    header, line = ray["get_table"].splitlines()[:2]
+    assert header.split()[-2:] == ["TRAINED", "ON"] and line.endswith(ray["device"])
+
+
+@pytest.mark.timeout(300)
+def test_a_restarted_service_reattaches_to_the_run_it_started(apply_restart):
+    long = apply_restart["long"]
+    assert apply_restart["created"]["code"] == 0, apply_restart["created"]["err"]
+    assert apply_restart["steps_before_kill"] >= 8
+    assert long["state"] == "ACTIVE"
+    assert long["steps"] == list(range(1, 91))  # 12 epochs of 8 steps, the last short
+    notes = "\n".join(apply_restart["second_notes"])
+    assert "re-attached to its Ray run jobspec-number-generator-" in notes
+    assert "started Ray Train run" not in notes and "queued again" not in notes
+    # One Ray Train run (its controller) and one run actor for the job, across both services.
+    before, after = apply_restart["runs_before"], apply_restart["runs"]
+    assert after["controllers"] - before["controllers"] == 1
+    assert after["run_actors"] - before["run_actors"] == 1
+
+
+@pytest.mark.timeout(300)
+def test_a_node_lost_mid_training_resumes_on_the_other_node(node_loss, apply_restart):
+    assert node_loss["victims"] == 1
+    assert node_loss["state"] == "ACTIVE", node_loss["job_error"]
+    assert node_loss["steps"] == list(range(1, 91))
+    assert node_loss["device_after"] != node_loss["device_before"]
+    notes = "\n".join(node_loss["notes"])
+    assert "resuming from its checkpoint at step" in notes, notes
+    # The same losses as the same job never interrupted (the restart scenario's long job).
+    assert close(node_loss["losses"], apply_restart["long"]["losses"])
+
+
+@pytest.mark.timeout(300)
+def test_a_cancel_ends_the_run_on_the_cluster(node_loss):
+    assert node_loss["cancel_code"] == 200
+    assert 3 <= node_loss["cancelled_steps"] < 300  # cancelled mid-training, not after it
+    # Neither the run's actor nor its Ray Train run (controller and workers) lives on.
+    assert node_loss["live_after_cancel"] == {"controllers": 0, "run_actors": 0}
+
+
+def test_an_address_where_no_cluster_listens_is_refused_at_once(tmp_path, tiny_model):
+    with socket.socket() as probe:  # a loopback port that nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "jobspec.server", "--port", "0", "--state-dir",
+                           str(tmp_path / "state"), "--model", str(tiny_model),
+                           "--ray", f"127.0.0.1:{port}"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1
+    assert time.monotonic() - started < 30
+    assert f"jobspec serve: no Ray cluster at 127.0.0.1:{port}" in done.stderr
+    assert "ray start --head" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_ray_flags_are_checked(tmp_path, cli):
+    refused = cli("serve", "--state-dir", str(tmp_path), "--storage", str(tmp_path / "s"))
+    assert refused.code == 64 and "--storage: only with --ray ADDRESS" in refused.err
+    refused = cli("serve", "--state-dir", str(tmp_path), "--ray", "auto", "--ray-workers", "0")
+    assert refused.code == 64 and "--ray-workers must be at least 1" in refused.err
