@@ -227,8 +227,8 @@ class RayDispatcher:
     def _job(self, record: TunedModelRecord) -> Any:
         from .raytrain import RayTrainJob  # noqa: PLC0415
 
-        workers = getattr(record, "workers", None) or self.options.workers
-        gpus = getattr(record, "gpus_per_worker", None)
+        workers = record.workers or self.options.workers  # the job file's, else the flag's
+        gpus = record.gpus_per_worker
         hp = record.hyperparameters
         return RayTrainJob(
             model_id=record.id, operation_id=record.operation_id,
