@@ -40,7 +40,9 @@ def scenario(name: str, tiny_model: Path, work: Path, timeout: float) -> dict:
     done = run_python_in_namespace(SCENARIOS / name, str(tiny_model), str(work), timeout=timeout)
     assert done.returncode == 0, done.stderr[-4000:]
     outcome = json.loads(done.stdout.strip().splitlines()[-1])
-    assert "failure" not in outcome and "error" not in outcome, outcome
+    assert "failure" not in outcome and "error" not in outcome, (
+        f"{outcome.get('failure') or outcome.get('error')}\n{outcome.get('log', '')}\n"
+        f"{ {k: v for k, v in outcome.items() if k not in ('log', 'losses', 'notes')} }")
     print(f"\n{name}: {time.monotonic() - started:.0f} s; {outcome['timings']}")
     return outcome
 

@@ -333,7 +333,7 @@ def _join_ray(args: argparse.Namespace, state_dir: Path) -> str:
     process's environment, so that nothing Ray starts from here could see it."""
     os.environ.pop("JOBSPEC_SERVE_API_KEY", None)
     try:
-        from .raydispatch import connect, namespace_for  # noqa: PLC0415
+        from .rayconnect import connect, namespace_for  # noqa: PLC0415
     except ImportError as exc:
         raise RuntimeError(f"--ray needs Ray: pip install 'jobspec[ray]' ({exc})") from None
     node = connect(args.ray, namespace_for(state_dir))
@@ -344,7 +344,8 @@ def _join_ray(args: argparse.Namespace, state_dir: Path) -> str:
 
 def _ray_dispatcher(args: argparse.Namespace, store: Any, state_dir: Path, registry: Any,
                     node: str, idle: Any, on_idle: Any) -> Any:
-    from .raydispatch import RayDispatcher, RayOptions, namespace_for  # noqa: PLC0415
+    from .rayconnect import namespace_for  # noqa: PLC0415
+    from .raydispatch import RayDispatcher, RayOptions  # noqa: PLC0415
 
     storage = args.storage or str(state_dir / "ray-storage")
     # A run's ranks would all have to halve a measured pass size together (batchfit.py), so on

@@ -21,9 +21,7 @@ FAILED, saying so.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import socket
 import sys
 import threading
 import time
@@ -40,14 +38,15 @@ from .uploads import Uploads
 from .worker import fail_run, finish_trained, log_finished, record_step, stop_run
 
 POLL_SECONDS = 0.2
-CONNECT_SECONDS = 30.0
 # A cluster that answers no poll of a run for this long has lost it: the run fails, saying so.
 LOST_SECONDS = 60.0
 POLL_TIMEOUT_SECONDS = 10.0
-
-
-class RayUnreachable(Exception):
-    """No Ray cluster answers at the address given (--ray)."""
+# After its "done" report a run's fit() still winds down: Ray Train's controller removes the
+# run's placement group (the CPUs and GPUs its workers held) and finishes its checkpoints. Killing
+# the run's actor then would kill the controller mid-way and could leave the placement group
+# holding those resources (its cleaner needs Ray's dashboard), so the next job would wait for
+# them for ever. The actor is killed once fit() returned, or after this long.
+WIND_DOWN_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -63,62 +62,6 @@ class RayOptions:
     checkpoint_seconds: float = 0.0
 
 
-def namespace_for(state_dir: Path) -> str:
-    """The Ray namespace of the service of ``state_dir``: its run names are looked up there, so
-    two services (two state directories) on one cluster never take each other's runs."""
-    return "jobspec-" + hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:16]
-
-
-def _host_port(address: str) -> tuple[str, int] | None:
-    """Host and port of ``ray://host:port`` or ``host:port``; None for "auto"."""
-    if address == "auto":
-        return None
-    rest = address.removeprefix("ray://")
-    host, _, port = rest.rpartition(":")
-    if not host or not port.isdigit():
-        raise RayUnreachable(f"--ray {address}: not an address; give auto, ray://HOST:PORT or "
-                             "a head's HOST:PORT (its GCS port, 6379 by default)")
-    return host.strip("[]"), int(port)
-
-
-def connect(address: str, namespace: str, timeout: float = CONNECT_SECONDS) -> str:
-    """Join the cluster at ``address`` as a driver in ``namespace``; this node's id. Raises
-    RayUnreachable, saying why, within about ``timeout`` seconds: ray.init alone would keep
-    retrying an address where nothing listens for minutes."""
-    target = _host_port(address)
-    if target is not None:
-        try:
-            socket.create_connection(target, timeout=min(timeout, 5.0)).close()
-        except OSError as exc:
-            raise RayUnreachable(f"no Ray cluster at {address} ({exc.strerror or exc}); start "
-                                 "its head with `ray start --head` or pass its address to "
-                                 "--ray") from None
-    import ray  # noqa: PLC0415
-
-    outcome: dict[str, Any] = {}
-
-    def init() -> None:
-        try:
-            # The driver sends Ray nothing of this process's environment (no runtime_env):
-            # the API key and tokens stay here.
-            ray.init(address=address, namespace=namespace, log_to_driver=False,
-                     logging_level="WARNING", configure_logging=False)
-            outcome["node"] = ray.get_runtime_context().get_node_id()
-        except Exception as exc:  # noqa: BLE001 - said to the user as one line
-            outcome["error"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}" \
-                if str(exc).strip() else type(exc).__name__
-
-    joining = threading.Thread(target=init, daemon=True, name="ray-init")
-    joining.start()
-    joining.join(timeout)
-    if joining.is_alive():
-        raise RayUnreachable(f"the Ray cluster at {address} did not answer within "
-                             f"{timeout:g}s")
-    if "error" in outcome:
-        raise RayUnreachable(f"cannot join the Ray cluster at {address}: {outcome['error']}")
-    return outcome["node"]
-
-
 @dataclass
 class _Run:
     """A run this service follows: its job, its actor, how many of its reports were applied."""
@@ -130,6 +73,7 @@ class _Run:
     started: float = field(default_factory=time.time)
     last_answer: float = field(default_factory=time.monotonic)
     replay_to: int = 0  # steps logged before (a re-attached run): replayed without a log line
+    published: float | None = None  # when its "done" was applied (monotonic); then it winds down
 
 
 class RayDispatcher:
@@ -269,23 +213,32 @@ class RayDispatcher:
         from ray.exceptions import GetTimeoutError, RayActorError  # noqa: PLC0415
 
         name = f"tunedModels/{run.record.id}"
-        if not self._still_ours(run):
+        if run.published is None and not self._still_ours(run):
             self._stop(run)
             return
         try:
             reports, ended = ray.get(run.actor.poll.remote(run.applied),
                                      timeout=POLL_TIMEOUT_SECONDS)
         except GetTimeoutError:
-            if time.monotonic() - run.last_answer > LOST_SECONDS:
+            if run.published is not None:  # trained and published: nothing left to lose
+                self._forget(run)
+            elif time.monotonic() - run.last_answer > LOST_SECONDS:
                 self._end(run, f"The Ray cluster did not answer for {LOST_SECONDS:g}s; the "
                                "run is lost.")
             return
         except RayActorError as exc:
+            if run.published is not None:
+                self._forget(run)
+                return
             self._end(run, "The Ray run's actor on the service's node died "
                            f"({str(exc).strip().splitlines()[0] if str(exc).strip() else exc}); "
                            "create the job again.")
             return
         run.last_answer = time.monotonic()
+        if run.published is not None:  # published: forgotten once its fit() has returned
+            if ended is not None or time.monotonic() - run.published > WIND_DOWN_SECONDS:
+                self._forget(run)
+            return
         for report in reports:
             run.applied += 1
             if not self._apply(run, report):
@@ -322,7 +275,7 @@ class RayDispatcher:
             return True
         if event == "done":
             self._publish(run, report)
-            return False
+            return False  # nothing after it applies; the run winds down (WIND_DOWN_SECONDS)
         return True  # a report of a later version: nothing this service knows to do
 
     def _publish(self, run: _Run, report: dict[str, Any]) -> None:
@@ -338,7 +291,7 @@ class RayDispatcher:
             steps=int(report["steps"]))
         log_finished(f"tunedModels/{record.id}", state, time.time() - run.started,
                      run.trained_on)
-        self._forget(run)
+        run.published = time.monotonic()
 
     def _stop(self, run: _Run) -> None:
         """The job was cancelled or deleted (or is no longer this service's): kill its run."""
@@ -379,8 +332,9 @@ class RayDispatcher:
         import ray  # noqa: PLC0415
 
         ray.shutdown()  # this driver leaves; the detached actors stay
-        if self.runs:
-            log(f"{len(self.runs)} job(s) go on training on the Ray cluster; the next "
+        training = [run for run in self.runs.values() if run.published is None]
+        if training:
+            log(f"{len(training)} job(s) go on training on the Ray cluster; the next "
                 "`jobspec serve --ray` with this state directory re-attaches to them")
 
 
