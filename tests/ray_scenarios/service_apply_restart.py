@@ -1,19 +1,22 @@
 """Scenario: `jobspec apply` against `jobspec serve --ray` on a two-node cluster gives what it
 gives against the plain local service; then the Ray service is killed (SIGKILL) while a job
-trains, and the restarted service re-attaches to the run instead of starting a second one.
+trains, and the restarted service re-attaches to the run instead of starting a second one;
+last, the same job asking for two data-parallel workers (`resources: {workers: 2}`) trains on
+both nodes at once (torch DDP over gloo) with the single process's steps.
 
 Usage: service_apply_restart.py TINY_MODEL WORK_DIR. Prints one JSON object.
 """
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from service_common import (STEP_LINE, apply, emit, jobspec, newest_model, progress,
+from service_common import (JOB, STEP_LINE, apply, emit, jobspec, newest_model, progress,
                             scratch_repo, service, start_cluster, wait_for)
 
 
@@ -76,6 +79,11 @@ def main() -> None:
                        "device": long_job["tuningTask"].get("device"),
                        "losses": [s["meanLoss"] for s in long_job["tuningTask"]["snapshots"]]}
         out["runs"] = count_runs(cluster.address)
+
+        progress("a data-parallel job: resources.workers 2, a worker on each node")
+        mark = time.monotonic()
+        out["ddp"] = data_parallel(scratch_repo(work / "repo-ddp"), second.url)
+        timings["ddp"] = round(time.monotonic() - mark, 1)
         second.stop()
         out["second_notes"] = notes(second.log)
     except Exception as exc:  # noqa: BLE001 - said in the JSON, with the services' logs
@@ -88,6 +96,22 @@ def main() -> None:
             cluster.shutdown()
     timings["total"] = round(time.monotonic() - began, 1)
     emit(out)
+
+
+def data_parallel(repo: Path, url: str) -> dict[str, Any]:
+    """The shipped job, renamed (a job of its own) and asking for two workers, applied to the
+    end without its eval: its exit code and its report's steps, losses and device."""
+    job = repo / "jobs" / f"{JOB}.yaml"
+    job.write_text(job.read_text().replace(f"name: {JOB}\n", f"name: {JOB}-ddp\n")
+                   + "resources:\n  workers: 2\n")
+    done = jobspec(repo, url, "apply", "jobs/", "--skip-eval", "--report-dir", "reports",
+                   "--timeout", "150s")
+    report_file = repo / "reports" / f"{JOB}-ddp.json"
+    report = json.loads(report_file.read_text()) if report_file.is_file() else {}
+    return {"code": done.returncode, "err_tail": done.stderr[-1500:] if done.returncode else "",
+            "state": report.get("state"), "device": report.get("device"),
+            "steps": [p["step"] for p in report.get("loss_curve", [])],
+            "losses": [p["mean_loss"] for p in report.get("loss_curve", [])]}
 
 
 def notes(log: str) -> list[str]:
