@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from service_common import (JOB, STEP_LINE, apply, emit, jobspec, newest_model, progress,
-                            scratch_repo, service, start_cluster, wait_for)
+from service_common import (JOB, STEP_LINE, apply, count_runs, emit, jobspec, newest_model,
+                            progress, scratch_repo, service, start_cluster, wait_for)
 
 
 def main() -> None:
@@ -118,21 +118,6 @@ def notes(log: str) -> list[str]:
     """What a Ray service said of its runs, without the step and request lines."""
     return [line for line in log.splitlines()
             if not STEP_LINE.search(line) and not line.startswith("jobspec serve: GET ")]
-
-
-def count_runs(address: str) -> dict[str, int]:
-    """How many Ray Train runs (their controller actors, dead or alive) and run actors of the
-    service the cluster has seen."""
-    import ray
-
-    ray.init(address=address, log_to_driver=False, logging_level="ERROR")
-    try:
-        classes = [a.get("ActorClassName") or a.get("class_name") or ""
-                   for a in ray._private.state.actors().values()]
-    finally:
-        ray.shutdown()
-    return {"controllers": sum("TrainController" in c for c in classes),
-            "run_actors": sum(c.endswith("RunActor") for c in classes)}
 
 
 if __name__ == "__main__":

@@ -116,3 +116,19 @@ def progress(message: str) -> None:
 
 def emit(result: dict[str, Any]) -> None:
     print(json.dumps(result), flush=True)
+
+
+def count_runs(address: str, *, alive_only: bool = False) -> dict[str, int]:
+    """Ray Train runs (their controller actors) and run actors of the service the cluster has
+    seen (dead or alive), or only those alive."""
+    import ray
+
+    ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+    try:
+        classes = [a.get("ActorClassName") or a.get("class_name") or ""
+                   for a in ray._private.state.actors().values()
+                   if not alive_only or a.get("State") == "ALIVE"]
+    finally:
+        ray.shutdown()
+    return {"controllers": sum("TrainController" in c for c in classes),
+            "run_actors": sum(c.endswith("RunActor") for c in classes)}

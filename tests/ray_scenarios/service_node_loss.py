@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from service_common import (STEP_LINE, emit, jobspec, newest_model, progress, scratch_repo,
-                            service, start_cluster, wait_for)
+from service_common import (STEP_LINE, count_runs, emit, jobspec, newest_model, progress,
+                            scratch_repo, service, start_cluster, wait_for)
 
 EPOCHS = 12  # as the long job of service_apply_restart.py, whose losses the test compares
 
@@ -77,9 +77,9 @@ def main() -> None:
         wait_for(lambda: newest_model(running.url).get("state") == "FAILED", 60,
                  "the cancelled job")
         out["cancelled_steps"] = len(task().get("snapshots", []))
-        wait_for(lambda: live_runs(cluster.address)["controllers"] == 0, 60,
+        wait_for(lambda: count_runs(cluster.address, alive_only=True)["controllers"] == 0, 60,
                  "the cancelled run's end on the cluster", interval=1)
-        out["live_after_cancel"] = live_runs(cluster.address)
+        out["live_after_cancel"] = count_runs(cluster.address, alive_only=True)
         timings["cancel"] = round(time.monotonic() - mark, 1)
     except Exception as exc:  # noqa: BLE001 - said in the JSON, with the service's log
         out["failure"] = f"{type(exc).__name__}: {exc}"
@@ -91,20 +91,6 @@ def main() -> None:
             cluster.shutdown()
     timings["total"] = round(time.monotonic() - began, 1)
     emit(out)
-
-
-def live_runs(address: str) -> dict[str, int]:
-    """Ray Train runs (their controllers) and run actors alive on the cluster."""
-    import ray
-
-    ray.init(address=address, log_to_driver=False, logging_level="ERROR")
-    try:
-        alive = [a.get("ActorClassName") or "" for a in ray._private.state.actors().values()
-                 if a.get("State") == "ALIVE"]
-    finally:
-        ray.shutdown()
-    return {"controllers": sum("TrainController" in c for c in alive),
-            "run_actors": sum(c.endswith("RunActor") for c in alive)}
 
 
 if __name__ == "__main__":
