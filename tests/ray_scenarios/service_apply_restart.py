@@ -79,13 +79,13 @@ def main() -> None:
                        "device": long_job["tuningTask"].get("device"),
                        "losses": [s["meanLoss"] for s in long_job["tuningTask"]["snapshots"]]}
         out["runs"] = count_runs(cluster.address)
+        out["second_notes"] = notes(second.log)  # of the restart, before the next job
 
         progress("a data-parallel job: resources.workers 2, a worker on each node")
         mark = time.monotonic()
         out["ddp"] = data_parallel(scratch_repo(work / "repo-ddp"), second.url)
         timings["ddp"] = round(time.monotonic() - mark, 1)
         second.stop()
-        out["second_notes"] = notes(second.log)
     except Exception as exc:  # noqa: BLE001 - said in the JSON, with the services' logs
         out["error"] = f"{type(exc).__name__}: {exc}"
         out["logs"] = [s.log[-4000:] for s in services]
