@@ -307,7 +307,7 @@ class RayDispatcher:
         """Kill the run's actor (and with it the Ray Train run) and remove its storage."""
         import ray  # noqa: PLC0415
 
-        from .raystorage import RunStorage, ray_storage_path  # noqa: PLC0415
+        from .raystorage import RunStorage, remove_ray_run  # noqa: PLC0415
         from .raytrain import run_name  # noqa: PLC0415
 
         self.runs.pop(run.record.id, None)
@@ -318,8 +318,7 @@ class RayDispatcher:
             log(f"train tunedModels/{record.id}: its Ray actor could not be killed: {exc}")
         try:
             RunStorage(self.options.storage, record.id, record.operation_id).remove()
-            _remove_tree(ray_storage_path(self.options.storage),
-                         run_name(record.id, record.operation_id))
+            remove_ray_run(self.options.storage, run_name(record.id, record.operation_id))
         except OSError as exc:
             log(f"train tunedModels/{record.id}: its storage was not removed: {exc}")
 
@@ -336,17 +335,6 @@ class RayDispatcher:
         if training:
             log(f"{len(training)} job(s) go on training on the Ray cluster; the next "
                 "`jobspec serve --ray` with this state directory re-attaches to them")
-
-
-def _remove_tree(root: str, name: str) -> None:
-    """Remove ``{root}/{name}`` (Ray Train's folder of a finished run), through the same
-    filesystem layer as Ray Train."""
-    import pyarrow.fs  # noqa: PLC0415
-
-    fs, base = pyarrow.fs.FileSystem.from_uri(root)  # ray_storage_path: a URI or absolute
-    target = f"{base}/{name}"
-    if fs.get_file_info(target).type != pyarrow.fs.FileType.NotFound:
-        fs.delete_dir(target)
 
 
 def log(message: str) -> None:

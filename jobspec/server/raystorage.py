@@ -50,6 +50,29 @@ def ray_storage_path(storage: str) -> str:
     return f"{_root(storage)}/ray"
 
 
+def remove_ray_run(storage: str, name: str) -> None:
+    """Remove Ray Train's folder of the run ``name`` (under ``ray_storage_path``), if there is
+    one: a finished run's checkpoints, through the same filesystem layer as Ray Train."""
+    import pyarrow.fs
+
+    fs, base = pyarrow.fs.FileSystem.from_uri(ray_storage_path(storage))
+    _delete_dir(fs, f"{base}/{_checked_name(name, 'run name')}")
+
+
+def _delete_dir(fs: pyarrow.fs.FileSystem, path: str) -> None:
+    """Delete the folder ``path`` of ``fs`` and all it holds; nothing there is not an error."""
+    import pyarrow.fs
+
+    if fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound:
+        fs.delete_dir(path)
+
+
+def _examples_name(name: str) -> str:
+    if name not in EXAMPLE_NAMES:
+        raise ValueError(f"examples are named one of {', '.join(EXAMPLE_NAMES)}, got {name!r}")
+    return name
+
+
 def _checked_name(name: str, what: str) -> str:
     if not name or "/" in name or "\\" in name or name in (".", ".."):
         raise ValueError(f"{what} must be one plain name (no '/', not '.' or '..'), got {name!r}")
@@ -76,8 +99,7 @@ class RunStorage:
         """``{name}.jsonl`` (name: "training" | "validation") from upload lines (as
         ``jobspec.wire.conversation_line`` makes them; a line without its newline gets one).
         Written to a partial name and moved into place, so a reader never sees half a file."""
-        if name not in EXAMPLE_NAMES:
-            raise ValueError(f"examples are named one of {', '.join(EXAMPLE_NAMES)}, got {name!r}")
+        _examples_name(name)
         fs, base = self._fs()
         fs.create_dir(base, recursive=True)
         partial, final = f"{base}/.partial-{name}.jsonl", f"{base}/{name}.jsonl"
@@ -90,12 +112,10 @@ class RunStorage:
     def local_examples(self, name: str, into: Path) -> Path:
         """Copy ``{name}.jsonl`` into the local folder ``into``; the local file's path.
         FileNotFoundError naming the run's file when there is none."""
-        if name not in EXAMPLE_NAMES:
-            raise ValueError(f"examples are named one of {', '.join(EXAMPLE_NAMES)}, got {name!r}")
         import pyarrow.fs
 
         fs, base = self._fs()
-        source = f"{base}/{name}.jsonl"
+        source = f"{base}/{_examples_name(name)}.jsonl"
         if fs.get_file_info(source).type != pyarrow.fs.FileType.File:
             raise FileNotFoundError(f"{self.uri}/{name}.jsonl: no such examples in the storage")
         into.mkdir(parents=True, exist_ok=True)
@@ -112,8 +132,7 @@ class RunStorage:
             raise NotADirectoryError(f"{local} is not a folder to upload")
         fs, base = self._fs()
         target = f"{base}/{_checked_name(name, 'folder name')}"
-        if fs.get_file_info(target).type != pyarrow.fs.FileType.NotFound:
-            fs.delete_dir(target)
+        _delete_dir(fs, target)
         fs.create_dir(target, recursive=True)
         local_fs = pyarrow.fs.LocalFileSystem()
         pyarrow.fs.copy_files(str(local.resolve()), target, source_filesystem=local_fs,
@@ -134,8 +153,5 @@ class RunStorage:
 
     def remove(self) -> None:
         """Remove the whole run folder (nothing to remove is not an error)."""
-        import pyarrow.fs
-
         fs, base = self._fs()
-        if fs.get_file_info(base).type != pyarrow.fs.FileType.NotFound:
-            fs.delete_dir(base)
+        _delete_dir(fs, base)
