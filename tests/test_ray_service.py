@@ -7,8 +7,11 @@ namespace (tests/raynet.py) with one cluster and prints what the tests assert on
   gives what the plain local service gives (state, step losses, eval answers, exit code), and
   `jobspec get` names the node; then the Ray service is killed with SIGKILL mid-training and
   restarted: it re-attaches to the run (one Ray Train run for the job, not two) and the job ends
-  ACTIVE with one continuous snapshot series; last, the job asking for two workers
-  (`resources: {workers: 2}`) trains data-parallel on both nodes with the one-process steps.
+  ACTIVE with one continuous snapshot series; the job asking for two workers
+  (`resources: {workers: 2}`) trains data-parallel on both nodes with the one-process steps;
+  last, standby runs (a run started while the service is idle, which the next job takes): the
+  jobs above train on them, and one left by a killed service is ended by the next service, which
+  releases its own when stopped.
 - service_node_loss.py: the node that trains is removed mid-training; the run resumes from its
   checkpoint on the other node and ends ACTIVE with one continuous series, its losses those of a
   run never interrupted (the first scenario's long job); then a job cancelled mid-training
@@ -90,13 +93,15 @@ def test_a_restarted_service_reattaches_to_the_run_it_started(apply_restart):
     assert apply_restart["steps_before_kill"] >= 8
     assert long["state"] == "ACTIVE"
     assert long["steps"] == list(range(1, 91))  # 12 epochs of 8 steps, the last short
+    # The idle first service had a standby run started; the long job was handed to it.
+    run = apply_restart["long_run"]
+    assert run and run.startswith("jobspec-standby-"), apply_restart["first_notes"]
     notes = "\n".join(apply_restart["second_notes"])
-    assert "re-attached to its Ray run jobspec-number-generator-" in notes
+    assert f"re-attached to its Ray run {run}, still training" in notes
     assert "started Ray Train run" not in notes and "queued again" not in notes
-    # One Ray Train run (its controller) and one run actor for the job, across both services.
-    before, after = apply_restart["runs_before"], apply_restart["runs"]
-    assert after["controllers"] - before["controllers"] == 1
-    assert after["run_actors"] - before["run_actors"] == 1
+    # One run actor and one Ray Train run (its controller) for the job, across both services.
+    [actor] = [r for r in apply_restart["runs"] if r["name"] == run]
+    assert actor["controllers"] == 1
 
 
 @pytest.mark.timeout(300)
@@ -106,11 +111,37 @@ def test_a_data_parallel_job_trains_on_both_nodes_with_one_process_steps(apply_r
     assert ddp["state"] == "ACTIVE"
     assert ddp["device"].startswith("cpu (fp32), 2 workers on 127.0.0.1"), ddp["device"]
     assert ddp["steps"] == single["steps"]
+    # The idle service's standby run has one worker: released, for the job's own run.
+    notes = "\n".join(apply_restart["ddp_notes"])
+    assert "released: the job asks for other workers or resources" in notes, notes
+    assert "started Ray Train run jobspec-number-generator-ddp-" in notes
     # Each worker trains half of every batch and DDP averages their gradients: the steps are
     # the single process's up to float rounding (tests/server/test_data_parallel.py measured
     # at most 9.5e-7 apart on this model; summed in another order here, across two nodes).
     assert all(abs(a - b) <= DDP_TOLERANCE for a, b in zip(ddp["losses"], single["losses"])), (
         max(abs(a - b) for a, b in zip(ddp["losses"], single["losses"])))
+
+
+@pytest.mark.timeout(300)
+def test_the_idle_service_starts_the_next_job_on_its_standby_run(apply_restart):
+    ray_notes = "\n".join(apply_restart["first_notes"])
+    assert "standby Ray Train run jobspec-standby-" in ray_notes
+    assert " ready: the next job starts on it" in ray_notes
+    # Both jobs of the first service (apply's, then the long one) went to standby runs.
+    assert ray_notes.count(": handed to the standby Ray Train run jobspec-standby-") == 2, ray_notes
+    assert "started Ray Train run" not in ray_notes
+
+
+@pytest.mark.timeout(300)
+def test_a_standby_run_left_by_a_killed_service_is_ended_by_the_next(apply_restart):
+    standby = apply_restart["standby"]
+    [left] = standby["left"]  # the killed service's standby, waiting for a job
+    assert left.startswith("jobspec-standby-")
+    notes = "\n".join(standby["third_notes"])
+    assert f"ending the standby Ray Train run {left} a previous service left" in notes
+    [own] = standby["alive"]  # the next service's own standby, and nothing else
+    assert own != left and own.startswith("jobspec-standby-")
+    assert standby["alive_after_stop"] == []  # released when that service stopped
 
 
 @pytest.mark.timeout(300)
@@ -121,6 +152,7 @@ def test_a_node_lost_mid_training_resumes_on_the_other_node(node_loss, apply_res
     assert node_loss["device_after"] != node_loss["device_before"]
     notes = "\n".join(node_loss["notes"])
     assert "resuming from its checkpoint at step" in notes, notes
+    assert ": handed to the standby Ray Train run jobspec-standby-" in notes, notes
     # The same losses as the same job never interrupted (the restart scenario's long job).
     assert close(node_loss["losses"], apply_restart["long"]["losses"])
 
@@ -130,7 +162,9 @@ def test_a_cancel_ends_the_run_on_the_cluster(node_loss):
     assert node_loss["cancel_code"] == 200
     assert 3 <= node_loss["cancelled_steps"] < 300  # cancelled mid-training, not after it
     # Neither the run's actor nor its Ray Train run (controller and workers) lives on.
-    assert node_loss["live_after_cancel"] == {"controllers": 0, "run_actors": 0}
+    assert node_loss["cancelled_run"], node_loss["notes"]
+    [actor] = node_loss["cancelled_run_after"]
+    assert actor["controllers"] == 1 and not actor["alive"] and actor["live_controllers"] == 0
 
 
 def test_an_address_where_no_cluster_listens_is_refused_at_once(tmp_path, tiny_model):

@@ -106,6 +106,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="with --ray: GPUs each training worker takes, where the job's file "
                           "does not say (resources.gpus_per_worker) (default: 1 where the "
                           "cluster has GPUs, else 0)")
+    ray.add_argument("--ray-standby", action=argparse.BooleanOptionalAction, default=True,
+                     help="with --ray: while no job trains, keep a run started for the next one "
+                          "(its worker loaded with the default base model), so that a job starts "
+                          "training in about a second instead of the ten or so a new Ray Train "
+                          "run takes; it holds one worker's CPUs (and GPUs) while it waits "
+                          "(default: on)")
 
 
 def choose_state_dir(given: str | None) -> Path:
@@ -353,7 +359,8 @@ def _ray_dispatcher(args: argparse.Namespace, store: Any, state_dir: Path, regis
     max_batch_tokens = (DEFAULT_MAX_BATCH_TOKENS if args.max_batch_tokens is None
                         else args.max_batch_tokens)
     options = RayOptions(args.ray, storage, args.ray_workers, args.ray_cpus_per_worker,
-                         args.ray_gpus_per_worker, max_batch_tokens, args.checkpoint_interval)
+                         args.ray_gpus_per_worker, max_batch_tokens, args.checkpoint_interval,
+                         standby=args.ray_standby)
     return RayDispatcher(store, state_dir, registry, options, args.max_concurrent_jobs, node,
                          namespace_for(state_dir), idle=idle, on_idle=on_idle)
 

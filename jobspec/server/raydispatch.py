@@ -60,6 +60,7 @@ class RayOptions:
     gpus_per_worker: float | None = None  # None: 1 where the cluster has GPUs, else 0
     max_batch_tokens: int = 0
     checkpoint_seconds: float = 0.0
+    standby: bool = True  # keep a run started ahead of the next job (raystandby.py)
 
 
 @dataclass
@@ -68,6 +69,7 @@ class _Run:
 
     record: TunedModelRecord
     actor: Any
+    ray_name: str  # its Ray Train run's (and actor's) name
     applied: int = 0
     trained_on: str = ""
     started: float = field(default_factory=time.time)
@@ -97,14 +99,20 @@ class RayDispatcher:
         self.stopping = threading.Event()
         self.thread: threading.Thread | None = None
         self.gpus_per_worker = options.gpus_per_worker
+        self.standby: Any = None  # raystandby.Standby with options.standby
 
     # -- starting and re-attaching -------------------------------------------------------------
 
     def start(self) -> None:
         import ray  # noqa: PLC0415
 
+        from .raystandby import Standby  # noqa: PLC0415
+
         if self.gpus_per_worker is None:
             self.gpus_per_worker = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+        if self.options.standby:
+            self.standby = Standby(self.options, self.registry, self.namespace, self.node_id,
+                                   self.gpus_per_worker, log)
         self.reattach()
         self.thread = threading.Thread(target=self._loop, daemon=True, name="ray-dispatch")
         self.thread.start()
@@ -112,35 +120,46 @@ class RayDispatcher:
     def reattach(self) -> None:
         """Take over the runs a previous service left on the cluster: those whose actor is
         alive are followed again (its reports replayed); the others are queued again (their
-        new run resumes from Ray Train's checkpoint)."""
+        new run resumes from Ray Train's checkpoint). Standby runs it left without a job are
+        ended: this service starts its own."""
         import ray  # noqa: PLC0415
 
-        from .raytrain import run_name  # noqa: PLC0415
+        from .raystandby import kill_run, orphans  # noqa: PLC0415
 
         for record in self.store.owned_runs():
             assert record.worker_pid is not None
+            job = self._job(record)
             try:
-                actor = ray.get_actor(run_name(record.id, record.operation_id),
-                                      namespace=self.namespace)
+                actor = ray.get_actor(job.run, namespace=self.namespace)
             except ValueError:  # no actor of that name: nothing trains it any more
                 continue
+            # A standby run the last service named on the job, then stopped before handing it
+            # over, gets its job now (a run that has the job already says so).
+            if not ray.get(actor.assign.remote(job), timeout=POLL_TIMEOUT_SECONDS):
+                continue  # it trains another job: this one is queued again (below)
             if self.store.adopt(record.id, record.operation_id, record.worker_pid, self.owner):
-                log(f"train tunedModels/{record.id}: re-attached to its Ray run "
-                    f"{run_name(record.id, record.operation_id)}, still training")
-                self.runs[record.id] = _Run(record, actor, replay_to=record.completed_steps,
+                log(f"train tunedModels/{record.id}: re-attached to its Ray run {job.run}, "
+                    "still training")
+                self.runs[record.id] = _Run(record, actor, job.run,
+                                            replay_to=record.completed_steps,
                                             started=record.start_time or time.time())
+        recorded = {run.ray_name for run in self.runs.values()}
+        for name in orphans(ray.util.list_named_actors(), recorded):
+            log(f"ending the standby Ray Train run {name} a previous service left")
+            kill_run(ray.get_actor(name, namespace=self.namespace), self.options.storage, name,
+                     log)
         requeued = self.store.release_orphans({self.owner})
         if requeued:
             log(f"{len(requeued)} interrupted training job(s) queued again: "
                 f"{', '.join(requeued)}")
 
     def _launch(self, record: TunedModelRecord) -> None:
-        """Stage the job's examples and start its run's actor (or find the one that runs)."""
+        """Stage the job's examples and hand it to the standby run, or start its own run's
+        actor (or find the one that runs)."""
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noqa: PLC0415
 
         from .raystorage import RunStorage  # noqa: PLC0415
         from .rayrun import remote_run_actor  # noqa: PLC0415
-        from .raytrain import run_name  # noqa: PLC0415
 
         name = f"tunedModels/{record.id}"
         try:
@@ -151,8 +170,17 @@ class RayDispatcher:
             if record.validation_count:
                 storage.write_examples("validation", map(wire.conversation_line, validation))
             job = self._job(record)
+            if self.standby is not None and record.ray_run is None:
+                taken = self.standby.take(job, lambda run: self.store.name_ray_run(
+                    record.id, record.operation_id, self.owner, run))
+                if taken is not None:
+                    log(f"train {name}: handed to the standby Ray Train run {taken[0]}")
+                    self.runs[record.id] = _Run(record, taken[1], taken[0])
+                    return
+            if self.standby is not None:  # its resources go to this job's own run
+                self.standby.release()
             actor = remote_run_actor().options(
-                name=run_name(record.id, record.operation_id), namespace=self.namespace,
+                name=job.run, namespace=self.namespace,
                 lifetime="detached", get_if_exists=True, num_cpus=0,
                 # On the service's node: the run's controller goes where its driver is, so
                 # the run lives as long as the service's machine, not a worker node.
@@ -163,10 +191,10 @@ class RayDispatcher:
             fail_run(self.store, self.state_dir, record, self.owner,
                      f"Training could not start on the Ray cluster: {type(exc).__name__}: {exc}")
             return
-        log(f"train {name}: started Ray Train run {run_name(record.id, record.operation_id)} "
+        log(f"train {name}: started Ray Train run {job.run} "
             f"({job.workers} worker(s), {self.options.cpus_per_worker:g} CPU"
             f"{f', {job.gpus_per_worker:g} GPU' if job.gpus_per_worker else ''} each)")
-        self.runs[record.id] = _Run(record, actor)
+        self.runs[record.id] = _Run(record, actor, job.run)
 
     def _job(self, record: TunedModelRecord) -> Any:
         from .raytrain import RayTrainJob  # noqa: PLC0415
@@ -183,7 +211,7 @@ class RayDispatcher:
             checkpoint_seconds=self.options.checkpoint_seconds, storage=self.options.storage,
             workers=workers, gpus_per_worker=self.gpus_per_worker if gpus is None else gpus,
             cpus_per_worker=self.options.cpus_per_worker,
-            threads=max(1, int(self.options.cpus_per_worker)))
+            threads=max(1, int(self.options.cpus_per_worker)), ray_run=record.ray_run)
 
     # -- following -----------------------------------------------------------------------------
 
@@ -200,6 +228,10 @@ class RayDispatcher:
                 if record is None:
                     break
                 self._launch(record)
+            if self.standby is not None and not self.stopping.is_set():
+                if not self.runs:  # a run's resources, and its restarts, come first
+                    self.standby.start()
+                self.standby.check()
             if self.idle():
                 self.on_idle()
 
@@ -305,20 +337,14 @@ class RayDispatcher:
 
     def _forget(self, run: _Run) -> None:
         """Kill the run's actor (and with it the Ray Train run) and remove its storage."""
-        import ray  # noqa: PLC0415
-
-        from .raystorage import RunStorage, remove_ray_run  # noqa: PLC0415
-        from .raytrain import run_name  # noqa: PLC0415
+        from .raystandby import kill_run  # noqa: PLC0415
+        from .raystorage import RunStorage  # noqa: PLC0415
 
         self.runs.pop(run.record.id, None)
         record = run.record
-        try:
-            ray.kill(run.actor, no_restart=True)
-        except Exception as exc:  # noqa: BLE001 - gone already, or the cluster is
-            log(f"train tunedModels/{record.id}: its Ray actor could not be killed: {exc}")
+        kill_run(run.actor, self.options.storage, run.ray_name, log)
         try:
             RunStorage(self.options.storage, record.id, record.operation_id).remove()
-            remove_ray_run(self.options.storage, run_name(record.id, record.operation_id))
         except OSError as exc:
             log(f"train tunedModels/{record.id}: its storage was not removed: {exc}")
 
@@ -328,6 +354,8 @@ class RayDispatcher:
         self.stopping.set()
         if self.thread is not None:
             self.thread.join(timeout=30)
+        if self.standby is not None:
+            self.standby.release()
         import ray  # noqa: PLC0415
 
         ray.shutdown()  # this driver leaves; the detached actors stay

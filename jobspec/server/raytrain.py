@@ -44,6 +44,8 @@ ADAPTER = "adapter"  # the adapter's folder in the run's storage
 # resuming from the run's last checkpoint, before the run fails.
 MAX_FAILURES = 3
 CHECKPOINTS_KEPT = 2  # the last one is what a restart resumes from
+# A standby run's workers ask for their job this often (each ask waits this long for one).
+STANDBY_WAIT_SECONDS = 5.0
 # Ray Train's controller takes the workers' reports when it polls them (every 2 s by default),
 # one report per worker per poll, and a worker's next report waits until its last was taken: a
 # job whose steps take less than the interval would be held to one step per interval. Polling
@@ -72,6 +74,34 @@ class RayTrainJob:
     gpus_per_worker: float = 0.0
     cpus_per_worker: float = 1.0
     threads: int = 1  # torch threads per worker
+    # The Ray Train run's name where it is not ``run_name``'s (a standby run's: raystandby.py).
+    ray_run: str | None = None
+
+    @property
+    def run(self) -> str:
+        return self.ray_run or run_name(self.model_id, self.operation_id)
+
+
+@dataclass(frozen=True)
+class StandbyRun:
+    """A run started before its job is known (raystandby.py): its workers start, import what
+    training needs and load ``base``, then ask the actor ``host`` (in ``namespace``) for their
+    job, which must ask for the same workers and resources."""
+
+    name: str  # the Ray Train run's (and its actor's)
+    namespace: str
+    host: str
+    base: BaseModel
+    storage: str
+    workers: int = 1
+    gpus_per_worker: float = 0.0
+    cpus_per_worker: float = 1.0
+    threads: int = 1
+
+    def fits(self, job: RayTrainJob) -> bool:
+        return ((job.workers, job.gpus_per_worker, job.cpus_per_worker, job.threads, job.storage)
+                == (self.workers, self.gpus_per_worker, self.cpus_per_worker, self.threads,
+                    self.storage))
 
 
 def run_name(model_id: str, operation_id: str) -> str:
@@ -80,9 +110,10 @@ def run_name(model_id: str, operation_id: str) -> str:
     return f"jobspec-{model_id}-{operation_id}"
 
 
-def build_trainer(job: RayTrainJob, callbacks: Sequence[Any] = ()) -> Any:
-    """The TorchTrainer of ``job``: ``job.workers`` workers, each with its CPUs (and GPUs), its
-    run named ``run_name`` under ``ray_storage_path(job.storage)``, restarted from its last
+def build_trainer(job: RayTrainJob | StandbyRun, callbacks: Sequence[Any] = ()) -> Any:
+    """The TorchTrainer of ``job`` (or of a standby run, whose workers get their job later):
+    ``job.workers`` workers, each with its CPUs (and GPUs), its run named ``job.run`` (a
+    standby's ``name``) under ``ray_storage_path(job.storage)``, restarted from its last
     checkpoint up to MAX_FAILURES times. Same name and storage: a new fit() resumes the run.
     Sets POLL_INTERVAL_VARIABLE in this process's environment unless it is set already."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig  # noqa: PLC0415
@@ -96,12 +127,13 @@ def build_trainer(job: RayTrainJob, callbacks: Sequence[Any] = ()) -> Any:
     resources: dict[str, float] = {"CPU": job.cpus_per_worker}
     if job.gpus_per_worker > 0:
         resources["GPU"] = job.gpus_per_worker
+    standby = isinstance(job, StandbyRun)
     return TorchTrainer(
         train_loop,
-        train_loop_config={"job": job},
+        train_loop_config={"standby": job} if standby else {"job": job},
         scaling_config=ScalingConfig(num_workers=job.workers, use_gpu=job.gpus_per_worker > 0,
                                      resources_per_worker=resources),
-        run_config=RunConfig(name=run_name(job.model_id, job.operation_id),
+        run_config=RunConfig(name=job.name if standby else job.run,
                              storage_path=ray_storage_path(job.storage),
                              failure_config=FailureConfig(max_failures=MAX_FAILURES),
                              checkpoint_config=CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
@@ -165,10 +197,10 @@ def _total_steps(example_count: int, epochs: int, batch_size: int) -> int:
 
 
 def train_loop(config: dict[str, Any]) -> None:
-    """``train_loop_per_worker``: train ``config["job"]`` (a RayTrainJob) on this worker."""
+    """``train_loop_per_worker``: train ``config["job"]`` (a RayTrainJob) on this worker, or
+    the job a standby run (``config["standby"]``, a StandbyRun) is handed."""
     import ray  # noqa: PLC0415
     import ray.train  # noqa: PLC0415
-    import torch  # noqa: PLC0415
 
     from .. import wire  # noqa: PLC0415
     from . import recipe as recipes  # noqa: PLC0415
@@ -181,9 +213,10 @@ def train_loop(config: dict[str, Any]) -> None:
     from .uploads import StoredExamples  # noqa: PLC0415
     from .worker import trained_on_text  # noqa: PLC0415
 
-    job: RayTrainJob = config["job"]
     quiet_libraries()
-    torch.set_num_threads(job.threads)
+    job, loaded = _job_and_model(config)
+    if job is None:  # a standby run released before it got a job
+        return
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     shard = Shard(rank, world) if world > 1 else None
@@ -197,7 +230,7 @@ def train_loop(config: dict[str, Any]) -> None:
                                      f"{VALIDATION_DATA}.{wire.UPLOAD_FIELD}")
                       if job.has_validation else [])
         # On a GPU worker "cuda" is the device Ray Train made this worker's current one.
-        network, tokenizer = load_base(job.base, node_cache_dir())
+        network, tokenizer = loaded or load_base(job.base, node_cache_dir())
         recipe = recipes.RECIPE
         device = str(next(network.parameters()).device)
         total = _total_steps(len(examples), job.epochs, job.batch_size)
@@ -245,6 +278,30 @@ def train_loop(config: dict[str, Any]) -> None:
             _upload_adapter(result.model, recipe, storage, local / ADAPTER)
         report({"event": "done", "steps": result.steps, "kept_epoch": result.kept_epoch,
                 "stop_reason": result.stop_reason, "adapter": ADAPTER})
+
+
+def _job_and_model(config: dict[str, Any]) -> tuple[RayTrainJob | None, Any]:
+    """This worker's job, and its base model when already loaded (None: load it). A standby
+    run's worker loads the base it was started with, then waits for its job from the run's
+    actor (rayrun.RunActor.wait_job): None when the run was released instead."""
+    import ray  # noqa: PLC0415
+    import torch  # noqa: PLC0415
+
+    from .models import load_base  # noqa: PLC0415
+
+    if "job" in config:
+        torch.set_num_threads(config["job"].threads)
+        return config["job"], None
+    standby: StandbyRun = config["standby"]
+    torch.set_num_threads(standby.threads)
+    loaded = load_base(standby.base, node_cache_dir())
+    host = ray.get_actor(standby.host, namespace=standby.namespace)
+    while True:
+        answer, job = ray.get(host.wait_job.remote(STANDBY_WAIT_SECONDS))
+        if answer == "released":
+            return None, None
+        if answer == "job":
+            return job, (loaded if job.base == standby.base else None)
 
 
 def _upload_adapter(model: Any, recipe: Any, storage: Any, folder: Path) -> None:

@@ -84,6 +84,9 @@ _ADDED_COLUMNS = {
         # What the job asked of its run (wire.RESOURCES_FIELD); NULL: the service's default.
         ("workers", "INTEGER"),
         ("gpus_per_worker", "REAL"),
+        # `serve --ray`: the Ray Train run that trains it, where its name is not the job's own
+        # (a standby run, started before its job was known: raystandby.py); NULL: the job's.
+        ("ray_run", "TEXT"),
     ),
     # JSON list of [input, output], or NULL; and the uploads (uploads.py) that hold the
     # examples instead, by SHA-256, when they were uploaded (``data`` is then []).
@@ -133,6 +136,7 @@ class TunedModelRecord:
     checkpoint_step: int | None = None
     workers: int | None = None
     gpus_per_worker: float | None = None
+    ray_run: str | None = None
     snapshots: tuple[Snapshot, ...] = field(default=())
     validation_snapshots: tuple[Snapshot, ...] = field(default=())
 
@@ -474,6 +478,16 @@ class Store:
                 "AND operation_id = ? AND state = ? AND worker_pid = ?",
                 (owner, time.time(), model_id, operation_id, CREATING,
                  previous_owner)).rowcount > 0
+
+    def name_ray_run(self, model_id: str, operation_id: str, owner: int, run: str) -> bool:
+        """Record that the Ray Train run ``run`` trains the job (a standby run it was handed to),
+        so that a restarted service finds that run, and a new one resumes from its checkpoints;
+        False when the job is no longer ``owner``'s."""
+        with self._transaction() as db:
+            if not self._owns(db, model_id, operation_id, owner):
+                return False
+            db.execute("UPDATE tuned_models SET ray_run = ? WHERE id = ?", (run, model_id))
+        return True
 
     def release_orphans(self, live_pids: set[int], *, max_attempts: int = 3,
                         charge_attempt: bool = True) -> list[str]:

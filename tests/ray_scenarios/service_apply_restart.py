@@ -1,8 +1,11 @@
 """Scenario: `jobspec apply` against `jobspec serve --ray` on a two-node cluster gives what it
 gives against the plain local service; then the Ray service is killed (SIGKILL) while a job
-trains, and the restarted service re-attaches to the run instead of starting a second one;
-last, the same job asking for two data-parallel workers (`resources: {workers: 2}`) trains on
-both nodes at once (torch DDP over gloo) with the single process's steps.
+trains (on the standby run the idle service had started for it), and the restarted service
+re-attaches to the run instead of starting a second one; then the same job asking for two
+data-parallel workers (`resources: {workers: 2}`) trains on both nodes at once (torch DDP over
+gloo) with the single process's steps (the one-worker standby released for it); last, a service
+killed while its standby run waits: the next service ends that run and starts its own, and
+releases it when stopped.
 
 Usage: service_apply_restart.py TINY_MODEL WORK_DIR. Prints one JSON object.
 """
@@ -16,8 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from service_common import (JOB, STEP_LINE, apply, count_runs, emit, jobspec, newest_model,
-                            progress, scratch_repo, service, start_cluster, wait_for)
+from service_common import (JOB, STEP_LINE, apply, emit, jobspec, live_controllers, newest_model,
+                            progress, run_actors, run_of, scratch_repo, service, standby_ready,
+                            start_cluster, wait_for)
 
 
 def main() -> None:
@@ -51,7 +55,8 @@ def main() -> None:
         out["ray"] = apply(repo, first.url)
         timings["ray_apply"] = round(time.monotonic() - mark, 1)
 
-        out["runs_before"] = count_runs(cluster.address)
+        # Idle again: the service starts a standby run for the next job; the long job takes it.
+        wait_for(lambda: standby_ready(first), 90, "the standby run after apply")
         progress("a longer job, killed mid-training")
         job = repo / "jobs" / "number-generator.yaml"
         job.write_text(job.read_text().replace("epoch_count: 5", "epoch_count: 12"))
@@ -64,8 +69,10 @@ def main() -> None:
 
         wait_for(lambda: steps_done() >= 8, 120, "the long job's first steps on Ray")
         out["steps_before_kill"] = steps_done()
+        long_name = newest_model(first.url)["name"]
         first.kill(signal.SIGKILL)
         out["first_notes"] = notes(first.log)
+        out["long_run"] = run_of(first.log, long_name)
         progress("restarted Ray service")
         second = service(state, model, *ray_args)
         services.append(second)
@@ -78,14 +85,36 @@ def main() -> None:
                        "steps": [s["step"] for s in long_job["tuningTask"].get("snapshots", [])],
                        "device": long_job["tuningTask"].get("device"),
                        "losses": [s["meanLoss"] for s in long_job["tuningTask"]["snapshots"]]}
-        out["runs"] = count_runs(cluster.address)
+        out["runs"] = run_actors(cluster.address)
         out["second_notes"] = notes(second.log)  # of the restart, before the next job
 
         progress("a data-parallel job: resources.workers 2, a worker on each node")
         mark = time.monotonic()
+        # Idle, the service starts a standby run (one worker); the two-worker job releases it.
+        wait_for(lambda: standby_ready(second), 90, "the standby run after the long job")
+        said = len(second.log)
         out["ddp"] = data_parallel(scratch_repo(work / "repo-ddp"), second.url)
+        out["ddp_notes"] = notes(second.log[said:])
         timings["ddp"] = round(time.monotonic() - mark, 1)
-        second.stop()
+
+        progress("a service killed while its standby run waits; the next one ends that run")
+        mark = time.monotonic()
+        wait_for(lambda: standby_ready(second, said), 90, "the standby run after the DDP job")
+        left = [r["name"] for r in run_actors(cluster.address) if r["alive"]]
+        second.kill(signal.SIGKILL)
+        third = service(state, model, *ray_args)
+        services.append(third)
+        wait_for(lambda: standby_ready(third), 90, "the third service's standby run")
+        out["standby"] = {"left": left, "third_notes": notes(third.log),
+                          "alive": [r["name"] for r in run_actors(cluster.address)
+                                    if r["alive"]]}
+        third.stop()
+        # Stopped, a service releases its standby run: nothing of it lives on.
+        wait_for(lambda: live_controllers(cluster.address) == 0, 30,
+                 "the released standby run's end", interval=1)
+        out["standby"]["alive_after_stop"] = [r["name"] for r in run_actors(cluster.address)
+                                              if r["alive"]]
+        timings["standby"] = round(time.monotonic() - mark, 1)
     except Exception as exc:  # noqa: BLE001 - said in the JSON, with the services' logs
         out["error"] = f"{type(exc).__name__}: {exc}"
         out["logs"] = [s.log[-4000:] for s in services]

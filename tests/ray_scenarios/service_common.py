@@ -118,17 +118,53 @@ def emit(result: dict[str, Any]) -> None:
     print(json.dumps(result), flush=True)
 
 
-def count_runs(address: str, *, alive_only: bool = False) -> dict[str, int]:
-    """Ray Train runs (their controller actors) and run actors of the service the cluster has
-    seen (dead or alive), or only those alive."""
+def run_actors(address: str) -> list[dict[str, Any]]:
+    """Every run actor of a service the cluster has seen (rayrun.RunActor: one a Ray Train run,
+    named as its run), dead or alive, each with the Ray Train controllers it started (those the
+    actor owns) and how many of them live."""
     import ray
 
     ray.init(address=address, log_to_driver=False, logging_level="ERROR")
     try:
-        classes = [a.get("ActorClassName") or a.get("class_name") or ""
-                   for a in ray._private.state.actors().values()
-                   if not alive_only or a.get("State") == "ALIVE"]
+        actors = list(ray._private.state.actors().values())
     finally:
         ray.shutdown()
-    return {"controllers": sum("TrainController" in c for c in classes),
-            "run_actors": sum(c.endswith("RunActor") for c in classes)}
+
+    def where(address: dict[str, Any]) -> tuple[str, int]:
+        return address.get("IPAddress", ""), address.get("Port", 0)
+
+    found = []
+    for actor in actors:
+        if not actor.get("ActorClassName", "").endswith("RunActor"):
+            continue
+        controllers = [c for c in actors if "TrainController" in c.get("ActorClassName", "")
+                       and where(c["OwnerAddress"]) == where(actor["Address"])]
+        found.append({"name": actor.get("Name"), "alive": actor.get("State") == "ALIVE",
+                      "controllers": len(controllers),
+                      "live_controllers": sum(c.get("State") == "ALIVE" for c in controllers)})
+    return found
+
+
+def live_controllers(address: str) -> int:
+    """Ray Train controllers alive on the cluster, whoever started them."""
+    import ray
+
+    ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+    try:
+        return sum("TrainController" in a.get("ActorClassName", "") and a.get("State") == "ALIVE"
+                   for a in ray._private.state.actors().values())
+    finally:
+        ray.shutdown()
+
+
+def run_of(log: str, model_name: str) -> str | None:
+    """The Ray Train run the service's log says ``model_name`` (tunedModels/ID) trains on:
+    the standby run it was handed to, or the run started for it."""
+    found = re.findall(rf"train {re.escape(model_name)}: (?:handed to the standby Ray Train run "
+                       r"|started Ray Train run )(\S+)", log)
+    return found[-1] if found else None
+
+
+def standby_ready(service: LocalService, after: int = 0) -> bool:
+    """Whether the service said a standby run is ready, in its log past ``after`` characters."""
+    return " ready: the next job starts on it" in service.log[after:]

@@ -1,6 +1,8 @@
 """Scenario: the node that trains a job is removed from the cluster mid-training; Ray Train
 restarts the worker group on the other node from the run's last checkpoint, and the job ends
-ACTIVE with one continuous snapshot series.
+ACTIVE with one continuous snapshot series. The job trains on the standby run the service
+started while idle (raystandby.py), as does the job cancelled mid-training after it, whose run
+then ends on the cluster.
 
 The head has no CPUs for training (the service's run actor and Ray Train's controller take
 none), so training lands on one of the two worker nodes, which can be removed.
@@ -16,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from service_common import (STEP_LINE, count_runs, emit, jobspec, newest_model, progress,
+from service_common import (STEP_LINE, emit, jobspec, newest_model, progress, run_actors, run_of,
                             scratch_repo, service, start_cluster, wait_for)
 
 EPOCHS = 12  # as the long job of service_apply_restart.py, whose losses the test compares
@@ -77,9 +79,15 @@ def main() -> None:
         wait_for(lambda: newest_model(running.url).get("state") == "FAILED", 60,
                  "the cancelled job")
         out["cancelled_steps"] = len(task().get("snapshots", []))
-        wait_for(lambda: count_runs(cluster.address, alive_only=True)["controllers"] == 0, 60,
-                 "the cancelled run's end on the cluster", interval=1)
-        out["live_after_cancel"] = count_runs(cluster.address, alive_only=True)
+        run = run_of(running.log, cancelled)
+        out["cancelled_run"] = run
+
+        def cancelled_run() -> list[dict[str, Any]]:
+            return [r for r in run_actors(cluster.address) if r["name"] == run]
+
+        wait_for(lambda: not any(r["alive"] or r["live_controllers"] for r in cancelled_run()),
+                 60, "the cancelled run's end on the cluster", interval=1)
+        out["cancelled_run_after"] = cancelled_run()
         timings["cancel"] = round(time.monotonic() - mark, 1)
     except Exception as exc:  # noqa: BLE001 - said in the JSON, with the service's log
         out["failure"] = f"{type(exc).__name__}: {exc}"
