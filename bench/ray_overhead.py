@@ -8,9 +8,10 @@ ratio, against the goal of at most 1.3×.
 Two Ray services, one after the other (a standby run holds the cluster's cores while it waits),
 each alternating with the local service: one with --no-ray-standby, where each job starts its
 own Ray Train run (what a job pays that arrives while another trains), then the default one,
-whose standby run (raystandby.py) started the next job's run while it was idle. Every timed
-create waits until the machine is quiet (and the standby is ready), so that no side is timed
-while another still works.
+whose standby run (raystandby.py) started the job's run while the service was idle: started
+anew for each of its timed creates (after an untimed one, as the local service's) and stopped
+before the local one, so that no local job is timed beside an idle standby run. Every timed create waits until the machine is quiet (and the
+standby is ready), so that no side is timed while another still works.
 
 The Ray side runs its cluster and the service in a loopback-only network namespace when one
 can be made (as root: unshare --net), so that none of Ray's traffic leaves this machine; the
@@ -103,21 +104,35 @@ def measure(real: bool, repeat: int, work: Path) -> None:
     try:
         wait_quiet()
         create_to_active(local.url)  # untimed: loads the model, warms every cache
-        # One Ray service at a time: a standby run holds the cluster's cores while it waits.
-        for side, extra in (("ray_cold", ("--no-ray-standby",)), ("ray", ())):
-            on_ray = Service(work / f"{side}-state", *model_args, *ray_args,
-                             "--storage", str(work / f"{side}-storage"), *extra)
-            standby = on_ray if side == "ray" else None
+        # A new Ray Train run for each job: the Ray service stays up, as the local one.
+        cold = Service(work / "cold-state", *model_args, *ray_args,
+                       "--storage", str(work / "cold-storage"), "--no-ray-standby")
+        try:
+            wait_quiet()
+            create_to_active(cold.url)  # untimed, as the local service's first
+            for _ in range(repeat):
+                wait_quiet()
+                times["local"].append(create_to_active(local.url))
+                wait_quiet()
+                times["ray_cold"].append(create_to_active(cold.url))
+        finally:
+            cold.stop()
+        # The standby run: the Ray service is started and waits, idle, with its standby run
+        # ready; the local job is timed after it stopped, since an idle standby run's
+        # processes (its controller polls its worker ten times a second) slow a job that
+        # shares their cores.
+        for _ in range(repeat):
+            on_ray = Service(work / "ray-state", *model_args, *ray_args,
+                             "--storage", str(work / "ray-storage"))
             try:
-                wait_quiet(standby)
-                create_to_active(on_ray.url)  # untimed, as the local service's first
-                for _ in range(repeat):
-                    wait_quiet()
-                    times["local"].append(create_to_active(local.url))
-                    wait_quiet(standby)
-                    times[side].append(create_to_active(on_ray.url))
+                wait_quiet(on_ray)
+                create_to_active(on_ray.url)  # untimed: the service's own first-job costs
+                wait_quiet(on_ray)
+                times["ray"].append(create_to_active(on_ray.url))
             finally:
                 on_ray.stop()
+            wait_quiet()
+            times["local"].append(create_to_active(local.url))
     finally:
         local.stop()
         cluster.shutdown()

@@ -7,8 +7,8 @@ detached, named actor per job on the service's own node (rayrun.RunActor, name
 ``raytrain.run_name``); the actor runs the Ray Train run and collects its reports through a Ray
 Train callback. The thread polls each actor and applies the reports to the store with the same
 functions as a local worker (worker.record_step, finish_trained, stop_run, fail_run): "start"
-records where the run (re)starts and on which node, "step" a step's losses (a cancel or delete
-kills the run), "done" publishes the adapter from the storage.
+records where the run (re)starts and on which node, "steps" the losses of the steps since the
+last report (a cancel or delete kills the run), "done" publishes the adapter from the storage.
 
 What survives what: a node that dies mid-training → Ray Train restarts the worker group
 elsewhere from the run's last checkpoint (a new "start" report, from its step). The service
@@ -37,7 +37,7 @@ from .trainer import StepResult
 from .uploads import Uploads
 from .worker import fail_run, finish_trained, log_finished, record_step, stop_run
 
-POLL_SECONDS = 0.2
+POLL_SECONDS = 0.1  # claims, reports and the end of a run are seen this soon
 # A cluster that answers no poll of a run for this long has lost it: the run fails, saying so.
 LOST_SECONDS = 60.0
 POLL_TIMEOUT_SECONDS = 10.0
@@ -295,6 +295,8 @@ class RayDispatcher:
                     f"({record.example_count} examples, {record.total_steps} steps) on "
                     f"{run.trained_on}")
             return True
+        if event == "steps":  # applied one by one; none after one that ended the run
+            return all(self._apply(run, {"event": "step", **step}) for step in report["steps"])
         if event == "step":
             result = StepResult(int(report["step"]), int(report["epoch"]), float(report["loss"]),
                                 int(report.get("micro_batches") or 1),

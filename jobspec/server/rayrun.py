@@ -5,7 +5,7 @@ started it: a restarted service finds it by name and re-attaches instead of trai
 runs ``build_trainer(job, callbacks=[ReportForwarder(itself)]).fit()`` in a thread of its own;
 Ray Train calls ``ReportForwarder.after_report`` on its controller after every
 ``ray.train.report`` of the workers, and the forwarder hands the metric dict (the report dicts of
-raytrain.py: "start", "step", "done") to this actor, where the service polls them.
+raytrain.py: "start", "steps", "done") to this actor, where the service polls them.
 
 A standby run's actor (raystandby.py) starts its run before the job is known; its workers wait
 for the job the service hands it (``assign``).

@@ -13,11 +13,12 @@ Reports (every rank reports the same metrics; only rank 0 passes a checkpoint):
 
     {"event": "start", "from_step", "trained_on", "node_ip", "node_id", "workers", "resumed"}
         each time the worker group (re)starts
-    {"event": "step", "step", "epoch", "loss", "micro_batches", "completed_epoch",
-     "validation_loss", "time"}
-        after every optimiser step; at epoch ends and every ``checkpoint_seconds`` (never after
-        the last step) with the run's state as a checkpoint (training_state's format, in
-        ``CHECKPOINT_FILE``)
+    {"event": "steps", "steps": [{"step", "epoch", "loss", "micro_batches", "completed_epoch",
+                                  "validation_loss", "time"}, ...]}
+        the optimiser steps since the last report, at least every REPORT_SECONDS, at every
+        epoch's end and at the last step; at epoch ends and every ``checkpoint_seconds`` (never
+        after the last step) with the run's state as a checkpoint (training_state's format, in
+        ``CHECKPOINT_FILE``), which then rides on the report whose last step it was taken at
     {"event": "done", "steps", "kept_epoch", "stop_reason", "adapter": "adapter"}
         once rank 0 has put the adapter in the run's storage (RunStorage.upload_dir)
 
@@ -44,6 +45,11 @@ ADAPTER = "adapter"  # the adapter's folder in the run's storage
 # resuming from the run's last checkpoint, before the run fails.
 MAX_FAILURES = 3
 CHECKPOINTS_KEPT = 2  # the last one is what a restart resumes from
+# Steps are reported together, at least this often (and at epoch ends, checkpoints and the
+# last step): a report costs each worker a barrier and the controller a collection, calls that
+# take cores from the training process, so one per step slowed steps of a third of a second by
+# a sixth on two cores.
+REPORT_SECONDS = 1.0
 # A standby run's workers ask for their job this often (each ask waits this long for one).
 STANDBY_WAIT_SECONDS = 5.0
 # Ray Train's controller takes the workers' reports when it polls them (every 2 s by default),
@@ -192,6 +198,41 @@ def report(metrics: dict[str, Any], state: dict[str, Any] | None = None) -> None
         shutil.rmtree(folder, ignore_errors=True)
 
 
+class StepReports:
+    """The "steps" reports of a worker: each step is held until REPORT_SECONDS passed since the
+    last report, an epoch ended, a checkpoint was taken (it rides on the report) or the last
+    step came. Data-parallel, every rank must report as often as the others (a report waits
+    for all): rank 0 decides, on its own clock and checkpoints, and tells the others."""
+
+    def __init__(self, total: int, checkpoints: RayCheckpoints, data_parallel: bool,
+                 device: str) -> None:
+        self.total, self.checkpoints = total, checkpoints
+        self.data_parallel, self.device = data_parallel, device
+        self.held: list[dict[str, Any]] = []
+        self.reported = time.monotonic()
+
+    def after_step(self, result: Any) -> None:
+        from .data_parallel import from_rank0  # noqa: PLC0415
+
+        now, state = time.time(), self.checkpoints.take()
+        due = (state is not None or result.completed_epoch is not None
+               or result.step >= self.total
+               or time.monotonic() - self.reported >= REPORT_SECONDS)
+        if self.data_parallel:
+            now, due = from_rank0(now, self.device), bool(from_rank0(float(due), self.device))
+        self.held.append({"step": result.step, "epoch": result.epoch, "loss": result.loss,
+                          "micro_batches": result.micro_batches,
+                          "completed_epoch": result.completed_epoch,
+                          "validation_loss": result.validation_loss, "time": now})
+        if due:
+            self.flush(state)
+
+    def flush(self, state: dict[str, Any] | None = None) -> None:
+        if self.held:
+            report({"event": "steps", "steps": self.held}, state)
+            self.held, self.reported = [], time.monotonic()
+
+
 def _total_steps(example_count: int, epochs: int, batch_size: int) -> int:
     return math.ceil(example_count * epochs / batch_size)
 
@@ -205,10 +246,10 @@ def train_loop(config: dict[str, Any]) -> None:
     from .. import wire  # noqa: PLC0415
     from . import recipe as recipes  # noqa: PLC0415
     from .datasets import TRAINING_DATA, VALIDATION_DATA  # noqa: PLC0415
-    from .data_parallel import Shard, from_rank0, gather_objects  # noqa: PLC0415
+    from .data_parallel import Shard, gather_objects  # noqa: PLC0415
     from .models import load_base, quiet_libraries  # noqa: PLC0415
     from .raystorage import RunStorage  # noqa: PLC0415
-    from .trainer import StepResult, train  # noqa: PLC0415
+    from .trainer import train  # noqa: PLC0415
     from .training_state import resume, run_key  # noqa: PLC0415
     from .uploads import StoredExamples  # noqa: PLC0415
     from .worker import trained_on_text  # noqa: PLC0415
@@ -257,23 +298,17 @@ def train_loop(config: dict[str, Any]) -> None:
                 "node_ip": places[0][0], "node_id": places[0][1], "workers": world,
                 "resumed": start.reason})
 
-        def after_step(result: StepResult) -> None:
-            now = time.time() if shard is None else from_rank0(time.time(), device)
-            report({"event": "step", "step": result.step, "epoch": result.epoch,
-                    "loss": result.loss, "micro_batches": result.micro_batches,
-                    "completed_epoch": result.completed_epoch,
-                    "validation_loss": result.validation_loss, "time": now},
-                   checkpoints.take())
-
+        steps = StepReports(total, checkpoints, shard is not None, device)
         result = train(network, tokenizer, examples, epochs=job.epochs,
                        batch_size=job.batch_size, learning_rate=job.learning_rate,
                        max_batch_tokens=job.max_batch_tokens, on_step=lambda _: True,
                        recipe=recipe, validation=validation, patience=job.patience,
                        checkpoints=checkpoints, resume=start,
                        checkpoint_seconds=job.checkpoint_seconds, shard=shard,
-                       after_step=after_step)
+                       after_step=steps.after_step)
         if result is None:  # on_step and save never stop it: the service stops the run
             raise RuntimeError("training stopped without being asked to")
+        steps.flush()  # early stopping ended it before its last step
         if rank == 0:
             _upload_adapter(result.model, recipe, storage, local / ADAPTER)
         report({"event": "done", "steps": result.steps, "kept_epoch": result.kept_epoch,
@@ -295,6 +330,7 @@ def _job_and_model(config: dict[str, Any]) -> tuple[RayTrainJob | None, Any]:
     standby: StandbyRun = config["standby"]
     torch.set_num_threads(standby.threads)
     loaded = load_base(standby.base, node_cache_dir())
+    _warm_up(*loaded)
     host = ray.get_actor(standby.host, namespace=standby.namespace)
     while True:
         answer, job = ray.get(host.wait_job.remote(STANDBY_WAIT_SECONDS))
@@ -302,6 +338,23 @@ def _job_and_model(config: dict[str, Any]) -> tuple[RayTrainJob | None, Any]:
             return None, None
         if answer == "job":
             return job, (loaded if job.base == standby.base else None)
+
+
+def _warm_up(network: Any, tokenizer: Any) -> None:
+    """Train one throwaway step on a LoRA of a copy of the base (trainer.lora_model), so that
+    what a process does the first time it trains (peft's and the tokenizer's first use, the
+    first forward and backward pass's allocations) is done before the job comes. The base is
+    untouched (a 4-bit one, which a run trains in place, is not warmed), and a run seeds its
+    own randomness (trainer.lora_model), so the job trains as in a fresh process."""
+    from ..conversation import Conversation  # noqa: PLC0415
+    from .models import is_quantized  # noqa: PLC0415
+    from .trainer import train  # noqa: PLC0415
+
+    if is_quantized(network):
+        return
+    examples = [Conversation.one_turn("1", "2"), Conversation.one_turn("2", "3")]
+    train(network, tokenizer, examples, epochs=1, batch_size=2, learning_rate=1e-4,
+          on_step=lambda _: True)
 
 
 def _upload_adapter(model: Any, recipe: Any, storage: Any, folder: Path) -> None:

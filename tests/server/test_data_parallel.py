@@ -52,14 +52,23 @@ def scenario(tiny_model, tmp_path_factory) -> dict:
 
 
 def events(run: dict, kind: str) -> list[dict]:
-    """Rank 0's reports of one kind, after checking that every rank reported the same."""
+    """Rank 0's reports of one kind, after checking that every rank reported the same; "step":
+    each step of the "steps" reports (which hold the steps since the last), in order."""
     found = []
     for report in run["reports"]:
         first, *others = report["metrics"]
         assert all(other == first for other in others), report["metrics"]
         if first["event"] == kind:
             found.append(first)
+        elif kind == "step" and first["event"] == "steps":
+            found.extend({"event": "step", **step} for step in first["steps"])
     return found
+
+
+def last_step(report: dict) -> int | None:
+    """The step a report was made at (its last step), None for a report of no steps."""
+    steps = report["metrics"][0].get("steps")
+    return steps[-1]["step"] if steps else None
 
 
 def by_step(run: dict) -> dict[int, dict]:
@@ -106,7 +115,7 @@ def test_data_parallel_matches_one_process_on_the_same_global_batches(scenario):
         # The same early-stopping bookkeeping on every rank: the same epoch kept.
         assert events(run, "done") == events(single, "done")
         # A checkpoint rides on the report of the step that ended epoch 1, and on no other.
-        assert [r["metrics"][0].get("step") for r in run["reports"] if r["checkpoint"]] == [8]
+        assert [last_step(r) for r in run["reports"] if r["checkpoint"]] == [8]
     [start] = events(single, "start")
     assert start["trained_on"] == "cpu (fp32), 1 worker on 127.0.0.1"
     # One Ray worker trains exactly as the local service's worker does: every loss, bit for bit.
@@ -134,8 +143,8 @@ def test_a_killed_worker_resumes_from_its_last_checkpoint_to_the_same_adapter(sc
     # Every step is reported after the restart from the one after the checkpoint on.
     reports = [r["metrics"][0] for r in interrupted["reports"]]
     after = reports[reports.index(second) + 1:]
-    assert [r["step"] for r in after if r["event"] == "step"] == list(range(resumed_at + 1,
-                                                                            STEPS + 1))
+    assert [step["step"] for r in after if r["event"] == "steps"
+            for step in r["steps"]] == list(range(resumed_at + 1, STEPS + 1))
     # The same arithmetic as the run never interrupted: every loss, bit for bit.
     steps, reference = by_step(interrupted), by_step(single)
     assert sorted(steps) == list(range(1, STEPS + 1))
@@ -145,8 +154,9 @@ def test_a_killed_worker_resumes_from_its_last_checkpoint_to_the_same_adapter(sc
     assert events(interrupted, "done") == events(single, "done")
     assert interrupted["adapter_sha256"] == single["adapter_sha256"]
     # checkpoint_seconds 0: a checkpoint rides on every step's report but the last one's.
-    assert all(r["checkpoint"] == (r["metrics"][0]["step"] < STEPS)
-               for r in interrupted["reports"] if r["metrics"][0]["event"] == "step")
+    # Each step is then reported at once, with its checkpoint.
+    assert all(r["checkpoint"] == (last_step(r) < STEPS) and len(r["metrics"][0]["steps"]) == 1
+               for r in interrupted["reports"] if r["metrics"][0]["event"] == "steps")
 
 
 @pytest.mark.timeout(600)
