@@ -123,6 +123,7 @@ class RayDispatcher:
         new run resumes from Ray Train's checkpoint). Standby runs it left without a job are
         ended: this service starts its own."""
         import ray  # noqa: PLC0415
+        from ray.exceptions import GetTimeoutError, RayActorError  # noqa: PLC0415
 
         from .raystandby import kill_run, orphans  # noqa: PLC0415
 
@@ -131,12 +132,12 @@ class RayDispatcher:
             job = self._job(record)
             try:
                 actor = ray.get_actor(job.run, namespace=self.namespace)
-            except ValueError:  # no actor of that name: nothing trains it any more
-                continue
-            # A standby run the last service named on the job, then stopped before handing it
-            # over, gets its job now (a run that has the job already says so).
-            if not ray.get(actor.assign.remote(job), timeout=POLL_TIMEOUT_SECONDS):
-                continue  # it trains another job: this one is queued again (below)
+                # A standby run the last service named on the job, then stopped before
+                # handing it over, gets its job now (a run that has the job says so).
+                if not ray.get(actor.assign.remote(job), timeout=POLL_TIMEOUT_SECONDS):
+                    continue  # it trains another job: this one is queued again (below)
+            except (ValueError, RayActorError, GetTimeoutError):
+                continue  # no actor of that name (or a dead one): nothing trains it any more
             if self.store.adopt(record.id, record.operation_id, record.worker_pid, self.owner):
                 log(f"train tunedModels/{record.id}: re-attached to its Ray run {job.run}, "
                     "still training")
@@ -146,8 +147,11 @@ class RayDispatcher:
         recorded = {run.ray_name for run in self.runs.values()}
         for name in orphans(ray.util.list_named_actors(), recorded):
             log(f"ending the standby Ray Train run {name} a previous service left")
-            kill_run(ray.get_actor(name, namespace=self.namespace), self.options.storage, name,
-                     log)
+            try:
+                kill_run(ray.get_actor(name, namespace=self.namespace), self.options.storage,
+                         name, log)
+            except ValueError:
+                pass  # it ended meanwhile
         requeued = self.store.release_orphans({self.owner})
         if requeued:
             log(f"{len(requeued)} interrupted training job(s) queued again: "
