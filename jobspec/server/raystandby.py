@@ -100,7 +100,8 @@ class Standby:
     def take(self, job: RayTrainJob, record_name: Any) -> tuple[str, Any] | None:
         """Hand ``job`` to the standby run: its name and actor; None when there is none, or it
         does not fit the job (then it is released) or is gone. ``record_name(name)`` records the
-        run on the job first; False from it (the job is no longer ours) keeps the standby."""
+        run on the job first (None: takes it back); False from it (the job is no longer ours)
+        keeps the standby."""
         import ray  # noqa: PLC0415
 
         if self.run is None:
@@ -121,6 +122,7 @@ class Standby:
             self.log(f"standby Ray Train run {run.name} could not take the job: "
                      f"{type(exc).__name__}: {exc}")
         kill_run(actor, self.options.storage, run.name, self.log)
+        record_name(None)  # the job's own run, of its own name, trains it instead
         return None
 
     def release(self) -> None:

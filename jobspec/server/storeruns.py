@@ -158,10 +158,11 @@ class RunLedger(Database):
                 (owner, time.time(), model_id, operation_id, CREATING,
                  previous_owner)).rowcount > 0
 
-    def name_ray_run(self, model_id: str, operation_id: str, owner: int, run: str) -> bool:
+    def name_ray_run(self, model_id: str, operation_id: str, owner: int,
+                     run: str | None) -> bool:
         """Record that the Ray Train run ``run`` trains the job (a standby run it was handed to),
-        so that a restarted service finds that run, and a new one resumes from its checkpoints;
-        False when the job is no longer ``owner``'s."""
+        so that a restarted service finds that run, and a new one resumes from its checkpoints
+        (None: the job's own run does); False when the job is no longer ``owner``'s."""
         with self._transaction() as db:
             if not self._owns(db, model_id, operation_id, owner):
                 return False

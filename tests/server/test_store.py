@@ -94,3 +94,17 @@ def test_fail_queued_fails_only_jobs_no_worker_holds(store):
     assert store.get(waiting.id).state == FAILED
     assert store.get(waiting.id).error_message == "no worker can start"
     assert store.get(held.id).state == CREATING
+
+
+def test_the_ray_run_named_on_a_job_stays_through_a_requeue_and_only_its_owner_names_it(store):
+    # `serve --ray` records the standby run a job was handed to: a restarted service looks
+    # that run up, and a job queued again resumes under the same run's name.
+    record = queue(store)
+    assert store.claim_next(FIRST).ray_run is None
+    assert store.name_ray_run(record.id, record.operation_id, FIRST, "jobspec-standby-abc")
+    assert not store.name_ray_run(record.id, record.operation_id, SECOND, "jobspec-standby-x")
+    restart_and_reclaim(store, SECOND)
+    assert store.get(record.id).ray_run == "jobspec-standby-abc"
+    # Taken back (the standby could not take the job): the job's own run trains it.
+    assert store.name_ray_run(record.id, record.operation_id, SECOND, None)
+    assert store.get(record.id).ray_run is None
