@@ -10,8 +10,9 @@ each alternating with the local service: one with --no-ray-standby, where each j
 own Ray Train run (what a job pays that arrives while another trains), then the default one,
 whose standby run (raystandby.py) started the job's run while the service was idle: started
 anew for each of its timed creates (after an untimed one, as the local service's) and stopped
-before the local one, so that no local job is timed beside an idle standby run. Every timed create waits until the machine is quiet (and the
-standby is ready), so that no side is timed while another still works.
+before the local one, so that no local job is timed beside an idle standby run. Every timed
+create waits until the machine is quiet (and the standby is ready), so that no side is timed
+while another still works.
 
 The Ray side runs its cluster and the service in a loopback-only network namespace when one
 can be made (as root: unshare --net), so that none of Ray's traffic leaves this machine; the

@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from service_common import (JOB, STEP_LINE, apply, emit, jobspec, live_controllers, newest_model,
-                            progress, run_actors, run_of, scratch_repo, service, standby_ready,
+from service_common import (JOB, STEP_LINE, apply, emit, jobspec, newest_model, progress,
+                            run_actors, run_of, scratch_repo, service, standby_ready,
                             start_cluster, wait_for)
 
 
@@ -109,9 +109,10 @@ def main() -> None:
                           "alive": [r["name"] for r in run_actors(cluster.address)
                                     if r["alive"]]}
         third.stop()
-        # Stopped, a service releases its standby run: nothing of it lives on.
-        wait_for(lambda: live_controllers(cluster.address) == 0, 30,
-                 "the released standby run's end", interval=1)
+        # Stopped, a service releases its standby run: nothing of it lives on (every Ray
+        # Train controller is a run actor's).
+        wait_for(lambda: not any(r["live_controllers"] for r in run_actors(cluster.address)),
+                 30, "the released standby run's end", interval=1)
         out["standby"]["alive_after_stop"] = [r["name"] for r in run_actors(cluster.address)
                                               if r["alive"]]
         timings["standby"] = round(time.monotonic() - mark, 1)

@@ -145,18 +145,6 @@ def run_actors(address: str) -> list[dict[str, Any]]:
     return found
 
 
-def live_controllers(address: str) -> int:
-    """Ray Train controllers alive on the cluster, whoever started them."""
-    import ray
-
-    ray.init(address=address, log_to_driver=False, logging_level="ERROR")
-    try:
-        return sum("TrainController" in a.get("ActorClassName", "") and a.get("State") == "ALIVE"
-                   for a in ray._private.state.actors().values())
-    finally:
-        ray.shutdown()
-
-
 def run_of(log: str, model_name: str) -> str | None:
     """The Ray Train run the service's log says ``model_name`` (tunedModels/ID) trains on:
     the standby run it was handed to, or the run started for it."""
