@@ -127,7 +127,7 @@ def main() -> None:
     from jobspec.server import recipe as recipes
     from jobspec.server import trainer
     from jobspec.server.adapters import save_partial
-    from jobspec.server.inference import Generator
+    from jobspec.server.inference import Adapter, Generator
     from jobspec.server.models import ModelRegistry, load_base, quiet_libraries
 
     quiet_libraries()
@@ -148,7 +148,7 @@ def main() -> None:
     network, tokenizer = load_base(model, state / "models")
     if args.full_logits:
         network._jobspec_no_split = True  # losses._heads: the whole model's logits
-    generator = Generator(registry, state)
+    generator = Generator(registry, state / "models")
     report: dict = {"recipe": dataclasses.asdict(base_recipe), "runs": []}
 
     base_answers = None
@@ -172,7 +172,7 @@ def main() -> None:
         save_partial(result.model, folder)
         recipes.write_layout(folder, recipe)
         started = time.perf_counter()
-        answers = ask(generator, model.id, probes, (f"seed-{seed}", folder),
+        answers = ask(generator, model.id, probes, Adapter("bench", f"seed-{seed}", folder),
                       recipes.read_layout(folder))
         asked = time.perf_counter() - started
         report["runs"].append({"seed": seed, "train_seconds": trained, "answers": answers,

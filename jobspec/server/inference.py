@@ -25,6 +25,7 @@ class PromptTooLong(Exception):
     """A prompt that leaves no room in the model's context for even one token of answer."""
 
     def __init__(self, prompt_tokens: int, context: int, model_id: str) -> None:
+        self.args_given = (prompt_tokens, context, model_id)  # to make it again elsewhere
         super().__init__(f"The input token count ({prompt_tokens}) exceeds the maximum number of "
                          f"tokens allowed ({context - 1}): models/{model_id} has a context of "
                          f"{context} tokens, the prompt included, and its answer needs at "
@@ -55,18 +56,34 @@ class Generation:
     prompt_token_count: int
 
 
+@dataclass(frozen=True)
+class Adapter:
+    """A tuned model's adapter as generation loads it: the model, the operation that trained it
+    (which names it uniquely) and the folder it is in."""
+
+    model_id: str
+    operation_id: str
+    folder: Path
+
+    @property
+    def name(self) -> str:
+        return f"op_{self.operation_id}"
+
+
 @dataclass
 class _Loaded:
     network: Any
     tokenizer: Any
     peft: Any = None  # the PeftModel wrapping network, once an adapter is attached
-    adapters: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    adapters: OrderedDict[str, str] = field(default_factory=OrderedDict)  # name → its model id
 
 
 class Generator:
-    def __init__(self, registry: ModelRegistry, state_dir: Path, max_adapters: int = 8) -> None:
+    """Generation in this process. ``models_dir``: where GGUF models' conversions are kept."""
+
+    def __init__(self, registry: ModelRegistry, models_dir: Path, max_adapters: int = 8) -> None:
         self.registry = registry
-        self.state_dir = state_dir
+        self.models_dir = models_dir
         self.max_adapters = max_adapters
         self._loaded: dict[str, _Loaded] = {}
         self._lock = threading.Lock()  # one generation at a time: the model is shared
@@ -76,33 +93,44 @@ class Generator:
 
     def _model(self, local_model: str) -> _Loaded:
         if local_model not in self._loaded:
-            network, tokenizer = load_base(self.registry.models[local_model],
-                                           self.state_dir / "models")
+            network, tokenizer = load_base(self.registry.models[local_model], self.models_dir)
             self._loaded[local_model] = _Loaded(network, tokenizer)
         return self._loaded[local_model]
 
-    def _select_adapter(self, loaded: _Loaded, adapter_name: str, adapter_path: Path) -> Any:
+    def _select_adapter(self, loaded: _Loaded, adapter: Adapter) -> Any:
         from peft import PeftModel  # noqa: PLC0415
 
         if loaded.peft is None:
-            loaded.peft = PeftModel.from_pretrained(loaded.network, adapter_path,
-                                                    adapter_name=adapter_name)
-        elif adapter_name not in loaded.adapters:
-            loaded.peft.load_adapter(adapter_path, adapter_name=adapter_name)
-        loaded.adapters[adapter_name] = None
-        loaded.adapters.move_to_end(adapter_name)
-        loaded.peft.set_adapter(adapter_name)
+            loaded.peft = PeftModel.from_pretrained(loaded.network, adapter.folder,
+                                                    adapter_name=adapter.name)
+        elif adapter.name not in loaded.adapters:
+            loaded.peft.load_adapter(adapter.folder, adapter_name=adapter.name)
+        loaded.adapters[adapter.name] = adapter.model_id
+        loaded.adapters.move_to_end(adapter.name)
+        loaded.peft.set_adapter(adapter.name)
         while len(loaded.adapters) > self.max_adapters:
             oldest = next(iter(loaded.adapters))
             loaded.adapters.pop(oldest)
             loaded.peft.delete_adapter(oldest)
         return loaded.peft
 
+    def forget_model(self, model_id: str) -> None:
+        """Drop the adapters of ``model_id`` from memory: the tuned model was deleted."""
+        with self._lock:
+            for loaded in self._loaded.values():
+                for name in [n for n, owner in loaded.adapters.items() if owner == model_id]:
+                    loaded.adapters.pop(name)
+                    loaded.peft.delete_adapter(name)
+                if loaded.peft is not None and not loaded.adapters:
+                    # PEFT cannot disable adapters it no longer has: the base model gets its
+                    # own layers back, and the next adapter wraps it again.
+                    loaded.network, loaded.peft = loaded.peft.unload(), None
+
     def generate(self, local_model: str, conversation: Conversation,
-                 settings: GenerationSettings, adapter: tuple[str, Path] | None = None,
+                 settings: GenerationSettings, adapter: Adapter | None = None,
                  layout: dict[str, Any] | None = None) -> Generation:
         """Answer ``conversation`` (its system instruction and turns, ending with the user's)
-        with the base model, or with ``adapter`` = (unique name, folder) laid out as it was
+        with the base model, or with ``adapter`` laid out as it was
         trained (``layout``, recorded beside the adapter; None: the model's chat template, as
         adapters made before layouts were recorded were trained). The prompt is rendered as
         training renders a conversation (chat.py)."""
@@ -121,7 +149,7 @@ class Generator:
             if max_new_tokens < 1:
                 raise PromptTooLong(len(ids), window, local_model)
             if adapter is not None:
-                model = self._select_adapter(loaded, *adapter)
+                model = self._select_adapter(loaded, adapter)
                 context = nullcontext()
             elif loaded.peft is not None:
                 model, context = loaded.peft, loaded.peft.disable_adapter()

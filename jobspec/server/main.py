@@ -21,6 +21,8 @@ from .handshake import take_secret
 from .trainer import CHECKPOINT_SECONDS, DEFAULT_MAX_BATCH_TOKENS
 
 DEFAULT_PORT = 8765
+# A GPU the generation actor holds is one training cannot have: given back after this idle.
+DEFAULT_GENERATION_IDLE_SECONDS = 60.0
 # Files of the state directory that the service opens by name: none may be a link (a committed
 # symbolic link would have the service truncate or write whatever it points at).
 _OWN_FILES = ("serve.lock", "state.db", "state.db-wal", "state.db-shm", "state.db-journal")
@@ -112,6 +114,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "training in about a second instead of the ten or so a new Ray Train "
                           "run takes; it holds one worker's CPUs (and GPUs) while it waits "
                           "(default: on)")
+    ray.add_argument("--ray-generation", choices=("auto", "service"), default=None,
+                     help="with --ray: where generateContent (and so jobspec's eval) runs: auto "
+                          "= on a GPU node of the cluster, in a Ray actor that reads tuned "
+                          "adapters from --storage, when the cluster has a GPU free, else in "
+                          "this service; service = always in this service (default: auto)")
+    ray.add_argument("--ray-generation-idle", type=float, default=None, metavar="SECONDS",
+                     help="with --ray: the generation actor gives its GPU back after this long "
+                          "without a request, for training to use (default: "
+                          f"{DEFAULT_GENERATION_IDLE_SECONDS:g})")
 
 
 def choose_state_dir(given: str | None) -> Path:
@@ -268,7 +279,9 @@ def serve(args: argparse.Namespace) -> int:
     if requeued:
         print(f"jobspec serve: {len(requeued)} interrupted training job(s) queued again: "
               f"{', '.join(requeued)}", file=sys.stderr)
-    generator = Generator(registry, state_dir)
+    generator: Any = Generator(registry, state_dir / "models")
+    if args.ray is not None and args.ray_generation != "service":
+        generator = _ray_generator(args, generator, registry, state_dir)
     tokenizers = Tokenizers(registry, state_dir / "models")
     # The first create measures its examples with the default model's tokenizer: load it now.
     threading.Thread(target=tokenizers.get, args=(registry.default.id,), daemon=True,
@@ -307,6 +320,8 @@ def serve(args: argparse.Namespace) -> int:
     try:
         server.run()
     finally:
+        if hasattr(generator, "stop"):
+            generator.stop()  # before the dispatcher leaves the cluster
         workers.stop()
         print("jobspec serve: stopped", file=sys.stderr, flush=True)
     return 0
@@ -316,7 +331,9 @@ def _ray_flags_refused(args: argparse.Namespace) -> str | None:
     """Why the Ray flags cannot be used as given (None: they can)."""
     if args.ray is None:
         given = [flag for flag, value in (("--storage", args.storage),
-                                          ("--ray-gpus-per-worker", args.ray_gpus_per_worker))
+                                          ("--ray-gpus-per-worker", args.ray_gpus_per_worker),
+                                          ("--ray-generation", args.ray_generation),
+                                          ("--ray-generation-idle", args.ray_generation_idle))
                  if value is not None]
         return f"{', '.join(given)}: only with --ray ADDRESS" if given else None
     if not args.ray.strip():
@@ -327,6 +344,8 @@ def _ray_flags_refused(args: argparse.Namespace) -> str | None:
         return "--ray-cpus-per-worker must be more than 0"
     if args.ray_gpus_per_worker is not None and args.ray_gpus_per_worker < 0:
         return "--ray-gpus-per-worker must be 0 or more"
+    if args.ray_generation_idle is not None and args.ray_generation_idle <= 0:
+        return "--ray-generation-idle must be more than 0 seconds"
     if args.quantize is not None:
         return "--quantize is not available with --ray (it trains in this machine's workers)"
     if args.storage is not None and not args.storage.strip():
@@ -348,12 +367,27 @@ def _join_ray(args: argparse.Namespace, state_dir: Path) -> str:
     return node
 
 
+def _ray_generator(args: argparse.Namespace, here: Any, registry: Any,
+                   state_dir: Path) -> Any:
+    from .raygenerate import RayGenerator  # noqa: PLC0415
+    from .rayconnect import namespace_for  # noqa: PLC0415
+
+    return RayGenerator(here, registry, _storage(args, state_dir), namespace_for(state_dir),
+                        idle_seconds=(DEFAULT_GENERATION_IDLE_SECONDS
+                                      if args.ray_generation_idle is None
+                                      else args.ray_generation_idle))
+
+
+def _storage(args: argparse.Namespace, state_dir: Path) -> str:
+    return args.storage or str(state_dir / "ray-storage")
+
+
 def _ray_dispatcher(args: argparse.Namespace, store: Any, state_dir: Path, registry: Any,
                     node: str, idle: Any, on_idle: Any) -> Any:
     from .rayconnect import namespace_for  # noqa: PLC0415
     from .raydispatch import RayDispatcher, RayOptions  # noqa: PLC0415
 
-    storage = args.storage or str(state_dir / "ray-storage")
+    storage = _storage(args, state_dir)
     # A run's ranks would all have to halve a measured pass size together (batchfit.py), so on
     # Ray the pass size is the flag's, or the default, for every run.
     max_batch_tokens = (DEFAULT_MAX_BATCH_TOKENS if args.max_batch_tokens is None

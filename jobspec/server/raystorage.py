@@ -11,6 +11,8 @@ Layout under the storage root::
     jobs/{model_id}/{operation_id}/validation.jsonl
     jobs/{model_id}/{operation_id}/adapter/           the trained adapter, written by rank 0
     ray/                                              Ray Train's runs (RunConfig.storage_path)
+    adapters/{model_id}/{operation_id}/               a published adapter, where generation
+                                                      runs on the cluster (raygenerate.py)
 
 pyarrow is imported where it is used: it comes with the optional extra ``jobspec[ray]``, and the
 plain service never imports this module's filesystem code.
@@ -29,6 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 
 EXAMPLE_NAMES = ("training", "validation")
 _COPY_BYTES = 1 << 20
+COMPLETE = "COMPLETE"  # in an adapter's folder: its files are all there
 
 
 def _is_uri(storage: str) -> bool:
@@ -79,21 +82,60 @@ def _checked_name(name: str, what: str) -> str:
     return name
 
 
-class RunStorage:
-    """One run's folder under --storage (a local path or a URI pyarrow.fs understands: s3://,
-    gs://), the filesystem layer Ray Train itself uses."""
+class StorageFolder:
+    """One folder under --storage (a local path or a URI pyarrow.fs understands: s3://, gs://),
+    through the filesystem layer Ray Train itself uses."""
 
-    def __init__(self, storage: str, model_id: str, operation_id: str) -> None:
+    def __init__(self, storage: str, *parts: str) -> None:
         self.storage = _root(storage)
-        self.uri = (f"{self.storage}/jobs/{_checked_name(model_id, 'model_id')}/"
-                    f"{_checked_name(operation_id, 'operation_id')}")
+        self.uri = "/".join([self.storage, *(_checked_name(part, "folder name") for part in parts)])
 
     def _fs(self) -> tuple[pyarrow.fs.FileSystem, str]:
-        """The filesystem and this run's path within it (resolved on each use: a
+        """The filesystem and this folder's path within it (resolved on each use: a
         FileSystem is not meant to travel between processes with the object)."""
         import pyarrow.fs
 
         return pyarrow.fs.FileSystem.from_uri(self.uri)
+
+    def upload_dir(self, local: Path, name: str) -> None:
+        """Copy the local folder ``local`` to ``{uri}/{name}``, replacing what was there."""
+        import pyarrow.fs
+
+        if not local.is_dir():
+            raise NotADirectoryError(f"{local} is not a folder to upload")
+        fs, base = self._fs()
+        target = f"{base}/{_checked_name(name, 'folder name')}"
+        _delete_dir(fs, target)
+        fs.create_dir(target, recursive=True)
+        local_fs = pyarrow.fs.LocalFileSystem()
+        pyarrow.fs.copy_files(str(local.resolve()), target, source_filesystem=local_fs,
+                              destination_filesystem=fs)
+
+    def download_dir(self, name: str, local: Path) -> None:
+        """Copy ``{uri}/{name}`` into the local folder ``local`` (made if missing).
+        FileNotFoundError naming the folder when there is none."""
+        import pyarrow.fs
+
+        fs, base = self._fs()
+        source = f"{base}/{_checked_name(name, 'folder name')}"
+        if fs.get_file_info(source).type != pyarrow.fs.FileType.Directory:
+            raise FileNotFoundError(f"{self.uri}/{name}: no such folder in the storage")
+        local.mkdir(parents=True, exist_ok=True)
+        pyarrow.fs.copy_files(source, str(local.resolve()), source_filesystem=fs,
+                              destination_filesystem=pyarrow.fs.LocalFileSystem())
+
+    def remove(self) -> None:
+        """Remove the whole folder (nothing to remove is not an error)."""
+        fs, base = self._fs()
+        _delete_dir(fs, base)
+
+
+class RunStorage(StorageFolder):
+    """One run's folder: ``jobs/{model_id}/{operation_id}``."""
+
+    def __init__(self, storage: str, model_id: str, operation_id: str) -> None:
+        super().__init__(storage, "jobs", _checked_name(model_id, "model_id"),
+                         _checked_name(operation_id, "operation_id"))
 
     def write_examples(self, name: str, lines: Iterable[str | bytes]) -> None:
         """``{name}.jsonl`` (name: "training" | "validation") from upload lines (as
@@ -124,34 +166,31 @@ class RunStorage:
             shutil.copyfileobj(data, out, _COPY_BYTES)
         return target
 
-    def upload_dir(self, local: Path, name: str) -> None:
-        """Copy the local folder ``local`` to ``{uri}/{name}``, replacing what was there."""
-        import pyarrow.fs
 
-        if not local.is_dir():
-            raise NotADirectoryError(f"{local} is not a folder to upload")
-        fs, base = self._fs()
-        target = f"{base}/{_checked_name(name, 'folder name')}"
-        _delete_dir(fs, target)
-        fs.create_dir(target, recursive=True)
-        local_fs = pyarrow.fs.LocalFileSystem()
-        pyarrow.fs.copy_files(str(local.resolve()), target, source_filesystem=local_fs,
-                              destination_filesystem=fs)
+class AdapterStorage(StorageFolder):
+    """A tuned model's published adapters: ``adapters/{model_id}/{operation_id}``, each with a
+    ``COMPLETE`` marker written after its files, so that a copy cut short is never read."""
 
-    def download_dir(self, name: str, local: Path) -> None:
-        """Copy ``{uri}/{name}`` into the local folder ``local`` (made if missing).
-        FileNotFoundError naming the run's folder when there is none."""
+    def __init__(self, storage: str, model_id: str) -> None:
+        super().__init__(storage, "adapters", _checked_name(model_id, "model_id"))
+
+    def has(self, operation_id: str) -> bool:
         import pyarrow.fs
 
         fs, base = self._fs()
-        source = f"{base}/{_checked_name(name, 'folder name')}"
-        if fs.get_file_info(source).type != pyarrow.fs.FileType.Directory:
-            raise FileNotFoundError(f"{self.uri}/{name}: no such folder in the storage")
-        local.mkdir(parents=True, exist_ok=True)
-        pyarrow.fs.copy_files(source, str(local.resolve()), source_filesystem=fs,
-                              destination_filesystem=pyarrow.fs.LocalFileSystem())
+        marker = f"{base}/{_checked_name(operation_id, 'operation_id')}/{COMPLETE}"
+        return fs.get_file_info(marker).type == pyarrow.fs.FileType.File
 
-    def remove(self) -> None:
-        """Remove the whole run folder (nothing to remove is not an error)."""
+    def put(self, operation_id: str, folder: Path) -> None:
+        """Copy the adapter in ``folder`` into the storage (replacing a partial copy)."""
+        self.upload_dir(folder, operation_id)
         fs, base = self._fs()
-        _delete_dir(fs, base)
+        with fs.open_output_stream(f"{base}/{operation_id}/{COMPLETE}"):
+            pass
+
+    def get(self, operation_id: str, into: Path) -> None:
+        """Copy a complete adapter into the local folder ``into``. FileNotFoundError when the
+        storage has none."""
+        if not self.has(operation_id):
+            raise FileNotFoundError(f"{self.uri}/{operation_id}: no adapter in the storage")
+        self.download_dir(operation_id, into)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import re
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from . import counting, datasets, paging, protojson, validation
 from .adapters import find_adapter, remove_model_adapters
 from .checkpoints import remove_checkpoints
-from .inference import GenerationSettings, Generator, PromptTooLong
+from .inference import Adapter, GenerationSettings, PromptTooLong
 from .models import ModelNotFound, ModelRegistry, context_length
 from .store import ACTIVE, CREATING, AlreadyExists, Store, TunedModelRecord
 from .tokens import Tokenizers
@@ -25,8 +25,19 @@ MAX_TOTAL_STEPS = 100_000
 UPDATABLE = ("display_name", "description", "temperature", "top_p", "top_k")
 
 
+class Generation(Protocol):
+    """Where generation runs: inference.Generator (in this process) or, on a Ray cluster,
+    raygenerate.RayGenerator; the service does not tell them apart."""
+
+    def generate(self, local_model: str, conversation: Any, settings: GenerationSettings,
+                 adapter: Adapter | None = None,
+                 layout: dict[str, Any] | None = None) -> Any: ...
+
+    def forget_model(self, model_id: str) -> None: ...
+
+
 class TuningService:
-    def __init__(self, store: Store, registry: ModelRegistry, generator: Generator,
+    def __init__(self, store: Store, registry: ModelRegistry, generator: Generation,
                  tokenizers: Tokenizers, state_dir: Path, *,
                  max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS) -> None:
         self.store = store
@@ -270,6 +281,7 @@ class TuningService:
             raise ApiError("NOT_FOUND", f"Tuned model tunedModels/{model_id} does not exist.")
         remove_model_adapters(self.state_dir, model_id)
         remove_checkpoints(self.state_dir, model_id)
+        self.generator.forget_model(model_id)
         return {}
 
     def list_operations(self, model_id: str, page_size: str | None,
@@ -308,7 +320,7 @@ class TuningService:
                                f"{record.operation_id}) is missing from "
                                f"{self.state_dir / 'adapters'}; delete the model and tune it "
                                "again.")
-            adapter = (f"op_{record.operation_id}", folder)
+            adapter = Adapter(tuned, record.operation_id, folder)
             layout = read_layout(folder)
             defaults = GenerationSettings(temperature=record.temperature or 0.0,
                                           top_p=record.top_p, top_k=record.top_k)

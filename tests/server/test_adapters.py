@@ -30,8 +30,15 @@ def test_adapters_are_kept_per_operation_and_delete_removes_them_all(service):
     with service.client() as http:
         first = train(service, http, "per-operation")
         assert (adapters / "per-operation" / first / "adapter_config.json").is_file()
+        # Asked, its adapter is loaded; deleted, it is dropped from memory too (the base
+        # model's answers go on, with no adapter left loaded).
+        assert http.post("/v1beta/tunedModels/per-operation:generateContent",
+                         json=ASK).status_code == 200
+        base = http.post("/v1beta/models/gemini-1.5-flash-001-tuning:generateContent", json=ASK)
         assert http.delete("/v1beta/tunedModels/per-operation").json() == {}
         assert not (adapters / "per-operation").exists()
+        after = http.post("/v1beta/models/gemini-1.5-flash-001-tuning:generateContent", json=ASK)
+        assert after.json().get("candidates") == base.json()["candidates"], service.log[-3000:]
         second = train(service, http, "per-operation")  # the same id, a new operation
         assert second != first
         assert [p.name for p in (adapters / "per-operation").iterdir()] == [second]

@@ -1,6 +1,7 @@
 """RunStorage: one run's folder under --storage (here a local folder), through pyarrow's
 filesystem layer, the one Ray Train uses. Examples written as upload lines come back as the same
-conversations through the service's own reader; a folder round-trips; remove leaves nothing."""
+conversations through the service's own reader; a folder round-trips; remove leaves nothing.
+AdapterStorage: a tuned model's published adapters, read only once complete."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from jobspec.conversation import Conversation, Turn
 
 pytest.importorskip("pyarrow.fs", reason="pyarrow comes with the optional extra jobspec[ray]")
 
-from jobspec.server.raystorage import RunStorage, ray_storage_path  # noqa: E402
+from jobspec.server.raystorage import (COMPLETE, AdapterStorage, RunStorage,  # noqa: E402
+                                       ray_storage_path)
 from jobspec.server.uploads import StoredExamples  # noqa: E402
 
 EXAMPLES = [
@@ -85,3 +87,35 @@ def test_paths_are_absolute_and_names_are_checked(tmp_path, monkeypatch):
         RunStorage("store", "m", "o").local_examples("training", tmp_path / "x")
     with pytest.raises(FileNotFoundError, match="jobs/m/o/adapter"):
         RunStorage("store", "m", "o").download_dir("adapter", tmp_path / "y")
+
+
+@pytest.mark.parametrize("as_uri", [False, True], ids=["path", "file-uri"])
+def test_published_adapters_are_read_only_once_complete(tmp_path, as_uri):
+    root = f"file://{tmp_path}/storage" if as_uri else str(tmp_path / "storage")
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text('{"r": 8}')
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights" * 1000)
+    stored = AdapterStorage(root, "m-1")
+    assert stored.uri == f"{root}/adapters/m-1"
+    assert not stored.has("op-1")
+
+    # A copy cut short (no marker) is not an adapter: not read, and replaced by the next put.
+    stored.upload_dir(adapter, "op-1")
+    assert not stored.has("op-1")
+    with pytest.raises(FileNotFoundError, match="adapters/m-1/op-1: no adapter in the storage"):
+        stored.get("op-1", tmp_path / "nothing")
+    assert not (tmp_path / "nothing").exists()
+    stored.put("op-1", adapter)
+    assert stored.has("op-1")
+    stored.get("op-1", tmp_path / "back")
+    assert sorted(p.name for p in (tmp_path / "back").iterdir()) == [
+        COMPLETE, "adapter_config.json", "adapter_model.safetensors"]
+    assert (tmp_path / "back/adapter_model.safetensors").read_bytes() == b"weights" * 1000
+
+    AdapterStorage(root, "m-2").put("op-9", adapter)
+    stored.remove()  # the model deleted: all its operations' adapters, no other model's
+    assert not stored.has("op-1") and not (tmp_path / "storage/adapters/m-1").exists()
+    assert AdapterStorage(root, "m-2").has("op-9")
+    with pytest.raises(ValueError, match="model_id must be one plain name"):
+        AdapterStorage(root, "..")
