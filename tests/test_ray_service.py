@@ -5,7 +5,9 @@ Each scenario script (tests/ray_scenarios/service_*.py) runs in a loopback-only 
 namespace (tests/raynet.py) with one cluster and prints what the tests assert on:
 - service_apply_restart.py: `jobspec apply jobs/` through a Ray service on a two-node cluster
   gives what the plain local service gives (state, step losses, eval answers, exit code), and
-  `jobspec get` names the node; then the Ray service is killed with SIGKILL mid-training and
+  `jobspec get` names the node; the eval is generated on the node that has a GPU, by a Ray actor
+  that reads the adapter from --storage and gives the GPU back when idle (an actor lost leaves
+  the request to the service); then the Ray service is killed with SIGKILL mid-training and
   restarted: it re-attaches to the run (one Ray Train run for the job, not two) and the job ends
   ACTIVE with one continuous snapshot series; the job asking for two workers
   (`resources: {workers: 2}`) trains data-parallel on both nodes with the one-process steps;
@@ -15,7 +17,8 @@ namespace (tests/raynet.py) with one cluster and prints what the tests assert on
 - service_node_loss.py: the node that trains is removed mid-training; the run resumes from its
   checkpoint on the other node and ends ACTIVE with one continuous series, its losses those of a
   run never interrupted (the first scenario's long job); then a job cancelled mid-training
-  ends FAILED and its run is gone from the cluster.
+  ends FAILED and its run is gone from the cluster; generation, the cluster having no GPU, runs
+  in the service.
 An address where no cluster listens is refused within seconds (no cluster needed).
 """
 
@@ -84,6 +87,33 @@ def test_apply_through_ray_gives_what_the_local_service_gives(apply_restart):
     assert row["state"] == "ACTIVE" and row["device"] == ray["device"]
     header, line = ray["get_table"].splitlines()[:2]
     assert header.split()[-2:] == ["TRAINED", "ON"] and line.endswith(ray["device"])
+
+
+@pytest.mark.timeout(300)
+def test_eval_is_generated_on_the_gpu_node_which_is_given_back_when_idle(apply_restart):
+    # The answers the first test found equal to the local service's were made there.
+    found = apply_restart["generation"]
+    notes = "\n".join(found["notes"])
+    [actor] = found["actors_after_eval"]
+    assert actor["alive"] and actor["node"] == found["gpu_node"]
+    assert (f"generation runs on the Ray cluster: actor {actor['name']} on node "
+            f"{found['gpu_node'][:8]} (127.0.0.1), cpu; tuned adapters are read from ") in notes
+    assert "generation runs in this service" not in notes
+    # The tuned model's adapter, put in the storage for the actor to read.
+    model_id = found["model"].removeprefix("tunedModels/")
+    [stored] = found["stored"]
+    assert stored.startswith(f"adapters/{model_id}/") and stored.endswith("/COMPLETE")
+    assert (f"generation actor {actor['name']} on node {found['gpu_node'][:8]} released after "
+            "5s without a request: its GPU is free for training") in notes
+    assert found["alive_after_idle"] == []
+    # Asked again, a new actor answers; lost (killed here), the service answers in its place.
+    lost = found["lost_actor"]
+    assert lost["codes"] == [200, 200] and lost["same"]
+    assert notes.count("generation runs on the Ray cluster: actor ") == 2
+    assert (f"generation actor {lost['name']} on node {found['gpu_node'][:8]} released "
+            "(generation on the cluster failed (ActorDiedError: ") in notes, notes
+    assert "); this request is answered in this service" in notes
+    assert found["delete_code"] == 200 and found["stored_after_delete"] == []
 
 
 @pytest.mark.timeout(300)
@@ -165,6 +195,14 @@ def test_a_cancel_ends_the_run_on_the_cluster(node_loss):
     assert node_loss["cancelled_run"], node_loss["notes"]
     [actor] = node_loss["cancelled_run_after"]
     assert actor["controllers"] == 1 and not actor["alive"] and actor["live_controllers"] == 0
+
+
+@pytest.mark.timeout(300)
+def test_generation_stays_in_the_service_where_the_cluster_has_no_gpu(node_loss):
+    asked = node_loss["no_gpu_generation"]
+    assert asked["code"] == 200
+    assert asked["notes"] == ["jobspec serve: generation runs in this service: the Ray cluster "
+                              "has no GPU"]
 
 
 def test_an_address_where_no_cluster_listens_is_refused_at_once(tmp_path, tiny_model):

@@ -1,5 +1,6 @@
 """Scenario: `jobspec apply` against `jobspec serve --ray` on a two-node cluster gives what it
-gives against the plain local service; then the Ray service is killed (SIGKILL) while a job
+gives against the plain local service, its eval generated on the node with a GPU (a Ray actor
+reading the adapter from --storage, which gives the GPU back when idle); then the Ray service is killed (SIGKILL) while a job
 trains (on the standby run the idle service had started for it), and the restarted service
 re-attaches to the run instead of starting a second one; then the same job asking for two
 data-parallel workers (`resources: {workers: 2}`) trains on both nodes at once (torch DDP over
@@ -19,9 +20,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from service_common import (JOB, STEP_LINE, apply, emit, jobspec, newest_model, progress,
-                            run_actors, run_of, scratch_repo, service, standby_ready,
+import httpx
+from service_common import (JOB, STEP_LINE, apply, emit, generation_actors, jobspec, newest_model,
+                            progress, run_actors, run_of, scratch_repo, service, standby_ready,
                             start_cluster, wait_for)
+
+GENERATION_IDLE = 5  # seconds: the generation actor's --ray-generation-idle
 
 
 def main() -> None:
@@ -40,11 +44,14 @@ def main() -> None:
         timings["local"] = round(time.monotonic() - began, 1)
 
         mark = time.monotonic()
-        cluster = start_cluster(head_cpus=1, node_cpus=[1])
+        # The node has a GPU (for Ray: torch finds none and runs on the CPU): generation goes
+        # there; training takes none (--ray-gpus-per-worker 0), as torch here cannot use one.
+        cluster = start_cluster(head_cpus=1, node_cpus=[1], node_gpus=[1])
         timings["cluster_start"] = round(time.monotonic() - mark, 1)
         state, storage = work / "ray-state", work / "ray-storage"
         ray_args = ("--ray", cluster.address, "--storage", str(storage),
-                    "--checkpoint-interval", "0.5")
+                    "--checkpoint-interval", "0.5", "--ray-gpus-per-worker", "0",
+                    "--ray-generation-idle", str(GENERATION_IDLE))
         progress("Ray service")
         mark = time.monotonic()
         first = service(state, model, *ray_args)
@@ -54,6 +61,9 @@ def main() -> None:
         mark = time.monotonic()
         out["ray"] = apply(repo, first.url)
         timings["ray_apply"] = round(time.monotonic() - mark, 1)
+        mark = time.monotonic()
+        out["generation"] = generation(first, cluster, state, storage)
+        timings["generation_idle"] = round(time.monotonic() - mark, 1)
 
         # Idle again: the service starts a standby run for the next job; the long job takes it.
         wait_for(lambda: standby_ready(first), 90, "the standby run after apply")
@@ -142,6 +152,46 @@ def data_parallel(repo: Path, url: str) -> dict[str, Any]:
             "state": report.get("state"), "device": report.get("device"),
             "steps": [p["step"] for p in report.get("loss_curve", [])],
             "losses": [p["mean_loss"] for p in report.get("loss_curve", [])]}
+
+
+def generation(running: Any, cluster: Any, state: Path, storage: Path) -> dict[str, Any]:
+    """Where the eval of the apply just done was generated; the adapter in the storage; the
+    actor's end once idle; a request that starts another actor, which is then killed: the next
+    request is answered by the service; the stored adapter's end when its model is deleted."""
+    import ray
+
+    from jobspec.server.rayconnect import namespace_for
+
+    [gpu_node] = [node.node_id for node in cluster.worker_nodes]
+    tuned = newest_model(running.url)["name"]
+    found = {"gpu_node": gpu_node, "model": tuned,
+             "actors_after_eval": generation_actors(cluster.address),
+             "stored": sorted(str(path.relative_to(storage))
+                              for path in (storage / "adapters").rglob("COMPLETE"))}
+    released = f" released after {GENERATION_IDLE}s without a request"
+    found["idle_wait"] = wait_for(lambda: released in running.log, 30,
+                                  "the idle generation actor's release")
+    found["alive_after_idle"] = [actor["name"] for actor in generation_actors(cluster.address)
+                                 if actor["alive"]]
+    ask = {"contents": [{"parts": [{"text": "seven"}]}], "generationConfig": {"maxOutputTokens": 8}}
+    with httpx.Client(base_url=running.url, timeout=120) as http:
+        on_actor = http.post(f"/v1beta/{tuned}:generateContent", json=ask)
+        [again] = [actor["name"] for actor in generation_actors(cluster.address) if actor["alive"]]
+        ray.init(address=cluster.address, namespace=namespace_for(state), log_to_driver=False,
+                 logging_level="ERROR")
+        try:
+            ray.kill(ray.get_actor(again))
+        finally:
+            ray.shutdown()
+        here = http.post(f"/v1beta/{tuned}:generateContent", json=ask)
+        found["lost_actor"] = {"name": again, "codes": [on_actor.status_code, here.status_code],
+                               "same": on_actor.json().get("candidates")
+                               == here.json().get("candidates")}
+        found["delete_code"] = http.delete(f"/v1beta/{tuned}").status_code
+    found["notes"] = [line for line in notes(running.log) if "generation" in line]
+    found["stored_after_delete"] = sorted(str(path.relative_to(storage))
+                                          for path in (storage / "adapters").rglob("*"))
+    return found
 
 
 def notes(log: str) -> list[str]:

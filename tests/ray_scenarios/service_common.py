@@ -30,14 +30,17 @@ JOB = "number-generator"
 STEP_LINE = re.compile(r": step \d+/\d+ epoch ")  # the service's log line of each step
 
 
-def start_cluster(head_cpus: float, node_cpus: list[float]) -> Any:
-    """A head and one node per entry of ``node_cpus``, no dashboard; started and waited for."""
+def start_cluster(head_cpus: float, node_cpus: list[float], node_gpus: list[float] = ()) -> Any:
+    """A head and one node per entry of ``node_cpus`` (with the GPUs of ``node_gpus``'s entry,
+    where there is one: Ray's resource, which torch, finding no GPU, runs on the CPU), no
+    dashboard; started and waited for."""
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": head_cpus, "include_dashboard": False})
-    for cpus in node_cpus:
-        cluster.add_node(num_cpus=cpus)
+    for index, cpus in enumerate(node_cpus):
+        cluster.add_node(num_cpus=cpus,
+                         num_gpus=node_gpus[index] if index < len(node_gpus) else 0)
     cluster.wait_for_nodes()
     return cluster
 
@@ -118,17 +121,31 @@ def emit(result: dict[str, Any]) -> None:
     print(json.dumps(result), flush=True)
 
 
-def run_actors(address: str) -> list[dict[str, Any]]:
-    """Every run actor of a service the cluster has seen (rayrun.RunActor: one a Ray Train run,
-    named as its run), dead or alive, each with the Ray Train controllers it started (those the
-    actor owns) and how many of them live."""
+def actor_table(address: str) -> list[dict[str, Any]]:
+    """Every actor the cluster has seen, dead or alive, as Ray's state API gives it."""
     import ray
 
     ray.init(address=address, log_to_driver=False, logging_level="ERROR")
     try:
-        actors = list(ray._private.state.actors().values())
+        return list(ray._private.state.actors().values())
     finally:
         ray.shutdown()
+
+
+def generation_actors(address: str) -> list[dict[str, Any]]:
+    """Every generation actor of a service the cluster has seen (raygenerate.GenerationActor):
+    its name, whether it lives, its node's id."""
+    return [{"name": actor.get("Name"), "alive": actor.get("State") == "ALIVE",
+             "node": actor.get("Address", {}).get("NodeID", "")}
+            for actor in actor_table(address)
+            if actor.get("ActorClassName", "").endswith("GenerationActor")]
+
+
+def run_actors(address: str) -> list[dict[str, Any]]:
+    """Every run actor of a service the cluster has seen (rayrun.RunActor: one a Ray Train run,
+    named as its run), dead or alive, each with the Ray Train controllers it started (those the
+    actor owns) and how many of them live."""
+    actors = actor_table(address)
 
     def where(address: dict[str, Any]) -> tuple[str, int]:
         return address.get("IPAddress", ""), address.get("Port", 0)

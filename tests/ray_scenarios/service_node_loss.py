@@ -2,7 +2,7 @@
 restarts the worker group on the other node from the run's last checkpoint, and the job ends
 ACTIVE with one continuous snapshot series. The job trains on the standby run the service
 started while idle (raystandby.py), as does the job cancelled mid-training after it, whose run
-then ends on the cluster.
+then ends on the cluster. Last, generation: the cluster has no GPU, so the service answers.
 
 The head has no CPUs for training (the service's run actor and Ray Train's controller take
 none), so training lands on one of the two worker nodes, which can be removed.
@@ -89,6 +89,13 @@ def main() -> None:
                  60, "the cancelled run's end on the cluster", interval=1)
         out["cancelled_run_after"] = cancelled_run()
         timings["cancel"] = round(time.monotonic() - mark, 1)
+
+        progress("generation where the cluster has no GPU")
+        with httpx.Client(base_url=running.url, timeout=120) as http:
+            asked = http.post("/v1beta/models/gemini-1.5-flash-001-tuning:generateContent",
+                              json={"contents": [{"parts": [{"text": "seven"}]}]})
+        out["no_gpu_generation"] = {"code": asked.status_code, "notes": [
+            line for line in running.log.splitlines() if "generation" in line]}
     except Exception as exc:  # noqa: BLE001 - said in the JSON, with the service's log
         out["failure"] = f"{type(exc).__name__}: {exc}"
         out["log"] = running.log[-5000:] if running else ""
