@@ -225,3 +225,8 @@ def test_ray_flags_are_checked(tmp_path, cli):
     assert refused.code == 64 and "--storage: only with --ray ADDRESS" in refused.err
     refused = cli("serve", "--state-dir", str(tmp_path), "--ray", "auto", "--ray-workers", "0")
     assert refused.code == 64 and "--ray-workers must be at least 1" in refused.err
+    refused = cli("serve", "--state-dir", str(tmp_path), "--ray-generation", "service")
+    assert refused.code == 64 and "--ray-generation: only with --ray ADDRESS" in refused.err
+    refused = cli("serve", "--state-dir", str(tmp_path), "--ray", "auto",
+                  "--ray-generation-idle", "0")
+    assert refused.code == 64 and "--ray-generation-idle must be more than 0" in refused.err

@@ -14,7 +14,8 @@ reaches Google, so nothing here imports the reconciler, the job-file loader or t
     chat.py       prompts and examples to token ids, the same way for training and serving
     handshake.py  proving to jobspec that this is the service it started (HMAC of a challenge;
                   the handshake itself is jobspec/wire.py's)
-    store.py      SQLite state: tuned models, their operations and snapshots, who owns a job
+    store.py      SQLite state, the API's side (storedb.py: schema and records; storeruns.py:
+                  a run's life from claim to end, who owns a job)
     recipe.py     what the service decides about training (layout, LoRA, schedule, precision),
                   each choice measured by bench/tuning_quality.py
     trainer.py    LoRA fine-tuning of one job: batches, micro-batches, the step loop,
@@ -29,4 +30,16 @@ reaches Google, so nothing here imports the reconciler, the job-file loader or t
     inference.py  generation on base models and tuned adapters, with an adapter cache
     models.py     base model discovery (the SmolLM2 GGUF), aliases, loading
     main.py       `jobspec serve`: arguments, start-up, signals
+
+With `--ray ADDRESS` (the extra jobspec[ray]; nothing below is imported without it):
+
+    rayserve.py   the Ray flags, their checks, what the service builds from them
+    rayconnect.py joining the cluster (bounded, a clear error), the service's namespace
+    raydispatch.py following each job's Ray Train run from the service, applying its reports
+    rayrun.py     the detached actor that holds one run and collects its reports
+    raytrain.py   what runs on Ray Train's workers (train_loop) and the trainer that runs it
+    raystandby.py a run started ahead of the next job while the service is idle
+    raystorage.py --storage: examples, Ray Train's checkpoints, adapters, for every node
+    raygenerate.py generation on a GPU node of the cluster, in an actor, when there is one
+    data_parallel.py a job's examples shared among data-parallel workers (torch DDP)
 """

@@ -18,11 +18,10 @@ from .. import legacy_state, workspace
 from ..errors import JobSpecError
 from .guard import ALLOWED_HOSTS_ENV, allowed_host_names, is_loopback
 from .handshake import take_secret
+from . import rayserve
 from .trainer import CHECKPOINT_SECONDS, DEFAULT_MAX_BATCH_TOKENS
 
 DEFAULT_PORT = 8765
-# A GPU the generation actor holds is one training cannot have: given back after this idle.
-DEFAULT_GENERATION_IDLE_SECONDS = 60.0
 # Files of the state directory that the service opens by name: none may be a link (a committed
 # symbolic link would have the service truncate or write whatever it points at).
 _OWN_FILES = ("serve.lock", "state.db", "state.db-wal", "state.db-shm", "state.db-journal")
@@ -84,46 +83,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"{DEFAULT_MAX_BATCH_TOKENS}; halved when a step runs out of "
                              f"memory), on a CPU {DEFAULT_MAX_BATCH_TOKENS}; examples longer "
                              f"than {DEFAULT_MAX_BATCH_TOKENS} tokens are refused either way")
-    ray = parser.add_argument_group(
-        "training on a Ray cluster (needs the extra jobspec[ray])")
-    ray.add_argument("--ray", default=None, metavar="ADDRESS",
-                     help="train every job as a Ray Train run on the Ray cluster at ADDRESS: "
-                          "auto (the cluster this machine belongs to, see `ray start`), "
-                          "ray://HOST:PORT (Ray Client) or a head's HOST:PORT; the service "
-                          "itself, its API and its store stay here (default: train on this "
-                          "machine, in worker processes)")
-    ray.add_argument("--storage", default=None, metavar="PATH_OR_URI",
-                     help="with --ray: where the jobs' examples, checkpoints and adapters live "
-                          "for every node to see. A folder is fine for a cluster on one "
-                          "machine; several machines need a folder they all share (a network "
-                          "mount) or s3://BUCKET/PATH, gs://BUCKET/PATH (default: ray-storage "
-                          "in the state directory)")
-    ray.add_argument("--ray-workers", type=int, default=1, metavar="N",
-                     help="with --ray: data-parallel workers of a job whose file does not say "
-                          "(resources.workers) (default: 1)")
-    ray.add_argument("--ray-cpus-per-worker", type=float, default=1.0, metavar="N",
-                     help="with --ray: CPUs each training worker takes on its node, and its "
-                          "torch threads (default: 1)")
-    ray.add_argument("--ray-gpus-per-worker", type=float, default=None, metavar="N",
-                     help="with --ray: GPUs each training worker takes, where the job's file "
-                          "does not say (resources.gpus_per_worker) (default: 1 where the "
-                          "cluster has GPUs, else 0)")
-    ray.add_argument("--ray-standby", action=argparse.BooleanOptionalAction, default=True,
-                     help="with --ray: while no job trains, keep a run started for the next one "
-                          "(its worker loaded with the default base model), so that a job starts "
-                          "training in about a second instead of the ten or so a new Ray Train "
-                          "run takes; it holds one worker's CPUs (and GPUs) while it waits "
-                          "(default: on)")
-    ray.add_argument("--ray-generation", choices=("auto", "service"), default=None,
-                     help="with --ray: where generateContent (and so jobspec's eval) runs: auto "
-                          "= on a GPU node of the cluster, in a Ray actor that reads tuned "
-                          "adapters from --storage, when the cluster has a GPU free, else in "
-                          "this service; service = always in this service (default: auto)")
-    ray.add_argument("--ray-generation-idle", type=float, default=None, metavar="SECONDS",
-                     help="with --ray: the generation actor gives its GPU back after this long "
-                          "without a request, for training to use (default: "
-                          f"{DEFAULT_GENERATION_IDLE_SECONDS:g})")
-
+    rayserve.add_ray_arguments(parser)
 
 def choose_state_dir(given: str | None) -> Path:
     """``--state-dir``, else the workspace's private one (with an earlier jobspec's
@@ -235,7 +195,7 @@ def serve(args: argparse.Namespace) -> int:
     if args.max_batch_tokens is not None and args.max_batch_tokens < 1:
         print("jobspec serve: --max-batch-tokens must be at least 1", file=sys.stderr)
         return 64
-    ray_refused = _ray_flags_refused(args)
+    ray_refused = rayserve.flags_refused(args)
     if ray_refused:
         print(f"jobspec serve: {ray_refused}", file=sys.stderr)
         return 64
@@ -260,7 +220,7 @@ def serve(args: argparse.Namespace) -> int:
     ray_node = ""
     if args.ray is not None:
         try:
-            ray_node = _join_ray(args, state_dir)
+            ray_node = rayserve.join(args, state_dir)
         except Exception as exc:  # noqa: BLE001 - RayUnreachable, or Ray not installed
             print(f"jobspec serve: {exc}", file=sys.stderr, flush=True)
             os._exit(1)  # a half-started Ray client may hold threads that block a plain exit
@@ -279,14 +239,15 @@ def serve(args: argparse.Namespace) -> int:
     if requeued:
         print(f"jobspec serve: {len(requeued)} interrupted training job(s) queued again: "
               f"{', '.join(requeued)}", file=sys.stderr)
-    generator: Any = Generator(registry, state_dir / "models")
-    if args.ray is not None and args.ray_generation != "service":
-        generator = _ray_generator(args, generator, registry, state_dir)
+    generator = Generator(registry, state_dir / "models")
+    # On Ray, generation may run on a GPU node of the cluster instead (raygenerate.py).
+    ray_generator = (rayserve.generator(args, generator, registry, state_dir)
+                     if args.ray is not None else None)
     tokenizers = Tokenizers(registry, state_dir / "models")
     # The first create measures its examples with the default model's tokenizer: load it now.
     threading.Thread(target=tokenizers.get, args=(registry.default.id,), daemon=True,
                      name="tokenizer").start()
-    service = TuningService(store, registry, generator, tokenizers, state_dir,
+    service = TuningService(store, registry, ray_generator or generator, tokenizers, state_dir,
                             max_batch_tokens=(DEFAULT_MAX_BATCH_TOKENS if args.max_batch_tokens
                                               is None else args.max_batch_tokens))
     def idle() -> bool:
@@ -303,7 +264,7 @@ def serve(args: argparse.Namespace) -> int:
                                  tuple(args.alias), threads, args.max_batch_tokens,
                                  args.checkpoint_interval)
     if args.ray is not None:
-        workers = _ray_dispatcher(args, store, state_dir, registry, ray_node, idle, on_idle)
+        workers = rayserve.dispatcher(args, store, state_dir, registry, ray_node, idle, on_idle)
     else:
         workers = Workers(args.max_concurrent_jobs, worker_config, store, idle=idle,
                           on_idle=on_idle)
@@ -320,83 +281,11 @@ def serve(args: argparse.Namespace) -> int:
     try:
         server.run()
     finally:
-        if hasattr(generator, "stop"):
-            generator.stop()  # before the dispatcher leaves the cluster
+        if ray_generator is not None:
+            ray_generator.stop()  # before the dispatcher leaves the cluster
         workers.stop()
         print("jobspec serve: stopped", file=sys.stderr, flush=True)
     return 0
-
-
-def _ray_flags_refused(args: argparse.Namespace) -> str | None:
-    """Why the Ray flags cannot be used as given (None: they can)."""
-    if args.ray is None:
-        given = [flag for flag, value in (("--storage", args.storage),
-                                          ("--ray-gpus-per-worker", args.ray_gpus_per_worker),
-                                          ("--ray-generation", args.ray_generation),
-                                          ("--ray-generation-idle", args.ray_generation_idle))
-                 if value is not None]
-        return f"{', '.join(given)}: only with --ray ADDRESS" if given else None
-    if not args.ray.strip():
-        return "--ray needs an address: auto, ray://HOST:PORT or a head's HOST:PORT"
-    if args.ray_workers < 1:
-        return "--ray-workers must be at least 1"
-    if args.ray_cpus_per_worker <= 0:
-        return "--ray-cpus-per-worker must be more than 0"
-    if args.ray_gpus_per_worker is not None and args.ray_gpus_per_worker < 0:
-        return "--ray-gpus-per-worker must be 0 or more"
-    if args.ray_generation_idle is not None and args.ray_generation_idle <= 0:
-        return "--ray-generation-idle must be more than 0 seconds"
-    if args.quantize is not None:
-        return "--quantize is not available with --ray (it trains in this machine's workers)"
-    if args.storage is not None and not args.storage.strip():
-        return "--storage needs a folder or a URI (s3://BUCKET/PATH, gs://BUCKET/PATH)"
-    return None
-
-
-def _join_ray(args: argparse.Namespace, state_dir: Path) -> str:
-    """Join the cluster of ``--ray``; the service's node id. Before, the API key leaves this
-    process's environment, so that nothing Ray starts from here could see it."""
-    os.environ.pop("JOBSPEC_SERVE_API_KEY", None)
-    try:
-        from .rayconnect import connect, namespace_for  # noqa: PLC0415
-    except ImportError as exc:
-        raise RuntimeError(f"--ray needs Ray: pip install 'jobspec[ray]' ({exc})") from None
-    node = connect(args.ray, namespace_for(state_dir))
-    print(f"jobspec serve: joined the Ray cluster at {args.ray} (this service's node "
-          f"{node[:8]}, namespace {namespace_for(state_dir)})", file=sys.stderr, flush=True)
-    return node
-
-
-def _ray_generator(args: argparse.Namespace, here: Any, registry: Any,
-                   state_dir: Path) -> Any:
-    from .raygenerate import RayGenerator  # noqa: PLC0415
-    from .rayconnect import namespace_for  # noqa: PLC0415
-
-    return RayGenerator(here, registry, _storage(args, state_dir), namespace_for(state_dir),
-                        idle_seconds=(DEFAULT_GENERATION_IDLE_SECONDS
-                                      if args.ray_generation_idle is None
-                                      else args.ray_generation_idle))
-
-
-def _storage(args: argparse.Namespace, state_dir: Path) -> str:
-    return args.storage or str(state_dir / "ray-storage")
-
-
-def _ray_dispatcher(args: argparse.Namespace, store: Any, state_dir: Path, registry: Any,
-                    node: str, idle: Any, on_idle: Any) -> Any:
-    from .rayconnect import namespace_for  # noqa: PLC0415
-    from .raydispatch import RayDispatcher, RayOptions  # noqa: PLC0415
-
-    storage = _storage(args, state_dir)
-    # A run's ranks would all have to halve a measured pass size together (batchfit.py), so on
-    # Ray the pass size is the flag's, or the default, for every run.
-    max_batch_tokens = (DEFAULT_MAX_BATCH_TOKENS if args.max_batch_tokens is None
-                        else args.max_batch_tokens)
-    options = RayOptions(args.ray, storage, args.ray_workers, args.ray_cpus_per_worker,
-                         args.ray_gpus_per_worker, max_batch_tokens, args.checkpoint_interval,
-                         standby=args.ray_standby)
-    return RayDispatcher(store, state_dir, registry, options, args.max_concurrent_jobs, node,
-                         namespace_for(state_dir), idle=idle, on_idle=on_idle)
 
 
 def main(argv: list[str] | None = None) -> int:
