@@ -109,6 +109,11 @@ def test_eval_is_generated_on_the_gpu_node_which_is_given_back_when_idle(apply_r
     # Asked again, a new actor answers; lost (killed here), the service answers in its place.
     lost = found["lost_actor"]
     assert lost["codes"] == [200, 200] and lost["same"]
+    # A prompt too long for the model is refused by the actor as by the service.
+    too_long = found["too_long"]
+    assert too_long["code"] == 400 and too_long["error"]["status"] == "INVALID_ARGUMENT"
+    assert too_long["error"]["message"].startswith("The input token count (")
+    assert "models/tiny-smollm2 has a context of 512 tokens" in too_long["error"]["message"]
     assert notes.count("generation runs on the Ray cluster: actor ") == 2
     assert (f"generation actor {lost['name']} on node {found['gpu_node'][:8]} released "
             "(generation on the cluster failed (ActorDiedError: ") in notes, notes

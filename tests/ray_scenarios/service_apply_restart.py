@@ -156,8 +156,9 @@ def data_parallel(repo: Path, url: str) -> dict[str, Any]:
 
 def generation(running: Any, cluster: Any, state: Path, storage: Path) -> dict[str, Any]:
     """Where the eval of the apply just done was generated; the adapter in the storage; the
-    actor's end once idle; a request that starts another actor, which is then killed: the next
-    request is answered by the service; the stored adapter's end when its model is deleted."""
+    actor's end once idle; a request that starts another actor (and a prompt too long for the
+    model, refused there), which is then killed: the next request is answered by the service;
+    the stored adapter's end when its model is deleted."""
     import ray
 
     from jobspec.server.rayconnect import namespace_for
@@ -176,6 +177,10 @@ def generation(running: Any, cluster: Any, state: Path, storage: Path) -> dict[s
     ask = {"contents": [{"parts": [{"text": "seven"}]}], "generationConfig": {"maxOutputTokens": 8}}
     with httpx.Client(base_url=running.url, timeout=120) as http:
         on_actor = http.post(f"/v1beta/{tuned}:generateContent", json=ask)
+        too_long = http.post(f"/v1beta/{tuned}:generateContent",
+                             json={"contents": [{"parts": [{"text": "seven " * 600}]}]})
+        found["too_long"] = {"code": too_long.status_code,
+                             "error": too_long.json().get("error", {})}
         [again] = [actor["name"] for actor in generation_actors(cluster.address) if actor["alive"]]
         ray.init(address=cluster.address, namespace=namespace_for(state), log_to_driver=False,
                  logging_level="ERROR")
