@@ -130,10 +130,10 @@ class Generator:
                  settings: GenerationSettings, adapter: Adapter | None = None,
                  layout: dict[str, Any] | None = None) -> Generation:
         """Answer ``conversation`` (its system instruction and turns, ending with the user's)
-        with the base model, or with ``adapter`` laid out as it was
-        trained (``layout``, recorded beside the adapter; None: the model's chat template, as
-        adapters made before layouts were recorded were trained). The prompt is rendered as
-        training renders a conversation (chat.py)."""
+        with the base model, or with ``adapter`` laid out as it was trained (``layout``,
+        recorded beside the adapter; None: the model's chat template, as adapters made before
+        layouts were recorded were trained). The prompt is rendered as training renders a
+        conversation (chat.py)."""
         import torch  # noqa: PLC0415
 
         with self._lock:

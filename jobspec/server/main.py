@@ -85,6 +85,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"than {DEFAULT_MAX_BATCH_TOKENS} tokens are refused either way")
     rayserve.add_ray_arguments(parser)
 
+
 def choose_state_dir(given: str | None) -> Path:
     """``--state-dir``, else the workspace's private one (with an earlier jobspec's
     ``.jobspec/local/`` moved into it once, when that is safe). OSError or BackendError when it
