@@ -193,8 +193,8 @@ class RayGenerator:
             return self._here("the Ray cluster has no GPU")
         if ray.available_resources().get("GPU", 0) < 1:
             self.refused_at = time.monotonic()
-            return self._here("no GPU of the Ray cluster is free (training, or a standby run, holds "
-                              "them)")
+            return self._here("no GPU of the Ray cluster is free (training, or a standby "
+                              "run, holds them)")
         name = PREFIX + uuid.uuid4().hex[:12]
         actor = ray.remote(max_concurrency=MAX_CONCURRENCY)(GenerationActor).options(
             name=name, namespace=self.namespace, num_gpus=1, num_cpus=0,

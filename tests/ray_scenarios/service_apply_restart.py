@@ -1,12 +1,12 @@
 """Scenario: `jobspec apply` against `jobspec serve --ray` on a two-node cluster gives what it
 gives against the plain local service, its eval generated on the node with a GPU (a Ray actor
-reading the adapter from --storage, which gives the GPU back when idle); then the Ray service is killed (SIGKILL) while a job
-trains (on the standby run the idle service had started for it), and the restarted service
-re-attaches to the run instead of starting a second one; then the same job asking for two
-data-parallel workers (`resources: {workers: 2}`) trains on both nodes at once (torch DDP over
-gloo) with the single process's steps (the one-worker standby released for it); last, a service
-killed while its standby run waits: the next service ends that run and starts its own, and
-releases it when stopped.
+reading the adapter from --storage, which gives the GPU back when idle); then the Ray service is
+killed (SIGKILL) while a job trains (on the standby run the idle service had started for it),
+and the restarted service re-attaches to the run instead of starting a second one; then the
+same job asking for two data-parallel workers (`resources: {workers: 2}`) trains on both nodes
+at once (torch DDP over gloo) with the single process's steps (the one-worker standby released
+for it); last, a service killed while its standby run waits: the next service ends that run and
+starts its own, and releases it when stopped.
 
 Usage: service_apply_restart.py TINY_MODEL WORK_DIR. Prints one JSON object.
 """
