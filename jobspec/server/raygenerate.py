@@ -164,7 +164,11 @@ class RayGenerator:
                     f"{exc}")
         with self.lock:
             if self.actor is not None:
-                self.actor.forget_model.remote(model_id)
+                try:
+                    self.actor.forget_model.remote(model_id)
+                except Exception as exc:  # noqa: BLE001 - its copy is released with it
+                    log(f"tunedModels/{model_id}: not dropped by the generation actor: "
+                        f"{_first_line(exc)}")
 
     def stop(self) -> None:
         self.stopping.set()
@@ -180,7 +184,12 @@ class RayGenerator:
             if self.actor is None and not self.stopping.is_set() and (
                     self.refused_at is None
                     or time.monotonic() - self.refused_at >= RETRY_SECONDS):
-                self._start()
+                try:
+                    self._start()
+                except Exception as exc:  # noqa: BLE001 - the cluster gone, or Ray failing:
+                    # whatever it is, this service can answer, and says why it does
+                    self.refused_at = time.monotonic()
+                    self._here(f"no generation actor could be started ({_first_line(exc)})")
             if self.actor is not None:
                 self.busy += 1
             return self.actor
