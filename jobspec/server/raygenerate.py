@@ -199,6 +199,9 @@ class RayGenerator:
         import ray  # noqa: PLC0415
 
         if ray.cluster_resources().get("GPU", 0) < 1:
+            # Asked again no sooner than RETRY_SECONDS, not at every request: a GPU node that
+            # joins later is found then.
+            self.refused_at = time.monotonic()
             return self._here("the Ray cluster has no GPU")
         if ray.available_resources().get("GPU", 0) < 1:
             self.refused_at = time.monotonic()

@@ -104,6 +104,10 @@ class StandbyRun:
     cpus_per_worker: float = 1.0
     threads: int = 1
 
+    @property
+    def run(self) -> str:
+        return self.name
+
     def fits(self, job: RayTrainJob) -> bool:
         return ((job.workers, job.gpus_per_worker, job.cpus_per_worker, job.threads, job.storage)
                 == (self.workers, self.gpus_per_worker, self.cpus_per_worker, self.threads,
@@ -118,9 +122,9 @@ def run_name(model_id: str, operation_id: str) -> str:
 
 def build_trainer(job: RayTrainJob | StandbyRun, callbacks: Sequence[Any] = ()) -> Any:
     """The TorchTrainer of ``job`` (or of a standby run, whose workers get their job later):
-    ``job.workers`` workers, each with its CPUs (and GPUs), its run named ``job.run`` (a
-    standby's ``name``) under ``ray_storage_path(job.storage)``, restarted from its last
-    checkpoint up to MAX_FAILURES times. Same name and storage: a new fit() resumes the run.
+    ``job.workers`` workers, each with its CPUs (and GPUs), its run named ``job.run`` under
+    ``ray_storage_path(job.storage)``, restarted from its last checkpoint up to MAX_FAILURES
+    times. Same name and storage: a new fit() resumes the run.
     Sets POLL_INTERVAL_VARIABLE in this process's environment unless it is set already."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig  # noqa: PLC0415
     from ray.train.torch import TorchTrainer  # noqa: PLC0415
@@ -139,7 +143,7 @@ def build_trainer(job: RayTrainJob | StandbyRun, callbacks: Sequence[Any] = ()) 
         train_loop_config={"standby": job} if standby else {"job": job},
         scaling_config=ScalingConfig(num_workers=job.workers, use_gpu=job.gpus_per_worker > 0,
                                      resources_per_worker=resources),
-        run_config=RunConfig(name=job.name if standby else job.run,
+        run_config=RunConfig(name=job.run,
                              storage_path=ray_storage_path(job.storage),
                              failure_config=FailureConfig(max_failures=MAX_FAILURES),
                              checkpoint_config=CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
